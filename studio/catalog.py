@@ -1,0 +1,178 @@
+"""The model catalog: what each provider's models can do and what they cost, kept as data.
+
+One JSON file per provider lives in ``studio/data/catalog/``. A file of the same name under
+``$STUDIO_HOME/catalog/`` adds models or overrides fields, so a retired or new model is a data
+change. A model id that is in no file is still accepted: it gets the provider's ``"*"`` template.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+BUILTIN_DIR = Path(__file__).parent / "data" / "catalog"
+
+
+@dataclass(frozen=True)
+class Range:
+    min: float
+    max: float
+    default: float
+
+    def contains(self, value: float) -> bool:
+        return self.min <= value <= self.max
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Capabilities and price of one model. The UI shows only the controls a model supports."""
+
+    id: str
+    provider: str
+    label: str = ""
+    modes: tuple[str, ...] = ("text-to-image",)
+    sizes: tuple[str, ...] = ()  # a fixed list of "WxH", or empty
+    size_range: dict[str, int] | None = None  # {"min", "max", "multiple"} for free sizes
+    aspect_ratios: tuple[str, ...] = ()  # the provider takes a ratio, not pixels
+    default_size: str = "1024x1024"
+    max_images: int = 1
+    negative_prompt: bool = False
+    seed: bool = False
+    steps: Range | None = None
+    guidance: Range | None = None
+    strength: Range | None = None
+    mask: bool = False
+    qualities: tuple[str, ...] = ()
+    default_quality: str | None = None
+    quality_aliases: dict[str, str] = field(default_factory=dict)
+    output_formats: tuple[str, ...] = ("png", "jpeg", "webp")
+    options: dict[str, Any] = field(default_factory=dict)  # provider-specific option -> allowed values
+    price: dict[str, Any] = field(default_factory=lambda: {"kind": "free"})
+    default: bool = False
+    retired: bool = False
+    known: bool = True  # False for an id that is not in the catalog
+    notes: str = ""
+
+    @property
+    def default_width(self) -> int:
+        return int(self.default_size.split("x")[0])
+
+    @property
+    def default_height(self) -> int:
+        return int(self.default_size.split("x")[1])
+
+    def supports(self, mode: str) -> bool:
+        return mode in self.modes
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {
+            "id": self.id,
+            "label": self.label or self.id,
+            "modes": list(self.modes),
+            "sizes": list(self.sizes),
+            "size_range": self.size_range,
+            "aspect_ratios": list(self.aspect_ratios),
+            "default_size": self.default_size,
+            "max_images": self.max_images,
+            "negative_prompt": self.negative_prompt,
+            "seed": self.seed,
+            "steps": _range_dict(self.steps),
+            "guidance": _range_dict(self.guidance),
+            "strength": _range_dict(self.strength),
+            "mask": self.mask,
+            "qualities": list(self.qualities),
+            "default_quality": self.default_quality,
+            "output_formats": list(self.output_formats),
+            "options": self.options,
+            "price": self.price,
+            "default": self.default,
+            "retired": self.retired,
+            "known": self.known,
+        }
+        if self.notes:
+            data["notes"] = self.notes
+        return data
+
+
+def _range_dict(value: Range | None) -> dict[str, float] | None:
+    return None if value is None else {"min": value.min, "max": value.max, "default": value.default}
+
+
+def _model_from_entry(provider: str, entry: dict[str, Any], *, known: bool = True) -> ModelInfo:
+    data = dict(entry)
+    for name in ("steps", "guidance", "strength"):
+        if data.get(name) is not None:
+            data[name] = Range(**data[name])
+    for name in ("modes", "sizes", "aspect_ratios", "qualities", "output_formats"):
+        if name in data:
+            data[name] = tuple(data[name])
+    allowed = set(ModelInfo.__dataclass_fields__)
+    unknown = set(data) - allowed
+    if unknown:
+        raise ValueError(f"catalog entry for {provider}/{entry.get('id')} has unknown fields: {sorted(unknown)}")
+    return ModelInfo(provider=provider, known=known, **data)
+
+
+class Catalog:
+    """All models of all providers, read from the built-in files plus the user's overrides."""
+
+    def __init__(self, user_dir: Path | None = None):
+        self.user_dir = user_dir
+        self._providers: dict[str, dict[str, Any]] = {}
+        self._load()
+
+    def _load(self) -> None:
+        for path in sorted(BUILTIN_DIR.glob("*.json")):
+            self._providers[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+        if self.user_dir and self.user_dir.is_dir():
+            for path in sorted(self.user_dir.glob("*.json")):
+                try:
+                    overlay = json.loads(path.read_text(encoding="utf-8"))
+                except (OSError, json.JSONDecodeError) as exc:
+                    raise ValueError(f"cannot read catalog override {path}: {exc}") from exc
+                self._merge(path.stem, overlay)
+
+    def _merge(self, provider: str, overlay: dict[str, Any]) -> None:
+        base = self._providers.setdefault(provider, {"models": []})
+        by_id = {m["id"]: m for m in base.get("models", [])}
+        for entry in overlay.get("models", []):
+            if entry["id"] in by_id:
+                by_id[entry["id"]].update(entry)
+            else:
+                base.setdefault("models", []).append(entry)
+        if "*" in overlay:
+            base["*"] = {**base.get("*", {}), **overlay["*"]}
+
+    def providers(self) -> list[str]:
+        return list(self._providers)
+
+    def models(self, provider: str, *, include_retired: bool = False) -> list[ModelInfo]:
+        entries = self._providers.get(provider, {}).get("models", [])
+        models = [_model_from_entry(provider, e) for e in entries]
+        return [m for m in models if include_retired or not m.retired]
+
+    def default_model(self, provider: str) -> ModelInfo | None:
+        models = self.models(provider)
+        for model in models:
+            if model.default:
+                return model
+        return models[0] if models else None
+
+    def model(self, provider: str, model_id: str) -> ModelInfo:
+        """The catalog entry for ``model_id``, or the provider's template for an unknown id."""
+        for entry in self._providers.get(provider, {}).get("models", []):
+            if entry["id"] == model_id:
+                return _model_from_entry(provider, entry)
+        template = copy.deepcopy(self._providers.get(provider, {}).get("*", {}))
+        template["id"] = model_id
+        template.setdefault("label", model_id)
+        return _model_from_entry(provider, template, known=False)
+
+
+@lru_cache(maxsize=8)
+def load_catalog(user_dir: str | None = None) -> Catalog:
+    return Catalog(Path(user_dir) if user_dir else None)

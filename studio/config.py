@@ -1,0 +1,98 @@
+"""Settings: where data lives, the budget, local-model choices, and how secrets are found.
+
+Order of precedence for every setting: explicit argument > environment > ``$STUDIO_HOME/studio.toml``
+> default. Secrets (API keys) are looked up, in order, in the keys a user pasted for this session
+only, the environment, then Streamlit secrets when Streamlit is already running. They are never
+written anywhere by the studio.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def default_home() -> Path:
+    if os.environ.get("STUDIO_HOME"):
+        return Path(os.environ["STUDIO_HOME"]).expanduser()
+    # Hugging Face Spaces mount a persistent storage volume at /data when one is attached.
+    if os.environ.get("SPACE_ID") and Path("/data").is_dir() and os.access("/data", os.W_OK):
+        return Path("/data/image-studio")
+    return Path.home() / ".image-studio"
+
+
+def _float_or_none(value: Any) -> float | None:
+    if value in (None, ""):
+        return None
+    return float(value)
+
+
+@dataclass
+class Settings:
+    home: Path
+    daily_budget: float | None = None  # USD per day across the whole studio; None = no cap
+    local_model: str = "stabilityai/sd-turbo"
+    local_device: str | None = None  # cuda | mps | cpu; None = pick automatically
+    local_dtype: str | None = None  # float16 | bfloat16 | float32; None = pick for the device
+    local_cache_size: int = 2  # loaded pipelines kept in memory
+    user_models: dict[str, str] = field(default_factory=dict)  # user -> local model id or path
+    request_timeout: float = 300.0
+    session_keys: dict[str, str] = field(default_factory=dict, repr=False)  # pasted by a user, never stored
+
+    @classmethod
+    def load(cls, home: str | Path | None = None, **overrides: Any) -> "Settings":
+        home_path = Path(home).expanduser() if home else default_home()
+        file_values: dict[str, Any] = {}
+        config_file = home_path / "studio.toml"
+        if config_file.is_file():
+            with config_file.open("rb") as fh:
+                file_values = tomllib.load(fh)
+        local = file_values.get("local", {})
+        env = os.environ
+        settings = cls(
+            home=home_path,
+            daily_budget=_float_or_none(env.get("STUDIO_DAILY_BUDGET", file_values.get("daily_budget"))),
+            local_model=env.get("STUDIO_LOCAL_MODEL") or local.get("model") or cls.local_model,
+            local_device=env.get("STUDIO_LOCAL_DEVICE") or local.get("device"),
+            local_dtype=env.get("STUDIO_LOCAL_DTYPE") or local.get("dtype"),
+            local_cache_size=int(env.get("STUDIO_LOCAL_CACHE_SIZE") or local.get("cache_size") or 2),
+            user_models=dict(local.get("user_models", {})),
+            request_timeout=float(env.get("STUDIO_REQUEST_TIMEOUT") or file_values.get("request_timeout") or 300),
+        )
+        for name, value in overrides.items():
+            setattr(settings, name, value)
+        return settings
+
+    def secret(self, *names: str) -> str | None:
+        """The first of ``names`` that is set, from the session, the environment or st.secrets."""
+        for name in names:
+            if self.session_keys.get(name):
+                return self.session_keys[name]
+        for name in names:
+            if os.environ.get(name):
+                return os.environ[name]
+        return _streamlit_secret(names)
+
+    def model_for_user(self, user: str) -> str:
+        return self.user_models.get(user, self.local_model)
+
+
+def _streamlit_secret(names: tuple[str, ...]) -> str | None:
+    # Only consult st.secrets inside a running Streamlit app: importing Streamlit from the CLI
+    # would be slow, and without a secrets file st.secrets raises even on .get().
+    if "streamlit" not in sys.modules:
+        return None
+    try:
+        import streamlit as st
+
+        for name in names:
+            value = st.secrets.get(name)
+            if value:
+                return str(value)
+    except Exception:  # no secrets.toml, or not inside a script run
+        return None
+    return None

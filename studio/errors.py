@@ -1,0 +1,96 @@
+"""Typed errors shared by the core, the providers and every front end.
+
+Each error carries a message a person can act on. Front ends map them to what they show:
+the CLI exits 2 for ``InvalidRequest`` (bad input) and 1 for the rest, the web UIs show the
+message. Secrets never go into a message.
+"""
+
+from __future__ import annotations
+
+
+class StudioError(Exception):
+    """Base of every error the studio raises on purpose."""
+
+    kind = "error"
+    retryable = False
+
+    def __init__(self, message: str, *, provider: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "message": self.message, "provider": self.provider}
+
+
+class InvalidRequest(StudioError):
+    """The request itself is wrong (empty prompt, size out of range, unreadable image...)."""
+
+    kind = "invalid_request"
+
+
+class NotFound(InvalidRequest):
+    """An id or file the user named does not exist."""
+
+    kind = "not_found"
+
+
+class BudgetExceeded(StudioError):
+    """Running the request would spend more than today's budget allows."""
+
+    kind = "budget_exceeded"
+
+
+class NotConfigured(StudioError):
+    """A provider lacks its key, its SDK or its model files."""
+
+    kind = "not_configured"
+
+
+class ContentBlocked(StudioError):
+    """The provider's safety system refused the prompt or the result."""
+
+    kind = "content_blocked"
+
+
+class RateLimited(StudioError):
+    """Too many requests; worth retrying after ``retry_after`` seconds."""
+
+    kind = "rate_limited"
+    retryable = True
+
+    def __init__(self, message: str, *, provider: str | None = None, retry_after: float | None = None):
+        super().__init__(message, provider=provider)
+        self.retry_after = retry_after
+
+
+class QuotaExhausted(StudioError):
+    """The account is out of credit or quota; retrying will not help."""
+
+    kind = "quota_exhausted"
+
+
+class ProviderTimeout(StudioError):
+    """The provider did not answer in time."""
+
+    kind = "timeout"
+    retryable = True
+
+
+class ProviderFailure(StudioError):
+    """The provider failed (server error, broken response, undecodable image)."""
+
+    kind = "provider_failure"
+
+    def __init__(self, message: str, *, provider: str | None = None, retryable: bool = False):
+        super().__init__(message, provider=provider)
+        self.retryable = retryable
+
+
+class Cancelled(StudioError):
+    """The user (or a job) cancelled the work before it finished."""
+
+    kind = "cancelled"

@@ -1,0 +1,34 @@
+"""Shared fixtures: every test gets its own empty data directory and no real API keys."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+KEY_NAMES = ("OPENAI_API_KEY", "REPLICATE_API_TOKEN", "STABILITY_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY",
+             "OPENAI_BASE_URL", "REPLICATE_BASE_URL", "STABILITY_BASE_URL", "GOOGLE_GEMINI_BASE_URL",
+             "STUDIO_DAILY_BUDGET", "STUDIO_LOCAL_MODEL", "STUDIO_WEBHOOK_SECRET")
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path, monkeypatch):
+    """A fresh STUDIO_HOME per test, offline Hugging Face, and no keys from the developer's shell."""
+    for name in KEY_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "studio-home"
+    monkeypatch.setenv("STUDIO_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+    yield home
+
+
+@pytest.fixture
+def studio_home(isolated_env) -> Path:
+    return isolated_env
