@@ -16,6 +16,11 @@ from pathlib import Path
 from typing import Any
 
 
+# Every secret the studio may read; used to scrub them from any text that leaves the process.
+SECRET_NAMES = ("OPENAI_API_KEY", "REPLICATE_API_TOKEN", "STABILITY_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY",
+                "STUDIO_WEBHOOK_SECRET")
+
+
 def default_home() -> Path:
     if os.environ.get("STUDIO_HOME"):
         return Path(os.environ["STUDIO_HOME"]).expanduser()
@@ -35,6 +40,7 @@ def _float_or_none(value: Any) -> float | None:
 class Settings:
     home: Path
     daily_budget: float | None = None  # USD per day across the whole studio; None = no cap
+    default_provider: str = "local"
     local_model: str = "stabilityai/sd-turbo"
     local_device: str | None = None  # cuda | mps | cpu; None = pick automatically
     local_dtype: str | None = None  # float16 | bfloat16 | float32; None = pick for the device
@@ -56,6 +62,7 @@ class Settings:
         settings = cls(
             home=home_path,
             daily_budget=_float_or_none(env.get("STUDIO_DAILY_BUDGET", file_values.get("daily_budget"))),
+            default_provider=env.get("STUDIO_DEFAULT_PROVIDER") or file_values.get("default_provider") or "local",
             local_model=env.get("STUDIO_LOCAL_MODEL") or local.get("model") or cls.local_model,
             local_device=env.get("STUDIO_LOCAL_DEVICE") or local.get("device"),
             local_dtype=env.get("STUDIO_LOCAL_DTYPE") or local.get("dtype"),

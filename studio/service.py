@@ -1,0 +1,447 @@
+"""The generation service: validate → expand style → cache / budget → provider → post-process → save → record.
+
+``Studio`` is the one object every front end uses (CLI, library, Streamlit, Gradio, batch jobs).
+It owns the settings, the catalog, the styles, the storage and the provider instances.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import providers as provider_registry
+from providers.base import Provider, ProviderStatus, UNAVAILABLE
+from studio import costs
+from studio.catalog import Catalog
+from studio.config import SECRET_NAMES, Settings
+from studio.errors import (BudgetExceeded, InvalidRequest, NotFound, ProviderFailure, StudioError)
+from studio.imaging import decode_result, load_image, png_bytes, thumbnail_bytes
+from studio.metadata import encode_image, format_parameters, read_metadata
+from studio.storage import HistoryQuery, Page, RepairReport, Storage
+from studio.styles import StyleBook
+from studio.types import (GenerationRequest, ImageInput, ImageRecord, Mode, PreparedRequest, ProgressCallback,
+                          ProgressEvent, ProviderResult, RunContext)
+from studio.validation import Prepared, clean_category, clean_tags, prepare
+
+STUDIO_VERSION = "image-studio 0.1"
+
+
+@dataclass
+class GenerationResult:
+    images: list[ImageRecord]
+    cost: float
+    estimated_cost: float
+    cached: bool
+    request_id: str
+    duration: float
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"images": [r.summary() for r in self.images], "cost": round(self.cost, 6),
+                "estimated_cost": round(self.estimated_cost, 6), "cached": self.cached,
+                "request_id": self.request_id, "duration": round(self.duration, 3), "warnings": self.warnings}
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Studio:
+    def __init__(self, home: str | Path | None = None, *, settings: Settings | None = None):
+        self.settings = settings or Settings.load(home)
+        self.home = self.settings.home
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.catalog = Catalog(self.home / "catalog")
+        self.styles = StyleBook(self.home)
+        self.storage = Storage(self.home)
+        self._providers: dict[str, Provider] = {}
+        self._providers_lock = threading.Lock()
+
+    # -- providers ----------------------------------------------------------------------------
+
+    def provider(self, name: str | None = None) -> Provider:
+        name = (name or self.settings.default_provider).strip().lower()
+        with self._providers_lock:
+            if name not in self._providers:
+                factory = provider_registry.factory_for(name)
+                if factory is None:
+                    raise InvalidRequest(f"unknown provider {name!r}; choose one of "
+                                         f"{', '.join(provider_registry.names())}")
+                self._providers[name] = factory(self.settings, self.catalog)
+            return self._providers[name]
+
+    def provider_statuses(self) -> list[ProviderStatus]:
+        statuses = []
+        for name in provider_registry.names():
+            try:
+                statuses.append(self.provider(name).status())
+            except Exception as exc:  # one broken provider never hides the others
+                statuses.append(ProviderStatus(name, name, UNAVAILABLE, self.redact(f"{type(exc).__name__}: {exc}")))
+        return statuses
+
+    # -- preparing ----------------------------------------------------------------------------
+
+    def prepare(self, request: GenerationRequest) -> Prepared:
+        provider = self.provider(request.provider)
+        model = provider.model(request.model, request.user)
+        return prepare(request, provider.name, model, self.styles)
+
+    def estimate(self, request: GenerationRequest) -> float:
+        prepared = self.prepare(request).request
+        return costs.estimate(prepared.model, width=prepared.width, height=prepared.height, n=prepared.n,
+                              quality=prepared.quality)
+
+    # -- generating ---------------------------------------------------------------------------
+
+    def generate(self, request: GenerationRequest, *, progress: ProgressCallback | None = None,
+                 cancel: threading.Event | None = None, timeout: float | None = None) -> GenerationResult:
+        started = time.monotonic()
+        prepared_all = self.prepare(request)
+        prepared = prepared_all.request
+        tags = clean_tags(request.tags)
+        category = clean_category(request.category)
+        parent = self._visible_parent(request.parent_id, prepared.user)
+        estimate = costs.estimate(prepared.model, width=prepared.width, height=prepared.height, n=prepared.n,
+                                  quality=prepared.quality)
+        request_id = secrets.token_hex(8)
+        cache_key = self._cache_key(prepared)
+        use_cache = request.cache if request.cache is not None else (request.seed is not None and prepared.model.seed)
+        if use_cache:
+            hits = self.storage.index.by_cache_key(prepared.user, cache_key)
+            if len(hits) >= prepared.n:
+                self._log(request_id, prepared, prepared_all.record_mode, "cached", cost=0.0, estimate=estimate,
+                          duration=time.monotonic() - started, cached=True)
+                return GenerationResult([self.storage.with_path(r) for r in hits[:prepared.n]], 0.0, estimate,
+                                        True, request_id, time.monotonic() - started, prepared_all.warnings)
+
+        reservation = self._reserve_budget(request_id, estimate)
+        ctx = RunContext(progress=_staged(progress), cancel=cancel or threading.Event(),
+                         timeout=timeout or self.settings.request_timeout)
+        try:
+            ctx.report("initializing", 0.0, message=f"{prepared.provider} / {prepared.model.id}")
+            ctx.check_cancelled()
+            provider = self.provider(prepared.provider)
+            result = provider.generate(prepared, ctx)
+            if not result.images:
+                raise ProviderFailure("the provider returned no images", provider=prepared.provider)
+            ctx.report("saving", 0.0, message="saving images")
+            records = self._save(prepared, prepared_all.record_mode, result, estimate, request_id, cache_key,
+                                 tags, category, parent, started)
+        except StudioError as error:
+            error.message = self.redact(error.message)
+            self._log(request_id, prepared, prepared_all.record_mode, "failed", error=error, estimate=estimate,
+                      duration=time.monotonic() - started, reservation=reservation)
+            raise
+        except Exception as exc:
+            error = ProviderFailure(self.redact(f"{prepared.provider} failed: {type(exc).__name__}: {exc}"),
+                                    provider=prepared.provider)
+            self._log(request_id, prepared, prepared_all.record_mode, "failed", error=error, estimate=estimate,
+                      duration=time.monotonic() - started, reservation=reservation)
+            raise error from exc
+        ctx.report("done", 1.0, message=f"{len(records)} image(s) saved")
+        total = sum(r.cost for r in records)
+        return GenerationResult(records, total, estimate, False, request_id, time.monotonic() - started,
+                                prepared_all.warnings)
+
+    def _visible_parent(self, parent_id: str | None, user: str) -> ImageRecord | None:
+        if not parent_id:
+            return None
+        return self.get_image(parent_id, user)
+
+    def _cache_key(self, prepared: PreparedRequest) -> str:
+        def image_hash(image) -> str | None:
+            return hashlib.sha256(png_bytes(image)).hexdigest() if image is not None else None
+
+        material = {
+            "provider": prepared.provider, "model": prepared.model.id, "mode": prepared.mode.value,
+            "prompt": prepared.prompt, "negative": prepared.negative_prompt, "size": prepared.size,
+            "n": prepared.n, "seed": prepared.seed, "steps": prepared.steps, "guidance": prepared.guidance,
+            "strength": prepared.strength, "quality": prepared.quality, "format": prepared.output_format,
+            "compression": prepared.compression, "extra": prepared.extra,
+            "init": image_hash(prepared.init_image), "mask": image_hash(prepared.mask),
+        }
+        return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _reserve_budget(self, request_id: str, estimate: float) -> str | None:
+        budget = self.settings.daily_budget
+        if budget is None or estimate <= 0:
+            return None
+        accepted, committed = self.storage.index.reserve(request_id, utc_now().date().isoformat(), estimate, budget)
+        if not accepted:
+            raise BudgetExceeded(
+                f"today's budget of ${budget:.2f} would be exceeded: ${committed:.4f} is spent or running "
+                f"and this request is estimated at ${estimate:.4f}")
+        return request_id
+
+    def _save(self, prepared: PreparedRequest, record_mode: Mode, result: ProviderResult, estimate: float,
+              request_id: str, cache_key: str, tags: list[str], category: str, parent: ImageRecord | None,
+              started: float) -> list[ImageRecord]:
+        total_cost = result.cost if result.cost is not None else estimate
+        per_image = total_cost / len(result.images)
+        created = utc_now()
+        elapsed = time.monotonic() - started
+        records: list[ImageRecord] = []
+        for index, provided in enumerate(result.images):
+            image = decode_result(provided.data, prepared.provider)
+            seed = provided.seed if provided.seed is not None else (
+                prepared.seed + index if prepared.seed is not None else None)
+            params = self._params(prepared, provided.info, result.usage)
+            record = ImageRecord(
+                id=secrets.token_hex(8), owner=prepared.user, path="", sha256="", width=image.size[0],
+                height=image.size[1], format=prepared.output_format, size_bytes=0, provider=prepared.provider,
+                model=prepared.model.id, mode=record_mode.value, prompt=prepared.prompt,
+                negative_prompt=prepared.negative_prompt, style=prepared.style, params=params, seed=seed,
+                category=category, tags=tags, cost=round(per_image, 6), generation_time=round(elapsed, 3),
+                created_at=created.isoformat(timespec="microseconds"), status="completed",
+                parent_id=parent.id if parent else None, request_id=request_id, cache_key=cache_key,
+                user_prompt=prepared.user_prompt,
+            )
+            data = encode_image(image, prepared.output_format, parameters=self._parameters_text(record),
+                                studio_json=embedded_json(record), compression=prepared.compression)
+            self.storage.write_image_files(record, data, thumbnail_bytes(image))
+            records.append(record)
+        generation = self._generation_row(request_id, prepared, record_mode, "completed", cost=total_cost,
+                                          estimate=estimate, duration=time.monotonic() - started)
+        generation["n"] = len(records)
+        self.storage.index.finish_generation(request_id if self.settings.daily_budget is not None else None,
+                                             records, generation)
+        return records
+
+    @staticmethod
+    def _params(prepared: PreparedRequest, info: dict[str, Any], usage: dict[str, Any]) -> dict[str, Any]:
+        params = {"width": prepared.width, "height": prepared.height, "n": prepared.n, "steps": prepared.steps,
+                  "guidance": prepared.guidance, "strength": prepared.strength, "quality": prepared.quality,
+                  "compression": prepared.compression, "extra": prepared.extra, "run_mode": prepared.mode.value}
+        params.update({k: v for k, v in info.items() if isinstance(v, (str, int, float, bool)) or v is None})
+        if usage:
+            params["usage"] = usage
+        return params
+
+    @staticmethod
+    def _parameters_text(record: ImageRecord) -> str:
+        params = record.params
+        pairs = {
+            "Steps": params.get("steps"),
+            "Sampler": params.get("sampler") or record.provider,
+            "CFG scale": params.get("guidance"),
+            "Seed": record.seed,
+            "Size": f"{record.width}x{record.height}",
+            "Model": record.model,
+            "Denoising strength": params.get("strength"),
+            "Provider": record.provider,
+            "Version": STUDIO_VERSION,
+        }
+        return format_parameters(record.prompt, record.negative_prompt, pairs)
+
+    def _generation_row(self, request_id: str, prepared: PreparedRequest, record_mode: Mode, status: str, *,
+                        cost: float = 0.0, estimate: float = 0.0, duration: float = 0.0,
+                        error: StudioError | None = None, cached: bool = False) -> dict[str, Any]:
+        now = utc_now()
+        return {"id": request_id, "owner": prepared.user, "created_at": now.isoformat(timespec="microseconds"),
+                "day": now.date().isoformat(), "provider": prepared.provider, "model": prepared.model.id,
+                "mode": record_mode.value, "prompt": prepared.user_prompt, "n": prepared.n, "status": status,
+                "error_kind": error.kind if error else None, "error": error.message if error else None,
+                "cost": cost, "estimated_cost": estimate, "duration": duration, "cached": cached}
+
+    def _log(self, request_id: str, prepared: PreparedRequest, record_mode: Mode, status: str, *,
+             reservation: str | None = None, **details: Any) -> None:
+        row = self._generation_row(request_id, prepared, record_mode, status, **details)
+        if reservation:
+            self.storage.index.finish_generation(reservation, [], row)
+        else:
+            self.storage.index.log_generation(row)
+
+    # -- edits and variations -----------------------------------------------------------------
+
+    def resolve_image(self, source: ImageInput | str, user: str = "local") -> tuple[Any, ImageRecord | None]:
+        """An image given as a stored image id, a file path, bytes or a Pillow image.
+
+        Returns (image input, the stored record when the source was one of the user's images)."""
+        if isinstance(source, str) and not Path(source).exists():
+            record = self.get_image(source, user)
+            return self.storage.read(record), record
+        return source, None
+
+    def edit(self, image: ImageInput | str, prompt: str, *, mask: ImageInput | None = None,
+             strength: float | None = None, progress: ProgressCallback | None = None,
+             cancel: threading.Event | None = None, **options: Any) -> GenerationResult:
+        user = options.get("user", "local")
+        source, record = self.resolve_image(image, user)
+        mode = Mode.INPAINT if mask is not None else Mode.IMAGE_TO_IMAGE
+        request = GenerationRequest(prompt=prompt, mode=mode, init_image=source, mask=mask, strength=strength,
+                                    parent_id=record.id if record else None, **options)
+        return self.generate(request, progress=progress, cancel=cancel)
+
+    def variations(self, source: ImageInput | str | None = None, *, prompt: str | None = None, n: int = 4,
+                   strength: float | None = None, scene: bool = False, progress: ProgressCallback | None = None,
+                   cancel: threading.Event | None = None, **options: Any) -> GenerationResult:
+        """N variations of an image (img2img with new seeds) or of a prompt (new seeds). With ``scene``,
+        each variation adds a framing or lighting modifier to the prompt (wide shot, close-up, ...)."""
+        user = options.get("user", "local")
+        record = None
+        init = None
+        if source is not None:
+            init, record = self.resolve_image(source, user)
+        if record is not None:
+            # Re-use what made the source unless the caller says otherwise.
+            prompt = prompt or record.user_prompt or record.prompt
+            options.setdefault("provider", record.provider)
+            options.setdefault("model", record.model)
+            if record.style and "style" not in options:
+                options["style"] = record.style
+            options.setdefault("negative_prompt", "" if record.style else record.negative_prompt)
+        if not prompt:
+            raise InvalidRequest("a variation needs a prompt (or a stored image that has one)")
+        base = GenerationRequest(prompt=prompt, mode=Mode.VARIATION, init_image=init, strength=strength,
+                                 parent_id=record.id if record else None, **options)
+        if not scene:
+            return self.generate(base.replace(n=n, seed=None), progress=progress, cancel=cancel)
+        modifiers = self.styles.scene_variations()
+        if not 1 <= n <= len(modifiers):
+            raise InvalidRequest(f"scene variations: n must be 1-{len(modifiers)}")
+        results = []
+        for index, modifier in enumerate(modifiers[:n]):
+            sub = _sub_progress(progress, index, n)
+            request = base.replace(prompt=f"{prompt}, {modifier['modifier']}", n=1, seed=None,
+                                   tags=[*base.tags, f"scene:{modifier['name']}"])
+            results.append(self.generate(request, progress=sub, cancel=cancel))
+        return GenerationResult(
+            images=[img for r in results for img in r.images], cost=sum(r.cost for r in results),
+            estimated_cost=sum(r.estimated_cost for r in results), cached=all(r.cached for r in results),
+            request_id=results[0].request_id, duration=sum(r.duration for r in results),
+            warnings=sorted({w for r in results for w in r.warnings}))
+
+    # -- history ------------------------------------------------------------------------------
+
+    def history(self, query: HistoryQuery | None = None, **filters: Any) -> Page:
+        return self.storage.query(query or HistoryQuery(**filters))
+
+    def get_image(self, image_id: str, user: str = "local") -> ImageRecord:
+        record = self.storage.get(str(image_id).strip())
+        if record is None or (record.owner != user and not record.shared):
+            raise NotFound(f"no image with id {image_id!r}")
+        return record
+
+    def image_bytes(self, record: ImageRecord) -> bytes:
+        return self.storage.read(record)
+
+    def delete_image(self, image_id: str, user: str = "local") -> None:
+        record = self.get_image(image_id, user)
+        if record.owner != user:
+            raise NotFound(f"no image with id {image_id!r}")
+        self.storage.delete(record)
+
+    def update_image(self, image_id: str, user: str = "local", **fields: Any) -> ImageRecord:
+        record = self.get_image(image_id, user)
+        if record.owner != user:
+            raise NotFound(f"no image with id {image_id!r}")
+        if "tags" in fields:
+            fields["tags"] = clean_tags(fields["tags"])
+        if "category" in fields:
+            fields["category"] = clean_category(fields["category"])
+        self.storage.index.update_image(image_id, **fields)
+        return self.get_image(image_id, user)
+
+    def repair(self, fix: bool = False) -> RepairReport:
+        return self.storage.repair(fix=fix)
+
+    def spent_today(self) -> float:
+        return self.storage.index.spent_on(utc_now().date().isoformat())
+
+    # -- metadata -----------------------------------------------------------------------------
+
+    def info(self, source: ImageInput | str, user: str = "local") -> dict[str, Any]:
+        """Metadata embedded in an image file (or a stored image, by id)."""
+        image, _record = self.resolve_image(source, user)
+        if isinstance(image, (str, Path)):
+            path = Path(image)
+            if not path.is_file():
+                raise NotFound(f"file not found: {path}")
+            image = path.read_bytes()
+        if not isinstance(image, (bytes, bytearray)):
+            image = png_bytes(load_image(image))
+        return read_metadata(bytes(image))
+
+    def request_from_image(self, source: ImageInput | str, user: str = "local") -> GenerationRequest:
+        """A request that re-runs an image with the same parameters (from its embedded metadata)."""
+        meta = self.info(source, user)
+        data = meta.get("studio") or {}
+        if data:
+            params = data.get("params", {})
+            return GenerationRequest(
+                prompt=data.get("user_prompt") or data["prompt"], provider=data.get("provider"),
+                model=data.get("model"), negative_prompt="" if data.get("style") else data.get("negative_prompt", ""),
+                style=data.get("style"), width=params.get("width"), height=params.get("height"),
+                seed=data.get("seed"), steps=params.get("steps"), guidance=params.get("guidance"),
+                quality=params.get("quality"), output_format=data.get("format", "png"), user=user,
+                category=data.get("category", ""), tags=list(data.get("tags", [])),
+                extra=params.get("extra") or {})
+        parsed = meta.get("parsed")
+        if not parsed:
+            raise InvalidRequest("this image carries no generation parameters")
+        pairs = parsed["pairs"]
+        width, height = (pairs.get("Size", "x").split("x") + [None])[:2] if "Size" in pairs else (None, None)
+        return GenerationRequest(
+            prompt=parsed["prompt"], negative_prompt=parsed["negative_prompt"],
+            width=int(width) if width else None, height=int(height) if height else None,
+            seed=int(pairs["Seed"]) if pairs.get("Seed", "").isdigit() else None,
+            steps=int(pairs["Steps"]) if pairs.get("Steps", "").isdigit() else None,
+            guidance=float(pairs["CFG scale"]) if pairs.get("CFG scale") else None, user=user)
+
+    # -- housekeeping -------------------------------------------------------------------------
+
+    def redact(self, text: str) -> str:
+        """Remove any configured secret from ``text`` (error messages can echo request headers)."""
+        for name in SECRET_NAMES:
+            value = self.settings.secret(name)
+            if value and len(value) >= 6:
+                text = text.replace(value, "***")
+        for value in self.settings.session_keys.values():
+            if value and len(value) >= 6:
+                text = text.replace(value, "***")
+        return text
+
+    def close(self) -> None:
+        for provider in self._providers.values():
+            provider.close()
+        self.storage.index.close()
+
+
+def embedded_json(record: ImageRecord) -> dict[str, Any]:
+    """What goes into the image's ``studio`` metadata: the record, minus file facts it cannot know."""
+    data = record.to_dict()
+    for name in ("path", "key", "sha256", "size_bytes", "thumb_path", "cache_key"):
+        data.pop(name, None)
+    return data
+
+
+def _staged(progress: ProgressCallback | None) -> ProgressCallback | None:
+    """Map each stage's own 0..1 onto the whole request: init 0-5%, generating 5-90%, saving 90-100%."""
+    if progress is None:
+        return None
+    spans = {"initializing": (0.0, 0.05), "generating": (0.05, 0.90), "saving": (0.90, 1.0), "done": (1.0, 1.0)}
+
+    def report(event: ProgressEvent) -> None:
+        low, high = spans.get(event.stage, (0.0, 1.0))
+        event.fraction = low + (high - low) * event.fraction
+        progress(event)
+
+    return report
+
+
+def _sub_progress(progress: ProgressCallback | None, index: int, count: int) -> ProgressCallback | None:
+    if progress is None:
+        return None
+
+    def report(event: ProgressEvent) -> None:
+        event.fraction = (index + event.fraction) / count
+        progress(event)
+
+    return report

@@ -1,0 +1,226 @@
+"""Storage: the file store plus the index, kept in agreement.
+
+The order of writes is what keeps nothing lost: image files (and thumbnails) are written atomically
+first, then their rows are committed in one transaction. A crash in between leaves a file without a
+row, which ``repair`` finds and re-indexes from the metadata embedded in the file. Deleting moves the
+file to ``trash/`` first, removes the row, then purges the file, so a crash never leaves a row without
+its file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from studio.imaging import EXTENSIONS, open_checked, thumbnail_bytes
+from studio.storage.files import TMP_MARKER, FileStore, LocalFileStore
+from studio.storage.index import HistoryQuery, Page, SQLiteIndex
+from studio.types import ImageRecord
+
+IMAGES_PREFIX = "images"
+THUMBS_PREFIX = "thumbs"
+TRASH_PREFIX = "trash"
+ORPHANS_PREFIX = "orphans"
+
+
+def slug(text: str, default: str = "uncategorized") -> str:
+    """A safe single path segment: no separators, no dots at the start, bounded length."""
+    value = re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-_")[:48]
+    return value or default
+
+
+@dataclass
+class RepairReport:
+    orphan_files: list[str] = field(default_factory=list)  # files with no row
+    reindexed: list[str] = field(default_factory=list)  # orphans restored from their metadata
+    quarantined: list[str] = field(default_factory=list)  # orphans without metadata, moved to orphans/
+    missing_files: list[str] = field(default_factory=list)  # rows whose file is gone (ids)
+    removed_rows: list[str] = field(default_factory=list)
+    temp_files: list[str] = field(default_factory=list)
+    restored_from_trash: list[str] = field(default_factory=list)
+    purged_trash: list[str] = field(default_factory=list)
+    thumbnails_rebuilt: list[str] = field(default_factory=list)
+    fixed: bool = False
+
+    @property
+    def clean(self) -> bool:
+        return not (self.orphan_files or self.missing_files or self.temp_files or self.restored_from_trash
+                    or self.purged_trash or self.thumbnails_rebuilt)
+
+    def to_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__} | {"clean": self.clean}
+
+
+class Storage:
+    def __init__(self, home: Path, files: FileStore | None = None, index: SQLiteIndex | None = None):
+        self.home = Path(home)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.files = files or LocalFileStore(self.home)
+        self.index = index or SQLiteIndex(self.home / "index.sqlite3")
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def image_key(record: ImageRecord) -> str:
+        year, month, day = record.created_at[:4], record.created_at[5:7], record.created_at[8:10]
+        ext = EXTENSIONS[record.format]
+        return f"{IMAGES_PREFIX}/{slug(record.category)}/{year}/{month}/{day}/{record.id}.{ext}"
+
+    @staticmethod
+    def thumb_key(record: ImageRecord) -> str:
+        return f"{THUMBS_PREFIX}/{record.created_at[:4]}/{record.created_at[5:7]}/{record.id}.webp"
+
+    def abs_path(self, record: ImageRecord) -> str | None:
+        path = self.files.local_path(record.path)
+        return str(path) if path else None
+
+    def with_path(self, record: ImageRecord) -> ImageRecord:
+        record.abs_path = self.abs_path(record)
+        return record
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def write_image_files(self, record: ImageRecord, data: bytes, thumbnail: bytes) -> None:
+        """Write the thumbnail and the image (atomically each) and fill in the record's file facts."""
+        record.sha256 = hashlib.sha256(data).hexdigest()
+        record.size_bytes = len(data)
+        record.path = self.image_key(record)
+        record.thumb_path = self.thumb_key(record)
+        self.files.put(record.thumb_path, thumbnail)
+        self.files.put(record.path, data)
+        self.with_path(record)
+
+    def read(self, record: ImageRecord) -> bytes:
+        return self.files.get(record.path)
+
+    def read_thumbnail(self, record: ImageRecord) -> bytes:
+        if record.thumb_path and self.files.exists(record.thumb_path):
+            return self.files.get(record.thumb_path)
+        return self.read(record)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def get(self, image_id: str) -> ImageRecord | None:
+        record = self.index.get(image_id)
+        return self.with_path(record) if record else None
+
+    def query(self, q: HistoryQuery) -> Page:
+        page = self.index.query(q)
+        for record in page.items:
+            self.with_path(record)
+        return page
+
+    # -- deleting -----------------------------------------------------------------------------
+
+    def delete(self, record: ImageRecord) -> None:
+        trash_key = f"{TRASH_PREFIX}/{record.path}"
+        moved = self.files.exists(record.path)
+        if moved:
+            self.files.move(record.path, trash_key)
+        try:
+            self.index.delete_image(record.id)
+        except BaseException:
+            if moved:
+                self.files.move(trash_key, record.path)
+            raise
+        self.files.delete(trash_key)
+        if record.thumb_path:
+            self.files.delete(record.thumb_path)
+
+    # -- repair -------------------------------------------------------------------------------
+
+    def repair(self, fix: bool = False) -> RepairReport:
+        """Compare the index with the files. With ``fix``: re-index orphans that carry our metadata,
+        quarantine the rest, drop rows whose file is gone, restore or purge the trash, rebuild
+        missing thumbnails, and delete temp files from interrupted writes."""
+        from studio.metadata import read_metadata
+
+        report = RepairReport(fixed=fix)
+        by_path = self.index.all_paths()
+        for key in list(self.files.keys(TRASH_PREFIX)):
+            original = key[len(TRASH_PREFIX) + 1:]
+            if original in by_path:  # crash between moving to trash and deleting the row
+                report.restored_from_trash.append(original)
+                if fix:
+                    self.files.move(key, original)
+            else:
+                report.purged_trash.append(key)
+                if fix:
+                    self.files.delete(key)
+        for prefix in (IMAGES_PREFIX, THUMBS_PREFIX):
+            for key in list(self.files.keys(prefix)):
+                if TMP_MARKER in key:
+                    report.temp_files.append(key)
+                    if fix:
+                        self.files.delete(key)
+                    continue
+                if prefix == IMAGES_PREFIX and key not in by_path:
+                    report.orphan_files.append(key)
+                    if fix:
+                        self._adopt_orphan(key, read_metadata, report)
+        thumbs = self.index.all_thumbs()
+        for path, image_id in by_path.items():
+            if not self.files.exists(path):
+                report.missing_files.append(image_id)
+                if fix:
+                    record = self.index.get(image_id)
+                    self.index.delete_image(image_id)
+                    if record and record.thumb_path:
+                        self.files.delete(record.thumb_path)
+                    report.removed_rows.append(image_id)
+                continue
+            thumb = thumbs.get(image_id)
+            if thumb and not self.files.exists(thumb):
+                report.thumbnails_rebuilt.append(image_id)
+                if fix:
+                    image = open_checked(self.files.get(path), "stored image")
+                    self.files.put(thumb, thumbnail_bytes(image))
+        return report
+
+    def _adopt_orphan(self, key: str, read_metadata, report: RepairReport) -> None:
+        data = self.files.get(key)
+        try:
+            meta = read_metadata(data)
+        except Exception:
+            meta = None
+        studio_json = (meta or {}).get("studio") or {}
+        try:
+            record = record_from_metadata(studio_json, key, data, meta)
+        except (KeyError, TypeError, ValueError):
+            record = None
+        if record is None or self.index.get(record.id) is not None:
+            target = f"{ORPHANS_PREFIX}/{key}"
+            self.files.move(key, target)
+            report.quarantined.append(target)
+            return
+        image = open_checked(data, "orphan image")
+        self.files.put(record.thumb_path, thumbnail_bytes(image))
+        self.index.insert_images([record])
+        report.reindexed.append(record.id)
+
+
+def record_from_metadata(studio_json: dict, key: str, data: bytes, meta: dict | None) -> ImageRecord | None:
+    """Rebuild an index row from the JSON embedded in an image file."""
+    if not studio_json.get("id") or not studio_json.get("created_at"):
+        return None
+    fields = {name: studio_json[name] for name in ImageRecord.__dataclass_fields__
+              if name in studio_json
+              and name not in ("path", "abs_path", "sha256", "size_bytes", "thumb_path", "width", "height")}
+    record = ImageRecord(
+        **{"status": "completed", **fields},
+        path=key,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data),
+        width=int(meta["width"]) if meta else int(studio_json["width"]),
+        height=int(meta["height"]) if meta else int(studio_json["height"]),
+    )
+    record.thumb_path = Storage.thumb_key(record)
+    if not isinstance(record.params, dict):
+        record.params = json.loads(record.params)
+    return record
+
+
+__all__ = ["Storage", "HistoryQuery", "Page", "RepairReport", "SQLiteIndex", "LocalFileStore", "slug"]

@@ -1,0 +1,93 @@
+"""The file store: where image bytes live, behind a small interface.
+
+``LocalFileStore`` keeps files under the data directory. Every write is atomic: bytes go to a
+temporary file in the same folder, are flushed to disk, then renamed into place, so a crash leaves
+either the whole file or nothing (plus a ``.tmp-`` file that ``repair`` removes). A later backend
+(S3-compatible object storage) implements the same methods.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Iterator, Protocol
+
+TMP_MARKER = ".tmp-"
+
+
+class FileStore(Protocol):
+    def put(self, key: str, data: bytes) -> None: ...
+    def get(self, key: str) -> bytes: ...
+    def exists(self, key: str) -> bool: ...
+    def delete(self, key: str) -> None: ...
+    def move(self, src: str, dst: str) -> None: ...
+    def keys(self, prefix: str) -> Iterator[str]: ...
+    def local_path(self, key: str) -> Path | None: ...
+
+
+class LocalFileStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        # Keys are built by the studio, but never let one escape the data directory.
+        if self.root.resolve() not in path.parents:
+            raise ValueError(f"refusing a storage key outside the data directory: {key!r}")
+        return path
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}{TMP_MARKER}{secrets.token_hex(4)}")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+
+    def get(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def move(self, src: str, dst: str) -> None:
+        target = self._path(dst)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self._path(src), target)
+        _fsync_dir(target.parent)
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        base = self._path(prefix) if prefix else self.root
+        if not base.is_dir():
+            return
+        for dirpath, _dirnames, filenames in os.walk(base):
+            for filename in filenames:
+                yield Path(dirpath, filename).relative_to(self.root).as_posix()
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+
+def _fsync_dir(path: Path) -> None:
+    # Make the rename itself durable; not every platform can open a directory.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

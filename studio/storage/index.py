@@ -1,0 +1,377 @@
+"""The history index: one SQLite database (WAL) holding every image's record, the audit log of
+generations, budget reservations and mood boards.
+
+Each thread gets its own connection; writers take the lock up front (``BEGIN IMMEDIATE``) and wait
+up to ``busy_timeout`` for one another, so several workers and the UI never see "database is
+locked". A later backend (PostgreSQL) implements the same methods.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from studio.types import ImageRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    path TEXT NOT NULL UNIQUE,
+    thumb_path TEXT,
+    sha256 TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    format TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    user_prompt TEXT NOT NULL DEFAULT '',
+    negative_prompt TEXT NOT NULL DEFAULT '',
+    style TEXT,
+    params TEXT NOT NULL DEFAULT '{}',
+    seed INTEGER,
+    category TEXT NOT NULL DEFAULT '',
+    tags TEXT NOT NULL DEFAULT '[]',
+    cost REAL NOT NULL DEFAULT 0,
+    generation_time REAL NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    day TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'completed',
+    parent_id TEXT,
+    request_id TEXT,
+    cache_key TEXT,
+    shared INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS idx_images_owner_created ON images(owner, created_at DESC);
+CREATE INDEX IF NOT EXISTS idx_images_cache ON images(cache_key);
+CREATE INDEX IF NOT EXISTS idx_images_parent ON images(parent_id);
+CREATE INDEX IF NOT EXISTS idx_images_provider ON images(provider, created_at DESC);
+CREATE TABLE IF NOT EXISTS image_tags (
+    image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    tag TEXT NOT NULL,
+    PRIMARY KEY (image_id, tag)
+);
+CREATE INDEX IF NOT EXISTS idx_image_tags_tag ON image_tags(tag);
+CREATE TABLE IF NOT EXISTS generations (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    day TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    error_kind TEXT,
+    error TEXT,
+    cost REAL NOT NULL DEFAULT 0,
+    estimated_cost REAL NOT NULL DEFAULT 0,
+    duration REAL NOT NULL DEFAULT 0,
+    cached INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS idx_generations_day ON generations(day);
+CREATE TABLE IF NOT EXISTS reservations (
+    id TEXT PRIMARY KEY,
+    day TEXT NOT NULL,
+    amount REAL NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS boards (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    name TEXT NOT NULL,
+    notes TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (owner, name)
+);
+CREATE TABLE IF NOT EXISTS board_items (
+    board_id TEXT NOT NULL REFERENCES boards(id) ON DELETE CASCADE,
+    image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    added_at TEXT NOT NULL,
+    PRIMARY KEY (board_id, image_id)
+);
+"""
+
+IMAGE_COLUMNS = (
+    "id", "owner", "path", "thumb_path", "sha256", "width", "height", "format", "size_bytes", "provider",
+    "model", "mode", "prompt", "user_prompt", "negative_prompt", "style", "params", "seed", "category",
+    "tags", "cost", "generation_time", "created_at", "day", "status", "parent_id", "request_id", "cache_key",
+    "shared",
+)
+RESERVATION_TTL_SECONDS = 3600  # a reservation left by a crashed process stops counting after this
+
+
+@dataclass
+class HistoryQuery:
+    owner: str | None = "local"  # None: every owner (admin tools only)
+    text: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    tag: str | None = None
+    category: str | None = None
+    mode: str | None = None
+    date_from: str | None = None  # YYYY-MM-DD, inclusive
+    date_to: str | None = None  # YYYY-MM-DD, inclusive
+    parent_id: str | None = None
+    include_shared: bool = False
+    limit: int = 50
+    offset: int = 0
+
+
+@dataclass
+class Page:
+    items: list[ImageRecord]
+    total: int
+    limit: int
+    offset: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def record_from_row(row: sqlite3.Row) -> ImageRecord:
+    data = dict(row)
+    data.pop("day", None)
+    data["params"] = json.loads(data["params"] or "{}")
+    data["tags"] = json.loads(data["tags"] or "[]")
+    data["shared"] = bool(data["shared"])
+    return ImageRecord(**data)
+
+
+class SQLiteIndex:
+    def __init__(self, path: Path, busy_timeout_ms: int = 30000):
+        self.path = Path(path)
+        self.busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.connection().executescript(SCHEMA)
+
+    # -- connections and transactions ---------------------------------------------------------
+
+    def connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, holding the write lock from the start."""
+        conn = self.connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- images -------------------------------------------------------------------------------
+
+    def insert_images(self, records: list[ImageRecord], generation: dict[str, Any] | None = None) -> None:
+        """Insert records (and the audit row of the request that made them) in one transaction."""
+        with self.write() as conn:
+            for record in records:
+                self._insert_image(conn, record)
+            if generation is not None:
+                self._insert_generation(conn, generation)
+
+    def _insert_image(self, conn: sqlite3.Connection, record: ImageRecord) -> None:
+        values = {
+            **{name: getattr(record, name, None) for name in IMAGE_COLUMNS if name != "day"},
+            "day": record.created_at[:10],
+            "params": json.dumps(record.params, sort_keys=True, default=str),
+            "tags": json.dumps(record.tags),
+            "shared": int(record.shared),
+        }
+        placeholders = ", ".join(f":{name}" for name in IMAGE_COLUMNS)
+        conn.execute(f"INSERT INTO images ({', '.join(IMAGE_COLUMNS)}) VALUES ({placeholders})", values)
+        conn.executemany("INSERT OR IGNORE INTO image_tags (image_id, tag) VALUES (?, ?)",
+                         [(record.id, tag) for tag in record.tags])
+
+    def get(self, image_id: str) -> ImageRecord | None:
+        row = self.connection().execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone()
+        return record_from_row(row) if row else None
+
+    def get_many(self, image_ids: list[str]) -> list[ImageRecord]:
+        if not image_ids:
+            return []
+        marks = ", ".join("?" for _ in image_ids)
+        rows = self.connection().execute(f"SELECT * FROM images WHERE id IN ({marks})", image_ids).fetchall()
+        by_id = {row["id"]: record_from_row(row) for row in rows}
+        return [by_id[i] for i in image_ids if i in by_id]
+
+    def by_cache_key(self, owner: str, cache_key: str) -> list[ImageRecord]:
+        rows = self.connection().execute(
+            "SELECT * FROM images WHERE owner = ? AND cache_key = ? AND status = 'completed' "
+            "ORDER BY created_at, seed, id", (owner, cache_key)).fetchall()
+        records = [record_from_row(row) for row in rows]
+        if not records:
+            return []
+        # Several identical requests may have run before the cache existed: use the first one's images.
+        first_request = records[0].request_id
+        return [r for r in records if r.request_id == first_request]
+
+    def query(self, q: HistoryQuery) -> Page:
+        where: list[str] = []
+        args: list[Any] = []
+        if q.owner is not None:
+            if q.include_shared:
+                where.append("(owner = ? OR shared = 1)")
+            else:
+                where.append("owner = ?")
+            args.append(q.owner)
+        if q.text:
+            pattern = f"%{_escape_like(q.text.strip())}%"
+            where.append("(prompt LIKE ? ESCAPE '\\' OR user_prompt LIKE ? ESCAPE '\\' OR id = ?)")
+            args += [pattern, pattern, q.text.strip()]
+        for column in ("provider", "model", "category", "mode", "parent_id"):
+            value = getattr(q, column)
+            if value:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if q.tag:
+            where.append("id IN (SELECT image_id FROM image_tags WHERE tag = ?)")
+            args.append(q.tag)
+        if q.date_from:
+            where.append("day >= ?")
+            args.append(q.date_from)
+        if q.date_to:
+            where.append("day <= ?")
+            args.append(q.date_to)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        conn = self.connection()
+        total = conn.execute(f"SELECT COUNT(*) FROM images {clause}", args).fetchone()[0]
+        rows = conn.execute(
+            f"SELECT * FROM images {clause} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+            [*args, int(q.limit), int(q.offset)]).fetchall()
+        return Page([record_from_row(row) for row in rows], total, q.limit, q.offset)
+
+    def delete_image(self, image_id: str) -> None:
+        with self.write() as conn:
+            conn.execute("DELETE FROM images WHERE id = ?", (image_id,))
+
+    def update_image(self, image_id: str, **fields: Any) -> None:
+        allowed = {"category", "tags", "shared", "status"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"cannot update {sorted(unknown)}")
+        with self.write() as conn:
+            if "tags" in fields:
+                tags = list(dict.fromkeys(fields["tags"]))
+                conn.execute("DELETE FROM image_tags WHERE image_id = ?", (image_id,))
+                conn.executemany("INSERT INTO image_tags (image_id, tag) VALUES (?, ?)",
+                                 [(image_id, t) for t in tags])
+                fields["tags"] = json.dumps(tags)
+            if "shared" in fields:
+                fields["shared"] = int(bool(fields["shared"]))
+            assignments = ", ".join(f"{name} = ?" for name in fields)
+            conn.execute(f"UPDATE images SET {assignments} WHERE id = ?", [*fields.values(), image_id])
+
+    def all_paths(self) -> dict[str, str]:
+        """path -> id for every image (repair compares this with the file store)."""
+        rows = self.connection().execute("SELECT path, id FROM images").fetchall()
+        return {row["path"]: row["id"] for row in rows}
+
+    def all_thumbs(self) -> dict[str, str]:
+        rows = self.connection().execute("SELECT id, thumb_path FROM images").fetchall()
+        return {row["id"]: row["thumb_path"] for row in rows}
+
+    # -- the audit log and spend ---------------------------------------------------------------
+
+    def _insert_generation(self, conn: sqlite3.Connection, generation: dict[str, Any]) -> None:
+        columns = ("id", "owner", "created_at", "day", "provider", "model", "mode", "prompt", "n", "status",
+                   "error_kind", "error", "cost", "estimated_cost", "duration", "cached")
+        values = {name: generation.get(name) for name in columns}
+        values["day"] = values["day"] or values["created_at"][:10]
+        values["cached"] = int(bool(values.get("cached")))
+        for name, default in (("cost", 0.0), ("estimated_cost", 0.0), ("duration", 0.0)):
+            values[name] = values[name] or default
+        conn.execute(f"INSERT INTO generations ({', '.join(columns)}) VALUES "
+                     f"({', '.join(':' + c for c in columns)})", values)
+
+    def log_generation(self, generation: dict[str, Any]) -> None:
+        with self.write() as conn:
+            self._insert_generation(conn, generation)
+
+    def generations(self, *, day_from: str | None = None, owner: str | None = None,
+                    limit: int = 10000) -> list[dict[str, Any]]:
+        where, args = [], []
+        if day_from:
+            where.append("day >= ?")
+            args.append(day_from)
+        if owner:
+            where.append("owner = ?")
+            args.append(owner)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self.connection().execute(
+            f"SELECT * FROM generations {clause} ORDER BY created_at DESC LIMIT ?", [*args, limit]).fetchall()
+        return [dict(row) for row in rows]
+
+    def spent_on(self, day: str, owner: str | None = None) -> float:
+        sql = "SELECT COALESCE(SUM(cost), 0) FROM generations WHERE day = ?"
+        args: list[Any] = [day]
+        if owner:
+            sql += " AND owner = ?"
+            args.append(owner)
+        return float(self.connection().execute(sql, args).fetchone()[0])
+
+    def reserve(self, reservation_id: str, day: str, amount: float, limit: float) -> tuple[bool, float]:
+        """Atomically set ``amount`` aside if spend + open reservations + amount stays within ``limit``.
+
+        Returns (accepted, committed) where committed is spend plus open reservations before this one.
+        """
+        with self.write() as conn:
+            cutoff = time.time() - RESERVATION_TTL_SECONDS
+            conn.execute("DELETE FROM reservations WHERE created_at < ?", (cutoff,))
+            spent = conn.execute("SELECT COALESCE(SUM(cost), 0) FROM generations WHERE day = ?",
+                                 (day,)).fetchone()[0]
+            held = conn.execute("SELECT COALESCE(SUM(amount), 0) FROM reservations WHERE day = ?",
+                                (day,)).fetchone()[0]
+            committed = float(spent) + float(held)
+            if committed + amount > limit + 1e-9:
+                return False, committed
+            conn.execute("INSERT INTO reservations (id, day, amount, created_at) VALUES (?, ?, ?, ?)",
+                         (reservation_id, day, amount, time.time()))
+            return True, committed
+
+    def release(self, reservation_id: str) -> None:
+        with self.write() as conn:
+            conn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+
+    def finish_generation(self, reservation_id: str | None, records: list[ImageRecord],
+                          generation: dict[str, Any]) -> None:
+        """Record a finished request: images, audit row, and the reservation released, atomically."""
+        with self.write() as conn:
+            for record in records:
+                self._insert_image(conn, record)
+            self._insert_generation(conn, generation)
+            if reservation_id:
+                conn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))

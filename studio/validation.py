@@ -1,0 +1,261 @@
+"""Validation at the edge: a ``GenerationRequest`` becomes a ``PreparedRequest`` or an error.
+
+Everything is checked here, before any file is written or any provider called: the prompt, the
+mode against the model, sizes, counts and ranges, the images and the mask. Options the chosen model
+does not have (a seed for a model without seeds, say) are dropped and reported as warnings, so a
+script written for one provider still runs on another.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
+
+from studio.catalog import ModelInfo
+from studio.errors import InvalidRequest
+from studio.imaging import load_image, load_mask, normalize_format
+from studio.styles import StyleBook
+from studio.types import GenerationRequest, Mode, PreparedRequest
+
+MAX_PROMPT_CHARS = 4000
+STEPS_LIMITS = (1, 150)
+GUIDANCE_LIMITS = (1.0, 20.0)
+MAX_SEED = 2**32 - 1
+ABSOLUTE_MAX_N = 10
+MAX_SIDE = 4096
+MIN_SIDE = 64
+MAX_TAGS = 32
+MAX_TAG_CHARS = 64
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+@dataclass
+class Prepared:
+    request: PreparedRequest
+    record_mode: Mode  # what the history calls it (a variation runs as image-to-image)
+    warnings: list[str] = field(default_factory=list)
+
+
+def clean_text(value: Any, what: str, *, required: bool, max_chars: int = MAX_PROMPT_CHARS) -> str:
+    if value is None:
+        value = ""
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRequest(f"{what} is not valid UTF-8 text") from None
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{what} must be text")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates, e.g. undecodable bytes from a shell
+        raise InvalidRequest(f"{what} is not valid UTF-8 text") from None
+    text = unicodedata.normalize("NFC", _CONTROL.sub(" ", value)).strip()
+    if required and not text:
+        raise InvalidRequest(f"{what} is empty: describe the image you want")
+    if len(text) > max_chars:
+        raise InvalidRequest(f"{what} is {len(text):,} characters; the limit is {max_chars:,}")
+    return text
+
+
+def parse_size(value: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*", str(value))
+    if not match:
+        raise InvalidRequest(f"size {value!r} is not WIDTHxHEIGHT, e.g. 512x512")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _number(value: Any, what: str, kind=float) -> float | int:
+    if isinstance(value, bool):
+        raise InvalidRequest(f"{what} must be a number")
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise InvalidRequest(f"{what} must be a {'whole ' if kind is int else ''}number, not {value!r}") from None
+    if kind is float and number != number:  # NaN
+        raise InvalidRequest(f"{what} must be a number")
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise InvalidRequest(f"{what} must be a whole number, not {value!r}")
+    return number
+
+
+def _check_size(model: ModelInfo, width: int, height: int) -> None:
+    for side, name in ((width, "width"), (height, "height")):
+        if not MIN_SIDE <= side <= MAX_SIDE:
+            raise InvalidRequest(f"{name} {side} is outside {MIN_SIDE}-{MAX_SIDE} pixels")
+    size = f"{width}x{height}"
+    if model.sizes:
+        if size not in model.sizes:
+            raise InvalidRequest(f"{model.id} does not make {size} images; choose one of {', '.join(model.sizes)}")
+    elif model.size_range:
+        low, high = model.size_range["min"], model.size_range["max"]
+        multiple = model.size_range.get("multiple", 1)
+        for side, name in ((width, "width"), (height, "height")):
+            if not low <= side <= high:
+                raise InvalidRequest(f"{name} {side} is outside what {model.id} supports ({low}-{high} pixels)")
+            if side % multiple:
+                raise InvalidRequest(f"{name} {side} must be a multiple of {multiple} for {model.id}")
+
+
+def _snap_to_model(model: ModelInfo, width: int, height: int) -> tuple[int, int]:
+    """The supported size closest to ``width`` x ``height`` (used when an init image sets the size)."""
+    if model.sizes:
+        def distance(size: str) -> float:
+            w, h = parse_size(size)
+            return abs(w / h - width / height) * 10 + abs(w * h - width * height) / 1e6
+        return parse_size(min(model.sizes, key=distance))
+    if model.size_range:
+        low, high = model.size_range["min"], model.size_range["max"]
+        multiple = model.size_range.get("multiple", 1)
+        scale = min(1.0, high / max(width, height))
+        scale = max(scale, low / min(width, height))
+        snapped = []
+        for side in (width, height):
+            value = int(round(side * scale / multiple)) * multiple
+            snapped.append(max(low, min(high, value)))
+        return snapped[0], snapped[1]
+    return width, height
+
+
+def _ranged(value: Any, what: str, model_range, generic: tuple[float, float], kind, warnings: list[str],
+            model_id: str):
+    if value is not None:
+        number = _number(value, what, kind)
+        if not generic[0] <= number <= generic[1] and not (model_range and model_range.contains(number)):
+            raise InvalidRequest(f"{what} {number} is outside {generic[0]:g}-{generic[1]:g}")
+        if model_range is None:
+            warnings.append(f"{model_id} has no {what} setting; {what} ignored")
+            return None
+        if not model_range.contains(number):
+            raise InvalidRequest(f"{what} {number} is outside what {model_id} supports "
+                                 f"({model_range.min:g}-{model_range.max:g})")
+        return number
+    if model_range is None:
+        return None
+    return kind(model_range.default)
+
+
+def prepare(request: GenerationRequest, provider: str, model: ModelInfo, styles: StyleBook) -> Prepared:
+    warnings: list[str] = []
+    mode = Mode.parse(request.mode)
+    user_prompt = clean_text(request.prompt, "prompt", required=True)
+    negative = clean_text(request.negative_prompt, "negative prompt", required=False)
+    prompt, negative = styles.expand(request.style, user_prompt, negative)
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise InvalidRequest(f"prompt with its style is {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}")
+    if negative and not model.negative_prompt:
+        if request.negative_prompt:
+            warnings.append(f"{model.id} takes no negative prompt; it was ignored")
+        negative = ""
+
+    # Which mode the provider runs: a variation of an image is image-to-image, of a prompt text-to-image.
+    has_image = request.init_image is not None
+    run_mode = mode
+    if mode is Mode.VARIATION:
+        run_mode = Mode.IMAGE_TO_IMAGE if has_image else Mode.TEXT_TO_IMAGE
+    if run_mode in (Mode.IMAGE_TO_IMAGE, Mode.INPAINT) and not has_image:
+        raise InvalidRequest(f"{mode.value} needs an input image")
+    if run_mode is Mode.TEXT_TO_IMAGE and has_image:
+        raise InvalidRequest("text-to-image takes no input image; use image-to-image (edit) instead")
+    if run_mode is Mode.INPAINT and request.mask is None:
+        raise InvalidRequest("inpainting needs a mask (white = repaint)")
+    if request.mask is not None and run_mode is not Mode.INPAINT:
+        raise InvalidRequest("a mask is only used for inpainting")
+    if not model.supports(run_mode.value):
+        raise InvalidRequest(f"{model.id} cannot do {run_mode.value}; it supports {', '.join(model.modes)}")
+
+    init_image = load_image(request.init_image, "input image") if has_image else None
+    mask = load_mask(request.mask, init_image.size) if request.mask is not None else None
+
+    if (request.width is None) != (request.height is None):
+        raise InvalidRequest("give both width and height, or neither")
+    if request.width is None:
+        if init_image is not None:
+            width, height = _snap_to_model(model, *init_image.size)
+        else:
+            width, height = model.default_width, model.default_height
+    else:
+        width = int(_number(request.width, "width", int))
+        height = int(_number(request.height, "height", int))
+    _check_size(model, width, height)
+
+    n = int(_number(request.n, "number of images", int))
+    limit = min(model.max_images, ABSOLUTE_MAX_N)
+    if not 1 <= n <= limit:
+        raise InvalidRequest(f"number of images must be 1-{limit} for {model.id}, not {n}")
+
+    steps = _ranged(request.steps, "steps", model.steps, STEPS_LIMITS, int, warnings, model.id)
+    guidance = _ranged(request.guidance, "guidance", model.guidance, GUIDANCE_LIMITS, float, warnings, model.id)
+    strength = None
+    if run_mode in (Mode.IMAGE_TO_IMAGE, Mode.INPAINT):
+        strength = _ranged(request.strength, "strength", model.strength, (0.0, 1.0), float, warnings, model.id)
+    elif request.strength is not None:
+        value = _number(request.strength, "strength")
+        if not 0.0 <= value <= 1.0:
+            raise InvalidRequest(f"strength {value} is outside 0-1")
+
+    seed = None
+    if request.seed is not None:
+        seed = int(_number(request.seed, "seed", int))
+        if not 0 <= seed <= MAX_SEED:
+            raise InvalidRequest(f"seed must be 0-{MAX_SEED}, not {seed}")
+        if not model.seed:
+            warnings.append(f"{model.id} does not take a seed; results will differ between runs")
+            seed = None
+    elif model.seed:
+        seed = secrets.randbelow(MAX_SEED - ABSOLUTE_MAX_N)
+
+    quality = None
+    if model.qualities:
+        wanted = (request.quality or model.default_quality or model.qualities[0]).strip().lower()
+        quality = model.quality_aliases.get(wanted, wanted)
+        if quality not in model.qualities:
+            raise InvalidRequest(f"quality {request.quality!r} is not offered by {model.id}; "
+                                 f"choose {', '.join(model.qualities)}")
+    elif request.quality:
+        warnings.append(f"{model.id} has no quality setting; quality ignored")
+
+    compression = int(_number(request.compression, "compression", int))
+    if not 1 <= compression <= 100:
+        raise InvalidRequest(f"compression must be 1-100, not {compression}")
+
+    extra = dict(request.extra or {})
+    for name, value in extra.items():
+        allowed = model.options.get(name)
+        if allowed is None:
+            raise InvalidRequest(f"{model.id} has no option {name!r}"
+                                 + (f"; it has {', '.join(model.options)}" if model.options else ""))
+        if isinstance(allowed, list) and value not in allowed:
+            raise InvalidRequest(f"{name} must be one of {', '.join(map(str, allowed))}, not {value!r}")
+
+    user = clean_text(request.user, "user", required=True, max_chars=200)
+    prepared = PreparedRequest(
+        provider=provider, model=model, mode=run_mode, prompt=prompt, negative_prompt=negative,
+        width=width, height=height, n=n, seed=seed, steps=steps, guidance=guidance, strength=strength,
+        init_image=init_image, mask=mask, output_format=normalize_format(request.output_format),
+        quality=quality, compression=compression, user=user, extra=extra, style=request.style,
+        user_prompt=user_prompt,
+    )
+    return Prepared(prepared, mode, warnings)
+
+
+def clean_tags(tags: Any) -> list[str]:
+    if tags is None:
+        return []
+    if isinstance(tags, str):
+        tags = [t for t in tags.split(",")]
+    cleaned = []
+    for tag in tags:
+        text = clean_text(tag, "tag", required=False, max_chars=MAX_TAG_CHARS).lower()
+        if text and text not in cleaned:
+            cleaned.append(text)
+    if len(cleaned) > MAX_TAGS:
+        raise InvalidRequest(f"at most {MAX_TAGS} tags per image")
+    return cleaned
+
+
+def clean_category(category: Any) -> str:
+    return clean_text(category, "category", required=False, max_chars=64).lower()
