@@ -1,0 +1,244 @@
+"""``python -m studio``: the command line, also the contract other tests use.
+
+Errors print one ``error: ...`` line on stderr and exit 2 for bad input, 1 for anything else;
+never a traceback. With ``--json``, stdout carries exactly one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable, Sequence
+
+from studio.errors import InvalidRequest, StudioError
+
+EXIT_OK, EXIT_FAILURE, EXIT_INVALID = 0, 1, 2
+
+
+class UsageError(Exception):
+    """argparse found bad arguments."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump; exit code decided by main()
+        raise UsageError(message)
+
+
+def _add_generation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--provider", "-p", help="provider name (see `providers`)")
+    parser.add_argument("--model", "-m", help="model id (see `providers`)")
+    parser.add_argument("--size", help="WIDTHxHEIGHT, e.g. 512x512")
+    parser.add_argument("-n", "--n", type=int, default=None, help="number of images")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--guidance", type=float)
+    parser.add_argument("--negative", default="", help="negative prompt")
+    parser.add_argument("--style", help="style preset (see `styles`)")
+    parser.add_argument("--format", default="png", help="png, jpeg or webp")
+    parser.add_argument("--quality", help="provider render quality, e.g. low/medium/high")
+    parser.add_argument("--category", default="")
+    parser.add_argument("--tag", action="append", default=[], help="tag (repeatable)")
+    parser.add_argument("--user", default="local", help=argparse.SUPPRESS)
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="provider-specific option, e.g. background=transparent (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m studio", description="Image Studio command line")
+    parser.add_argument("--home", help="data directory (default: $STUDIO_HOME or ~/.image-studio)")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    gen = commands.add_parser("generate", help="text-to-image")
+    gen.add_argument("prompt")
+    _add_generation_options(gen)
+
+    edit = commands.add_parser("edit", help="image-to-image, or inpaint with --mask")
+    edit.add_argument("image", help="image file or stored image id")
+    edit.add_argument("prompt")
+    edit.add_argument("--mask", help="mask file (white = repaint)")
+    edit.add_argument("--strength", type=float)
+    _add_generation_options(edit)
+
+    var = commands.add_parser("variations", help="variations of an image or a prompt")
+    var.add_argument("source", nargs="?", help="image file or stored image id")
+    var.add_argument("--prompt")
+    var.add_argument("--strength", type=float)
+    var.add_argument("--scene", action="store_true", help="vary framing and lighting of the scene")
+    _add_generation_options(var)
+
+    prov = commands.add_parser("providers", help="providers, their status and models")
+    prov.add_argument("--json", action="store_true")
+
+    hist = commands.add_parser("history", help="stored images, newest first")
+    hist.add_argument("--json", action="store_true")
+    hist.add_argument("--limit", type=int, default=20)
+    hist.add_argument("--offset", type=int, default=0)
+    hist.add_argument("--search")
+    hist.add_argument("--provider")
+    hist.add_argument("--model")
+    hist.add_argument("--tag")
+    hist.add_argument("--category")
+    hist.add_argument("--since", help="YYYY-MM-DD")
+    hist.add_argument("--until", help="YYYY-MM-DD")
+    hist.add_argument("--user", default="local", help=argparse.SUPPRESS)
+
+    info = commands.add_parser("info", help="metadata embedded in an image (PNG info)")
+    info.add_argument("image", help="image file or stored image id")
+    info.add_argument("--json", action="store_true")
+
+    styles = commands.add_parser("styles", help="style presets")
+    styles.add_argument("--json", action="store_true")
+
+    delete = commands.add_parser("delete", help="delete a stored image (file and record)")
+    delete.add_argument("image_id")
+    delete.add_argument("--json", action="store_true")
+
+    repair = commands.add_parser("repair", help="find (and with --fix, mend) index/file disagreements")
+    repair.add_argument("--fix", action="store_true")
+    repair.add_argument("--json", action="store_true")
+    return parser
+
+
+def _emit(args: argparse.Namespace, payload: dict[str, Any], text: Callable[[], str]) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(payload, ensure_ascii=False))
+    else:
+        print(text())
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    from studio.validation import parse_size
+
+    options: dict[str, Any] = {
+        "provider": args.provider, "model": args.model, "seed": args.seed, "steps": args.steps,
+        "guidance": args.guidance, "negative_prompt": args.negative, "style": args.style,
+        "output_format": args.format, "quality": args.quality, "category": args.category, "tags": args.tag,
+        "user": args.user,
+    }
+    if args.n is not None:
+        options["n"] = args.n
+    if args.size:
+        options["width"], options["height"] = parse_size(args.size)
+    extra = {}
+    for item in args.option:
+        if "=" not in item:
+            raise InvalidRequest(f"--option {item!r} is not NAME=VALUE")
+        name, value = item.split("=", 1)
+        extra[name.strip()] = value.strip()
+    if extra:
+        options["extra"] = extra
+    return options
+
+
+def _progress_printer(args: argparse.Namespace):
+    if args.quiet or args.json:
+        return None
+
+    def show(event) -> None:
+        step = f" step {event.step}/{event.total_steps}" if event.step and event.total_steps else ""
+        print(f"\r{event.stage:<12} {event.fraction * 100:5.1f}%{step}", end="", file=sys.stderr, flush=True)
+        if event.stage == "done":
+            print(file=sys.stderr)
+
+    return show
+
+
+def _result_text(result) -> str:
+    lines = [f"{r.id}  {r.width}x{r.height} {r.format}  seed={r.seed}  ${r.cost:.4f}  {r.abs_path}"
+             for r in result.images]
+    if result.cached:
+        lines.append("(reused stored images: identical request with a fixed seed)")
+    lines += [f"warning: {w}" for w in result.warnings]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from studio import get_studio
+
+    studio = get_studio(args.home)
+    command = args.command
+    if command in ("generate", "edit", "variations"):
+        from studio.types import GenerationRequest
+
+        options = _options(args)
+        progress = _progress_printer(args)
+        if command == "generate":
+            result = studio.generate(GenerationRequest(prompt=args.prompt, **options), progress=progress)
+        elif command == "edit":
+            result = studio.edit(args.image, args.prompt, mask=args.mask, strength=args.strength,
+                                 progress=progress, **options)
+        else:
+            n = options.pop("n", 4)
+            result = studio.variations(args.source, prompt=args.prompt, n=n, strength=args.strength,
+                                       scene=args.scene, progress=progress, **options)
+        _emit(args, result.to_dict(), lambda: _result_text(result))
+    elif command == "providers":
+        statuses = studio.provider_statuses()
+        _emit(args, {"providers": [s.to_dict() for s in statuses]}, lambda: _providers_text(statuses))
+    elif command == "history":
+        page = studio.history(owner=args.user, text=args.search, provider=args.provider, model=args.model,
+                              tag=args.tag, category=args.category, date_from=args.since, date_to=args.until,
+                              limit=max(1, min(args.limit, 1000)), offset=max(0, args.offset))
+        _emit(args, {"items": [r.to_dict() for r in page.items], "total": page.total},
+              lambda: "\n".join(f"{r.created_at[:19]}  {r.id}  {r.provider}/{r.model}  {r.prompt[:60]!r}"
+                                for r in page.items) + f"\n({len(page.items)} of {page.total})")
+    elif command == "info":
+        meta = studio.info(args.image)
+        _emit(args, meta, lambda: meta.get("parameters") or json.dumps(meta.get("studio"), indent=2)
+              or "(no generation metadata)")
+    elif command == "styles":
+        styles = studio.styles.all()
+        _emit(args, {"styles": [{"name": s.name, "label": s.label, "prompt": s.prompt,
+                                 "negative_prompt": s.negative_prompt, "source": s.source} for s in styles]},
+              lambda: "\n".join(f"{s.name:<16} {s.prompt}" for s in styles))
+    elif command == "delete":
+        studio.delete_image(args.image_id)
+        _emit(args, {"deleted": args.image_id}, lambda: f"deleted {args.image_id}")
+    elif command == "repair":
+        report = studio.repair(fix=args.fix)
+        _emit(args, report.to_dict(), lambda: _repair_text(report))
+        return EXIT_OK if report.clean or args.fix else EXIT_FAILURE
+    return EXIT_OK
+
+
+def _providers_text(statuses) -> str:
+    lines = []
+    for status in statuses:
+        reason = f" — {status.reason}" if status.reason else ""
+        lines.append(f"{status.name:<10} {status.state}{reason}")
+        for model in status.models:
+            lines.append(f"    {model['id']:<44} {', '.join(model['modes'])}")
+    return "\n".join(lines)
+
+
+def _repair_text(report) -> str:
+    if report.clean:
+        return "index and files agree"
+    parts = [f"{name.replace('_', ' ')}: {len(value)}" for name, value in report.to_dict().items()
+             if isinstance(value, list) and value]
+    return "; ".join(parts) + ("" if report.fixed else "  (run with --fix to mend)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return run(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except InvalidRequest as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except StudioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception as exc:  # the promise is: never a traceback
+        print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
