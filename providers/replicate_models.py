@@ -1,0 +1,351 @@
+"""Replicate: official models by name (FLUX) and version-pinned community models (SDXL).
+
+The story of one request: build the model's input from what its catalog entry says it takes,
+create a prediction (retrying rate limits and server errors ourselves, because the SDK never
+retries a POST), poll it while reporting progress, cancel it on Replicate if the user cancels or
+the time runs out, then download the output files with a size and time limit.
+
+Uses the official ``replicate`` 1.x SDK. ``REPLICATE_BASE_URL`` (the SDK's own setting, without
+``/v1``) points it at a proxy or a test server.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import threading
+import time
+from typing import Any, Callable, TypeVar
+
+from providers.base import Provider
+from providers.common import nearest_aspect_ratio, scrub
+from providers.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, parse_retry_after
+from studio.catalog import ModelInfo
+from studio.errors import (
+    Cancelled,
+    ContentBlocked,
+    InvalidRequest,
+    NotConfigured,
+    ProviderFailure,
+    ProviderTimeout,
+    QuotaExhausted,
+    RateLimited,
+    StudioError,
+)
+from studio.imaging import flatten, png_bytes
+from studio.types import Mode, PreparedRequest, ProviderImage, ProviderResult, RunContext
+
+T = TypeVar("T")
+
+TERMINAL = ("succeeded", "failed", "canceled")
+# Replicate's FLUX models spell JPEG "jpg".
+REPLICATE_FORMATS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+MIB = 1024 * 1024
+
+
+class ReplicateProvider(Provider):
+    name = "replicate"
+    label = "Replicate"
+    key_names = ("REPLICATE_API_TOKEN",)
+    sdk_module = "replicate"
+    sdk_package = "replicate"
+    max_concurrency = 4
+
+    retry_policy: RetryPolicy = DEFAULT_POLICY
+    max_download_bytes = 50 * MIB
+    download_timeout = 60.0  # seconds per output file, and never past the request's deadline
+    # Small images travel inside the request as data URIs; larger ones are uploaded to /v1/files
+    # first, which keeps prediction bodies small (Replicate advises data URIs only for small files).
+    inline_image_limit = 256 * 1024
+
+    def __init__(self, settings, catalog):
+        super().__init__(settings, catalog)
+        self._clients: dict[tuple[str, str | None], Any] = {}
+        self._lock = threading.Lock()
+        # ReplicateError keeps only the JSON body, so Retry-After is read by a response hook and
+        # kept per thread until the error is translated.
+        self._last_answer = threading.local()
+
+    # -- the story ------------------------------------------------------------------------------
+
+    def generate(self, request: PreparedRequest, ctx: RunContext) -> ProviderResult:
+        import httpx
+        from replicate.exceptions import ModelError, ReplicateError
+
+        token = self.api_key()
+        if not token:
+            raise NotConfigured("Replicate needs an API token: set REPLICATE_API_TOKEN", provider=self.name)
+        client = self._client(token)
+        deadline = time.monotonic() + ctx.timeout
+        prediction = None
+        try:
+            ctx.report("initializing", 0.02, message="preparing the Replicate request")
+            inputs = self._build_input(request, client, ctx, token)
+            ctx.check_cancelled()
+            prediction = self._create(client, request.model, inputs, ctx, token)
+            ctx.report("initializing", 0.1, message=f"prediction {prediction.id} {prediction.status}")
+            prediction = self._wait(client, prediction, ctx, deadline, token)
+            if prediction.status == "failed":
+                raise ModelError(prediction)
+            if prediction.status == "canceled":
+                raise ProviderFailure(f"the prediction {prediction.id} was canceled on Replicate", provider=self.name)
+            images = self._download_outputs(prediction, request, ctx, deadline)
+        except StudioError:
+            self._cancel_unfinished(client, prediction)
+            raise
+        except ModelError as error:
+            raise self._model_error(error, token) from error
+        except ReplicateError as error:
+            self._cancel_unfinished(client, prediction)
+            raise self._api_error(error, token) from error
+        except httpx.TimeoutException as error:
+            self._cancel_unfinished(client, prediction)
+            raise ProviderTimeout(f"Replicate did not answer in time ({type(error).__name__})",
+                                  provider=self.name) from error
+        except httpx.TransportError as error:
+            self._cancel_unfinished(client, prediction)
+            raise ProviderFailure(f"cannot reach Replicate: {type(error).__name__}: {scrub(str(error), token)}",
+                                  provider=self.name, retryable=True) from error
+
+        metrics = prediction.metrics or {}
+        return ProviderResult(
+            images=images,
+            cost=self._cost(request.model, metrics, len(images)),
+            usage={"prediction_id": prediction.id, "predict_time": metrics.get("predict_time"),
+                   "model": prediction.model, "version": prediction.version},
+        )
+
+    # -- building the input ---------------------------------------------------------------------
+
+    def _build_input(self, request: PreparedRequest, client, ctx: RunContext, token: str) -> dict[str, Any]:
+        """The model's ``input`` object. Which fields are sent follows the catalog entry, so a new
+        model with the same conventions is a data change; anything else goes in ``extra``."""
+        model = request.model
+        inputs: dict[str, Any] = {"prompt": request.prompt}
+        if model.negative_prompt and request.negative_prompt:
+            inputs["negative_prompt"] = request.negative_prompt
+        if model.aspect_ratios:
+            inputs["aspect_ratio"] = nearest_aspect_ratio(request.width, request.height, model.aspect_ratios)
+        elif model.size_range or model.sizes:
+            inputs["width"], inputs["height"] = request.width, request.height
+        if model.max_images > 1:
+            inputs["num_outputs"] = request.n
+        if model.seed and request.seed is not None:
+            inputs["seed"] = request.seed
+        if model.steps and request.steps is not None:
+            inputs["num_inference_steps"] = request.steps
+        if model.guidance and request.guidance is not None:
+            inputs["guidance_scale"] = request.guidance
+        if "output_format" in model.options:
+            inputs["output_format"] = REPLICATE_FORMATS[request.output_format]
+        if "output_quality" in model.options:
+            inputs["output_quality"] = request.compression
+
+        if request.mode is not Mode.TEXT_TO_IMAGE:
+            if request.init_image is None:
+                raise InvalidRequest(f"{request.mode.value} needs an input image", provider=self.name)
+            inputs["image"] = self._file_input(client, png_bytes(flatten(request.init_image)), "image", ctx, token)
+            if model.strength and request.strength is not None:
+                inputs["prompt_strength"] = request.strength
+        if request.mode is Mode.INPAINT:
+            if request.mask is None:
+                raise InvalidRequest("inpainting needs a mask (white = repaint)", provider=self.name)
+            # The studio's masks are already Replicate's convention: white is repainted.
+            inputs["mask"] = self._file_input(client, png_bytes(request.mask.convert("L")), "mask", ctx, token)
+
+        inputs.update(request.extra)  # provider options the user chose (scheduler, go_fast, ...)
+        return inputs
+
+    def _file_input(self, client, data: bytes, what: str, ctx: RunContext, token: str) -> str:
+        if len(data) <= self.inline_image_limit:
+            return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+        ctx.report("initializing", 0.05, message=f"uploading the {what} to Replicate")
+        uploaded = self._retrying(
+            lambda: client.files.create(io.BytesIO(data), filename=f"{what}.png", content_type="image/png"),
+            ctx, token)
+        return uploaded.urls["get"]
+
+    # -- calling Replicate ----------------------------------------------------------------------
+
+    def _create(self, client, model: ModelInfo, inputs: dict[str, Any], ctx: RunContext, token: str):
+        from replicate.identifier import ModelVersionIdentifier
+
+        try:
+            owner, name, version = ModelVersionIdentifier.parse(model.id)
+        except ValueError:
+            raise InvalidRequest(f"{model.id!r} is not a Replicate model: use owner/name or owner/name:version",
+                                 provider=self.name) from None
+        if version:  # a community model pinned to one version: POST /v1/predictions
+            return self._retrying(lambda: client.predictions.create(version=version, input=inputs), ctx, token)
+        # an official model, always its latest version: POST /v1/models/{owner}/{name}/predictions
+        return self._retrying(lambda: client.models.predictions.create(model=(owner, name), input=inputs),
+                              ctx, token)
+
+    def _wait(self, client, prediction, ctx: RunContext, deadline: float, token: str):
+        """Poll until the prediction ends. Leaving by an error lets ``generate`` cancel it."""
+        while prediction.status not in TERMINAL:
+            remaining = deadline - time.monotonic()
+            if ctx.cancel.wait(max(0.0, min(client.poll_interval, remaining))):
+                raise Cancelled("cancelled by the user; the Replicate prediction is being cancelled too",
+                                provider=self.name)
+            if time.monotonic() >= deadline:
+                raise ProviderTimeout(
+                    f"Replicate did not finish within {ctx.timeout:g} s; the prediction was cancelled",
+                    provider=self.name)
+            prediction = self._retrying(lambda: client.predictions.get(prediction.id), ctx, token)
+            self._report_progress(prediction, ctx)
+        return prediction
+
+    def _report_progress(self, prediction, ctx: RunContext) -> None:
+        if prediction.status == "starting":
+            ctx.report("generating", 0.1, message="waiting for a Replicate GPU")
+            return
+        progress = prediction.progress  # parsed by the SDK from the model's progress-bar logs
+        if progress is None:
+            ctx.report("generating", 0.15, message=f"prediction {prediction.status}")
+        else:
+            ctx.report("generating", 0.15 + 0.7 * progress.percentage, step=progress.current,
+                       total_steps=progress.total)
+
+    def _cancel_unfinished(self, client, prediction) -> None:
+        """Stop a prediction we are giving up on, so it does not keep running (and billing)."""
+        if prediction is None or prediction.status in TERMINAL:
+            return
+        try:
+            client.predictions.cancel(prediction.id)
+        except Exception:  # best effort: the error being raised already says what went wrong
+            pass
+
+    def _retrying(self, call: Callable[[], T], ctx: RunContext, token: str) -> T:
+        """Run an SDK call, retrying the HTTP answers that say "try again" (429, 5xx).
+
+        Transport errors are not retried here: a POST that timed out may already have started a
+        (billed) prediction, so ``generate`` reports them instead.
+        """
+        from replicate.exceptions import ReplicateError
+
+        def attempt() -> T:
+            try:
+                return call()
+            except ReplicateError as error:
+                raise self._api_error(error, token) from error
+
+        return call_with_retry(attempt, policy=self.retry_policy, cancel=ctx.cancel)
+
+    # -- outputs --------------------------------------------------------------------------------
+
+    def _download_outputs(self, prediction, request: PreparedRequest, ctx: RunContext,
+                          deadline: float) -> list[ProviderImage]:
+        output = prediction.output
+        items = output if isinstance(output, list) else [output]
+        # An item is a URL string, or a FileOutput (``.url``) when the caller used replicate.run.
+        urls = [str(getattr(item, "url", item)) for item in items if item]
+        if not urls:
+            raise ProviderFailure(f"the prediction {prediction.id} succeeded but returned no image",
+                                  provider=self.name, retryable=True)
+        images = []
+        for index, url in enumerate(urls):
+            ctx.report("generating", 0.85 + 0.1 * index / len(urls), message=f"downloading image {index + 1}")
+            data = call_with_retry(lambda: self._download(url, deadline), policy=self.retry_policy,
+                                   cancel=ctx.cancel)
+            images.append(ProviderImage(data=data, seed=request.seed,
+                                        info={"prediction_id": prediction.id, "output_index": index}))
+        return images
+
+    def _download(self, url: str, deadline: float) -> bytes:
+        import httpx
+
+        if url.startswith("data:"):
+            return base64.b64decode(url.split(",", 1)[1])
+        if not url.startswith(("https://", "http://")):
+            raise ProviderFailure(f"Replicate returned an output that is not a file URL: {url[:80]!r}",
+                                  provider=self.name)
+        seconds = max(1.0, min(self.download_timeout, deadline - time.monotonic()))
+        limit = self.max_download_bytes
+        # A plain client: output files are served from a delivery host that needs no token, and the
+        # token should not travel anywhere it is not needed.
+        with httpx.Client(timeout=httpx.Timeout(seconds), follow_redirects=True) as http:
+            with http.stream("GET", url) as response:
+                if response.status_code >= 400:
+                    raise ProviderFailure(f"downloading a Replicate output failed with HTTP {response.status_code}",
+                                          provider=self.name, retryable=response.status_code >= 500)
+                if int(response.headers.get("content-length") or 0) > limit:
+                    raise ProviderFailure(f"a Replicate output is larger than {limit // MIB} MiB", provider=self.name)
+                buffer = bytearray()
+                for chunk in response.iter_bytes():
+                    buffer += chunk
+                    if len(buffer) > limit:
+                        raise ProviderFailure(f"a Replicate output is larger than {limit // MIB} MiB",
+                                              provider=self.name)
+        return bytes(buffer)
+
+    # -- errors and cost ------------------------------------------------------------------------
+
+    def _api_error(self, error, token: str) -> StudioError:
+        """Turn an HTTP error answer (``ReplicateError``) into the studio's typed error."""
+        status = error.status or 0
+        detail = scrub(error.detail or error.title or "no details", token)
+        if status == 401:
+            return NotConfigured("Replicate rejected the API token: check REPLICATE_API_TOKEN", provider=self.name)
+        if status == 402:
+            return QuotaExhausted(f"the Replicate account is out of credit; add credit at "
+                                  f"https://replicate.com/account/billing ({detail})", provider=self.name)
+        if status == 403:
+            return NotConfigured(f"this Replicate token may not run the model: {detail}", provider=self.name)
+        if status == 404:
+            return InvalidRequest(f"Replicate has no such model or version: {detail}", provider=self.name)
+        if status in (400, 409, 413, 422):
+            return InvalidRequest(f"Replicate refused the input: {detail}", provider=self.name)
+        if status == 429:
+            retry_after = getattr(self._last_answer, "retry_after", None)
+            self._last_answer.retry_after = None
+            return RateLimited(f"Replicate is throttling requests: {detail}", provider=self.name,
+                               retry_after=retry_after)
+        if status >= 500:
+            return ProviderFailure(f"Replicate had a server error (HTTP {status}): {detail}", provider=self.name,
+                                   retryable=True)
+        return ProviderFailure(f"Replicate answered HTTP {status}: {detail}", provider=self.name)
+
+    def _model_error(self, error, token: str) -> StudioError:
+        """A prediction that ran and failed; the model's safety checker fails with an NSFW message."""
+        text = scrub(str(error.prediction.error or "no reason given"), token)
+        if "nsfw" in text.lower():
+            return ContentBlocked(f"Replicate's safety checker blocked the image: {text}", provider=self.name)
+        return ProviderFailure(f"the model failed on Replicate: {text}", provider=self.name)
+
+    @staticmethod
+    def _cost(model: ModelInfo, metrics: dict[str, Any], count: int) -> float | None:
+        price = model.price
+        if price.get("kind") == "per_image":
+            return round(float(price["usd"]) * count, 6)
+        if price.get("kind") == "per_second" and metrics.get("predict_time") is not None:
+            return round(float(metrics["predict_time"]) * float(price["usd_per_second"]), 6)
+        return None  # the estimate stands
+
+    # -- the client -----------------------------------------------------------------------------
+
+    def _client(self, token: str):
+        import httpx
+        import replicate
+
+        base_url = os.environ.get("REPLICATE_BASE_URL") or None  # read by the SDK too; part of the cache key
+        with self._lock:
+            client = self._clients.get((token, base_url))
+            if client is None:
+                client = replicate.Client(
+                    api_token=token,
+                    base_url=base_url,
+                    timeout=httpx.Timeout(30.0, connect=5.0),
+                    event_hooks={"response": [self._remember_retry_after]},
+                )
+                self._clients[(token, base_url)] = client
+        return client
+
+    def _remember_retry_after(self, response) -> None:
+        if response.status_code == 429:
+            self._last_answer.retry_after = parse_retry_after(response.headers)
+
+    def close(self) -> None:
+        with self._lock:
+            self._clients.clear()
