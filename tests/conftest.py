@@ -32,3 +32,12 @@ def isolated_env(tmp_path, monkeypatch):
 @pytest.fixture
 def studio_home(isolated_env) -> Path:
     return isolated_env
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random Stable Diffusion model saved in diffusers format (plus a single-file copy,
+    ``tests.tiny_model.SINGLE_FILE_NAME``), built once per test session; nothing is downloaded."""
+    from tests.tiny_model import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-sd"))

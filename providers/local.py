@@ -1,0 +1,558 @@
+"""Local Stable Diffusion through Hugging Face diffusers.
+
+One loaded model serves every mode: the text-to-image pipeline is loaded once and the
+image-to-image and inpainting pipelines are built from it with ``from_pipe``, so all three share
+the same UNet, VAE, text encoder and scheduler objects (one copy in memory, not three).
+
+Loaded models live in a small module-level LRU cache keyed by (model, device, dtype), shared by every
+``LocalProvider`` instance, so the second request for a model does not load it again. Each cached
+model has its own lock: its pipelines share one scheduler, whose state changes at every step, so
+only one generation runs on a model at a time. A second lock per key makes sure two threads asking
+for the same model at once load it only once.
+
+torch and diffusers are imported inside the functions that need them: importing this module, or
+asking for the provider's status, never imports them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import importlib.util
+import math
+import os
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from providers.base import READY, UNAVAILABLE, Provider, ProviderStatus
+from studio.catalog import ModelInfo
+from studio.errors import Cancelled, InvalidRequest, NotConfigured, ProviderFailure, ProviderTimeout, StudioError
+from studio.imaging import flatten, png_bytes
+from studio.types import Mode, PreparedRequest, ProviderImage, ProviderResult, RunContext
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+DTYPES = {"float16": "float16", "fp16": "float16", "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float32": "float32", "fp32": "float32", "float": "float32"}
+LOW_MEMORY_GPU_BYTES = 8 * 1024**3  # below this, slice attention to lower the peak
+LARGE_IMAGE_PIXELS = 1024 * 1024  # above this, decode the VAE in tiles
+INSTALL_HINT = "pip install torch diffusers transformers accelerate"
+
+
+# -- where a model comes from ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What ``model_id`` names: a Hugging Face repo, a diffusers folder, or one checkpoint file."""
+
+    kind: str  # hub | folder | single_file
+    location: str  # the repo id, or the absolute path
+
+    @classmethod
+    def parse(cls, model_id: str) -> "ModelSource":
+        text = model_id.strip()
+        path = Path(text).expanduser()
+        looks_like_path = text.startswith(("/", ".", "~")) or text.lower().endswith(SINGLE_FILE_SUFFIXES) \
+            or path.exists()
+        if not looks_like_path:
+            return cls("hub", text)
+        if path.is_dir():
+            if not (path / "model_index.json").is_file():
+                raise NotConfigured(
+                    f"{path} is not a diffusers model folder (it has no model_index.json); point "
+                    "STUDIO_LOCAL_MODEL at a folder saved with save_pretrained, or at a .safetensors/.ckpt file",
+                    provider="local")
+            return cls("folder", str(path.resolve()))
+        if path.is_file():
+            if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
+                raise NotConfigured(f"{path} is not a model: use a diffusers folder or a .safetensors/.ckpt file",
+                                    provider="local")
+            return cls("single_file", str(path.resolve()))
+        raise NotConfigured(f"local model {text!r} not found: no such file or folder", provider="local")
+
+
+# -- device and dtype ------------------------------------------------------------------------
+
+
+def choose_device(preferred: str | None, *, cuda: bool, mps: bool) -> str:
+    """The device to run on: the one asked for (if this machine has it), else CUDA, Apple MPS, CPU."""
+    if preferred:
+        wanted = preferred.strip().lower()
+        if wanted.startswith("cuda") and not cuda:
+            raise NotConfigured(f"STUDIO_LOCAL_DEVICE is {preferred!r} but torch sees no CUDA GPU; "
+                                "unset it to choose automatically", provider="local")
+        if wanted == "mps" and not mps:
+            raise NotConfigured("STUDIO_LOCAL_DEVICE is 'mps' but Apple Metal is not available; "
+                                "unset it to choose automatically", provider="local")
+        if not (wanted == "cpu" or wanted == "mps" or wanted.startswith("cuda")):
+            raise NotConfigured(f"unknown STUDIO_LOCAL_DEVICE {preferred!r}; use cuda, mps or cpu", provider="local")
+        return wanted
+    if cuda:
+        return "cuda"
+    if mps:
+        return "mps"
+    return "cpu"
+
+
+def choose_dtype(device: str, preferred: str | None) -> str:
+    """Half precision on GPUs (twice as fast, half the memory); full precision on the CPU, where
+    float16 kernels are slow or missing."""
+    if preferred:
+        name = DTYPES.get(preferred.strip().lower())
+        if name is None:
+            raise NotConfigured(f"unknown STUDIO_LOCAL_DTYPE {preferred!r}; use float16, bfloat16 or float32",
+                                provider="local")
+        return name
+    if device.startswith("cuda") or device == "mps":
+        return "float16"
+    return "float32"
+
+
+def detect_device_and_dtype(preferred_device: str | None, preferred_dtype: str | None) -> tuple[str, str]:
+    import torch
+
+    mps_backend = getattr(torch.backends, "mps", None)
+    device = choose_device(preferred_device, cuda=torch.cuda.is_available(),
+                           mps=bool(mps_backend and mps_backend.is_available()))
+    return device, choose_dtype(device, preferred_dtype)
+
+
+# -- the cache of loaded models --------------------------------------------------------------
+
+
+@dataclass
+class LoadedModel:
+    """One model in memory: three pipelines over the same components, and the lock that serialises them."""
+
+    source: ModelSource
+    device: str
+    dtype: str
+    text_to_image: Any
+    image_to_image: Any
+    inpaint: Any
+    load_seconds: float
+    low_memory: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def sampler(self) -> str:
+        return type(self.text_to_image.scheduler).__name__
+
+
+CacheKey = tuple[str, str, str]
+
+
+class PipelineCache:
+    """A bounded LRU of loaded models; ``get`` loads at most once per key, even from many threads."""
+
+    def __init__(self) -> None:
+        self._models: OrderedDict[CacheKey, LoadedModel] = OrderedDict()
+        self._guard = threading.Lock()  # protects the two dicts, never held while loading
+        self._loading: dict[CacheKey, threading.Lock] = {}
+        self.loads = 0  # how many times a model was actually loaded (for tests and benchmarks)
+
+    def get(self, key: CacheKey, load: Callable[[], LoadedModel], max_size: int) -> tuple[LoadedModel, bool]:
+        """The model for ``key`` and whether it came from the cache."""
+        with self._guard:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key], True
+            key_lock = self._loading.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._guard:  # another thread may have finished loading it while we waited
+                if key in self._models:
+                    self._models.move_to_end(key)
+                    return self._models[key], True
+            model = load()
+            with self._guard:
+                self.loads += 1
+                self._models[key] = model
+                self._loading.pop(key, None)
+                evicted = []
+                while len(self._models) > max(0, max_size):
+                    evicted.append(self._models.popitem(last=False)[1])
+        if evicted:
+            devices = {m.device for m in evicted}
+            del evicted  # a thread still generating on one keeps its own reference until it finishes
+            _free_memory(devices)
+        return model, False
+
+    def keys(self) -> list[CacheKey]:
+        with self._guard:
+            return list(self._models)
+
+    def clear(self) -> None:
+        with self._guard:
+            devices = {m.device for m in self._models.values()}
+            self._models.clear()
+        _free_memory(devices)
+
+
+def _free_memory(devices: set[str]) -> None:
+    gc.collect()
+    if any(d.startswith("cuda") for d in devices):
+        import torch
+
+        torch.cuda.empty_cache()
+    if "mps" in devices:
+        import torch
+
+        torch.mps.empty_cache()
+
+
+CACHE = PipelineCache()
+
+
+def clear_cache() -> None:
+    """Drop every loaded model and give its memory back (GPU memory included)."""
+    CACHE.clear()
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+def _hub_offline() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+        return True
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _not_available_offline(repo_id: str, reason: str = "") -> NotConfigured:
+    detail = f" ({reason})" if reason else ""
+    return NotConfigured(
+        f"the local model {repo_id!r} is not available on this machine{detail}. Download it once with "
+        f"`hf download {repo_id}` (on a machine with internet access), or set STUDIO_LOCAL_MODEL to a "
+        "local diffusers folder or .safetensors file.",
+        provider="local")
+
+
+def _load_text_to_image(source: ModelSource, dtype: Any, config: str | None, report: Callable[[str], None]):
+    from diffusers import AutoPipelineForText2Image
+
+    if source.kind == "folder":
+        return AutoPipelineForText2Image.from_pretrained(source.location, dtype=dtype)
+    if source.kind == "single_file":
+        return _load_single_file(source.location, dtype, config)
+    # A Hugging Face id: use the local cache first, so a cached model never touches the network.
+    try:
+        return AutoPipelineForText2Image.from_pretrained(source.location, dtype=dtype, local_files_only=True)
+    except OSError as missing:
+        if _hub_offline():
+            raise _not_available_offline(source.location, "HF_HUB_OFFLINE is set and it is not in the cache") \
+                from missing
+    report(f"downloading {source.location} from Hugging Face")
+    try:
+        return AutoPipelineForText2Image.from_pretrained(source.location, dtype=dtype)
+    except OSError as exc:
+        raise _not_available_offline(source.location, f"download failed: {str(exc)[:200]}") from exc
+
+
+def _load_single_file(path: str, dtype: Any, config: str | None):
+    """A single .safetensors/.ckpt checkpoint. diffusers also needs the matching diffusers config
+    (component classes, scheduler, tokenizer). It comes from, in order: ``extra={"config": ...}``
+    (a folder or repo id), a diffusers folder holding the checkpoint (a ``model_index.json`` beside
+    it), or diffusers' guess of the base model, looked up in the Hugging Face cache."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    if config is None and (Path(path).parent / "model_index.json").is_file():
+        config = str(Path(path).parent)
+    pipeline_class = StableDiffusionXLPipeline if _is_sdxl_checkpoint(path) else StableDiffusionPipeline
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if config:
+        kwargs["config"] = config
+    if _hub_offline():
+        kwargs["local_files_only"] = True
+    try:
+        return pipeline_class.from_single_file(path, **kwargs)
+    except Exception as exc:  # anything failing while reading someone's checkpoint is a set-up problem
+        raise NotConfigured(
+            f"cannot load the checkpoint {path}: {str(exc)[:300]}. A single-file checkpoint needs its base "
+            "model's diffusers config: download it (e.g. `hf download stable-diffusion-v1-5/stable-diffusion-v1-5 "
+            "--exclude '*.safetensors' '*.bin' '*.ckpt'`), or put the checkpoint in a diffusers model folder, "
+            "or pass extra={'config': <diffusers folder>}.",
+            provider="local") from exc
+
+
+def _is_sdxl_checkpoint(path: str) -> bool:
+    # SDXL checkpoints carry a second text encoder under "conditioner.embedders.1". Reading the key
+    # names of a .safetensors file costs nothing; .ckpt files are pickles, assumed SD 1.x/2.x.
+    if not path.lower().endswith(".safetensors"):
+        return False
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as handle:
+        return any(key.startswith("conditioner.embedders.1.") for key in handle.keys())
+
+
+def load_model(source: ModelSource, device: str, dtype: str, *, config: str | None = None,
+               report: Callable[[str], None] = lambda message: None) -> LoadedModel:
+    """Load ``source`` once and derive the image-to-image and inpainting pipelines from it."""
+    import torch
+    from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+    started = time.perf_counter()
+    try:
+        text_to_image = _load_text_to_image(source, getattr(torch, dtype), config, report)
+        text_to_image.to(device)
+    except StudioError:
+        raise
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise NotConfigured(f"cannot load the local model {source.location}: {str(exc)[:300]}",
+                            provider="local") from exc
+    # from_pipe hands the same component objects to the new pipelines: no second copy of any weight.
+    image_to_image = AutoPipelineForImage2Image.from_pipe(text_to_image)
+    inpaint = AutoPipelineForInpainting.from_pipe(text_to_image)
+    for pipe in (text_to_image, image_to_image, inpaint):
+        pipe.set_progress_bar_config(disable=True)
+    low_memory = device == "mps" or (
+        device.startswith("cuda") and torch.cuda.get_device_properties(device).total_memory < LOW_MEMORY_GPU_BYTES)
+    if low_memory:
+        # Attention in slices: a little slower, much lower peak memory. The UNet is shared, so this
+        # applies to all three pipelines. (On roomy GPUs torch's fused SDPA attention is already used.)
+        text_to_image.enable_attention_slicing()
+    return LoadedModel(source=source, device=device, dtype=dtype, text_to_image=text_to_image,
+                       image_to_image=image_to_image, inpaint=inpaint,
+                       load_seconds=time.perf_counter() - started, low_memory=low_memory)
+
+
+# -- generation helpers ----------------------------------------------------------------------
+
+
+def steps_for_strength(steps: int, strength: float, max_steps: int = 150) -> int:
+    """diffusers runs ``int(steps * strength)`` denoising steps on an input image; zero would crash.
+    Raise the step count just enough to run one step (e.g. 2 steps at strength 0.3 becomes 4)."""
+    if strength <= 0:
+        raise InvalidRequest("strength 0 would return the input image unchanged; choose a strength above 0")
+    needed = max(steps, math.ceil(1 / strength))
+    while int(needed * strength) < 1:  # guard against float rounding, e.g. 3 * (1/3)
+        needed += 1
+    if needed > max_steps:
+        raise InvalidRequest(f"strength {strength} is too low: it would need {needed} steps to change anything "
+                             f"(at most {max_steps}); raise the strength")
+    return needed
+
+
+def _sized(image, width: int, height: int, mode: str):
+    from PIL import Image
+
+    image = flatten(image) if mode == "RGB" else image.convert(mode)
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.LANCZOS)
+    return image
+
+
+# -- the provider ----------------------------------------------------------------------------
+
+
+class LocalProvider(Provider):
+    name = "local"
+    label = "Local (diffusers)"
+    key_names = ()
+    sdk_module = "diffusers"
+    sdk_package = "diffusers"
+    max_concurrency = 1  # one GPU (or CPU) does one generation at a time anyway
+
+    # -- models: the configured default (per user) leads, even when it is a path or unknown id --
+
+    def models(self) -> list[ModelInfo]:
+        catalog_models = self.catalog.models(self.name)
+        default_id = self.settings.local_model
+        models = [dataclasses.replace(m, default=(m.id == default_id)) for m in catalog_models]
+        if not any(m.id == default_id for m in models):
+            models.insert(0, dataclasses.replace(self.catalog.model(self.name, default_id), default=True))
+        return models
+
+    def default_model(self, user: str = "local") -> ModelInfo:
+        return self.catalog.model(self.name, self.settings.model_for_user(user))
+
+    def model(self, model_id: str | None, user: str = "local") -> ModelInfo:
+        if not model_id:
+            return self.default_model(user)
+        return self.catalog.model(self.name, model_id)
+
+    def status(self) -> ProviderStatus:
+        models = [m.to_dict() for m in self.models()]
+        missing = [name for name in ("torch", "diffusers", "transformers") if importlib.util.find_spec(name) is None]
+        if missing:
+            return ProviderStatus(self.name, self.label, UNAVAILABLE,
+                                  f"{', '.join(missing)} not installed: {INSTALL_HINT}", models)
+        reason = self._default_model_problem()
+        if reason:
+            return ProviderStatus(self.name, self.label, UNAVAILABLE, reason, models)
+        return ProviderStatus(self.name, self.label, READY, "", models)
+
+    def _default_model_problem(self) -> str:
+        """Why the default model cannot load, checked cheaply (paths and the Hugging Face cache only)."""
+        model_id = self.settings.local_model
+        try:
+            source = ModelSource.parse(model_id)
+        except NotConfigured as exc:
+            return exc.message
+        if source.kind != "hub" or not _hub_offline():
+            return ""
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(source.location, "model_index.json"), str):
+            return ""
+        return _not_available_offline(source.location, "offline and not in the Hugging Face cache").message
+
+    # -- the cache --
+
+    def load(self, model_id: str, ctx: RunContext | None = None, *, config: str | None = None
+             ) -> tuple[LoadedModel, bool]:
+        """The loaded model for ``model_id`` on this machine, and whether it came from the cache."""
+        source = ModelSource.parse(model_id)
+        device, dtype = detect_device_and_dtype(self.settings.local_device, self.settings.local_dtype)
+
+        def report(message: str) -> None:
+            if ctx is not None:
+                ctx.report("initializing", 0.0, message=message)
+
+        def load() -> LoadedModel:
+            report(f"loading {model_id} on {device} ({dtype})")
+            return load_model(source, device, dtype, config=config, report=report)
+
+        return CACHE.get((source.location, device, dtype), load, self.settings.local_cache_size)
+
+    def clear_cache(self) -> None:
+        clear_cache()
+
+    def close(self) -> None:
+        clear_cache()
+
+    # -- the work --
+
+    def generate(self, request: PreparedRequest, ctx: RunContext) -> ProviderResult:
+        import torch
+
+        ctx.check_cancelled()
+        loaded, from_cache = self.load(request.model.id, ctx, config=request.extra.get("config"))
+        pipe, arguments, denoising_steps = self._pipeline_and_arguments(loaded, request)
+        steps = arguments["num_inference_steps"]
+        seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
+        seeds = [seed + i for i in range(request.n)]
+        # Generators on the CPU draw the same noise whatever the device, so a seed means the same
+        # picture on CPU and GPU alike. One generator per image: image i is reproducible alone with seed + i.
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+
+        with loaded.lock:  # the three pipelines share one scheduler: one run at a time per model
+            ctx.check_cancelled()
+            self._set_vae_tiling(loaded, request)
+            started = time.perf_counter()
+            deadline = time.monotonic() + ctx.timeout
+            try:
+                output = pipe(**arguments, num_images_per_prompt=request.n, generator=generators,
+                              callback_on_step_end=self._step_callback(ctx, deadline, denoising_steps))
+            except StudioError:
+                raise
+            except torch.OutOfMemoryError as exc:
+                raise ProviderFailure(
+                    f"out of memory on {loaded.device} at {request.size} x{request.n}: try fewer images or a "
+                    "smaller size, or set STUDIO_LOCAL_DTYPE=float16", provider=self.name) from exc
+            except (RuntimeError, ValueError, TypeError) as exc:
+                raise ProviderFailure(f"diffusers failed: {str(exc)[:300]}", provider=self.name) from exc
+            generate_seconds = time.perf_counter() - started
+
+        images = self._encode(output, request, seeds, loaded, steps)
+        usage = {"device": loaded.device, "dtype": loaded.dtype, "from_cache": from_cache,
+                 "load_seconds": 0.0 if from_cache else round(loaded.load_seconds, 4),
+                 "generate_seconds": round(generate_seconds, 4), "steps": steps, "denoising_steps": denoising_steps,
+                 "sampler": loaded.sampler}
+        return ProviderResult(images=images, cost=None, usage=usage)
+
+    def _pipeline_and_arguments(self, loaded: LoadedModel, request: PreparedRequest) -> tuple[Any, dict, int]:
+        """Which of the three pipelines runs the request, with what arguments, and how many denoising
+        steps it will take (fewer than ``num_inference_steps`` when starting from an image)."""
+        mode = request.mode
+        if mode == Mode.VARIATION:  # a variation of an image is image-to-image; of a prompt, new seeds
+            mode = Mode.IMAGE_TO_IMAGE if request.init_image is not None else Mode.TEXT_TO_IMAGE
+        steps = request.steps or (request.model.steps.default if request.model.steps else 30)
+        guidance = request.guidance if request.guidance is not None else 7.5
+        arguments: dict[str, Any] = {
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt or None,
+            "guidance_scale": guidance,
+            "width": request.width,
+            "height": request.height,
+        }
+        if mode == Mode.TEXT_TO_IMAGE:
+            return loaded.text_to_image, {**arguments, "num_inference_steps": steps}, steps
+
+        if request.init_image is None:
+            raise InvalidRequest(f"{mode.value} needs an input image")
+        strength = request.strength if request.strength is not None else 0.6
+        max_steps = int(request.model.steps.max) if request.model.steps else 150
+        steps = steps_for_strength(steps, strength, max_steps)
+        init = _sized(request.init_image, request.width, request.height, "RGB")
+        arguments.update(image=init, strength=strength, num_inference_steps=steps)
+        denoising_steps = int(steps * strength)
+        if mode == Mode.IMAGE_TO_IMAGE:
+            arguments.pop("width"), arguments.pop("height")  # img2img takes the size from the image
+            return loaded.image_to_image, arguments, denoising_steps
+        if mode == Mode.INPAINT:
+            if request.mask is None:
+                raise InvalidRequest("inpainting needs a mask (white = repaint)")
+            arguments["mask_image"] = _sized(request.mask, request.width, request.height, "L")
+            return loaded.inpaint, arguments, denoising_steps
+        raise InvalidRequest(f"the local provider does not support mode {mode.value}")
+
+    @staticmethod
+    def _set_vae_tiling(loaded: LoadedModel, request: PreparedRequest) -> None:
+        # Decoding a large image in tiles keeps VAE memory flat. The VAE is shared, so this is set
+        # for every run (under the model's lock) rather than left over from the previous one.
+        vae = loaded.text_to_image.vae
+        pixels = request.width * request.height * request.n
+        large = pixels > LARGE_IMAGE_PIXELS or (loaded.low_memory and pixels > 512 * 512)
+        if not hasattr(vae, "enable_tiling"):
+            return
+        if large:
+            vae.enable_tiling()
+        else:
+            vae.disable_tiling()
+
+    @staticmethod
+    def _step_callback(ctx: RunContext, deadline: float, expected_steps: int):
+        """Report each denoising step; stop at once when cancelled or out of time."""
+
+        def on_step_end(pipe, step: int, timestep, tensors: dict) -> dict:
+            if ctx.cancel.is_set():
+                # Raising here unwinds out of the pipeline before the VAE decode: nothing is wasted.
+                raise Cancelled("cancelled by the user", provider="local")
+            if time.monotonic() > deadline:
+                raise ProviderTimeout(f"the local model took longer than {ctx.timeout:.0f} s", provider="local")
+            total = getattr(pipe, "num_timesteps", None) or expected_steps
+            ctx.report("generating", (step + 1) / total, step=step + 1, total_steps=total)
+            return tensors
+
+        return on_step_end
+
+    def _encode(self, output, request: PreparedRequest, seeds: list[int], loaded: LoadedModel,
+                steps: int) -> list[ProviderImage]:
+        from PIL import Image
+
+        flagged = output.nsfw_content_detected or [False] * len(output.images)
+        info = {"sampler": loaded.sampler, "device": loaded.device, "dtype": loaded.dtype, "steps": steps}
+        images = []
+        for picture, seed, blocked in zip(output.images, seeds, flagged):
+            if blocked:  # the model's own safety checker blacked this one out
+                continue
+            if request.mode == Mode.INPAINT:
+                # The VAE round trip blurs every pixel a little; paste the original back wherever the
+                # mask says "keep", so only the masked region changes.
+                original = _sized(request.init_image, request.width, request.height, "RGB")
+                mask = _sized(request.mask, request.width, request.height, "L")
+                picture = Image.composite(picture.convert("RGB"), original, mask)
+            images.append(ProviderImage(data=png_bytes(picture), seed=seed, info=dict(info)))
+        if not images:
+            from studio.errors import ContentBlocked
+
+            raise ContentBlocked("the model's safety checker flagged every image; try a different prompt",
+                                 provider=self.name)
+        return images
