@@ -1,0 +1,104 @@
+"""What every cloud provider needs around one HTTP call: a deadline, cancellation, retries, no secrets.
+
+A provider's ``generate`` may make several calls (``n`` split into batches, retries after a rate
+limit). ``ctx.timeout`` bounds the whole request, so each call gets only the time that is left, and
+retries stop when the deadline would pass. A blocking SDK call cannot be interrupted from outside,
+so ``run_interruptibly`` runs it on a worker thread and stops waiting as soon as the user cancels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import threading
+import time
+from typing import Callable, TypeVar
+
+from providers.retry import RetryPolicy, call_with_retry
+from studio.errors import Cancelled, ProviderTimeout, StudioError
+from studio.types import RunContext
+
+T = TypeVar("T")
+
+# How often a waiting call looks at the cancel flag: short enough to feel instant to a person.
+_POLL_SECONDS = 0.05
+# A call is abandoned this long after the deadline if the HTTP client has not given up by itself.
+_GRACE_SECONDS = 1.0
+
+
+class Deadline:
+    """The moment a whole generation must be done by."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.expires = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self.expires - time.monotonic())
+
+    def expired(self) -> bool:
+        return time.monotonic() >= self.expires
+
+
+def run_interruptibly(call: Callable[[], T], *, ctx: RunContext, deadline: Deadline, label: str,
+                      provider: str) -> T:
+    """Run ``call`` on a worker thread; give up when the user cancels or the deadline passes.
+
+    The worker is a daemon thread that finishes on its own (its HTTP timeout is the time left);
+    an abandoned answer is dropped.
+    """
+    outcome: dict[str, object] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # handed to the waiting thread below
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    ctx.check_cancelled()
+    if deadline.expired():
+        raise ProviderTimeout(f"{label} did not finish within {deadline.seconds:g} s", provider=provider)
+    threading.Thread(target=work, name=f"{provider}-call", daemon=True).start()
+    while not done.wait(_POLL_SECONDS):
+        if ctx.cancel.is_set():
+            raise Cancelled("cancelled by the user", provider=provider)
+        if time.monotonic() > deadline.expires + _GRACE_SECONDS:
+            raise ProviderTimeout(f"{label} did not answer within {deadline.seconds:g} s", provider=provider)
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]  # type: ignore[return-value]
+
+
+def call_within(call: Callable[[], T], *, ctx: RunContext, deadline: Deadline, policy: RetryPolicy,
+                label: str, provider: str) -> T:
+    """``call`` with our bounded retries, each try interruptible, all of it inside ``deadline``."""
+    bounded = dataclasses.replace(policy, max_total_seconds=min(policy.max_total_seconds, deadline.remaining()))
+
+    def one_try() -> T:
+        return run_interruptibly(call, ctx=ctx, deadline=deadline, label=label, provider=provider)
+
+    return call_with_retry(one_try, policy=bounded, cancel=ctx.cancel)
+
+
+# Shapes of the keys the studio handles: OpenAI (sk-..., sk-proj-...), Stability (sk-...),
+# Replicate (r8_...), Google (AIza...). Anything that looks like one is masked in messages.
+_KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{8,}|r8_[A-Za-z0-9]{8,}|AIza[0-9A-Za-z_\-]{20,})")
+
+
+def scrub(text: str, *secrets: str | None) -> str:
+    """``text`` with the given secrets, and anything shaped like an API key, masked."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return _KEY_PATTERN.sub("***", text)
+
+
+def keep_partial(images: list, error: StudioError) -> bool:
+    """Whether to return the images already made (and paid for) when a later call fails.
+
+    Cancellation always wins: the person asked to stop. Otherwise paid images are kept.
+    """
+    return bool(images) and not isinstance(error, Cancelled)

@@ -1,0 +1,340 @@
+"""OpenAI's GPT Image models through the official ``openai`` SDK.
+
+Text-to-image goes to ``images.generate``; image-to-image, inpainting and variations go to
+``images.edit`` (OpenAI retired ``/images/variations`` together with DALL·E). GPT image models
+always answer with base64 images and token ``usage``, which becomes the recorded cost.
+
+The SDK's own retries are switched off: ``call_within`` retries rate limits and server errors in
+one place, with the studio's bounds, inside ``ctx.timeout``. The SDK is imported only when a
+request runs, so listing providers never imports it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+from typing import Any
+
+from PIL import Image, ImageOps
+
+from providers.base import Provider
+from providers.cloud import Deadline, call_within, keep_partial, scrub
+from providers.retry import DEFAULT_POLICY, RetryPolicy, parse_retry_after
+from studio.catalog import ModelInfo
+from studio.errors import (ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure, ProviderTimeout,
+                           QuotaExhausted, RateLimited, StudioError)
+from studio.imaging import load_image, png_bytes
+from studio.types import Mode, PreparedRequest, ProviderImage, ProviderResult, RunContext
+
+# The API takes n from 1 to 10 per call; more images mean more calls.
+MAX_N_PER_CALL = 10
+# One edit call takes up to 16 input images (the init image plus references).
+MAX_INPUT_IMAGES = 16
+# Options each endpoint accepts, when the model's catalog entry offers them.
+GENERATE_OPTIONS = ("background", "moderation")
+EDIT_OPTIONS = ("background", "input_fidelity")
+# Error codes OpenAI uses when its safety system refuses a prompt or an input image.
+BLOCKED_CODES = {"moderation_blocked", "content_policy_violation"}
+VARIATION_INSTRUCTION = ("Create a variation of this image: keep its subject, composition and style, "
+                         "and change the details.")
+TOKEN_KINDS = ("text_input", "image_input", "image_output", "text_output")
+
+
+class OpenAIProvider(Provider):
+    name = "openai"
+    label = "OpenAI"
+    key_names = ("OPENAI_API_KEY",)
+    sdk_module = "openai"
+    sdk_package = "openai"
+    max_concurrency = 4
+    retry_policy: RetryPolicy = DEFAULT_POLICY
+
+    def __init__(self, settings, catalog):
+        super().__init__(settings, catalog)
+        self._clients: dict[tuple[str, str | None], Any] = {}
+        self._lock = threading.Lock()
+
+    # -- the story: build the request, call the SDK, map errors, return images ------------------
+
+    def generate(self, request: PreparedRequest, ctx: RunContext) -> ProviderResult:
+        model = request.model
+        if model.retired:
+            raise InvalidRequest(f"{model.id} is retired. {model.notes}".strip(), provider=self.name)
+        key = self._require_key()
+        client = self._client(key)
+        params = self._params(request)
+        deadline = Deadline(ctx.timeout)
+
+        images: list[ProviderImage] = []
+        usage: dict[str, Any] = {"calls": 0}
+        ctx.report("initializing", 0.0, message=f"OpenAI {model.id}")
+        for count in _batches(request.n, MAX_N_PER_CALL):
+            ctx.report("generating", len(images) / request.n,
+                       message=f"OpenAI: image {len(images) + 1}-{len(images) + count} of {request.n}")
+            try:
+                response = call_within(lambda: self._call(client, request.mode, params, count, deadline, key),
+                                       ctx=ctx, deadline=deadline, policy=self.retry_policy,
+                                       label="OpenAI", provider=self.name)
+            except StudioError as error:
+                if not keep_partial(images, error):
+                    raise
+                usage["incomplete"] = f"{len(images)} of {request.n} images: {error.message}"
+                break
+            images.extend(_images(response))
+            _add_usage(usage, response)
+            ctx.report("generating", len(images) / request.n)
+        return ProviderResult(images=images, cost=token_cost(model, usage), usage=usage)
+
+    # -- building the request ---------------------------------------------------------------
+
+    def _params(self, request: PreparedRequest) -> dict[str, Any]:
+        """Keyword arguments for ``images.generate`` / ``images.edit`` (without ``n``)."""
+        model = request.model
+        _check_size(model, request.width, request.height)
+        output_format = request.output_format if request.output_format in model.output_formats else "png"
+        params: dict[str, Any] = {
+            "model": model.id,
+            "prompt": _prompt(request),
+            "size": request.size,
+            "output_format": output_format,
+        }
+        quality = _quality(model, request.quality)
+        if quality:
+            params["quality"] = quality
+        if output_format in ("jpeg", "webp"):
+            params["output_compression"] = max(0, min(100, request.compression))
+        allowed = GENERATE_OPTIONS if request.mode is Mode.TEXT_TO_IMAGE else EDIT_OPTIONS
+        params.update(_options(model, request.extra, allowed))
+        if params.get("background") == "transparent" and output_format == "jpeg":
+            raise InvalidRequest("a transparent background needs png or webp output, not jpeg", provider=self.name)
+        identifier = _safety_identifier(request.user)
+        if identifier:
+            params["safety_identifier"] = identifier
+        if request.mode is not Mode.TEXT_TO_IMAGE:
+            params.update(_edit_files(request))
+        return params
+
+    # -- calling the SDK --------------------------------------------------------------------
+
+    def _require_key(self) -> str:
+        key = self.api_key()
+        if not key:
+            raise NotConfigured("OpenAI needs an API key: set OPENAI_API_KEY in the environment or Streamlit "
+                                "secrets, or paste one in the sidebar", provider=self.name)
+        return key
+
+    def _client(self, key: str):
+        from openai import OpenAI
+
+        # None lets the SDK read OPENAI_BASE_URL itself; settings also find it in Streamlit secrets.
+        base_url = self.settings.secret("OPENAI_BASE_URL") or None
+        with self._lock:
+            client = self._clients.get((key, base_url))
+            if client is None:
+                client = OpenAI(api_key=key, base_url=base_url, max_retries=0)
+                self._clients[(key, base_url)] = client
+            return client
+
+    def _call(self, client, mode: Mode, params: dict[str, Any], n: int, deadline: Deadline, key: str):
+        import openai
+
+        try:
+            if mode is Mode.TEXT_TO_IMAGE:
+                return client.images.generate(**params, n=n, timeout=deadline.remaining())
+            return client.images.edit(**params, n=n, timeout=deadline.remaining())
+        except openai.APIError as error:
+            # ``from None``: the SDK's exception carries the request; keep it out of tracebacks and logs.
+            raise self._studio_error(error, key, str(client.base_url), deadline) from None
+
+    def _studio_error(self, error, key: str, base_url: str, deadline: Deadline) -> StudioError:
+        import openai
+
+        detail = scrub(_error_detail(error), key)
+        if isinstance(error, openai.APITimeoutError):
+            return ProviderTimeout(f"OpenAI did not answer within {deadline.seconds:g} s", provider=self.name)
+        if isinstance(error, openai.APIConnectionError):
+            return ProviderFailure(f"could not reach OpenAI at {base_url}: {detail}", provider=self.name,
+                                   retryable=True)
+        if not isinstance(error, openai.APIStatusError):
+            return ProviderFailure(f"OpenAI call failed: {detail}", provider=self.name)
+        status, code = error.status_code, error.code
+        if status == 401:
+            return NotConfigured("OpenAI rejected the API key (invalid API key): check OPENAI_API_KEY",
+                                 provider=self.name)
+        if status == 403:
+            return NotConfigured(f"OpenAI refused access for this key: {detail}", provider=self.name)
+        if code in BLOCKED_CODES:
+            return ContentBlocked(f"OpenAI's safety system blocked this request ({code}): {detail}",
+                                  provider=self.name)
+        if status == 429 and code == "insufficient_quota":
+            return QuotaExhausted("your OpenAI account is out of quota or credit: check billing at "
+                                  "platform.openai.com", provider=self.name)
+        if status == 429:
+            return RateLimited(f"OpenAI rate limit reached: {detail}", provider=self.name,
+                               retry_after=parse_retry_after(error.response.headers))
+        if status >= 500 or status in (408, 409):
+            return ProviderFailure(f"OpenAI server error {status}: {detail}", provider=self.name, retryable=True)
+        if status == 404:
+            return InvalidRequest(f"OpenAI does not offer this model to your key: {detail}", provider=self.name)
+        return InvalidRequest(f"OpenAI rejected the request: {detail}", provider=self.name)
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
+
+
+# -- helpers: small, pure, one job each ------------------------------------------------------
+
+def _batches(total: int, per_call: int) -> list[int]:
+    """``[10, 10, 3]`` for 23 images at 10 per call."""
+    return [min(per_call, total - start) for start in range(0, total, per_call)]
+
+
+def _prompt(request: PreparedRequest) -> str:
+    prompt = request.prompt.strip()
+    if request.mode is Mode.VARIATION:
+        prompt = f"{VARIATION_INSTRUCTION} {prompt}".strip()
+    if not prompt:
+        raise InvalidRequest("OpenAI needs a prompt that describes the image or the edit", provider="openai")
+    # GPT image models have no negative prompt, but they follow plain instructions.
+    if request.negative_prompt.strip():
+        prompt = f"{prompt}\n\nAvoid: {request.negative_prompt.strip()}"
+    return prompt
+
+
+def _quality(model: ModelInfo, quality: str | None) -> str | None:
+    """The API's quality for a studio quality (``standard/high/ultra`` or the model's own word)."""
+    if not quality:
+        return model.default_quality
+    resolved = model.quality_aliases.get(quality, quality)
+    if model.qualities and resolved not in model.qualities:
+        choices = ", ".join([*model.qualities, *model.quality_aliases])
+        raise InvalidRequest(f"{model.id} has no quality {quality!r}; choose one of {choices}", provider="openai")
+    return resolved
+
+
+def _check_size(model: ModelInfo, width: int, height: int) -> None:
+    """Free-size models take any WxH inside pixel and ratio limits (kept in the catalog's size_range)."""
+    limits = model.size_range or {}
+    if model.sizes or not limits:
+        return
+    pixels = width * height
+    if limits.get("min_pixels") and pixels < limits["min_pixels"]:
+        raise InvalidRequest(f"{model.id} needs at least {limits['min_pixels']:,} pixels; {width}x{height} has "
+                             f"{pixels:,} (try 1024x1024 or 1024x640)", provider="openai")
+    if limits.get("max_pixels") and pixels > limits["max_pixels"]:
+        raise InvalidRequest(f"{model.id} makes at most {limits['max_pixels']:,} pixels; {width}x{height} has "
+                             f"{pixels:,}", provider="openai")
+    if limits.get("max_ratio") and max(width, height) > limits["max_ratio"] * min(width, height):
+        raise InvalidRequest(f"{model.id} needs an aspect ratio within {limits['max_ratio']}:1; "
+                             f"{width}x{height} is wider", provider="openai")
+
+
+def _options(model: ModelInfo, extra: dict[str, Any], allowed: tuple[str, ...]) -> dict[str, Any]:
+    """Provider options the person chose, checked against what the model offers."""
+    chosen = {}
+    for name in allowed:
+        value = extra.get(name)
+        if value is None or name not in model.options:
+            continue
+        if value not in model.options[name]:
+            choices = ", ".join(map(str, model.options[name]))
+            raise InvalidRequest(f"{model.id} takes {name} {choices}, not {value!r}", provider="openai")
+        chosen[name] = value
+    return chosen
+
+
+def _edit_files(request: PreparedRequest) -> dict[str, Any]:
+    """The ``image`` (and ``mask``) uploads of an edit call."""
+    if request.init_image is None:
+        raise InvalidRequest(f"{request.mode.value} needs an input image", provider="openai")
+    inputs = [request.init_image, *(load_image(ref, "reference image")
+                                    for ref in request.extra.get("reference_images") or [])]
+    if len(inputs) > MAX_INPUT_IMAGES:
+        raise InvalidRequest(f"OpenAI edits take at most {MAX_INPUT_IMAGES} images, got {len(inputs)}",
+                             provider="openai")
+    files = [(f"image-{i}.png", png_bytes(image), "image/png") for i, image in enumerate(inputs)]
+    upload: dict[str, Any] = {"image": files[0] if len(files) == 1 else files}
+    if request.mode is Mode.INPAINT:
+        if request.mask is None:
+            raise InvalidRequest("inpainting needs a mask (white where the image should change)", provider="openai")
+        upload["mask"] = ("mask.png", openai_mask(request.mask), "image/png")
+    return upload
+
+
+def openai_mask(mask: Image.Image) -> bytes:
+    """Our mask (greyscale, white = repaint) as OpenAI wants it: a PNG whose transparent pixels are edited."""
+    repaint = mask.convert("L").point(lambda v: 255 if v >= 128 else 0)
+    rgba = Image.new("RGBA", mask.size, (0, 0, 0, 255))
+    rgba.putalpha(ImageOps.invert(repaint))
+    return png_bytes(rgba)
+
+
+def _safety_identifier(user: str) -> str | None:
+    """A stable, anonymous id per studio user, for OpenAI's abuse monitoring (never the name itself)."""
+    if not user or user == "local":
+        return None
+    return "studio-" + hashlib.sha256(user.encode("utf-8")).hexdigest()[:32]
+
+
+def _images(response) -> list[ProviderImage]:
+    images = []
+    for item in response.data or []:
+        if not item.b64_json:
+            raise ProviderFailure("OpenAI answered without image data", provider="openai", retryable=True)
+        try:
+            data = base64.b64decode(item.b64_json, validate=True)
+        except ValueError as exc:
+            raise ProviderFailure("OpenAI returned an image that is not valid base64", provider="openai",
+                                  retryable=True) from exc
+        info = {k: v for k, v in {"size": response.size, "quality": response.quality,
+                                  "background": response.background, "output_format": response.output_format,
+                                  "revised_prompt": item.revised_prompt}.items() if v}
+        images.append(ProviderImage(data=data, seed=None, info=info))
+    if not images:
+        raise ProviderFailure("OpenAI answered without any image", provider="openai", retryable=True)
+    return images
+
+
+def _add_usage(usage: dict[str, Any], response) -> None:
+    """Add one call's token counts to the running totals."""
+    usage["calls"] += 1
+    tokens = response.usage
+    if tokens is None:  # a proxy may drop usage; then the cost falls back to the estimate
+        usage["missing_usage"] = True
+        return
+    image_out = tokens.output_tokens
+    text_out = 0
+    if tokens.output_tokens_details is not None:
+        image_out = tokens.output_tokens_details.image_tokens
+        text_out = tokens.output_tokens_details.text_tokens
+    counts = {
+        "input_tokens": tokens.input_tokens,
+        "output_tokens": tokens.output_tokens,
+        "total_tokens": tokens.total_tokens,
+        "text_input_tokens": tokens.input_tokens_details.text_tokens,
+        "image_input_tokens": tokens.input_tokens_details.image_tokens,
+        "image_output_tokens": image_out,
+        "text_output_tokens": text_out,
+    }
+    for name, value in counts.items():
+        usage[name] = usage.get(name, 0) + (value or 0)
+
+
+def token_cost(model: ModelInfo, usage: dict[str, Any]) -> float | None:
+    """USD from token counts and the catalog's per-million rates; None when either is missing."""
+    rates = model.price.get("usd_per_1m_tokens")
+    if not rates or usage.get("missing_usage") or "total_tokens" not in usage:
+        return None
+    return sum(usage.get(f"{kind}_tokens", 0) * rates.get(kind, 0.0) for kind in TOKEN_KINDS) / 1_000_000
+
+
+def _error_detail(error) -> str:
+    """OpenAI's own sentence from ``{"error": {"message": ...}}``, else the SDK's summary."""
+    body = getattr(error, "body", None)
+    if isinstance(body, dict) and isinstance(body.get("message"), str) and body["message"]:
+        return body["message"]
+    return str(error) or type(error).__name__

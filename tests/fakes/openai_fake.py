@@ -1,0 +1,274 @@
+"""A loopback stand-in for OpenAI's Images API, checking requests the way the real service does.
+
+What it checks, on every request:
+- ``POST /v1/images/generations`` with a JSON body, ``POST /v1/images/edits`` with a multipart body;
+  any other path is a 404 and a wrong content type a 400, in OpenAI's error shape.
+- ``Authorization: Bearer <key>``: a missing or wrong key is a 401 ``invalid_api_key`` whose message
+  shows the key masked, as OpenAI does.
+- The model: retired ones (DALL·E, gpt-image-1) and unknown ids are a 404 ``model_not_found``.
+- Parameters: no unknown ones, no ``response_format``/``style`` for GPT image models (a 400, like the
+  real API), ``moderation`` only on generations, ``n`` 1-10, a prompt, sizes the model takes (fixed
+  sizes, or WxH divisible by 16 within pixel and 3:1 limits for the free-size models), qualities the
+  model takes, ``output_compression`` only for jpeg/webp, ``background=transparent`` not with jpeg.
+- Edits: one ``image`` (or up to 16 ``image[]``) part that is a real png/jpeg/webp; a ``mask`` must be a
+  PNG with an alpha channel and the first image's size.
+- Safety: a prompt with a blocked word is a 400 ``moderation_blocked``.
+
+It answers with real images of the requested size and format as ``data[].b64_json``, plus ``usage``
+token counts that grow with quality, size and ``n``. Tests script failures (429 rate limit with
+``Retry-After``, 429 ``insufficient_quota``, 500, a slow answer) with the methods below.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import itertools
+import time
+import uuid
+
+from PIL import Image
+
+from tests.fakes.http import Request, Response, image_bytes
+
+STANDARD_SIZES = {"1024x1024", "1536x1024", "1024x1536", "auto"}
+FREE_SIZE_MODELS = {"gpt-image-2", "gpt-image-2-2026-04-21", "gpt-image-2.5-sunburst",
+                    "gpt-image-2.5-sunburst-2026-09-08", "gpt-image-2.5-flare", "gpt-image-2.5-flare-2026-09-08"}
+EXTRA_QUALITY_MODELS = {"gpt-image-2.5-sunburst", "gpt-image-2.5-sunburst-2026-09-08", "gpt-image-2.5-flare",
+                        "gpt-image-2.5-flare-2026-09-08"}
+GPT_IMAGE_MODELS = FREE_SIZE_MODELS | {"gpt-image-2.6-sunburst", "gpt-image-2.6-flare", "gpt-image-1.5",
+                                       "gpt-image-1-mini", "chatgpt-image-latest"}
+COMMON_PARAMS = {"model", "prompt", "n", "size", "quality", "output_format", "output_compression", "background",
+                 "safety_identifier", "user", "stream", "partial_images", "complexity", "response_format", "style"}
+GENERATION_PARAMS = COMMON_PARAMS | {"moderation"}
+EDIT_PARAMS = (COMMON_PARAMS - {"style"}) | {"image", "image[]", "mask", "input_fidelity", "markup"}
+# Output image tokens of one 1024x1024 image at each quality.
+OUTPUT_TOKENS = {"low": 272, "medium": 1056, "high": 4160, "xhigh": 6240, "max": 8320, "auto": 4160}
+IMAGE_INPUT_TOKENS = 765  # per input image of an edit
+COLORS = itertools.cycle([(200, 80, 40), (40, 120, 200), (60, 160, 90), (180, 170, 40)])
+
+
+def error_body(message: str, type_: str, code: str | None, param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+class OpenAIFake:
+    """The request handler for ``FakeServer``; ``fake.calls`` lists the image requests it answered."""
+
+    def __init__(self, api_key: str = "sk-test-openai-0123456789abcdefXYZ", blocked_words=("forbidden",)):
+        self.api_key = api_key
+        self.blocked_words = blocked_words
+        self.scripted: list[Response | None] = []  # answered in order before normal handling; None: normally
+        self.delay_next = 0.0
+        self.calls: list[dict] = []  # the parameters of each image request that got past auth
+
+    # -- scripting failures in OpenAI's real shapes ----------------------------------------
+
+    def succeed(self) -> None:
+        """Answer the next request normally (to script a failure on a later one)."""
+        self.scripted.append(None)
+
+    def rate_limit(self, retry_after: str = "0") -> None:
+        self.scripted.append(Response(429, error_body(
+            "Rate limit reached for images per minute (IPM): Limit 5, Used 5, Requested 1. Please try again in 1s.",
+            "requests", "rate_limit_exceeded"), {"retry-after": retry_after, "x-ratelimit-limit-requests": "5"}))
+
+    def quota_exhausted(self) -> None:
+        self.scripted.append(Response(429, error_body(
+            "You exceeded your current quota, please check your plan and billing details.",
+            "insufficient_quota", "insufficient_quota")))
+
+    def server_error(self) -> None:
+        self.scripted.append(Response(500, error_body(
+            "The server had an error while processing your request. Sorry about that!", "server_error", None)))
+
+    def slow(self, seconds: float) -> None:
+        """Answer the next request normally, but only after ``seconds``."""
+        self.delay_next = seconds
+
+    # -- the handler ------------------------------------------------------------------------
+
+    def __call__(self, request: Request) -> Response:
+        response = self._answer(request)
+        response.headers.setdefault("x-request-id", f"req_{uuid.uuid4().hex[:24]}")
+        return response
+
+    def _answer(self, request: Request) -> Response:
+        endpoints = {"/v1/images/generations": "generations", "/v1/images/edits": "edits"}
+        endpoint = endpoints.get(request.path)
+        if request.method != "POST" or endpoint is None:
+            return Response(404, error_body(f"Invalid URL ({request.method} {request.path})",
+                                            "invalid_request_error", None))
+        auth = request.headers.get("authorization", "")
+        if not auth.startswith("Bearer ") or not auth[7:]:
+            return Response(401, error_body("You didn't provide an API key. You need to provide your API key in "
+                                            "an Authorization header using Bearer auth.", "invalid_request_error",
+                                            None))
+        if auth[7:] != self.api_key:
+            given = auth[7:]
+            return Response(401, error_body(f"Incorrect API key provided: {given[:3]}{'*' * 20}{given[-4:]}. You "
+                                            "can find your API key at https://platform.openai.com/account/api-keys.",
+                                            "invalid_request_error", "invalid_api_key"))
+        if self.scripted:
+            scripted = self.scripted.pop(0)
+            if scripted is not None:
+                return scripted
+        try:
+            params, images, mask = self._parse(request, endpoint)
+            self.calls.append({"endpoint": endpoint, **params, "images": images, "mask": mask})
+            return self._generate(endpoint, params, images, mask)
+        except _Rejected as rejected:
+            return rejected.response
+
+    def _parse(self, request: Request, endpoint: str):
+        images: list[Image.Image] = []
+        mask = None
+        if endpoint == "generations":
+            if not request.content_type.startswith("application/json"):
+                raise _Rejected(400, f"Invalid Content-Type header ({request.content_type}), expected "
+                                     "application/json.", "invalid_request_error", None)
+            params = request.json()
+        else:
+            if not request.content_type.startswith("multipart/form-data"):
+                raise _Rejected(400, f"Invalid Content-Type header ({request.content_type}), expected "
+                                     "multipart/form-data.", "invalid_request_error", None)
+            params = {}
+            for name, parts in request.multipart().items():
+                if name in ("image", "image[]"):
+                    images.extend(_open_upload(part.data, name) for part in parts)
+                elif name == "mask":
+                    mask = _open_upload(parts[0].data, "mask")
+                else:
+                    params[name] = parts[0].text
+            if "n" in params:
+                params["n"] = _int(params["n"], "n")
+            if "output_compression" in params:
+                params["output_compression"] = _int(params["output_compression"], "output_compression")
+        allowed = GENERATION_PARAMS if endpoint == "generations" else EDIT_PARAMS
+        for name in params:
+            if name not in allowed:
+                raise _Rejected(400, f"Unknown parameter: '{name}'.", "invalid_request_error", "unknown_parameter",
+                                name)
+        return params, images, mask
+
+    def _generate(self, endpoint: str, params: dict, images: list, mask) -> Response:
+        model = params.get("model")
+        if model not in GPT_IMAGE_MODELS:
+            return Response(404, error_body(f"The model `{model}` does not exist or you do not have access to it.",
+                                            "invalid_request_error", "model_not_found"))
+        for legacy in ("response_format", "style"):
+            if legacy in params:
+                raise _Rejected(400, f"Unknown parameter: '{legacy}'.", "invalid_request_error", "unknown_parameter",
+                                legacy)
+        prompt = params.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise _Rejected(400, "Missing required parameter: 'prompt'.", "invalid_request_error",
+                            "missing_required_parameter", "prompt")
+        n = params.get("n", 1)
+        if not isinstance(n, int) or not 1 <= n <= 10:
+            raise _Rejected(400, f"Invalid 'n': integer between 1 and 10 expected, got {n}.",
+                            "invalid_request_error", "integer_above_max_value", "n")
+        width, height = _size(model, params.get("size", "auto"))
+        quality = params.get("quality", "auto")
+        qualities = {"low", "medium", "high", "auto"} | ({"xhigh", "max"} if model in EXTRA_QUALITY_MODELS else set())
+        if quality not in qualities:
+            raise _Rejected(400, f"Invalid value: '{quality}'. Supported values are: {sorted(qualities)}.",
+                            "invalid_request_error", "invalid_value", "quality")
+        fmt = params.get("output_format", "png")
+        if fmt not in ("png", "jpeg", "webp"):
+            raise _Rejected(400, f"Invalid value: '{fmt}'.", "invalid_request_error", "invalid_value", "output_format")
+        if "output_compression" in params and fmt == "png":
+            raise _Rejected(400, "output_compression is only supported for jpeg and webp.", "invalid_request_error",
+                            "invalid_value", "output_compression")
+        background = params.get("background", "auto")
+        if background == "transparent" and fmt == "jpeg":
+            raise _Rejected(400, "Transparent background requires png or webp output.", "invalid_request_error",
+                            "invalid_value", "background")
+        if endpoint == "edits":
+            self._check_edit_inputs(images, mask)
+        if any(word in prompt.lower() for word in self.blocked_words):
+            raise _Rejected(400, "Your request was rejected by the safety system. Your request may contain content "
+                                 "that is not allowed by our safety system.", "image_generation_user_error",
+                            "moderation_blocked")
+
+        color = next(COLORS)
+        data = [{"b64_json": base64.b64encode(image_bytes(width, height, fmt.upper(), color)).decode()}
+                for _ in range(n)]
+        per_image = round(OUTPUT_TOKENS[quality] * width * height / (1024 * 1024))
+        text_tokens = max(1, len(prompt) // 4)
+        image_tokens = IMAGE_INPUT_TOKENS * len(images)
+        usage = {
+            "input_tokens": text_tokens + image_tokens,
+            "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": image_tokens},
+            "output_tokens": per_image * n,
+            "output_tokens_details": {"image_tokens": per_image * n, "text_tokens": 0},
+            "total_tokens": text_tokens + image_tokens + per_image * n,
+        }
+        body = {"created": int(time.time()), "data": data, "background": "transparent" if background == "transparent"
+                else "opaque", "output_format": fmt, "quality": "high" if quality == "auto" else quality,
+                "size": f"{width}x{height}", "usage": usage}
+        delay, self.delay_next = self.delay_next, 0.0
+        return Response(200, body, delay=delay)
+
+    @staticmethod
+    def _check_edit_inputs(images: list, mask) -> None:
+        if not images:
+            raise _Rejected(400, "Missing required parameter: 'image'.", "invalid_request_error",
+                            "missing_required_parameter", "image")
+        if len(images) > 16:
+            raise _Rejected(400, "Too many images: at most 16.", "invalid_request_error", "invalid_value", "image")
+        if mask is None:
+            return
+        if mask.format != "PNG" or "A" not in mask.getbands():
+            raise _Rejected(400, "Invalid mask image format - mask image missing alpha channel.",
+                            "invalid_request_error", "invalid_image_format", "mask")
+        if mask.size != images[0].size:
+            raise _Rejected(400, "Invalid mask image - mask size does not match image size.",
+                            "invalid_request_error", "invalid_image_size", "mask")
+
+
+class _Rejected(Exception):
+    def __init__(self, status: int, message: str, type_: str, code: str | None, param: str | None = None):
+        super().__init__(message)
+        self.response = Response(status, error_body(message, type_, code, param))
+
+
+def _int(text: str, name: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise _Rejected(400, f"Invalid type for '{name}': expected an integer.", "invalid_request_error",
+                        "invalid_type", name) from None
+
+
+def _open_upload(data: bytes, name: str) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except Exception:
+        raise _Rejected(400, f"Invalid image file or mode for '{name}'.", "invalid_request_error",
+                        "invalid_image_format", name) from None
+    if image.format not in ("PNG", "JPEG", "WEBP"):
+        raise _Rejected(400, f"Unsupported image format {image.format} for '{name}'.", "invalid_request_error",
+                        "invalid_image_format", name)
+    return image
+
+
+def _size(model: str, size: str) -> tuple[int, int]:
+    if size == "auto":
+        return 1024, 1024
+    try:
+        width, height = (int(v) for v in size.split("x"))
+    except ValueError:
+        raise _Rejected(400, f"Invalid size '{size}'.", "invalid_request_error", "invalid_value", "size") from None
+    if model not in FREE_SIZE_MODELS:
+        if size not in STANDARD_SIZES:
+            raise _Rejected(400, f"Invalid size '{size}'. Supported sizes are 1024x1024, 1024x1536, 1536x1024, "
+                                 "and auto.", "invalid_request_error", "invalid_value", "size")
+        return width, height
+    if width % 16 or height % 16 or max(width, height) > 3 * min(width, height) or max(width, height) > 3840 \
+            or not 655_360 <= width * height <= 8_294_400:
+        raise _Rejected(400, f"Invalid size '{size}': both sides must be multiples of 16, the aspect ratio at most "
+                             "3:1, and the pixel count within the model's limits.", "invalid_request_error",
+                        "invalid_value", "size")
+    return width, height
