@@ -1,4 +1,4 @@
-"""What every cloud provider needs around one HTTP call: a deadline, cancellation, retries, no secrets.
+"""What every cloud provider needs around its HTTP calls: a deadline, cancellation and bounded retries.
 
 A provider's ``generate`` may make several calls (``n`` split into batches, retries after a rate
 limit). ``ctx.timeout`` bounds the whole request, so each call gets only the time that is left, and
@@ -9,7 +9,6 @@ so ``run_interruptibly`` runs it on a worker thread and stops waiting as soon as
 from __future__ import annotations
 
 import dataclasses
-import re
 import threading
 import time
 from typing import Callable, TypeVar
@@ -81,19 +80,6 @@ def call_within(call: Callable[[], T], *, ctx: RunContext, deadline: Deadline, p
         return run_interruptibly(call, ctx=ctx, deadline=deadline, label=label, provider=provider)
 
     return call_with_retry(one_try, policy=bounded, cancel=ctx.cancel)
-
-
-# Shapes of the keys the studio handles: OpenAI (sk-..., sk-proj-...), Stability (sk-...),
-# Replicate (r8_...), Google (AIza...). Anything that looks like one is masked in messages.
-_KEY_PATTERN = re.compile(r"\b(sk-[A-Za-z0-9_\-*]{8,}|r8_[A-Za-z0-9]{8,}|AIza[0-9A-Za-z_\-]{20,})")
-
-
-def scrub(text: str, *secrets: str | None) -> str:
-    """``text`` with the given secrets, and anything shaped like an API key, masked."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return _KEY_PATTERN.sub("***", text)
 
 
 def keep_partial(images: list, error: StudioError) -> bool:

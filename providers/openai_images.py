@@ -19,7 +19,8 @@ from typing import Any
 from PIL import Image, ImageOps
 
 from providers.base import Provider
-from providers.cloud import Deadline, call_within, keep_partial, scrub
+from providers.cloud import Deadline, call_within, keep_partial
+from providers.common import scrub
 from providers.retry import DEFAULT_POLICY, RetryPolicy, parse_retry_after
 from studio.catalog import ModelInfo
 from studio.errors import (ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure, ProviderTimeout,
@@ -68,7 +69,6 @@ class OpenAIProvider(Provider):
 
         images: list[ProviderImage] = []
         usage: dict[str, Any] = {"calls": 0}
-        ctx.report("initializing", 0.0, message=f"OpenAI {model.id}")
         for count in _batches(request.n, MAX_N_PER_CALL):
             ctx.report("generating", len(images) / request.n,
                        message=f"OpenAI: image {len(images) + 1}-{len(images) + count} of {request.n}")
@@ -209,11 +209,7 @@ def _quality(model: ModelInfo, quality: str | None) -> str | None:
     """The API's quality for a studio quality (``standard/high/ultra`` or the model's own word)."""
     if not quality:
         return model.default_quality
-    resolved = model.quality_aliases.get(quality, quality)
-    if model.qualities and resolved not in model.qualities:
-        choices = ", ".join([*model.qualities, *model.quality_aliases])
-        raise InvalidRequest(f"{model.id} has no quality {quality!r}; choose one of {choices}", provider="openai")
-    return resolved
+    return model.quality_aliases.get(quality, quality)
 
 
 def _check_size(model: ModelInfo, width: int, height: int) -> None:
@@ -234,17 +230,8 @@ def _check_size(model: ModelInfo, width: int, height: int) -> None:
 
 
 def _options(model: ModelInfo, extra: dict[str, Any], allowed: tuple[str, ...]) -> dict[str, Any]:
-    """Provider options the person chose, checked against what the model offers."""
-    chosen = {}
-    for name in allowed:
-        value = extra.get(name)
-        if value is None or name not in model.options:
-            continue
-        if value not in model.options[name]:
-            choices = ", ".join(map(str, model.options[name]))
-            raise InvalidRequest(f"{model.id} takes {name} {choices}, not {value!r}", provider="openai")
-        chosen[name] = value
-    return chosen
+    """The options the person chose that this endpoint takes (the core checked their values)."""
+    return {name: extra[name] for name in allowed if extra.get(name) is not None and name in model.options}
 
 
 def _edit_files(request: PreparedRequest) -> dict[str, Any]:
