@@ -2,12 +2,14 @@
 
 Built-in providers are named here by import path and imported only when first used, so that
 listing providers never imports torch or a cloud SDK. ``register`` adds another (a plugin, or a
-test's fake) under a name.
+test's fake) under a name; so does ``STUDIO_PROVIDER_PLUGINS="name=module:Class,..."`` in the
+environment, which reaches a CLI or server process as well.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Callable
 
 from providers.base import MISSING_KEY, READY, UNAVAILABLE, Provider, ProviderStatus
@@ -35,14 +37,24 @@ def unregister(name: str) -> None:
     _registered.pop(name, None)
 
 
+def _plugins() -> dict[str, str]:
+    plugins = {}
+    for item in os.environ.get("STUDIO_PROVIDER_PLUGINS", "").split(","):
+        if "=" in item:
+            name, target = item.split("=", 1)
+            plugins[name.strip()] = target.strip()
+    return plugins
+
+
 def names() -> list[str]:
-    return list(BUILTIN) + [n for n in _registered if n not in BUILTIN]
+    extra = [n for n in [*_registered, *_plugins()] if n not in BUILTIN]
+    return list(BUILTIN) + list(dict.fromkeys(extra))
 
 
 def factory_for(name: str) -> ProviderFactory | None:
     if name in _registered:
         return _registered[name]
-    target = BUILTIN.get(name)
+    target = BUILTIN.get(name) or _plugins().get(name)
     if target is None:
         return None
     module_name, class_name = target.split(":")

@@ -134,7 +134,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _progress_printer(args: argparse.Namespace):
-    if args.quiet or args.json:
+    # Progress is for people watching a terminal; in pipes and logs it would only clutter stderr.
+    if args.quiet or args.json or not sys.stderr.isatty():
         return None
 
     def show(event) -> None:

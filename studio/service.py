@@ -290,13 +290,15 @@ class Studio:
         if source is not None:
             init, record = self.resolve_image(source, user)
         if record is not None:
-            # Re-use what made the source unless the caller says otherwise.
+            # Re-use what made the source unless the caller says otherwise (None means "not said").
             prompt = prompt or record.user_prompt or record.prompt
-            options.setdefault("provider", record.provider)
-            options.setdefault("model", record.model)
-            if record.style and "style" not in options:
-                options["style"] = record.style
-            options.setdefault("negative_prompt", "" if record.style else record.negative_prompt)
+            inherited = {"provider": record.provider, "model": record.model, "style": record.style,
+                         "negative_prompt": "" if record.style else record.negative_prompt}
+            if options.get("provider") not in (None, record.provider):
+                inherited["model"] = None  # another provider: its own default model
+            for name, value in inherited.items():
+                if options.get(name) in (None, ""):
+                    options[name] = value
         if not prompt:
             raise InvalidRequest("a variation needs a prompt (or a stored image that has one)")
         base = GenerationRequest(prompt=prompt, mode=Mode.VARIATION, init_image=init, strength=strength,

@@ -76,3 +76,25 @@ def install(catalog_dir=None, *, latency: float = 0.0) -> type[EchoProvider]:
     EchoProvider.calls = 0
     providers.register("echo", EchoProvider)
     return EchoProvider
+
+
+class CatalogedEchoProvider(EchoProvider):
+    """The echo provider for other processes (``STUDIO_PROVIDER_PLUGINS=echo=tests.fakes.echo_provider:
+    CatalogedEchoProvider``): writes its catalog entry into the studio's catalog folder on start, and
+    takes its latency from ``ECHO_LATENCY``."""
+
+    def __init__(self, settings, catalog):
+        import json
+        import os
+
+        folder = settings.home / "catalog"
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / "echo.json"
+        if not target.exists():
+            target.write_text(json.dumps(ECHO_CATALOG))
+            catalog._merge("echo", ECHO_CATALOG)
+        EchoProvider.latency = float(os.environ.get("ECHO_LATENCY", "0"))
+        super().__init__(settings, catalog)
+
+
+PLUGIN_SPEC = "echo=tests.fakes.echo_provider:CatalogedEchoProvider"

@@ -1,0 +1,38 @@
+"""Small helpers shared by the core tests."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+from PIL import Image
+
+
+def tree_snapshot(root: Path) -> dict[str, str]:
+    """Every file under ``root`` with a hash of its content (the SQLite WAL/SHM files excluded,
+    since merely opening the database may touch them)."""
+    if not root.exists():
+        return {}
+    snapshot = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.name.endswith(("-wal", "-shm")):
+            snapshot[path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return snapshot
+
+
+def png(width: int = 64, height: int = 64, color=(10, 120, 200), mode: str = "RGB", fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    fill = color if mode in ("RGB",) else ((*color, 255) if mode == "RGBA" else color[0])
+    Image.new(mode, (width, height), fill).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def db_rows(home: Path, table: str = "images") -> int:
+    import sqlite3
+
+    db = home / "index.sqlite3"
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as conn:
+        return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]

@@ -1,0 +1,160 @@
+"""The command line contract: JSON output, one-line errors, exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from studio.cli import main
+from tests.fakes import echo_provider
+from tests.helpers import png, tree_snapshot
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "STUDIO_PROVIDER_PLUGINS": echo_provider.PLUGIN_SPEC, "PYTHONPATH": str(ROOT),
+           **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "studio", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=120)
+
+
+@pytest.fixture
+def echo(studio_home, monkeypatch):
+    monkeypatch.setenv("STUDIO_PROVIDER_PLUGINS", echo_provider.PLUGIN_SPEC)
+    echo_provider.install(studio_home / "catalog")
+    yield
+
+
+def json_out(capsys) -> dict:
+    return json.loads(capsys.readouterr().out)
+
+
+def test_generate_json_then_history_info_variations_delete(echo, capsys, studio_home, tmp_path):
+    assert main(["generate", "a lighthouse", "--provider", "echo", "-n", "2", "--seed", "7", "--size", "64x72",
+                 "--style", "cinematic", "--tag", "sea", "--format", "jpeg", "--json"]) == 0
+    out = json_out(capsys)
+    images = out["images"]
+    assert len(images) == 2
+    assert set(images[0]) >= {"id", "path", "sha256", "width", "height", "format", "provider", "model", "seed", "cost"}
+    assert (images[0]["width"], images[0]["height"], images[0]["format"]) == (64, 72, "jpeg")
+    assert [i["seed"] for i in images] == [7, 8] and Path(images[0]["path"]).is_file()
+
+    assert main(["history", "--json", "--search", "lighthouse", "--limit", "1"]) == 0
+    history = json_out(capsys)
+    assert len(history["items"]) == 1 and history["total"] == 2
+
+    assert main(["info", images[0]["path"], "--json"]) == 0
+    info = json_out(capsys)
+    assert info["parsed"]["pairs"]["Seed"] in ("7", "8") and info["studio"]["provider"] == "echo"
+
+    assert main(["variations", images[0]["id"], "-n", "2", "--json"]) == 0
+    variations = json_out(capsys)
+    assert {i["parent_id"] for i in variations["images"]} == {images[0]["id"]}
+
+    source = tmp_path / "src.png"
+    source.write_bytes(png(64, 64))
+    mask = tmp_path / "mask.png"
+    mask.write_bytes(png(64, 64, color=(255, 255, 255), mode="L"))
+    assert main(["edit", str(source), "add a boat", "--mask", str(mask), "--provider", "echo", "--json"]) == 0
+    assert json_out(capsys)["images"][0]["width"] == 64
+
+    assert main(["delete", images[1]["id"], "--json"]) == 0
+    assert json_out(capsys) == {"deleted": images[1]["id"]}
+    assert main(["repair", "--json"]) == 0
+    assert json_out(capsys)["clean"] is True
+
+
+@pytest.mark.parametrize("args, message", [
+    (["generate", ""], "prompt is empty"),
+    (["generate", "x", "--provider", "echo", "--steps", "0"], "steps 0 is outside 1-150"),
+    (["generate", "x", "--provider", "echo", "--size", "huge"], "is not WIDTHxHEIGHT"),
+    (["generate", "x", "--provider", "echo", "-n", "9"], "number of images must be 1-4"),
+    (["generate", "x", "--provider", "nope"], "unknown provider"),
+    (["generate", "x", "--steps", "abc"], "invalid int value"),
+    (["edit", "/no/such/file.png", "x", "--provider", "echo"], "no image with id"),
+    (["info", "/no/such/file.png"], "no image with id"),
+    (["delete", "ffffffffffffffff"], "no image with id"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_invalid_input_is_one_error_line_exit_2_and_writes_nothing(echo, capsys, studio_home, args, message):
+    assert main(["generate", "existing data", "--provider", "echo", "--json"]) == 0
+    capsys.readouterr()
+    before = tree_snapshot(studio_home)
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert captured.out == ""
+    assert tree_snapshot(studio_home) == before
+
+
+def test_provider_failure_exits_1_without_traceback(echo, capsys):
+    from studio.errors import QuotaExhausted
+
+    echo_provider.EchoProvider.failures = [QuotaExhausted("out of credits: add credit at the provider")]
+    assert main(["generate", "x", "--provider", "echo"]) == 1
+    err = capsys.readouterr().err
+    assert err == "error: out of credits: add credit at the provider\n"
+
+
+def test_providers_json_lists_status_and_models(echo, capsys):
+    assert main(["providers", "--json"]) == 0
+    providers = {p["name"]: p for p in json_out(capsys)["providers"]}
+    assert {"local", "openai", "replicate", "stability", "gemini", "echo"} <= set(providers)
+    assert providers["echo"]["state"] == "ready"
+    assert providers["openai"]["state"] in ("missing_key", "unavailable")
+    assert all("models" in p for p in providers.values())
+
+
+def test_real_process_errors_have_no_traceback_and_right_codes(studio_home):
+    bad = run_cli("generate", "x", "--provider", "echo", "--guidance", "99")
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: guidance 99.0 is outside")
+    assert "Traceback" not in bad.stderr
+    good = run_cli("generate", "a kite", "--provider", "echo", "--json")
+    assert good.returncode == 0, good.stderr
+    assert json.loads(good.stdout)["images"][0]["provider"] == "echo"
+    garbage = run_cli("generate", "x", "--provider", "echo", "--seed")
+    assert garbage.returncode == 2 and "Traceback" not in garbage.stderr
+
+
+def test_import_studio_and_cli_stay_light():
+    code = ("import sys, studio, studio.cli, studio.service, providers; "
+            "studio.get_studio().provider_statuses(); "
+            "heavy = [m for m in ('torch', 'diffusers', 'openai', 'replicate', 'google.genai', 'streamlit', 'gradio') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_base64_helpers_round_trip(tmp_path):
+    from studio import InvalidRequest, load_base64, save_base64
+
+    data = png(16, 16)
+    encoded = base64.b64encode(data).decode()
+    target = save_base64(encoded, tmp_path / "out" / "img.png")
+    assert target.read_bytes() == data
+    assert load_base64(target) == encoded
+    assert save_base64("data:image/png;base64," + encoded, tmp_path / "uri.png").read_bytes() == data
+    with pytest.raises(InvalidRequest):
+        save_base64("@@@not base64@@@", tmp_path / "bad.png")
+    with pytest.raises(InvalidRequest):
+        save_base64(base64.b64encode(b"plain text").decode(), tmp_path / "bad.png")
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_library_generate_uses_studio_home(echo, studio_home):
+    import studio
+
+    studio._default.clear()
+    result = studio.generate("a bridge", provider="echo", seed=3)
+    assert result.images[0].abs_path.startswith(str(studio_home))
+    assert studio.history(owner="local").total == 1
