@@ -23,6 +23,7 @@ from studio.catalog import Catalog
 from studio.config import SECRET_NAMES, Settings
 from studio.errors import (BudgetExceeded, InvalidRequest, NotFound, ProviderFailure, StudioError)
 from studio.imaging import decode_result, load_image, png_bytes, thumbnail_bytes
+from studio.netfetch import fetch_url, is_url
 from studio.metadata import encode_image, format_parameters, read_metadata
 from studio.storage import HistoryQuery, Page, RepairReport, Storage
 from studio.styles import StyleBook
@@ -89,6 +90,10 @@ class Studio:
     # -- preparing ----------------------------------------------------------------------------
 
     def prepare(self, request: GenerationRequest) -> Prepared:
+        # An input image or mask given as a URL is fetched here, through the SSRF-safe fetcher.
+        for name in ("init_image", "mask"):
+            if is_url(getattr(request, name)):
+                request = request.replace(**{name: fetch_url(getattr(request, name))})
         provider = self.provider(request.provider)
         model = provider.model(request.model, request.user)
         return prepare(request, provider.name, model, self.styles)
@@ -264,6 +269,8 @@ class Studio:
         """An image given as a stored image id, a file path, bytes or a Pillow image.
 
         Returns (image input, the stored record when the source was one of the user's images)."""
+        if is_url(source):
+            return fetch_url(source), None
         if isinstance(source, str) and not Path(source).exists():
             record = self.get_image(source, user)
             return self.storage.read(record), record
