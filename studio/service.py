@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import threading
 import time
@@ -32,6 +33,7 @@ from studio.types import (GenerationRequest, ImageInput, ImageRecord, Mode, Prep
 from studio.validation import Prepared, clean_category, clean_tags, prepare
 
 STUDIO_VERSION = "image-studio 0.1"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 @dataclass
@@ -106,8 +108,14 @@ class Studio:
     # -- generating ---------------------------------------------------------------------------
 
     def generate(self, request: GenerationRequest, *, progress: ProgressCallback | None = None,
-                 cancel: threading.Event | None = None, timeout: float | None = None) -> GenerationResult:
+                 cancel: threading.Event | None = None, timeout: float | None = None,
+                 request_id: str | None = None) -> GenerationResult:
+        """Run one request. ``request_id`` (optional, unique) names the request in the audit log and on
+        its images; a batch job passes its item's id so that after a crash it can find the images an
+        interrupted item already saved instead of paying for them again."""
         started = time.monotonic()
+        if request_id is not None and not _REQUEST_ID.fullmatch(request_id):
+            raise InvalidRequest("request_id must be 1-64 letters, digits, '.', '_' or '-'")
         prepared_all = self.prepare(request)
         prepared = prepared_all.request
         tags = clean_tags(request.tags)
@@ -115,7 +123,7 @@ class Studio:
         parent = self._visible_parent(request.parent_id, prepared.user)
         estimate = costs.estimate(prepared.model, width=prepared.width, height=prepared.height, n=prepared.n,
                                   quality=prepared.quality)
-        request_id = secrets.token_hex(8)
+        request_id = request_id or secrets.token_hex(8)
         cache_key = self._cache_key(prepared)
         use_cache = request.cache if request.cache is not None else (request.seed is not None and prepared.model.seed)
         if use_cache:

@@ -228,6 +228,12 @@ class SQLiteIndex:
         by_id = {row["id"]: record_from_row(row) for row in rows}
         return [by_id[i] for i in image_ids if i in by_id]
 
+    def images_for_request(self, request_id: str) -> list[ImageRecord]:
+        """The images a request saved (in the order it saved them); empty when it saved none."""
+        rows = self.connection().execute(
+            "SELECT * FROM images WHERE request_id = ? ORDER BY rowid", (request_id,)).fetchall()
+        return [record_from_row(row) for row in rows]
+
     def by_cache_key(self, owner: str, cache_key: str) -> list[ImageRecord]:
         rows = self.connection().execute(
             "SELECT * FROM images WHERE owner = ? AND cache_key = ? AND status = 'completed' "
