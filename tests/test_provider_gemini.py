@@ -1,0 +1,289 @@
+"""GeminiProvider against the loopback Gemini API (tests/fakes/gemini_fake.py).
+
+The real ``google-genai`` SDK is pointed at the fake through ``GOOGLE_GEMINI_BASE_URL``; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+from PIL import Image
+
+from providers.gemini import INPAINT_INSTRUCTION, VARIATION_INSTRUCTION, GeminiProvider
+from providers.retry import RetryPolicy
+from studio.catalog import Catalog
+from studio.config import Settings
+from studio.errors import (
+    Cancelled,
+    ContentBlocked,
+    InvalidRequest,
+    NotConfigured,
+    ProviderFailure,
+    ProviderTimeout,
+    QuotaExhausted,
+)
+from studio.types import Mode, PreparedRequest, RunContext
+from tests.fakes.gemini_fake import KEY, GeminiFake, error, rate_limited
+from tests.fakes.http import FakeServer
+
+FLASH = "gemini-3.1-flash-image"
+PRO = "gemini-3-pro-image"
+FAST_RETRIES = RetryPolicy(max_tries=3, max_total_seconds=5, base_delay=0.01, max_delay=0.5)
+
+
+@pytest.fixture(scope="module")
+def server():
+    # One server for the module (stopping one takes up to half a second); each test gets a fresh fake.
+    with FakeServer(GeminiFake()) as server:
+        yield server
+
+
+@pytest.fixture
+def fake(server, monkeypatch):
+    fake = GeminiFake()
+    server.handler = fake
+    server.requests.clear()
+    fake.server = server
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", server.url)
+    monkeypatch.setenv("GEMINI_API_KEY", KEY)
+    return fake
+
+
+@pytest.fixture
+def provider():
+    provider = GeminiProvider(Settings.load(), Catalog())
+    provider.retry_policy = FAST_RETRIES
+    yield provider
+    provider.close()
+
+
+def prepared(model_id: str = FLASH, **changes) -> PreparedRequest:
+    model = Catalog().model("gemini", model_id)
+    values = dict(
+        provider="gemini", model=model, mode=Mode.TEXT_TO_IMAGE, prompt="a red fox in fresh snow, watercolour",
+        negative_prompt="", width=1024, height=1024, n=1, seed=77, steps=None, guidance=None, strength=None,
+        init_image=None, mask=None, output_format="png", quality=None, compression=90, user="local", extra={},
+    )
+    values.update(changes)
+    return PreparedRequest(**values)
+
+
+def decoded(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def test_text_to_image_sends_image_output_aspect_ratio_and_seed(fake, provider):
+    events = []
+    result = provider.generate(prepared(width=1600, height=900), RunContext(progress=events.append, timeout=10))
+
+    [request] = fake.server.requests
+    assert request.path == f"/v1/models/{FLASH}:generateContent"
+    assert request.headers["x-goog-api-key"] == KEY
+    body = request.json()
+    assert body["contents"] == [{"parts": [{"text": "a red fox in fresh snow, watercolour"}], "role": "user"}]
+    assert body["generationConfig"] == {"seed": 77, "responseModalities": ["TEXT", "IMAGE"],
+                                        "imageConfig": {"aspectRatio": "16:9", "imageSize": "2K"}}
+    [image] = result.images
+    assert decoded(image.data).size == (2752, 1536)  # Gemini's 2K size for 16:9
+    assert image.seed == 77 and image.info["finish_reason"] == "STOP"
+    assert image.info["model_text"] == "Here is the image you asked for."
+    assert [e.fraction for e in events] == [0.0, 1.0]
+
+
+def test_cost_comes_from_token_usage_at_the_catalog_rates(fake, provider):
+    result = provider.generate(prepared(), RunContext(timeout=10))
+
+    # The fake counts 7 prompt words, 7 text tokens out and 1120 image tokens (1K).
+    assert result.usage == {"calls": 1, "prompt_tokens": 7, "image_tokens": 1120, "text_tokens": 7}
+    assert result.cost == pytest.approx((7 * 0.5 + 7 * 3.0 + 1120 * 60.0) / 1e6)
+
+
+def test_several_images_are_several_calls_with_consecutive_seeds(fake, provider):
+    result = provider.generate(prepared(n=3, width=768, height=1024), RunContext(timeout=10))
+
+    assert [c.config["seed"] for c in fake.calls] == [77, 78, 79]
+    assert {c.config["imageConfig"]["aspectRatio"] for c in fake.calls} == {"3:4"}
+    assert [img.seed for img in result.images] == [77, 78, 79]
+    assert len({img.data for img in result.images}) == 3
+    assert result.usage["calls"] == 3 and result.usage["image_tokens"] == 3 * 1120
+
+
+def test_edit_sends_the_prompt_and_the_input_image(fake, provider):
+    init = Image.new("RGB", (640, 480), (12, 34, 56))
+    result = provider.generate(prepared(mode=Mode.IMAGE_TO_IMAGE, init_image=init, prompt="make it night",
+                                        width=640, height=480), RunContext(timeout=10))
+
+    [call] = fake.calls
+    assert call.texts == ["make it night"]
+    [sent] = call.images
+    assert sent.size == (640, 480) and sent.convert("RGB").getpixel((0, 0)) == (12, 34, 56)
+    assert call.config["imageConfig"]["aspectRatio"] == "4:3"
+    assert decoded(result.images[0].data).size == (1200, 896)
+
+
+def test_inpaint_sends_the_mask_as_a_second_image_with_instructions(fake, provider):
+    init = Image.new("RGBA", (512, 512), (200, 10, 10, 255))
+    mask = Image.new("L", (512, 512), 0)
+    mask.paste(255, (0, 0, 256, 512))
+    provider.generate(prepared(mode=Mode.INPAINT, init_image=init, mask=mask, prompt="a window",
+                               width=512, height=512), RunContext(timeout=10))
+
+    [call] = fake.calls
+    assert call.texts == [f"a window\n\n{INPAINT_INSTRUCTION}"]
+    image, sent_mask = call.images
+    assert image.mode == "RGB"  # flattened
+    assert sent_mask.convert("L").getpixel((10, 10)) == 255 and sent_mask.convert("L").getpixel((500, 10)) == 0
+
+
+def test_variation_asks_for_a_variation_of_the_image(fake, provider):
+    init = Image.new("RGB", (300, 300), "white")
+    provider.generate(prepared(mode=Mode.VARIATION, init_image=init, prompt="", width=300, height=300),
+                      RunContext(timeout=10))
+
+    [call] = fake.calls
+    assert call.texts == [VARIATION_INSTRUCTION] and len(call.images) == 1
+
+
+def test_thought_images_are_skipped_and_thinking_is_billed_as_text(fake, provider):
+    result = provider.generate(prepared(PRO), RunContext(timeout=10))
+
+    [image] = result.images
+    assert decoded(image.data).size == (1024, 1024)  # not the 64x64 thought image
+    assert result.usage["text_tokens"] == 7 + 180
+    assert result.cost == pytest.approx((7 * 2.0 + 187 * 12.0 + 1120 * 120.0) / 1e6)
+
+
+# -- blocks and errors ----------------------------------------------------------------------------
+
+
+def test_a_blocked_prompt_is_content_blocked_with_the_reason(fake, provider):
+    fake.block_prompt = "PROHIBITED_CONTENT"
+    with pytest.raises(ContentBlocked, match="PROHIBITED_CONTENT"):
+        provider.generate(prepared(), RunContext(timeout=10))
+    assert len(fake.server.requests) == 1  # not retried
+
+
+def test_an_image_stopped_by_safety_filters_is_content_blocked(fake, provider):
+    fake.finish_reason = "IMAGE_SAFETY"
+    with pytest.raises(ContentBlocked, match="IMAGE_SAFETY"):
+        provider.generate(prepared(), RunContext(timeout=10))
+
+
+def test_an_answer_without_an_image_is_a_failure_carrying_the_models_text(fake, provider):
+    fake.text_only = "I can only describe foxes today."
+    with pytest.raises(ProviderFailure, match="without an image.*describe foxes"):
+        provider.generate(prepared(), RunContext(timeout=10))
+
+
+def test_an_invalid_key_is_not_configured_and_never_shown(fake, provider, monkeypatch):
+    monkeypatch.setenv("GEMINI_API_KEY", "AIzaSy-wrong-secret-key-999")
+    with pytest.raises(NotConfigured) as caught:
+        provider.generate(prepared(), RunContext(timeout=10))
+
+    assert "GEMINI_API_KEY" in str(caught.value)
+    assert "wrong-secret-key" not in str(caught.value)
+    assert len(fake.server.requests) == 1
+
+
+def test_google_api_key_is_accepted_too(fake, provider, monkeypatch):
+    monkeypatch.delenv("GEMINI_API_KEY")
+    monkeypatch.setenv("GOOGLE_API_KEY", KEY)
+    assert provider.status().state == "ready"
+    assert len(provider.generate(prepared(), RunContext(timeout=10)).images) == 1
+
+
+def test_a_missing_key_fails_before_any_request(fake, provider, monkeypatch):
+    monkeypatch.delenv("GEMINI_API_KEY")
+    assert provider.status().state == "missing_key"
+    with pytest.raises(NotConfigured, match="GEMINI_API_KEY or GOOGLE_API_KEY"):
+        provider.generate(prepared(), RunContext(timeout=10))
+    assert fake.server.requests == []
+
+
+def test_permission_denied_is_not_configured(fake, provider):
+    fake.queue_error(error(403, "PERMISSION_DENIED", "Generative Language API has not been used in project 1 "
+                           "before or it is disabled."))
+    with pytest.raises(NotConfigured, match="disabled"):
+        provider.generate(prepared(), RunContext(timeout=10))
+
+
+def test_a_per_minute_rate_limit_is_retried_after_the_retry_delay(fake, provider):
+    fake.queue_error(rate_limited("Minute", retry_delay="0.3s"))
+    started = time.monotonic()
+    result = provider.generate(prepared(), RunContext(timeout=10))
+
+    assert len(result.images) == 1 and len(fake.server.requests) == 2
+    assert time.monotonic() - started >= 0.3  # RetryInfo.retryDelay was honoured
+
+
+def test_a_daily_quota_is_exhausted_and_not_retried(fake, provider):
+    fake.queue_error(rate_limited("Day", retry_delay="40s"))
+    with pytest.raises(QuotaExhausted, match="quota is used up"):
+        provider.generate(prepared(), RunContext(timeout=10))
+    assert len(fake.server.requests) == 1
+
+
+def test_depleted_credit_without_details_is_quota_exhausted(fake, provider):
+    fake.queue_error(error(429, "RESOURCE_EXHAUSTED", "Your prepayment credits are depleted. Please go to AI "
+                           "Studio at https://ai.studio/projects to manage your project and billing."))
+    with pytest.raises(QuotaExhausted):
+        provider.generate(prepared(), RunContext(timeout=10))
+    assert len(fake.server.requests) == 1
+
+
+def test_invalid_argument_is_an_invalid_request(fake, provider):
+    with pytest.raises(InvalidRequest, match="Unsupported image size"):
+        provider.generate(prepared(extra={"image_size": "8K"}), RunContext(timeout=10))
+
+
+def test_an_unknown_model_id_is_sent_and_reported_as_not_found(fake, provider):
+    with pytest.raises(InvalidRequest, match="no such model"):
+        provider.generate(prepared("gemini-9-imaginary-image"), RunContext(timeout=10))
+    assert fake.server.requests[0].path == "/v1/models/gemini-9-imaginary-image:generateContent"
+
+
+def test_server_errors_are_retried_within_bounds_then_reported(fake, provider):
+    fake.queue_error(error(503, "UNAVAILABLE", "The model is overloaded. Please try again later."), times=5)
+    with pytest.raises(ProviderFailure, match="overloaded") as caught:
+        provider.generate(prepared(), RunContext(timeout=10))
+    assert caught.value.retryable and len(fake.server.requests) == FAST_RETRIES.max_tries
+
+
+def test_a_server_error_then_success(fake, provider):
+    fake.queue_error(error(500, "INTERNAL", "An internal error has occurred."))
+    assert len(provider.generate(prepared(), RunContext(timeout=10)).images) == 1
+    assert len(fake.server.requests) == 2
+
+
+def test_a_slow_answer_is_a_timeout(fake, provider):
+    fake.delay = 2.0
+    started = time.monotonic()
+    with pytest.raises(ProviderTimeout, match="within 0.4 s"):
+        provider.generate(prepared(), RunContext(timeout=0.4))
+    assert time.monotonic() - started < 1.5
+    assert fake.server.requests[0].headers["x-server-timeout"] == "1"
+
+
+def test_cancel_between_images_stops_before_the_next_call(fake, provider):
+    ctx = RunContext(timeout=10)
+    ctx.progress = lambda event: ctx.cancel.set() if event.step == 1 else None
+    with pytest.raises(Cancelled):
+        provider.generate(prepared(n=3), ctx)
+    assert len(fake.calls) == 1
+
+
+def test_a_key_echoed_by_the_server_is_scrubbed(fake, provider):
+    fake.queue_error(error(400, "INVALID_ARGUMENT", f"Request with key {KEY} has an invalid field"))
+    with pytest.raises(InvalidRequest) as caught:
+        provider.generate(prepared(), RunContext(timeout=10))
+    assert KEY not in str(caught.value) and "***" in str(caught.value)
+
+
+def test_retired_models_stay_out_of_the_list_but_remain_usable_by_id(provider):
+    assert "gemini-2.5-flash-image" not in [m.id for m in provider.models()]
+    assert provider.model("gemini-2.5-flash-image").retired
+    assert provider.default_model().id == FLASH
