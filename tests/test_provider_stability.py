@@ -1,0 +1,306 @@
+"""StabilityProvider against a loopback Stable Image API, reached through STABILITY_BASE_URL."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from providers.base import MISSING_KEY, READY
+from providers.retry import RetryPolicy
+from providers.stability import StabilityProvider
+from studio.catalog import Catalog
+from studio.config import Settings
+from studio.errors import (Cancelled, ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure,
+                           ProviderTimeout, QuotaExhausted)
+from studio.types import RunContext
+from tests.fakes.http import FakeServer, Response
+from tests.fakes.prepared import prepared
+from tests.fakes.stability_fake import StabilityFake, error_body
+
+FAST_RETRIES = RetryPolicy(max_tries=3, max_total_seconds=5, base_delay=0.01, max_delay=0.05)
+
+
+@pytest.fixture(scope="module")
+def server():
+    # One server for the module (stopping one takes half a second); each test gets a fresh fake.
+    with FakeServer(StabilityFake()) as running:
+        yield running
+
+
+@pytest.fixture
+def fake(server, monkeypatch):
+    handler = StabilityFake()
+    server.handler, server.requests = handler, []
+    handler.server = server
+    monkeypatch.setenv("STABILITY_BASE_URL", server.url)
+    monkeypatch.setenv("STABILITY_API_KEY", handler.api_key)
+    return handler
+
+
+@pytest.fixture
+def provider(studio_home):
+    instance = StabilityProvider(Settings.load(studio_home), Catalog())
+    instance.retry_policy = FAST_RETRIES
+    yield instance
+    instance.close()
+
+
+def image_of(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def photo(width=768, height=512) -> Image.Image:
+    return Image.new("RGB", (width, height), (120, 90, 60))
+
+
+# -- text to image -----------------------------------------------------------------------------
+
+def test_sd3_text_to_image_sends_a_multipart_form_and_costs_credits(provider, fake):
+    model = provider.model(None)
+    request = prepared(model, "a fox in the snow", negative_prompt="blurry", seed=1234, guidance=5.5)
+    result = provider.generate(request, RunContext())
+
+    sent = fake.server.requests[0]
+    assert sent.path == "/v2beta/stable-image/generate/sd3"
+    assert sent.content_type.startswith("multipart/form-data")
+    assert sent.headers["authorization"] == f"Bearer {fake.api_key}"
+    assert sent.headers["accept"] == "image/*"
+    assert fake.calls[0]["fields"] == {"model": "sd3.5-large", "mode": "text-to-image", "prompt": "a fox in the snow",
+                                       "negative_prompt": "blurry", "cfg_scale": "5.5", "aspect_ratio": "1:1",
+                                       "seed": "1234", "output_format": "png"}
+    image = image_of(result.images[0].data)
+    assert (image.format, image.size) == ("PNG", (1024, 1024))
+    assert result.images[0].seed == 1234
+    assert result.images[0].info["finish_reason"] == "SUCCESS"
+    assert result.cost == pytest.approx(0.065)  # 6.5 credits at $0.01
+    assert result.usage["credits"] == 6.5
+
+
+def test_width_and_height_pick_the_nearest_aspect_ratio(provider, fake):
+    result = provider.generate(prepared(provider.model("stable-image-ultra"), width=1792, height=1024), RunContext())
+    assert fake.calls[0]["endpoint"] == "generate/ultra"
+    assert fake.calls[0]["fields"]["aspect_ratio"] == "16:9"
+    assert image_of(result.images[0].data).size == (1344, 768)
+    provider.generate(prepared(provider.model("stable-image-ultra"), width=512, height=1024), RunContext())
+    assert fake.calls[1]["fields"]["aspect_ratio"] == "9:16"
+
+
+def test_core_maps_studio_styles_to_style_presets_unless_one_is_chosen(provider, fake):
+    core = provider.model("stable-image-core")
+    provider.generate(prepared(core, style="cinematic", output_format="webp"), RunContext())
+    provider.generate(prepared(core, style="cinematic", extra={"style_preset": "neon-punk"}), RunContext())
+    provider.generate(prepared(core, style="minimalist"), RunContext())
+    presets = [call["fields"].get("style_preset") for call in fake.calls]
+    assert presets == ["cinematic", "neon-punk", None]
+    assert fake.calls[0]["fields"]["output_format"] == "webp"
+    assert "cfg_scale" not in fake.calls[0]["fields"] and "model" not in fake.calls[0]["fields"]
+
+
+def test_sd3_asks_for_png_when_the_wanted_format_is_not_offered(provider, fake):
+    result = provider.generate(prepared(provider.model("sd3.5-medium"), output_format="webp"), RunContext())
+    assert fake.calls[0]["fields"]["output_format"] == "png"  # the core converts to webp afterwards
+    assert image_of(result.images[0].data).format == "PNG"
+
+
+def test_unknown_sd3_ids_are_sent_as_given(provider, fake):
+    model = provider.model("sd3.5-flash")
+    assert not model.known
+    provider.generate(prepared(model), RunContext())
+    assert fake.calls[0]["fields"]["model"] == "sd3.5-flash"
+
+
+def test_ids_that_are_not_stability_models_are_refused(provider, fake):
+    with pytest.raises(InvalidRequest, match="not a Stability AI model id"):
+        provider.generate(prepared(provider.model("flux-dev")), RunContext())
+    assert fake.server.requests == []
+
+
+# -- image to image and inpainting -------------------------------------------------------------
+
+def test_sd3_image_to_image_sends_image_and_strength_without_aspect_ratio(provider, fake):
+    request = prepared(provider.model("sd3.5-large-turbo"), "oil painting", mode="image-to-image",
+                       init_image=photo(), strength=0.35, width=768, height=512)
+    result = provider.generate(request, RunContext())
+    call = fake.calls[0]
+    assert call["fields"]["mode"] == "image-to-image"
+    assert call["fields"]["strength"] == "0.35"
+    assert "aspect_ratio" not in call["fields"]
+    assert call["files"]["image"].size == (768, 512)
+    assert image_of(result.images[0].data).size == (768, 512)
+    assert result.cost == pytest.approx(0.04)
+
+
+def test_ultra_image_to_image(provider, fake):
+    request = prepared(provider.model("stable-image-ultra"), "at night", mode="image-to-image",
+                       init_image=photo(), strength=0.5)
+    provider.generate(request, RunContext())
+    assert fake.calls[0]["endpoint"] == "generate/ultra"
+    assert fake.calls[0]["fields"]["strength"] == "0.5"
+
+
+def test_inpaint_sends_image_and_mask_white_means_repaint(provider, fake):
+    mask = Image.new("L", (768, 512), 0)
+    mask.paste(255, (0, 0, 384, 512))
+    request = prepared(provider.model("stable-image-inpaint"), "a red door", mode="inpaint", init_image=photo(),
+                       mask=mask, seed=5, extra={"grow_mask": 8})
+    result = provider.generate(request, RunContext())
+    call = fake.calls[0]
+    assert call["endpoint"] == "edit/inpaint"
+    assert call["fields"]["grow_mask"] == "8" and call["fields"]["seed"] == "5"
+    sent_mask = call["files"]["mask"].convert("L")
+    assert sent_mask.getpixel((10, 10)) == 255 and sent_mask.getpixel((700, 10)) == 0
+    assert "aspect_ratio" not in call["fields"] and "strength" not in call["fields"]
+    assert image_of(result.images[0].data).size == (768, 512)
+    assert result.cost == pytest.approx(0.03)
+
+
+# -- several images --------------------------------------------------------------------------
+
+def test_n_images_are_n_calls_with_consecutive_seeds(provider, fake):
+    result = provider.generate(prepared(provider.model(None), n=3, seed=100), RunContext())
+    assert [call["fields"]["seed"] for call in fake.calls] == ["100", "101", "102"]
+    assert [image.seed for image in result.images] == [100, 101, 102]
+    assert result.cost == pytest.approx(3 * 0.065)
+
+
+def test_content_filtered_results_are_blocked_not_returned(provider, fake):
+    with pytest.raises(ContentBlocked, match="CONTENT_FILTERED"):
+        provider.generate(prepared(provider.model(None), "please blurme"), RunContext())
+    assert len(fake.server.requests) == 1
+
+
+def test_a_filtered_image_among_several_is_dropped_and_not_charged(provider, fake):
+    fake.succeed()
+    fake.content_filtered()
+    result = provider.generate(prepared(provider.model(None), n=3, seed=1), RunContext())
+    assert len(result.images) == 2
+    assert result.usage["blocked"] == 1
+    assert result.cost == pytest.approx(2 * 0.065)
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+def test_wrong_key_is_not_configured_and_not_retried(provider, fake, monkeypatch):
+    secret = "sk-wrong-stability-key-0123456789"
+    monkeypatch.setenv("STABILITY_API_KEY", secret)
+    with pytest.raises(NotConfigured, match="invalid API key") as caught:
+        provider.generate(prepared(provider.model(None)), RunContext())
+    assert secret not in str(caught.value)
+    assert len(fake.server.requests) == 1
+
+
+def test_missing_key_fails_before_any_request(provider, fake, monkeypatch):
+    monkeypatch.delenv("STABILITY_API_KEY")
+    assert provider.status().state == MISSING_KEY
+    with pytest.raises(NotConfigured, match="STABILITY_API_KEY"):
+        provider.generate(prepared(provider.model(None)), RunContext())
+    assert fake.server.requests == []
+
+
+def test_status_is_ready_with_a_key(provider, fake):
+    assert provider.status().state == READY
+
+
+def test_content_moderation_carries_stabilitys_reason(provider, fake):
+    with pytest.raises(ContentBlocked, match="content moderation.*flagged"):
+        provider.generate(prepared(provider.model(None), "something forbidden"), RunContext())
+    assert len(fake.server.requests) == 1
+
+
+def test_rate_limit_is_retried(provider, fake):
+    fake.rate_limit(retry_after="0")
+    result = provider.generate(prepared(provider.model(None)), RunContext())
+    assert len(result.images) == 1
+    assert len(fake.server.requests) == 2
+
+
+def test_out_of_credits_is_not_retried(provider, fake):
+    fake.out_of_credits()
+    with pytest.raises(QuotaExhausted, match="out of credits"):
+        provider.generate(prepared(provider.model(None)), RunContext())
+    assert len(fake.server.requests) == 1
+
+
+def test_server_errors_are_retried_then_reported(provider, fake):
+    for _ in range(FAST_RETRIES.max_tries):
+        fake.server_error()
+    with pytest.raises(ProviderFailure, match="server error 500") as caught:
+        provider.generate(prepared(provider.model(None)), RunContext())
+    assert caught.value.retryable
+    assert len(fake.server.requests) == FAST_RETRIES.max_tries
+
+
+def test_bad_requests_surface_stabilitys_words(provider, fake):
+    with pytest.raises(InvalidRequest, match="strength: must be between 0 and 1"):
+        provider.generate(prepared(provider.model(None), mode="image-to-image", init_image=photo(), strength=1.5),
+                          RunContext())
+
+
+def test_timeout_is_reported_and_not_retried(provider, fake):
+    fake.slow(5)
+    started = time.monotonic()
+    with pytest.raises(ProviderTimeout, match="within 0.5 s"):
+        provider.generate(prepared(provider.model(None)), RunContext(timeout=0.5))
+    assert time.monotonic() - started < 2.5
+    assert len(fake.server.requests) == 1
+
+
+def test_cancel_stops_waiting_for_a_slow_answer(provider, fake):
+    fake.slow(5)
+    ctx = RunContext()
+    threading.Timer(0.2, ctx.cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(Cancelled):
+        provider.generate(prepared(provider.model(None), n=2), ctx)
+    assert time.monotonic() - started < 1.5
+    assert len(fake.server.requests) == 1  # the second image was never asked for
+
+
+def test_images_already_paid_for_are_kept_when_a_later_call_fails(provider, fake):
+    fake.succeed()
+    fake.out_of_credits()
+    result = provider.generate(prepared(provider.model(None), n=3), RunContext())
+    assert len(result.images) == 1
+    assert "out of credits" in result.usage["incomplete"]
+    assert result.cost == pytest.approx(0.065)
+
+
+def test_an_echoed_key_is_scrubbed_from_messages(provider, fake):
+    fake.scripted.append(Response(400, error_body("bad_request", f"authorization: Bearer {fake.api_key} is odd")))
+    with pytest.raises(InvalidRequest) as caught:
+        provider.generate(prepared(provider.model(None)), RunContext())
+    assert fake.api_key not in str(caught.value) and "***" in str(caught.value)
+
+
+def test_unreachable_server_is_a_provider_failure(provider, monkeypatch):
+    monkeypatch.setenv("STABILITY_API_KEY", "sk-test-unreachable-0000000000")
+    monkeypatch.setenv("STABILITY_BASE_URL", "http://127.0.0.1:9")  # the discard port: nothing listens
+    with pytest.raises(ProviderFailure, match="could not reach Stability AI"):
+        provider.generate(prepared(provider.model(None)), RunContext(timeout=5))
+
+
+# -- the fake behaves like the service -----------------------------------------------------------
+
+def test_the_fake_refuses_bodies_that_are_not_multipart(fake):
+    url = f"{fake.server.url}/v2beta/stable-image/generate/core"
+    headers = {"authorization": f"Bearer {fake.api_key}", "accept": "image/*"}
+    answer = httpx.post(url, data={"prompt": "a cat"}, headers=headers)  # data= alone is urlencoded
+    assert answer.status_code == 400
+    assert answer.json()["errors"] == ["content-type: must be multipart/form-data"]
+    answer = httpx.post(url, files={"prompt": (None, "a cat")}, headers={**headers, "accept": "application/json"})
+    assert answer.status_code == 200 and answer.json()["finish_reason"] == "SUCCESS"
+
+
+def test_importing_the_provider_does_not_import_httpx():
+    code = "import sys, providers, providers.stability; assert 'httpx' not in sys.modules, 'httpx imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(Path(__file__).parents[1]))
