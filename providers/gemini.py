@@ -14,16 +14,15 @@ mapped from their structured fields; token usage becomes the cost.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import os
 import threading
-import time
 from typing import Any
 
 from providers.base import Provider
+from providers.cloud import Deadline, call_within, keep_partial
 from providers.common import nearest_aspect_ratio, scrub
-from providers.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, parse_retry_after
+from providers.retry import DEFAULT_POLICY, RetryPolicy, parse_retry_after
 from studio.catalog import ModelInfo
 from studio.errors import (
     ContentBlocked,
@@ -75,33 +74,28 @@ class GeminiProvider(Provider):
         if not key:
             raise NotConfigured("Gemini needs an API key: set GEMINI_API_KEY or GOOGLE_API_KEY", provider=self.name)
         client = self._client(key)
-        deadline = time.monotonic() + ctx.timeout
+        deadline = Deadline(ctx.timeout)
         contents = self._contents(request)
-        timeouts, transport_errors = _network_errors()
 
         images: list[ProviderImage] = []
-        usage = {"calls": 0, "prompt_tokens": 0, "image_tokens": 0, "text_tokens": 0}
+        usage: dict[str, Any] = {"calls": 0, "prompt_tokens": 0, "image_tokens": 0, "text_tokens": 0}
         # Gemini draws one image per call, so n images are n calls, each with its own seed.
         for index in range(request.n):
             ctx.report("generating", index / request.n, step=index, total_steps=request.n,
                        message=f"asking Gemini for image {index + 1} of {request.n}")
-            ctx.check_cancelled()
             seed = (request.seed + index) % SEED_LIMIT if request.model.seed and request.seed is not None else None
-            # Waiting to retry never runs past the request's deadline.
-            policy = dataclasses.replace(self.retry_policy, max_total_seconds=min(
-                self.retry_policy.max_total_seconds, max(0.0, deadline - time.monotonic())))
             try:
-                response = call_with_retry(
-                    lambda: self._call(client, request, contents, seed, deadline, key),
-                    policy=policy, cancel=ctx.cancel)
-            except timeouts as error:
-                raise ProviderTimeout(f"Gemini did not answer within {ctx.timeout:g} s", provider=self.name) from error
-            except transport_errors as error:
-                raise ProviderFailure(f"cannot reach Gemini: {type(error).__name__}: {scrub(str(error), key)}",
-                                      provider=self.name, retryable=True) from error
-            images.append(self._image_from(response, seed, key))
+                response = call_within(lambda: self._call(client, request, contents, seed, deadline, key),
+                                       ctx=ctx, deadline=deadline, policy=self.retry_policy,
+                                       label="Gemini", provider=self.name)
+                images.append(self._image_from(response, seed, key))
+            except StudioError as error:
+                if not keep_partial(images, error):
+                    raise
+                usage["incomplete"] = f"{len(images)} of {request.n} images: {error.message}"
+                break
             _add_usage(usage, response.usage_metadata)
-        ctx.report("generating", 1.0, step=request.n, total_steps=request.n)
+        ctx.report("generating", 1.0, step=len(images), total_steps=request.n)
         return ProviderResult(images=images, cost=self._cost(request.model, usage), usage=usage)
 
     # -- the request ----------------------------------------------------------------------------
@@ -124,13 +118,10 @@ class GeminiProvider(Provider):
             return [f"{request.prompt}\n\n{INPAINT_INSTRUCTION}", image, mask]
         return [request.prompt, image]
 
-    def _config(self, request: PreparedRequest, seed: int | None, deadline: float):
+    def _config(self, request: PreparedRequest, seed: int | None, deadline: Deadline):
         from google.genai import types
 
         model = request.model
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise ProviderTimeout("the request's time ran out before Gemini answered", provider=self.name)
         image_config = types.ImageConfig(
             aspect_ratio=nearest_aspect_ratio(request.width, request.height, model.aspect_ratios or ("1:1",)),
             image_size=self._image_size(request) if "image_size" in model.options else None,
@@ -139,7 +130,8 @@ class GeminiProvider(Provider):
             response_modalities=["TEXT", "IMAGE"],
             image_config=image_config,
             seed=seed,
-            http_options=types.HttpOptions(timeout=max(1, int(remaining * 1000))),  # milliseconds
+            # Each call may use only the time left; the SDK takes milliseconds.
+            http_options=types.HttpOptions(timeout=max(1, int(deadline.remaining() * 1000))),
         )
 
     @staticmethod
@@ -149,17 +141,24 @@ class GeminiProvider(Provider):
         long_side = max(request.width, request.height)
         return "1K" if long_side <= 1024 else "2K" if long_side <= 2048 else "4K"
 
-    def _call(self, client, request: PreparedRequest, contents, seed, deadline: float, key: str):
+    def _call(self, client, request: PreparedRequest, contents, seed, deadline: Deadline, key: str):
         from google.genai import errors
 
+        timeouts, transport_errors = _network_errors()
         config = self._config(request, seed, deadline)
         try:
             return client.models.generate_content(model=request.model.id, contents=contents, config=config)
+        # ``from None``: the SDK's exceptions carry the whole response; keep it out of tracebacks and logs.
         except errors.APIError as error:
-            raise self._api_error(error, key) from error
+            raise self._api_error(error, key) from None
+        except timeouts:
+            raise ProviderTimeout(f"Gemini did not answer within {deadline.seconds:g} s", provider=self.name) from None
+        except transport_errors as error:
+            raise ProviderFailure(f"cannot reach Gemini: {type(error).__name__}: {scrub(str(error), key)}",
+                                  provider=self.name, retryable=True) from None
         except ValueError as error:  # the SDK refusing a field before sending anything
             raise InvalidRequest(f"the Gemini SDK refused the request: {scrub(str(error), key)}",
-                                 provider=self.name) from error
+                                 provider=self.name) from None
 
     # -- the answer -----------------------------------------------------------------------------
 
@@ -241,7 +240,7 @@ class GeminiProvider(Provider):
         with self._lock:
             client = self._clients.get((key, base_url))
             if client is None:
-                # No retry_options: the SDK then makes one attempt, and call_with_retry does the retrying.
+                # No retry_options: the SDK then makes one attempt, and call_within does the retrying.
                 client = genai.Client(api_key=key)
                 self._clients[(key, base_url)] = client
         return client

@@ -12,13 +12,14 @@ Uses the official ``replicate`` 1.x SDK. ``REPLICATE_BASE_URL`` (the SDK's own s
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import os
 import threading
-import time
 from typing import Any, Callable, TypeVar
 
 from providers.base import Provider
+from providers.cloud import Deadline
 from providers.common import nearest_aspect_ratio, scrub
 from providers.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, parse_retry_after
 from studio.catalog import ModelInfo
@@ -77,13 +78,13 @@ class ReplicateProvider(Provider):
         if not token:
             raise NotConfigured("Replicate needs an API token: set REPLICATE_API_TOKEN", provider=self.name)
         client = self._client(token)
-        deadline = time.monotonic() + ctx.timeout
+        deadline = Deadline(ctx.timeout)
         prediction = None
         try:
             ctx.report("initializing", 0.02, message="preparing the Replicate request")
-            inputs = self._build_input(request, client, ctx, token)
+            inputs = self._build_input(request, client, ctx, deadline, token)
             ctx.check_cancelled()
-            prediction = self._create(client, request.model, inputs, ctx, token)
+            prediction = self._create(client, request.model, inputs, ctx, deadline, token)
             ctx.report("initializing", 0.1, message=f"prediction {prediction.id} {prediction.status}")
             prediction = self._wait(client, prediction, ctx, deadline, token)
             if prediction.status == "failed":
@@ -118,7 +119,8 @@ class ReplicateProvider(Provider):
 
     # -- building the input ---------------------------------------------------------------------
 
-    def _build_input(self, request: PreparedRequest, client, ctx: RunContext, token: str) -> dict[str, Any]:
+    def _build_input(self, request: PreparedRequest, client, ctx: RunContext, deadline: Deadline,
+                     token: str) -> dict[str, Any]:
         """The model's ``input`` object. Which fields are sent follows the catalog entry, so a new
         model with the same conventions is a data change; anything else goes in ``extra``."""
         model = request.model
@@ -145,30 +147,33 @@ class ReplicateProvider(Provider):
         if request.mode is not Mode.TEXT_TO_IMAGE:
             if request.init_image is None:
                 raise InvalidRequest(f"{request.mode.value} needs an input image", provider=self.name)
-            inputs["image"] = self._file_input(client, png_bytes(flatten(request.init_image)), "image", ctx, token)
+            inputs["image"] = self._file_input(client, png_bytes(flatten(request.init_image)), "image", ctx,
+                                              deadline, token)
             if model.strength and request.strength is not None:
                 inputs["prompt_strength"] = request.strength
         if request.mode is Mode.INPAINT:
             if request.mask is None:
                 raise InvalidRequest("inpainting needs a mask (white = repaint)", provider=self.name)
             # The studio's masks are already Replicate's convention: white is repainted.
-            inputs["mask"] = self._file_input(client, png_bytes(request.mask.convert("L")), "mask", ctx, token)
+            inputs["mask"] = self._file_input(client, png_bytes(request.mask.convert("L")), "mask", ctx, deadline,
+                                             token)
 
         inputs.update(request.extra)  # provider options the user chose (scheduler, go_fast, ...)
         return inputs
 
-    def _file_input(self, client, data: bytes, what: str, ctx: RunContext, token: str) -> str:
+    def _file_input(self, client, data: bytes, what: str, ctx: RunContext, deadline: Deadline, token: str) -> str:
         if len(data) <= self.inline_image_limit:
             return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
         ctx.report("initializing", 0.05, message=f"uploading the {what} to Replicate")
         uploaded = self._retrying(
             lambda: client.files.create(io.BytesIO(data), filename=f"{what}.png", content_type="image/png"),
-            ctx, token)
+            ctx, deadline, token)
         return uploaded.urls["get"]
 
     # -- calling Replicate ----------------------------------------------------------------------
 
-    def _create(self, client, model: ModelInfo, inputs: dict[str, Any], ctx: RunContext, token: str):
+    def _create(self, client, model: ModelInfo, inputs: dict[str, Any], ctx: RunContext, deadline: Deadline,
+                token: str):
         from replicate.identifier import ModelVersionIdentifier
 
         try:
@@ -177,23 +182,23 @@ class ReplicateProvider(Provider):
             raise InvalidRequest(f"{model.id!r} is not a Replicate model: use owner/name or owner/name:version",
                                  provider=self.name) from None
         if version:  # a community model pinned to one version: POST /v1/predictions
-            return self._retrying(lambda: client.predictions.create(version=version, input=inputs), ctx, token)
+            return self._retrying(lambda: client.predictions.create(version=version, input=inputs), ctx, deadline,
+                                  token)
         # an official model, always its latest version: POST /v1/models/{owner}/{name}/predictions
         return self._retrying(lambda: client.models.predictions.create(model=(owner, name), input=inputs),
-                              ctx, token)
+                              ctx, deadline, token)
 
-    def _wait(self, client, prediction, ctx: RunContext, deadline: float, token: str):
+    def _wait(self, client, prediction, ctx: RunContext, deadline: Deadline, token: str):
         """Poll until the prediction ends. Leaving by an error lets ``generate`` cancel it."""
         while prediction.status not in TERMINAL:
-            remaining = deadline - time.monotonic()
-            if ctx.cancel.wait(max(0.0, min(client.poll_interval, remaining))):
+            if ctx.cancel.wait(min(client.poll_interval, deadline.remaining())):
                 raise Cancelled("cancelled by the user; the Replicate prediction is being cancelled too",
                                 provider=self.name)
-            if time.monotonic() >= deadline:
+            if deadline.expired():
                 raise ProviderTimeout(
                     f"Replicate did not finish within {ctx.timeout:g} s; the prediction was cancelled",
                     provider=self.name)
-            prediction = self._retrying(lambda: client.predictions.get(prediction.id), ctx, token)
+            prediction = self._retrying(lambda: client.predictions.get(prediction.id), ctx, deadline, token)
             self._report_progress(prediction, ctx)
         return prediction
 
@@ -217,7 +222,7 @@ class ReplicateProvider(Provider):
         except Exception:  # best effort: the error being raised already says what went wrong
             pass
 
-    def _retrying(self, call: Callable[[], T], ctx: RunContext, token: str) -> T:
+    def _retrying(self, call: Callable[[], T], ctx: RunContext, deadline: Deadline, token: str) -> T:
         """Run an SDK call, retrying the HTTP answers that say "try again" (429, 5xx).
 
         Transport errors are not retried here: a POST that timed out may already have started a
@@ -231,12 +236,15 @@ class ReplicateProvider(Provider):
             except ReplicateError as error:
                 raise self._api_error(error, token) from error
 
-        return call_with_retry(attempt, policy=self.retry_policy, cancel=ctx.cancel)
+        # Waiting to retry never runs past the request's deadline.
+        policy = dataclasses.replace(self.retry_policy, max_total_seconds=min(self.retry_policy.max_total_seconds,
+                                                                              deadline.remaining()))
+        return call_with_retry(attempt, policy=policy, cancel=ctx.cancel)
 
     # -- outputs --------------------------------------------------------------------------------
 
     def _download_outputs(self, prediction, request: PreparedRequest, ctx: RunContext,
-                          deadline: float) -> list[ProviderImage]:
+                          deadline: Deadline) -> list[ProviderImage]:
         output = prediction.output
         items = output if isinstance(output, list) else [output]
         # An item is a URL string, or a FileOutput (``.url``) when the caller used replicate.run.
@@ -253,7 +261,7 @@ class ReplicateProvider(Provider):
                                         info={"prediction_id": prediction.id, "output_index": index}))
         return images
 
-    def _download(self, url: str, deadline: float) -> bytes:
+    def _download(self, url: str, deadline: Deadline) -> bytes:
         import httpx
 
         if url.startswith("data:"):
@@ -261,7 +269,7 @@ class ReplicateProvider(Provider):
         if not url.startswith(("https://", "http://")):
             raise ProviderFailure(f"Replicate returned an output that is not a file URL: {url[:80]!r}",
                                   provider=self.name)
-        seconds = max(1.0, min(self.download_timeout, deadline - time.monotonic()))
+        seconds = max(1.0, min(self.download_timeout, deadline.remaining()))
         limit = self.max_download_bytes
         # A plain client: output files are served from a delivery host that needs no token, and the
         # token should not travel anywhere it is not needed.

@@ -287,3 +287,13 @@ def test_retired_models_stay_out_of_the_list_but_remain_usable_by_id(provider):
     assert "gemini-2.5-flash-image" not in [m.id for m in provider.models()]
     assert provider.model("gemini-2.5-flash-image").retired
     assert provider.default_model().id == FLASH
+
+
+def test_images_already_made_are_kept_when_a_later_call_is_blocked(fake, provider):
+    """Each call is paid for on its own: a block on image 2 does not throw image 1 away."""
+    fake.block_prompt, fake.blocks_from_call = "SAFETY", 2
+    result = provider.generate(prepared(n=3), RunContext(timeout=10))
+
+    assert len(result.images) == 1 and len(fake.calls) == 2
+    assert "1 of 3 images" in result.usage["incomplete"] and "SAFETY" in result.usage["incomplete"]
+    assert result.usage["calls"] == 1 and result.cost is not None

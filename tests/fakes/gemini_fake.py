@@ -80,6 +80,7 @@ class GeminiFake:
     """The request handler for ``FakeServer``. Tests steer it through its attributes:
 
     ``block_prompt``: a blockReason for promptFeedback; ``finish_reason``: e.g. "IMAGE_SAFETY";
+    ``blocks_from_call``: the first call (1-based) that those two apply to;
     ``text_only``: answer this text and no image; ``delay``: seconds before answering;
     ``queue_error(response)``: answer the next calls with it.
     """
@@ -88,6 +89,7 @@ class GeminiFake:
         self.key = key
         self.block_prompt: str | None = None
         self.finish_reason: str | None = None
+        self.blocks_from_call = 1
         self.text_only: str | None = None
         self.delay = 0.0
         self.calls: list[Call] = []
@@ -181,12 +183,13 @@ class GeminiFake:
 
     def _answer(self, call: Call) -> Response:
         prompt_tokens = sum(len(t.split()) for t in call.texts) + 258 * len(call.images)
-        if self.block_prompt:
+        blocking = len(self.calls) >= self.blocks_from_call
+        if self.block_prompt and blocking:
             return Response(200, {"promptFeedback": {"blockReason": self.block_prompt},
                                   "usageMetadata": {"promptTokenCount": prompt_tokens,
                                                     "totalTokenCount": prompt_tokens},
                                   "modelVersion": call.model})
-        if self.finish_reason:
+        if self.finish_reason and blocking:
             return Response(200, {"candidates": [{"finishReason": self.finish_reason, "index": 0,
                                                   "finishMessage": "Unable to show the generated image."}],
                                   "usageMetadata": {"promptTokenCount": prompt_tokens,
