@@ -1,0 +1,238 @@
+"""The one setup every page calls first.
+
+Streamlit's ``pages/`` mechanism runs a page's file directly (a visitor may open ``/Generate``
+without ever passing through ``app.py``), so nothing may rely on ``app.py`` having run. Each page
+therefore begins with::
+
+    from ui.setup import setup
+    ctx = setup("Generate", "✨")      # page config, who the user is, the studio, the sidebar
+    ctx.studio.generate(..., user=ctx.user)
+
+``setup`` returns a ``PageContext``:
+
+* ``studio`` — the process-wide ``Studio`` (``st.cache_resource``), or, when this browser session
+  pasted API keys, a ``Studio`` over a copy of its settings that carries those keys. Keys are kept in
+  this session's memory only: never written to disk, never sent back to the browser.
+* ``user`` — the owner of everything this session creates (history, boards, tasks):
+
+  1. Streamlit's built-in login (OIDC, ``[auth]`` in secrets) when configured: ``user:<email>``;
+     visitors who are not signed in see a log-in button and nothing else.
+  2. ``server.trustedUserHeaders`` set (an authenticating proxy in front): ``user:<email>``.
+  3. Otherwise ``STUDIO_VISITORS`` decides: ``local`` — everyone is ``local`` (one person on their
+     own machine; the same history as the CLI); ``private`` — each visitor gets an anonymous,
+     unguessable id (``visitor-<32 hex>``), kept in the URL (``?visitor=``) so a refresh keeps it.
+     Unset: ``local`` for a browser on this machine (loopback), ``private`` for anyone else and on
+     Hugging Face Spaces. Behind a reverse proxy on the same host everyone looks local: set
+     ``STUDIO_VISITORS=private`` there.
+* ``gallery`` — this browser session's ``studio.gallery.Gallery`` (in ``st.session_state``).
+
+``STUDIO_PLUGINS`` (``module:function`` pairs, comma-separated) names functions called once per
+process before the studio is built, to register extra providers with ``providers.register``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import os
+import re
+import secrets
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+from studio.config import default_home
+from studio.gallery import Gallery
+from studio.service import Studio
+
+APP_NAME = "Image Studio"
+VISITOR_PARAM = "visitor"
+_VISITOR_RE = re.compile(r"^[0-9a-f]{32}$")
+_KEYS_STATE = "_studio_session_keys"
+_KEYED_STUDIO_STATE = "_studio_with_session_keys"
+_GALLERY_STATE = "_studio_gallery"
+_VISITOR_STATE = "_studio_visitor"
+_plugins_lock = threading.Lock()
+_plugins_loaded: set[str] = set()
+
+
+@dataclass
+class PageContext:
+    studio: Studio
+    user: str  # the owner id used for every studio call
+    user_label: str  # what the sidebar shows
+    login: str  # oidc | proxy | visitor | local
+    gallery: Gallery
+
+    def boards(self):
+        from studio.boards import Boards
+
+        return Boards(self.studio)
+
+
+# -- the studio ----------------------------------------------------------------------------------
+
+
+def load_plugins() -> None:
+    """Call each ``module:function`` named in STUDIO_PLUGINS once per process."""
+    spec = os.environ.get("STUDIO_PLUGINS", "").strip()
+    if not spec:
+        return
+    with _plugins_lock:
+        for entry in (part.strip() for part in spec.split(",")):
+            if not entry or entry in _plugins_loaded:
+                continue
+            module_name, _, function_name = entry.partition(":")
+            module = importlib.import_module(module_name)
+            getattr(module, function_name or "register")()
+            _plugins_loaded.add(entry)
+
+
+@st.cache_resource(show_spinner=False)
+def _shared_studio(home: str) -> Studio:
+    return Studio(home)
+
+
+def get_studio() -> Studio:
+    """The process-wide studio for $STUDIO_HOME: one index, one set of providers and loaded models."""
+    load_plugins()
+    return _shared_studio(str(default_home()))
+
+
+def _session_studio(shared: Studio) -> Studio:
+    """The shared studio, or one that also knows the keys this session pasted."""
+    keys = st.session_state.get(_KEYS_STATE) or {}
+    if not keys:
+        return shared
+    fingerprint = hashlib.sha256(repr(sorted(keys.items())).encode()).hexdigest() + str(shared.home)
+    cached = st.session_state.get(_KEYED_STUDIO_STATE)
+    if cached and cached[0] == fingerprint:
+        return cached[1]
+    settings = dataclasses.replace(shared.settings, session_keys=dict(keys))
+    keyed = Studio(settings=settings)
+    st.session_state[_KEYED_STUDIO_STATE] = (fingerprint, keyed)
+    return keyed
+
+
+def session_keys() -> dict[str, str]:
+    return dict(st.session_state.get(_KEYS_STATE) or {})
+
+
+def set_session_key(name: str, value: str) -> None:
+    keys = session_keys()
+    if value.strip():
+        keys[name] = value.strip()
+    else:
+        keys.pop(name, None)
+    st.session_state[_KEYS_STATE] = keys
+
+
+def forget_session_keys() -> None:
+    st.session_state.pop(_KEYS_STATE, None)
+    st.session_state.pop(_KEYED_STUDIO_STATE, None)
+
+
+# -- who is this ---------------------------------------------------------------------------------
+
+
+def _secret(name: str) -> str | None:
+    if os.environ.get(name):
+        return os.environ[name]
+    try:
+        value = st.secrets.get(name)
+    except Exception:  # no secrets.toml: st.secrets raises even on .get
+        return None
+    return str(value) if value else None
+
+
+def visitor_mode() -> str:
+    """``local`` or ``private`` (see the module docstring)."""
+    configured = (_secret("STUDIO_VISITORS") or "").strip().lower()
+    if configured in ("local", "shared", "single"):
+        return "local"
+    if configured in ("private", "visitor", "visitors", "anonymous"):
+        return "private"
+    if os.environ.get("SPACE_ID"):
+        return "private"
+    return "local" if st.context.ip_address is None else "private"
+
+
+def _visitor_token() -> str:
+    token = st.session_state.get(_VISITOR_STATE)
+    if not token:
+        from_url = st.query_params.get(VISITOR_PARAM, "")
+        token = from_url if _VISITOR_RE.match(from_url or "") else secrets.token_hex(16)
+        st.session_state[_VISITOR_STATE] = token
+    # Page switches drop query parameters; put it back so a refresh finds the same visitor.
+    if st.query_params.get(VISITOR_PARAM) != token:
+        st.query_params[VISITOR_PARAM] = token
+    return token
+
+
+def current_user() -> tuple[str, str, str]:
+    """(owner id, label, login kind). Stops the page with a log-in button when login is required."""
+    user = st.user
+    logged_in = user.get("is_logged_in")
+    if logged_in is not None:  # an [auth] section exists: Streamlit's OIDC login is configured
+        if not logged_in:
+            _login_gate()
+        identity = str(user.get("email") or user.get("sub") or "").strip().lower()
+        if not identity:
+            st.error("Your sign-in did not share an email address or subject id; the studio cannot tell "
+                     "whose images are whose. Ask the administrator to request the email scope.")
+            st.stop()
+        return f"user:{identity}", str(user.get("name") or identity), "oidc"
+    if st.get_option("server.trustedUserHeaders") and user.get("email"):
+        identity = str(user.get("email")).strip().lower()
+        return f"user:{identity}", identity, "proxy"
+    if visitor_mode() == "local":
+        return "local", "local studio", "local"
+    token = _visitor_token()
+    return f"visitor-{token}", f"private visitor {token[:6]}…", "visitor"
+
+
+def _login_gate() -> None:
+    st.title(APP_NAME)
+    st.write("Sign in to see your images, history and mood boards.")
+    st.button("Log in", type="primary", on_click=st.login)
+    st.stop()
+
+
+# -- the session gallery -------------------------------------------------------------------------
+
+
+def session_gallery() -> Gallery:
+    gallery = st.session_state.get(_GALLERY_STATE)
+    if not isinstance(gallery, Gallery):
+        gallery = Gallery()
+        st.session_state[_GALLERY_STATE] = gallery
+    return gallery
+
+
+# -- the page ------------------------------------------------------------------------------------
+
+
+def setup(title: str, icon: str = "🎨", *, sidebar: bool = True, layout: str = "wide") -> PageContext:
+    """Configure the page, resolve the user and the studio, draw the shared sidebar.
+
+    Call it first on every page (it may stop the page, e.g. to ask for a log-in)."""
+    st.set_page_config(page_title=f"{title} · {APP_NAME}", page_icon=icon, layout=layout)
+    user, label, login = current_user()
+    studio = _session_studio(get_studio())
+    ctx = PageContext(studio=studio, user=user, user_label=label, login=login, gallery=session_gallery())
+    if sidebar:
+        from ui.sidebar import render_sidebar
+
+        render_sidebar(ctx)
+    return ctx
+
+
+def query_param(name: str) -> Any:
+    return st.query_params.get(name)
+
+
+__all__ = ["PageContext", "setup", "get_studio", "current_user", "visitor_mode", "session_gallery",
+           "session_keys", "set_session_key", "forget_session_keys", "load_plugins"]

@@ -1,0 +1,162 @@
+"""The sidebar every page shows: who you are, provider status, today's spend, keys for this session,
+running work, and the session gallery (select, download as zip, push to a mood board)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from studio.errors import StudioError
+from ui import tasks
+from ui.setup import forget_session_keys, session_keys, set_session_key
+from ui.widgets import STATE_ICONS, board_adder, image_bytes_or_none, provider_statuses, show_error
+
+GALLERY_SHOWN = 12  # thumbnails in the sidebar; the Home page shows the whole gallery
+
+
+def render_sidebar(ctx) -> None:
+    with st.sidebar:
+        _who(ctx)
+        _providers(ctx)
+        _keys(ctx)
+        _running(ctx)
+        gallery_panel(ctx, shown=GALLERY_SHOWN, key="side")
+
+
+def _who(ctx) -> None:
+    if ctx.login in ("oidc", "proxy"):
+        st.caption(f"Signed in as **{ctx.user_label}**")
+        if ctx.login == "oidc":
+            st.button("Log out", on_click=st.logout, key="logout")
+    elif ctx.login == "visitor":
+        st.caption(f"🔒 {ctx.user_label}: your history and boards are visible only through this link.")
+    else:
+        st.caption("Local studio")
+    spent = ctx.studio.spent_today()
+    budget = ctx.studio.settings.daily_budget
+    if budget:
+        st.progress(min(1.0, spent / budget) if budget > 0 else 1.0,
+                    text=f"Spent today: ${spent:.2f} of ${budget:.2f}")
+    else:
+        st.caption(f"Spent today: ${spent:.2f} (no daily budget set)")
+
+
+def _providers(ctx) -> None:
+    statuses = provider_statuses(ctx)
+    ready = sum(1 for s in statuses.values() if s.ready)
+    with st.expander(f"Providers: {ready} of {len(statuses)} ready"):
+        for status in statuses.values():
+            line = f"{STATE_ICONS.get(status.state, '')} **{status.label}**"
+            if status.reason:
+                line += f" — {status.reason}"
+            st.markdown(line)
+
+
+def _key_names(ctx) -> list[str]:
+    names: list[str] = []
+    for name in provider_statuses(ctx):
+        try:
+            for key_name in ctx.studio.provider(name).key_names:
+                if key_name not in names:
+                    names.append(key_name)
+        except StudioError:
+            continue
+    return names
+
+
+def _use_pasted_key() -> None:
+    name = st.session_state.get("session_key_name")
+    value = st.session_state.get("session_key_value") or ""
+    if name and value.strip():
+        set_session_key(name, value)
+        st.session_state["_key_notice"] = name
+
+
+def _keys(ctx) -> None:
+    names = _key_names(ctx)
+    if not names:
+        return
+    pasted = session_keys()
+    with st.expander("API keys for this session" + (f" ({len(pasted)})" if pasted else "")):
+        st.caption("A key pasted here is used by this browser session only: kept in memory, never saved, "
+                   "never shown again. Keys from the environment or secrets need nothing here.")
+        with st.form("session_keys_form", clear_on_submit=True, border=False):
+            st.selectbox("Key", names, key="session_key_name")
+            st.text_input("Value", type="password", key="session_key_value", autocomplete="off")
+            st.form_submit_button("Use for this session", on_click=_use_pasted_key)
+        notice = st.session_state.pop("_key_notice", None)
+        if notice:
+            st.success(f"{notice} set for this session.")
+        if pasted:
+            st.caption("Set for this session: " + ", ".join(sorted(pasted)))
+            st.button("Forget session keys", on_click=forget_session_keys, key="forget_keys")
+
+
+def _running(ctx) -> None:
+    running = tasks.registry().for_owner(ctx.user, running_only=True)
+    for task in running:
+        st.caption(f"⏳ {task.page}: {task.label} — {task.fraction:.0%}")
+
+
+# -- the session gallery -------------------------------------------------------------------------
+
+
+def _checkbox_key(key: str, image_id: str) -> str:
+    return f"gal_{key}_{image_id}"
+
+
+def _toggle(ctx, key: str, image_id: str) -> None:
+    ctx.gallery.select(image_id, bool(st.session_state.get(_checkbox_key(key, image_id))))
+
+
+def _select_all(ctx, on: bool) -> None:
+    if on:
+        ctx.gallery.select_all()
+    else:
+        ctx.gallery.select_none()
+    # Checkboxes of every gallery view follow: drop their remembered values so they are re-seeded.
+    for name in [k for k in st.session_state if str(k).startswith("gal_")]:
+        del st.session_state[name]
+
+
+def gallery_panel(ctx, *, shown: int | None = None, key: str = "side", columns: int = 3) -> None:
+    """The session gallery: thumbnails with a checkbox each, select all / none, the selection as a
+    zip (images + manifest), and pushing the selection to a mood board."""
+    records = ctx.gallery.records(ctx.studio, ctx.user)
+    title = f"Session gallery ({len(records)})"
+    container = st.expander(title, expanded=True) if key == "side" else st.container()
+    with container:
+        if not records:
+            st.caption("Images you make in this session appear here.")
+            return
+        visible = records if shown is None else records[:shown]
+        for start in range(0, len(visible), columns):
+            row = st.columns(columns)
+            for column, record in zip(row, visible[start:start + columns]):
+                with column:
+                    thumb = image_bytes_or_none(ctx, record, thumbnail=True)
+                    if thumb:
+                        st.image(thumb, width="stretch")
+                    box = _checkbox_key(key, record.id)
+                    st.session_state.setdefault(box, ctx.gallery.is_selected(record.id))
+                    st.checkbox(record.id[:6], key=box, on_change=_toggle, args=(ctx, key, record.id),
+                                help=record.user_prompt or record.prompt)
+        if shown is not None and len(records) > shown:
+            st.caption(f"{len(records) - shown} more on the Home page.")
+        left, right = st.columns(2)
+        left.button("Select all", key=f"{key}_all", on_click=_select_all, args=(ctx, True), width="stretch")
+        right.button("Select none", key=f"{key}_none", on_click=_select_all, args=(ctx, False), width="stretch")
+        selection = ctx.gallery.selection()
+        st.caption(f"{len(selection)} selected")
+        st.download_button(
+            "Download selection (.zip)", data=lambda: _zip(ctx), file_name="image-studio-selection.zip",
+            mime="application/zip", key=f"{key}_zip", disabled=not selection, on_click="ignore",
+            icon=":material/folder_zip:", width="stretch")
+        board_adder(ctx, selection, key=f"{key}_gal_board", label="Push selection to board")
+
+
+def _zip(ctx) -> bytes:
+    try:
+        return ctx.gallery.zip_selection(ctx.studio, ctx.user)
+    except StudioError as error:  # the selection emptied between drawing and clicking
+        show_error(error)
+        return b""

@@ -1,0 +1,394 @@
+"""Widgets the pages share: provider and model pickers, the controls a model supports, the cost
+estimate, error messages, image cards with their actions, and picking a source image.
+
+Controls come from the model's ``ModelInfo`` (the catalog): a model without seeds shows no seed
+box, one with fixed sizes shows a size list, one that takes aspect ratios shows ratios.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import streamlit as st
+
+from studio import costs
+from studio.catalog import ModelInfo
+from studio.errors import StudioError
+from studio.imaging import EXTENSIONS, MIME_TYPES
+from studio.types import GenerationRequest, ImageRecord
+from studio.validation import MAX_SEED
+
+STATE_ICONS = {"ready": "✅", "missing_key": "🔑", "unavailable": "⛔"}
+STATE_WORDS = {"ready": "ready", "missing_key": "needs a key", "unavailable": "unavailable"}
+SAVED_TAG = "saved"
+PERSIST = "session"  # inputs survive page switches: nothing typed is lost by looking at History
+
+ERROR_TITLES = {
+    "not_configured": "Provider not set up",
+    "invalid_request": "Check the request",
+    "not_found": "Not found",
+    "content_blocked": "Blocked by the provider's safety system",
+    "rate_limited": "Rate limited",
+    "quota_exhausted": "Out of credit or quota",
+    "timeout": "The provider timed out",
+    "provider_failure": "The provider failed",
+    "budget_exceeded": "Daily budget reached",
+    "cancelled": "Cancelled",
+}
+ERROR_HINTS = {
+    "not_configured": "Set the key in the environment or Streamlit secrets, or paste one for this session under "
+                      "**API keys** in the sidebar.",
+    "content_blocked": "Rephrase the prompt (or use another image) and try again.",
+    "rate_limited": "Wait a little and try again.",
+    "quota_exhausted": "Add credit to the provider account, or pick another provider.",
+    "timeout": "Try again, or ask for fewer or smaller images.",
+    "budget_exceeded": "Wait until tomorrow (UTC) or raise STUDIO_DAILY_BUDGET.",
+}
+
+
+# -- messages ------------------------------------------------------------------------------------
+
+
+def show_error(error: BaseException) -> None:
+    """A studio error as a message a person can act on (never a traceback)."""
+    if isinstance(error, StudioError):
+        title = ERROR_TITLES.get(error.kind, "Something went wrong")
+        text = f"**{title}:** {error.message}"
+        retry_after = getattr(error, "retry_after", None)
+        hint = ERROR_HINTS.get(error.kind, "")
+        if retry_after:
+            hint = f"Try again in about {math.ceil(retry_after)} s."
+        if error.kind == "cancelled":
+            st.info(text)
+            return
+        st.error(text + (f"\n\n{hint}" if hint else ""))
+    else:
+        st.error(f"**Something went wrong:** {type(error).__name__}: {error}")
+
+
+# -- providers and models ------------------------------------------------------------------------
+
+
+def provider_statuses(ctx) -> dict[str, Any]:
+    """name -> ProviderStatus, computed once per script run."""
+    cached = getattr(ctx, "_statuses", None)
+    if cached is None:
+        cached = {s.name: s for s in ctx.studio.provider_statuses()}
+        ctx._statuses = cached
+    return cached
+
+
+def provider_picker(ctx, prefix: str, modes: tuple[str, ...] = ("text-to-image",)) -> tuple[str, ModelInfo]:
+    """Provider and model select boxes (only models that can do one of ``modes``)."""
+    statuses = provider_statuses(ctx)
+    default = ctx.studio.settings.default_provider
+    names = [n for n in statuses if _models_for(ctx, n, modes)]
+    names.sort(key=lambda n: (n != default, statuses[n].state != "ready"))
+    if not names:
+        st.error("No provider offers this kind of request.")
+        st.stop()
+    key = f"{prefix}_provider"
+    if st.session_state.get(key) not in names:
+        st.session_state.pop(key, None)
+    provider = st.selectbox(
+        "Provider", names, key=key, persist_state=PERSIST,
+        format_func=lambda n: f"{statuses[n].label} — {STATE_ICONS.get(statuses[n].state, '')} "
+                              f"{STATE_WORDS.get(statuses[n].state, statuses[n].state)}")
+    status = statuses[provider]
+    if not status.ready:
+        st.warning(f"{status.label}: {status.reason}" + (
+            " — or paste a key for this session under **API keys** in the sidebar."
+            if status.state == "missing_key" else ""))
+    models = _models_for(ctx, provider, modes)
+    by_id = {m.id: m for m in models}
+    model_key = f"{prefix}_model_{provider}"
+    if st.session_state.get(model_key) not in by_id:
+        st.session_state.pop(model_key, None)
+    default_id = next((m.id for m in models if m.default), models[0].id)
+    model_id = st.selectbox("Model", list(by_id), index=list(by_id).index(default_id), key=model_key,
+                            persist_state=PERSIST,
+                            format_func=lambda i: f"{by_id[i].label or i} · {costs.describe_price(by_id[i])}")
+    model = by_id[model_id]
+    if model.notes:
+        st.caption(model.notes)
+    return provider, model
+
+
+def _models_for(ctx, provider: str, modes: tuple[str, ...]) -> list[ModelInfo]:
+    try:
+        models = ctx.studio.provider(provider).models()
+    except StudioError:
+        return []
+    return [m for m in models if any(m.supports(mode) for mode in modes)]
+
+
+def ratio_size(ratio: str, pixels: int = 1024 * 1024, multiple: int = 64) -> tuple[int, int]:
+    """Width and height of about ``pixels`` pixels in the aspect ratio "W:H"."""
+    w, h = (float(x) for x in ratio.split(":"))
+    width = math.sqrt(pixels * w / h)
+    height = width * h / w
+    return (max(multiple, int(round(width / multiple)) * multiple),
+            max(multiple, int(round(height / multiple)) * multiple))
+
+
+def control_key(prefix: str, name: str, model: ModelInfo) -> str:
+    """Widget keys include the model, so switching models brings that model's own defaults."""
+    return f"{prefix}_{name}_{model.provider}_{model.id}"
+
+
+def model_controls(model: ModelInfo, prefix: str, *, mode: str = "text-to-image", size: bool = True,
+                   count: bool = True) -> dict[str, Any]:
+    """Draw the controls ``model`` supports; return them as ``GenerationRequest`` fields."""
+    key = lambda name: control_key(prefix, name, model)  # noqa: E731
+    values: dict[str, Any] = {}
+    if model.negative_prompt:
+        values["negative_prompt"] = st.text_area("Negative prompt", key=key("negative"), height=68,
+                                                 persist_state=PERSIST,
+                                                 placeholder="what the image should not show")
+    columns = st.columns(3)
+    with columns[0]:
+        if size:
+            values.update(_size_control(model, key))
+        if count and model.max_images > 1:
+            values["n"] = st.slider("Images", 1, min(model.max_images, 10), 1, key=key("n"), persist_state=PERSIST)
+    with columns[1]:
+        if model.steps is not None:
+            values["steps"] = st.slider("Steps", int(model.steps.min), int(model.steps.max),
+                                        int(model.steps.default), key=key("steps"), persist_state=PERSIST)
+        if model.guidance is not None:
+            values["guidance"] = st.slider("Guidance", float(model.guidance.min), float(model.guidance.max),
+                                           float(model.guidance.default), step=0.5, key=key("guidance"),
+                                           persist_state=PERSIST)
+        if mode in ("image-to-image", "inpaint", "variation") and model.strength is not None:
+            values["strength"] = st.slider(
+                "Strength", max(0.05, float(model.strength.min)), float(model.strength.max),
+                max(0.05, float(model.strength.default)), step=0.05, key=key("strength"), persist_state=PERSIST,
+                help="How much the result may differ from the input image (1 = ignore it).")
+    with columns[2]:
+        if model.seed:
+            values["seed"] = st.number_input("Seed", min_value=0, max_value=MAX_SEED, value=None, step=1,
+                                             key=key("seed"), persist_state=PERSIST, placeholder="random",
+                                             help="The same seed and settings give the same image.")
+        if model.qualities:
+            default_quality = model.default_quality if model.default_quality in model.qualities else None
+            values["quality"] = st.selectbox(
+                "Quality", list(model.qualities), key=key("quality"), persist_state=PERSIST,
+                index=list(model.qualities).index(default_quality) if default_quality else 0)
+        values["output_format"] = st.selectbox("Format", list(model.output_formats), key=key("format"),
+                                               persist_state=PERSIST)
+    options = {name: allowed for name, allowed in model.options.items() if isinstance(allowed, list) and allowed}
+    if options:
+        with st.expander("Provider options"):
+            extra = {}
+            for name, allowed in options.items():
+                choice = st.selectbox(name.replace("_", " "), ["(default)", *allowed], key=key(f"opt_{name}"),
+                                      persist_state=PERSIST,
+                                      format_func=str)
+                if choice != "(default)":
+                    extra[name] = choice
+            values["extra"] = extra
+    return values
+
+
+def _size_control(model: ModelInfo, key) -> dict[str, Any]:
+    if model.sizes:
+        sizes = list(model.sizes)
+        index = sizes.index(model.default_size) if model.default_size in sizes else 0
+        width, height = st.selectbox("Size", sizes, index=index, key=key("size"), persist_state=PERSIST).split("x")
+        return {"width": int(width), "height": int(height)}
+    if model.aspect_ratios:
+        ratios = list(model.aspect_ratios)
+        ratio = st.selectbox("Aspect ratio", ratios, key=key("ratio"), persist_state=PERSIST)
+        width, height = ratio_size(ratio)
+        return {"width": width, "height": height}
+    limits = model.size_range or {"min": 64, "max": 2048, "multiple": 8}
+    step = int(limits.get("multiple", 8))
+    low, high = int(limits["min"]), int(limits["max"])
+    width = st.number_input("Width", low, high, min(high, max(low, model.default_width)), step=step, key=key("w"),
+                            persist_state=PERSIST)
+    height = st.number_input("Height", low, high, min(high, max(low, model.default_height)), step=step,
+                             key=key("h"), persist_state=PERSIST)
+    return {"width": int(width), "height": int(height)}
+
+
+def style_picker(ctx, key: str) -> str | None:
+    styles = ctx.studio.styles.all()
+    labels = {s.name: s.label for s in styles}
+    choice = st.selectbox("Style", ["none", *labels], key=key, persist_state=PERSIST,
+                          format_func=lambda n: labels.get(n, "No style"))
+    return None if choice == "none" else choice
+
+
+def show_estimate(ctx, request: GenerationRequest, *, count: int = 1) -> float | None:
+    """The estimated cost, shown before the click. ``count`` multiplies it (e.g. scene variations)."""
+    try:
+        amount = ctx.studio.estimate(request) * count
+    except StudioError as error:
+        st.warning(f"{error.message}")
+        return None
+    if amount <= 0:
+        st.caption("Estimated cost: **free** (runs on this machine)")
+    else:
+        budget = ctx.studio.settings.daily_budget
+        left = f" · ${max(0.0, budget - ctx.studio.spent_today()):.2f} left of today's budget" if budget else ""
+        st.caption(f"Estimated cost: **${amount:.4f}**{left}")
+    return amount
+
+
+# -- images and their actions --------------------------------------------------------------------
+
+
+def file_name(record: ImageRecord) -> str:
+    return f"{record.id}.{EXTENSIONS.get(record.format, record.format)}"
+
+
+def image_bytes_or_none(ctx, record: ImageRecord, *, thumbnail: bool = False) -> bytes | None:
+    try:
+        if thumbnail:
+            return ctx.studio.storage.read_thumbnail(record)
+        return ctx.studio.image_bytes(record)
+    except OSError:  # the file vanished under us; History's repair tool explains it
+        return None
+
+
+def describe(record: ImageRecord) -> str:
+    parts = [f"{record.provider}/{record.model}", f"{record.width}×{record.height}"]
+    if record.seed is not None:
+        parts.append(f"seed {record.seed}")
+    parts.append(f"${record.cost:.4f}")
+    parts.append(f"{record.generation_time:.1f}s")
+    return " · ".join(parts)
+
+
+def image_card(ctx, record: ImageRecord, key: str, *, thumbnail: bool = False, actions: bool = True) -> None:
+    """The image with its facts, a download button, Save and Add to mood board."""
+    data = image_bytes_or_none(ctx, record, thumbnail=thumbnail)
+    if data is None:
+        st.warning(f"image file missing for {record.id}")
+    else:
+        st.image(data, width="stretch")
+    st.caption(describe(record))
+    if not actions:
+        return
+    left, middle, right = st.columns(3)
+    with left:
+        st.download_button("Download", data=lambda r=record: ctx.studio.image_bytes(r), file_name=file_name(record),
+                           mime=MIME_TYPES.get(record.format, "application/octet-stream"), key=f"{key}_dl",
+                           on_click="ignore", icon=":material/download:", width="stretch")
+    with middle:
+        saved = SAVED_TAG in record.tags
+        if st.button("Saved" if saved else "Save", key=f"{key}_save", disabled=saved or record.owner != ctx.user,
+                     icon=":material/star:", width="stretch", help="Keep it: tags the image 'saved' in History"):
+            save_image(ctx, record)
+    with right:
+        with st.popover("Board", icon=":material/dashboard:", width="stretch"):
+            board_adder(ctx, [record.id], key=f"{key}_board")
+
+
+def save_image(ctx, record: ImageRecord) -> None:
+    try:
+        updated = ctx.studio.update_image(record.id, ctx.user, tags=[*record.tags, SAVED_TAG])
+    except StudioError as error:
+        show_error(error)
+        return
+    record.tags = updated.tags
+    st.toast("Saved — find it in History under the tag 'saved'")
+
+
+def image_grid(ctx, records: list[ImageRecord], key: str, *, columns: int = 3, thumbnail: bool = False,
+               actions: bool = True) -> None:
+    for start in range(0, len(records), columns):
+        row = st.columns(columns)
+        for column, record in zip(row, records[start:start + columns]):
+            with column:
+                image_card(ctx, record, f"{key}_{record.id}", thumbnail=thumbnail, actions=actions)
+
+
+# -- mood boards ---------------------------------------------------------------------------------
+
+NEW_BOARD = "+ New board"
+
+
+def board_adder(ctx, image_ids: list[str], key: str, *, label: str = "Add to board") -> bool:
+    """Pick (or name) a board and add ``image_ids`` to it. Returns True when something was added."""
+    boards = ctx.boards()
+    existing = boards.list(ctx.user)
+    names = {b.id: b.name for b in existing}
+    options = [*names, NEW_BOARD]
+    remembered = st.session_state.get("_last_board")
+    index = options.index(remembered) if remembered in options else 0
+    choice = st.selectbox("Mood board", options, index=index, key=f"{key}_pick",
+                          format_func=lambda i: names.get(i, i))
+    new_name = ""
+    if choice == NEW_BOARD:
+        new_name = st.text_input("New board name", key=f"{key}_name", placeholder="e.g. Forest mood")
+    if st.button(label, key=f"{key}_add", disabled=not image_ids, type="primary"):
+        try:
+            board = boards.get_or_create(ctx.user, new_name) if choice == NEW_BOARD else boards.get(ctx.user, choice)
+            added = boards.add(ctx.user, board.id, image_ids)
+        except StudioError as error:
+            show_error(error)
+            return False
+        st.session_state["_last_board"] = board.id
+        st.toast(f"Added {added} image(s) to “{board.name}”" if added else f"Already on “{board.name}”")
+        return True
+    return False
+
+
+# -- choosing an input image ---------------------------------------------------------------------
+
+
+def record_label(record: ImageRecord) -> str:
+    prompt = record.user_prompt or record.prompt
+    return f"{prompt[:50]}{'…' if len(prompt) > 50 else ''} · {record.id}"
+
+
+def image_source(ctx, prefix: str) -> tuple[Any, bytes | None, ImageRecord | None]:
+    """Upload an image or pick one from the gallery or history.
+
+    Returns (what to hand the studio: an image id or bytes, bytes to preview, the record if stored)."""
+    sources = ["Session gallery", "History", "Upload"]
+    default = st.session_state.pop(f"{prefix}_prefill_source", None)
+    if default:
+        st.session_state[f"{prefix}_source_kind"] = "History"
+        st.session_state[f"{prefix}_history_id"] = default
+    kind = st.radio("Image from", sources, horizontal=True, key=f"{prefix}_source_kind")
+    if kind == "Upload":
+        upload = st.file_uploader("Image", type=["png", "jpg", "jpeg", "webp"], key=f"{prefix}_upload")
+        if upload is None:
+            return None, None, None
+        data = upload.getvalue()
+        return data, data, None
+    if kind == "Session gallery":
+        records = ctx.gallery.records(ctx.studio, ctx.user)
+        if not records:
+            st.info("The session gallery is empty: generate something, or pick from History or upload.")
+            return None, None, None
+        by_id = {r.id: r for r in records}
+        chosen = st.selectbox("Gallery image", list(by_id), key=f"{prefix}_gallery_id",
+                              format_func=lambda i: record_label(by_id[i]))
+        record = by_id[chosen]
+    else:
+        page = ctx.studio.history(owner=ctx.user, include_shared=True, limit=100)
+        typed = st.text_input("Image id (or pick a recent one below)", key=f"{prefix}_history_id").strip()
+        record = None
+        if typed:
+            try:
+                record = ctx.studio.get_image(typed, ctx.user)
+            except StudioError as error:
+                show_error(error)
+                return None, None, None
+        elif page.items:
+            by_id = {r.id: r for r in page.items}
+            chosen = st.selectbox("Recent images", list(by_id), key=f"{prefix}_recent_id",
+                                  format_func=lambda i: record_label(by_id[i]))
+            record = by_id[chosen]
+        else:
+            st.info("No images in your history yet.")
+            return None, None, None
+    data = image_bytes_or_none(ctx, record)
+    if data is None:
+        st.warning("That image's file is missing.")
+        return None, None, None
+    return record.id, data, record
