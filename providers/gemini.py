@@ -46,7 +46,6 @@ INPAINT_INSTRUCTION = (
     "The second image is a mask the same size as the first. Change only the areas that are white in "
     "the mask and keep the black areas exactly as they are in the first image. Return the whole edited image."
 )
-VARIATION_INSTRUCTION = "Create a new variation of this image that keeps its subject, composition and style."
 SEED_LIMIT = 2**31  # the API's seed is an int32
 
 
@@ -108,8 +107,6 @@ class GeminiProvider(Provider):
         if request.init_image is None:
             raise InvalidRequest(f"{request.mode.value} needs an input image", provider=self.name)
         image = types.Part.from_bytes(data=png_bytes(flatten(request.init_image)), mime_type="image/png")
-        if request.mode is Mode.VARIATION:
-            return [f"{VARIATION_INSTRUCTION} {request.prompt}".strip(), image]
         if request.mode is Mode.INPAINT:
             if request.mask is None:
                 raise InvalidRequest("inpainting needs a mask (white = repaint)", provider=self.name)

@@ -121,8 +121,10 @@ class ReplicateProvider(Provider):
 
     def _build_input(self, request: PreparedRequest, client, ctx: RunContext, deadline: Deadline,
                      token: str) -> dict[str, Any]:
-        """The model's ``input`` object. Which fields are sent follows the catalog entry, so a new
-        model with the same conventions is a data change; anything else goes in ``extra``."""
+        """The model's ``input`` object. Which fields are sent follows the catalog entry (aspect
+        ratios or a size range, max images, seed, steps, guidance, strength, mask, several native
+        output formats), so a new model with the same conventions is a data change; the model's
+        other inputs are its catalog ``options``, passed through from ``extra``."""
         model = request.model
         inputs: dict[str, Any] = {"prompt": request.prompt}
         if model.negative_prompt and request.negative_prompt:
@@ -139,9 +141,9 @@ class ReplicateProvider(Provider):
             inputs["num_inference_steps"] = request.steps
         if model.guidance and request.guidance is not None:
             inputs["guidance_scale"] = request.guidance
-        if "output_format" in model.options:
+        if len(model.output_formats) > 1:
+            # The model can answer in the wanted format itself (FLUX), which saves a lossy re-encode.
             inputs["output_format"] = REPLICATE_FORMATS[request.output_format]
-        if "output_quality" in model.options:
             inputs["output_quality"] = request.compression
 
         if request.mode is not Mode.TEXT_TO_IMAGE:

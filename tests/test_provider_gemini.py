@@ -11,7 +11,7 @@ import time
 import pytest
 from PIL import Image
 
-from providers.gemini import INPAINT_INSTRUCTION, VARIATION_INSTRUCTION, GeminiProvider
+from providers.gemini import INPAINT_INSTRUCTION, GeminiProvider
 from providers.retry import RetryPolicy
 from studio.catalog import Catalog
 from studio.config import Settings
@@ -137,15 +137,6 @@ def test_inpaint_sends_the_mask_as_a_second_image_with_instructions(fake, provid
     image, sent_mask = call.images
     assert image.mode == "RGB"  # flattened
     assert sent_mask.convert("L").getpixel((10, 10)) == 255 and sent_mask.convert("L").getpixel((500, 10)) == 0
-
-
-def test_variation_asks_for_a_variation_of_the_image(fake, provider):
-    init = Image.new("RGB", (300, 300), "white")
-    provider.generate(prepared(mode=Mode.VARIATION, init_image=init, prompt="", width=300, height=300),
-                      RunContext(timeout=10))
-
-    [call] = fake.calls
-    assert call.texts == [VARIATION_INSTRUCTION] and len(call.images) == 1
 
 
 def test_thought_images_are_skipped_and_thinking_is_billed_as_text(fake, provider):

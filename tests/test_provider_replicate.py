@@ -179,10 +179,10 @@ def test_a_large_input_image_is_uploaded_through_the_files_api(fake, provider):
     assert prediction.images["image"].convert("RGB").tobytes() == noise.tobytes()
 
 
-def test_flux_dev_variation_is_image_plus_prompt_strength(fake, provider):
+def test_flux_dev_image_to_image_is_image_plus_prompt_strength(fake, provider):
     init = Image.new("RGBA", (300, 200), (250, 0, 0, 128))  # transparency is flattened, not sent
-    result = provider.generate(prepared(FLUX_DEV, mode=Mode.VARIATION, init_image=init, strength=0.7, width=300,
-                                        height=200, n=2), RunContext(timeout=10))
+    result = provider.generate(prepared(FLUX_DEV, mode=Mode.IMAGE_TO_IMAGE, init_image=init, strength=0.7,
+                                        width=300, height=200, n=2), RunContext(timeout=10))
 
     sent = creates(fake)[0].json()["input"]
     assert sent["prompt_strength"] == 0.7 and sent["aspect_ratio"] == "3:2" and sent["num_outputs"] == 2

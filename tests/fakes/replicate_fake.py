@@ -190,7 +190,9 @@ class ReplicateFake:
             return self._upload(request, base)
         if m := re.fullmatch(r"/v1/files/([^/]+)/download", path):
             data = self.files.get(m[1])
-            return Response(200, data, {"content-type": "image/png"}) if data else problem(404, "Not found", "Not found.")
+            if data is None:
+                return problem(404, "Not found", "Not found.")
+            return Response(200, data, {"content-type": "image/png"})
         return problem(404, "Not found", f"no route for {request.method} {path}")
 
     @staticmethod
@@ -249,7 +251,8 @@ class ReplicateFake:
         steps = prediction.input.get("num_inference_steps", 4)
         if prediction.status == "starting":
             prediction.status = "processing"
-            prediction.logs = f"Using seed: {prediction.input.get('seed', 0)}\n  0%|          | 0/{steps} [00:00<?, ?it/s]"
+            seed = prediction.input.get("seed", 0)
+            prediction.logs = f"Using seed: {seed}\n  0%|          | 0/{steps} [00:00<?, ?it/s]"
             return
         if self.outcome == "never" or prediction.polls <= self.polls_to_finish:
             done = steps // 2
