@@ -438,8 +438,9 @@ class LocalProvider(Provider):
         steps = arguments["num_inference_steps"]
         seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
         seeds = [seed + i for i in range(request.n)]
-        # Generators on the CPU draw the same noise whatever the device, so a seed means the same
-        # picture on CPU and GPU alike. One generator per image: image i is reproducible alone with seed + i.
+        # Generators on the CPU draw the same starting noise whatever the device, so a seed means the
+        # same picture on CPU and GPU (up to their arithmetic differences). One generator per image:
+        # image i of a batch can be re-made alone with seed + i.
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
 
         with loaded.lock:  # the three pipelines share one scheduler: one run at a time per model

@@ -9,7 +9,7 @@ The pictures are noise, but they are deterministic noise: the same seed gives th
 The VAE downsamples by 8 like the real one, so a 256x256 image is a 32x32 latent and two steps take
 a fraction of a second on a CPU.
 
-    python -m tests.tiny_model OUT_DIR          # build it from the command line (the benchmarks do)
+    python -m tests.tiny_model OUT_DIR [small]  # build it from the command line (the benchmarks do)
 """
 
 from __future__ import annotations
@@ -52,8 +52,17 @@ def write_tokenizer_files(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
 
 
-def build_pipeline(max_length: int = 32):
-    """The tiny StableDiffusionPipeline, in memory."""
+# Sizes of the random models. "tiny" is for tests; "small" (about 40 M parameters, the SD 1.x block
+# layout at a fraction of its width) gives benchmarks work heavy enough that overheads are measured
+# against something like a real model rather than against nothing.
+PRESETS = {
+    "tiny": {"unet": (32, 64), "unet_layers": 1, "width": 32, "heads": 4, "text_layers": 2},
+    "small": {"unet": (64, 128, 256, 256), "unet_layers": 2, "width": 256, "heads": 8, "text_layers": 4},
+}
+
+
+def build_pipeline(max_length: int = 32, preset: str = "tiny"):
+    """The tiny (or "small") random StableDiffusionPipeline, in memory."""
     import tempfile
 
     import torch
@@ -64,19 +73,24 @@ def build_pipeline(max_length: int = 32):
         write_tokenizer_files(Path(scratch))
         tokenizer = CLIPTokenizer.from_pretrained(scratch, model_max_length=max_length)
 
+    size = PRESETS[preset]
+    width = size["width"]
     torch.manual_seed(SEED)
     text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=max_length, projection_dim=32,
+        vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width,
+        num_hidden_layers=size["text_layers"], num_attention_heads=size["heads"],
+        max_position_embeddings=max_length, projection_dim=width,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     ))
+    blocks = len(size["unet"])
     unet = UNet2DConditionModel(
-        sample_size=32, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), norm_num_groups=32,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=8,
+        sample_size=32, in_channels=4, out_channels=4, layers_per_block=size["unet_layers"],
+        block_out_channels=size["unet"], norm_num_groups=32,
+        # Like SD 1.x: cross-attention in every block but the deepest.
+        down_block_types=("CrossAttnDownBlock2D",) * (blocks - 1) + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (blocks - 1),
+        cross_attention_dim=width, attention_head_dim=8,
     )
     # Four blocks, so the VAE scales by 8 like the real one; tiny channels keep it fast.
     vae = AutoencoderKL(
@@ -193,19 +207,19 @@ def save_single_file(pipe, path: str | Path) -> Path:
     return path
 
 
-def save_tiny_model(folder: str | Path) -> Path:
+def save_tiny_model(folder: str | Path, preset: str = "tiny") -> Path:
     """Build the tiny model and save it under ``folder``: the diffusers layout, plus the same weights as
     a single-file checkpoint ``folder / SINGLE_FILE_NAME``. Returns the folder."""
     folder = Path(folder)
     if (folder / "model_index.json").is_file():
         return folder
-    pipe = build_pipeline()
+    pipe = build_pipeline(preset=preset)
     pipe.save_pretrained(folder, safe_serialization=True)
     save_single_file(pipe, folder / SINGLE_FILE_NAME)
     return folder
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m tests.tiny_model OUT_DIR")
-    print(save_tiny_model(sys.argv[1]))
+    if len(sys.argv) not in (2, 3) or (len(sys.argv) == 3 and sys.argv[2] not in PRESETS):
+        sys.exit(f"usage: python -m tests.tiny_model OUT_DIR [{'|'.join(PRESETS)}]")
+    print(save_tiny_model(sys.argv[1], *sys.argv[2:]))
