@@ -95,19 +95,21 @@ class ReplicateProvider(Provider):
         except StudioError:
             self._cancel_unfinished(client, prediction)
             raise
+        # ``from None``: httpx's exceptions carry the request, token header included; keep them out
+        # of tracebacks and logs.
         except ModelError as error:
-            raise self._model_error(error, token) from error
+            raise self._model_error(error, token) from None
         except ReplicateError as error:
             self._cancel_unfinished(client, prediction)
-            raise self._api_error(error, token) from error
+            raise self._api_error(error, token) from None
         except httpx.TimeoutException as error:
             self._cancel_unfinished(client, prediction)
             raise ProviderTimeout(f"Replicate did not answer in time ({type(error).__name__})",
-                                  provider=self.name) from error
+                                  provider=self.name) from None
         except httpx.TransportError as error:
             self._cancel_unfinished(client, prediction)
             raise ProviderFailure(f"cannot reach Replicate: {type(error).__name__}: {scrub(str(error), token)}",
-                                  provider=self.name, retryable=True) from error
+                                  provider=self.name, retryable=True) from None
 
         metrics = prediction.metrics or {}
         return ProviderResult(
@@ -236,12 +238,14 @@ class ReplicateProvider(Provider):
             try:
                 return call()
             except ReplicateError as error:
-                raise self._api_error(error, token) from error
+                raise self._api_error(error, token) from None
 
-        # Waiting to retry never runs past the request's deadline.
-        policy = dataclasses.replace(self.retry_policy, max_total_seconds=min(self.retry_policy.max_total_seconds,
-                                                                              deadline.remaining()))
-        return call_with_retry(attempt, policy=policy, cancel=ctx.cancel)
+        return call_with_retry(attempt, policy=self._policy_within(deadline), cancel=ctx.cancel)
+
+    def _policy_within(self, deadline: Deadline) -> RetryPolicy:
+        """Our retry policy, cut so that waiting to retry never runs past the request's deadline."""
+        return dataclasses.replace(self.retry_policy, max_total_seconds=min(self.retry_policy.max_total_seconds,
+                                                                            deadline.remaining()))
 
     # -- outputs --------------------------------------------------------------------------------
 
@@ -257,10 +261,12 @@ class ReplicateProvider(Provider):
         images = []
         for index, url in enumerate(urls):
             ctx.report("generating", 0.85 + 0.1 * index / len(urls), message=f"downloading image {index + 1}")
-            data = call_with_retry(lambda: self._download(url, deadline), policy=self.retry_policy,
+            data = call_with_retry(lambda: self._download(url, deadline), policy=self._policy_within(deadline),
                                    cancel=ctx.cancel)
+            # The outputs of one prediction share its seed: the same seed and n reproduce the set.
             images.append(ProviderImage(data=data, seed=request.seed,
-                                        info={"prediction_id": prediction.id, "output_index": index}))
+                                        info={"prediction_id": prediction.id, "batch_index": index,
+                                              "batch_size": len(urls)}))
         return images
 
     def _download(self, url: str, deadline: Deadline) -> bytes:

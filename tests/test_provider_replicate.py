@@ -118,6 +118,9 @@ def test_several_images_in_one_prediction_are_all_downloaded_and_paid_per_image(
     assert len(result.images) == 3
     assert len({img.data for img in result.images}) == 3  # three different files
     assert all(decoded(img.data).format == "JPEG" for img in result.images)
+    # One prediction, one seed: each image says where it sits in the batch.
+    assert [(img.seed, img.info["batch_index"], img.info["batch_size"]) for img in result.images] == [
+        (1234, 0, 3), (1234, 1, 3), (1234, 2, 3)]
     assert result.cost == pytest.approx(0.009)
 
 
