@@ -223,6 +223,9 @@ def setup(title: str, icon: str = "🎨", *, sidebar: bool = True, layout: str =
     user, label, login = current_user()
     studio = _session_studio(get_studio())
     ctx = PageContext(studio=studio, user=user, user_label=label, login=login, gallery=session_gallery())
+    from ui import tasks
+
+    tasks.sync(ctx)  # re-attach work from before a refresh; finished images join the gallery
     if sidebar:
         from ui.sidebar import render_sidebar
 

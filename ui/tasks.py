@@ -156,26 +156,25 @@ def start(ctx, page: str, label: str, work: Work) -> Task:
     return task
 
 
-def current(ctx, page: str) -> Task | None:
-    """This page's latest task: from the session, or re-attached from the URL after a refresh.
-
-    A finished task's images are added to the session gallery once."""
-    task_id = st.session_state.get(_state_key(page))
-    if not task_id:
-        from_url = st.query_params.get(TASK_PARAM)
-        candidate = registry().get(from_url, ctx.user)
-        if candidate is not None and candidate.page == page:
-            task_id = candidate.id
-            st.session_state[_state_key(page)] = task_id
-    task = registry().get(task_id, ctx.user)
-    if task is None:
-        return None
-    if st.query_params.get(TASK_PARAM) != task.id:
-        st.query_params[TASK_PARAM] = task.id
+def sync(ctx) -> None:
+    """Run by ``setup`` before anything is drawn: re-attach a task named in the URL (after a refresh)
+    and put the images of finished tasks into the session gallery, once each."""
+    from_url = registry().get(st.query_params.get(TASK_PARAM), ctx.user)
+    if from_url is not None and _state_key(from_url.page) not in st.session_state:
+        st.session_state[_state_key(from_url.page)] = from_url.id
     delivered = st.session_state.setdefault("_tasks_delivered", set())
-    if task.status == DONE and task.id not in delivered:
-        delivered.add(task.id)
-        ctx.gallery.add([image.id for image in result_images(task.result)])
+    for name in [k for k in st.session_state if str(k).startswith("_task_")]:
+        task = registry().get(st.session_state[name], ctx.user)
+        if task is not None and task.status == DONE and task.id not in delivered:
+            delivered.add(task.id)
+            ctx.gallery.add([image.id for image in result_images(task.result)])
+
+
+def current(ctx, page: str) -> Task | None:
+    """This page's latest task (kept in the session and mirrored in the URL)."""
+    task = registry().get(st.session_state.get(_state_key(page)), ctx.user)
+    if task is not None and st.query_params.get(TASK_PARAM) != task.id:
+        st.query_params[TASK_PARAM] = task.id
     return task
 
 

@@ -392,3 +392,71 @@ def image_source(ctx, prefix: str) -> tuple[Any, bytes | None, ImageRecord | Non
         st.warning("That image's file is missing.")
         return None, None, None
     return record.id, data, record
+
+
+# -- task results and prefilled forms ------------------------------------------------------------
+
+
+def show_outcome(ctx, task, key: str, *, columns: int = 3) -> None:
+    """A task's progress while it runs; then its images (with actions) or its error."""
+    from ui import tasks
+
+    if task.running:
+        tasks.show_progress(task)
+        return
+    if task.error is not None:
+        show_error(task.error)
+        return
+    result = task.result
+    images = tasks.result_images(result)
+    cost = getattr(result, "cost", 0.0) or 0.0
+    summary = f"{len(images)} image(s) · ${cost:.4f} · {task.elapsed:.1f}s"
+    if getattr(result, "cached", False):
+        summary += " · the same request was made before: these are the stored images, nothing was paid"
+    st.success(summary)
+    for warning in getattr(result, "warnings", []) or []:
+        st.warning(warning)
+    image_grid(ctx, images, key, columns=columns)
+
+
+def apply_prefill(ctx, prefix: str, request: GenerationRequest) -> None:
+    """Put ``request``'s values into this page's widgets before they are drawn (History's
+    "Open in Generate"). Values a widget could not show are left at the model's defaults."""
+    state = st.session_state
+    state[f"{prefix}_prompt"] = request.prompt
+    provider_name = request.provider or ctx.studio.settings.default_provider
+    try:
+        model = ctx.studio.provider(provider_name).model(request.model)
+    except (StudioError, LookupError):
+        return
+    state[f"{prefix}_provider"] = provider_name
+    state[f"{prefix}_model_{provider_name}"] = model.id
+    state[f"{prefix}_style"] = request.style or "none"
+    state[f"{prefix}_category"] = request.category or ""
+    state[f"{prefix}_tags"] = ", ".join(request.tags)
+    key = lambda name: control_key(prefix, name, model)  # noqa: E731
+    if model.negative_prompt:
+        state[key("negative")] = request.negative_prompt or ""
+    if model.seed and request.seed is not None and 0 <= int(request.seed) <= MAX_SEED:
+        state[key("seed")] = int(request.seed)
+    if model.steps is not None and request.steps is not None and model.steps.contains(request.steps):
+        state[key("steps")] = int(request.steps)
+    if model.guidance is not None and request.guidance is not None and model.guidance.contains(request.guidance):
+        state[key("guidance")] = float(request.guidance)
+    if request.quality in model.qualities:
+        state[key("quality")] = request.quality
+    if request.output_format in model.output_formats:
+        state[key("format")] = request.output_format
+    if 1 <= request.n <= min(model.max_images, 10) and model.max_images > 1:
+        state[key("n")] = request.n
+    if request.width and request.height:
+        size = f"{request.width}x{request.height}"
+        if model.sizes and size in model.sizes:
+            state[key("size")] = size
+        elif not model.sizes and not model.aspect_ratios:
+            limits = model.size_range or {"min": 64, "max": 2048}
+            if all(limits["min"] <= side <= limits["max"] for side in (request.width, request.height)):
+                state[key("w")], state[key("h")] = int(request.width), int(request.height)
+    for name, value in (request.extra or {}).items():
+        if isinstance(model.options.get(name), list) and value in model.options[name]:
+            state[key(f"opt_{name}")] = value

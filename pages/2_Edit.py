@@ -1,0 +1,72 @@
+"""Edit: image-to-image with a strength, or inpainting with a mask drawn here or uploaded.
+
+The result is linked to its parent when the source is a stored image (gallery or history)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from studio.errors import InvalidRequest, NotConfigured, StudioError
+from studio.types import GenerationRequest, Mode
+from ui import tasks
+from ui.masks import mask_editor
+from ui.setup import setup
+from ui.widgets import (PERSIST, image_source, model_controls, provider_picker, provider_statuses, show_error,
+                        show_estimate, show_outcome, style_picker)
+
+PAGE = "edit"
+ctx = setup("Edit", "🖌️")
+st.title("🖌️ Edit / image-to-image")
+
+source_column, settings_column = st.columns([1, 1])
+with source_column:
+    source, data, record = image_source(ctx, "edit")
+    kind = st.radio("Edit", ["Image-to-image", "Inpaint with a mask"], key="edit_kind", horizontal=True,
+                    persist_state=PERSIST)
+    mode = Mode.INPAINT if kind.startswith("Inpaint") else Mode.IMAGE_TO_IMAGE
+    mask = None
+    if data is not None:
+        if mode is Mode.INPAINT:
+            mask = mask_editor(data, "edit")
+        else:
+            st.image(data, caption="Input" + (f" · {record.id}" if record else ""), width="stretch")
+
+with settings_column:
+    prompt = st.text_area("What should change", key="edit_prompt", height=90, persist_state=PERSIST,
+                          placeholder="make it winter, snow on the roofs")
+    provider, model = provider_picker(ctx, "edit", modes=(mode.value,))
+    style = style_picker(ctx, "edit_style")
+controls = model_controls(model, "edit", mode=mode.value, size=False)
+
+request = GenerationRequest(prompt=prompt, mode=mode, provider=provider, model=model.id, style=style, user=ctx.user,
+                            init_image=data, mask=mask, parent_id=record.id if record else None, **controls)
+task = tasks.current(ctx, PAGE)
+busy = task is not None and task.running
+
+if data is not None and prompt.strip() and (mode is Mode.IMAGE_TO_IMAGE or mask is not None):
+    show_estimate(ctx, request)
+if st.button("Apply edit", type="primary", disabled=busy, icon=":material/brush:"):
+    status = provider_statuses(ctx)[provider]
+    try:
+        if data is None:
+            raise InvalidRequest("choose an input image first (gallery, history or upload)")
+        if mode is Mode.INPAINT and mask is None:
+            raise InvalidRequest("paint the area to change on the image (or upload a mask) first")
+        if not status.ready:
+            raise NotConfigured(status.reason, provider=provider)
+        ctx.studio.prepare(request)
+        studio = ctx.studio
+        options = {k: v for k, v in controls.items() if k != "strength"}
+        label = f"{mode.value}: {prompt.strip()[:40]}"
+        task = tasks.start(ctx, PAGE, label, lambda progress, cancel: studio.edit(
+            source, prompt, mask=mask, strength=controls.get("strength"), progress=progress, cancel=cancel,
+            provider=provider, model=model.id, style=style, user=ctx.user, **options))
+    except StudioError as error:
+        show_error(error)
+
+if task is not None:
+    st.divider()
+    show_outcome(ctx, task, "edit_result")
+    images = tasks.result_images(task.result)
+    if images and images[0].parent_id:
+        st.caption(f"Linked to parent image {images[0].parent_id}")
