@@ -98,7 +98,65 @@ def load_base64(path: str | Path) -> str:
     return base64.b64encode(target.read_bytes()).decode("ascii")
 
 
+def job_manager(*, home: str | Path | None = None):
+    """The batch ``JobManager`` of the shared studio (preview, submit, get, cancel, retry, pause,
+    resume, export_zip, enriched_script)."""
+    from studio.jobs import get_manager
+
+    return get_manager(get_studio(home))
+
+
+def _script_source(script):
+    if isinstance(script, Path):
+        return script, script.name
+    if isinstance(script, str) and "\n" not in script and len(script) < 4096:
+        try:
+            path = Path(script).expanduser()
+            if path.is_file():
+                return path, path.name
+        except OSError:
+            pass
+    return script, ""
+
+
+def preview_batch(script, *, home: str | Path | None = None, **options: Any):
+    """What ``batch`` would do, without running: scenes, expanded prompts, seeds, estimated cost and
+    the budget check (a ``BatchPreview``; ``.to_dict()`` for plain data)."""
+    source, name = _script_source(script)
+    options.setdefault("name", name)
+    return job_manager(home=home).preview(source, **options)
+
+
+def batch(script, *, home: str | Path | None = None, wait: bool = True, timeout: float | None = None,
+          **options: Any) -> dict[str, Any]:
+    """Illustrate a script: one image per scene, kept with its timestamp.
+
+    ``script`` is a file path, script text (plain lines, CSV, JSON, SRT, WebVTT) or a list of
+    ``{"timestamp", "text"}`` segments. Options: provider, model, style, n, width, height, quality,
+    negative_prompt, seed_policy ("per-scene" | "fixed"), seed, concurrency, webhook, user, format.
+    Returns ``{"job_id", "status", "items": [{"index", "timestamp", "text", "status", "images"}], ...}``;
+    with ``wait=False`` it returns as soon as the job is running (poll ``job(job_id)``)."""
+    manager = job_manager(home=home)
+    source, name = _script_source(script)
+    options.setdefault("name", name)
+    created = manager.submit(source, **options)
+    if wait:
+        manager.wait(created.id, created.owner, timeout=timeout)
+    return manager.result(created.id, created.owner)
+
+
+def job(job_id: str, *, home: str | Path | None = None, user: str = "local") -> dict[str, Any]:
+    """A batch job's status and results (the same shape ``batch`` returns)."""
+    return job_manager(home=home).result(job_id, user)
+
+
+def jobs(*, home: str | Path | None = None, user: str = "local", limit: int = 50) -> list[dict[str, Any]]:
+    """Batch jobs, newest first, with status, counts, progress and cost."""
+    return [j.to_dict(items=False) for j in job_manager(home=home).list(user, limit)]
+
+
 __all__ = [
+    "batch", "preview_batch", "job", "jobs", "job_manager",
     "generate", "edit", "variations", "history", "providers", "info", "save_base64", "load_base64", "get_studio",
     "GenerationRequest", "ImageRecord", "Mode", "StudioError", "InvalidRequest", "NotFound", "NotConfigured",
     "ContentBlocked", "RateLimited", "QuotaExhausted", "ProviderTimeout", "ProviderFailure", "BudgetExceeded",

@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     repair = commands.add_parser("repair", help="find (and with --fix, mend) index/file disagreements")
     repair.add_argument("--fix", action="store_true")
     repair.add_argument("--json", action="store_true")
+
+    from studio.jobs.cli import add_commands as add_batch_commands
+
+    add_batch_commands(commands)  # batch, jobs, job
     return parser
 
 
@@ -161,6 +165,10 @@ def run(args: argparse.Namespace) -> int:
 
     studio = get_studio(args.home)
     command = args.command
+    if command in ("batch", "jobs", "job"):
+        from studio.jobs.cli import run_command
+
+        return run_command(studio, args)
     if command in ("generate", "edit", "variations"):
         from studio.types import GenerationRequest
 

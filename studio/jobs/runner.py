@@ -1,0 +1,412 @@
+"""Who runs the items: the ``Runner`` interface and the embedded default, worker threads.
+
+``ThreadRunner`` runs each job with up to ``concurrency`` worker threads, and every provider behind
+a shared ``ProviderGate``: at most ``Provider.max_concurrency`` requests at once across all jobs
+(several for cloud APIs, one for the local model on its device). A rate limit does not fail the
+item: the item goes back to the queue and the gate makes every worker of that provider wait out
+the backoff, with fewer requests in flight until calls succeed again.
+
+A later runner (Celery workers over Redis) implements the same four methods: ``start`` enqueues
+one task per pending item, each task calls ``execute_item`` below with a store both sides share,
+``stop`` revokes, ``wait`` polls the store. Control travels through the store (job status,
+``cancel_requested`` flags), so any process can pause or cancel a job that another one runs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import secrets
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Callable
+
+from studio.errors import BudgetExceeded, Cancelled, RateLimited, StudioError
+from studio.jobs.model import STAGE_STATUS, ItemStatus, Job, JobItem, JobStatus
+from studio.jobs.store import JobStore, now_iso
+from studio.types import GenerationRequest, ProgressEvent
+
+MAX_ATTEMPTS = 3  # tries for an item that failed with a retryable error (timeout, 5xx)
+MAX_RATE_LIMITED_ATTEMPTS = 10  # a rate limit is not the item's fault: it may come back more often
+HEARTBEAT_STALE_SECONDS = 15.0  # a runner silent for this long is presumed dead
+DEFAULT_BACKOFF = 2.0
+MAX_BACKOFF = 60.0
+
+EventCallback = Callable[[str, str, "JobItem | None"], None]  # (event, job id, item)
+
+
+def new_runner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def runner_alive(runner: str | None, heartbeat_at: float | None, now: float | None = None) -> bool:
+    """Is the runner that holds a job still there? Its heartbeat must be fresh, and on this host
+    its process must exist (so a killed worker is noticed at once, not after the stale period)."""
+    if not runner or heartbeat_at is None:
+        return False
+    if (now or time.time()) - heartbeat_at > HEARTBEAT_STALE_SECONDS:
+        return False
+    host, _, rest = runner.partition(":")
+    pid_text = rest.split(":", 1)[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return True
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Runner(ABC):
+    """Runs the pending items of jobs kept in a ``JobStore``."""
+
+    runner_id: str
+
+    @abstractmethod
+    def start(self, job_id: str) -> None:
+        """Run (or keep running) the job's pending items; returns at once."""
+
+    @abstractmethod
+    def stop(self, job_id: str, *, cancel: bool = False, index: int | None = None) -> None:
+        """Stop taking new items of the job (pause); with ``cancel``, also interrupt items in flight
+        (all of them, or just ``index``)."""
+
+    @abstractmethod
+    def wait(self, job_id: str, timeout: float | None = None) -> bool:
+        """Block until this runner has no more work on the job; False on timeout."""
+
+    @abstractmethod
+    def running(self, job_id: str) -> bool: ...
+
+    def shutdown(self, wait: float = 0.0) -> None:
+        """Stop every job without changing its status, so that a later ``resume`` continues it."""
+
+
+# -- one item ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    status: str  # completed | failed | cancelled | retry | rate_limited | budget | lost
+    retry_after: float | None = None
+    message: str | None = None
+
+
+def build_request(job: Job, item: JobItem) -> GenerationRequest:
+    """The request for one scene: the job's options, then the scene's own overrides."""
+    options = dict(job.options)
+    options.update(item.overrides)
+    options.pop("seed", None)  # the item's seed already follows the policy and any override
+    style = options.pop("style", job.style)
+    tags = [*options.pop("tags", []), f"job-{job.id}"]
+    return GenerationRequest(prompt=item.text, provider=job.provider, model=job.model, style=style, seed=item.seed,
+                             user=job.owner, tags=tags, **options)
+
+
+def execute_item(studio, store: JobStore, job: Job, item: JobItem, cancel: threading.Event) -> Outcome:
+    """Generate one claimed item and record what happened. Never raises for a generation error."""
+    rid = item.request_id
+    last = {"status": item.status, "pct": 0.0, "at": time.monotonic()}
+
+    def progress(event: ProgressEvent) -> None:
+        status = STAGE_STATUS.get(event.stage, ItemStatus.GENERATING)
+        pct = round(event.fraction * 100, 1)
+        now = time.monotonic()
+        # Every stage change is written; within a stage, at most every 5 points or once a second.
+        if status != last["status"] or pct - last["pct"] >= 5 or now - last["at"] >= 1.0:
+            last.update(status=status, pct=pct, at=now)
+            store.set_stage(job.id, item.index, rid, status, pct)
+
+    try:
+        result = studio.generate(build_request(job, item), progress=progress, cancel=cancel, request_id=rid)
+    except Cancelled as error:
+        store.fail_item(job.id, item.index, rid, ItemStatus.CANCELLED, error.kind, error.message)
+        return Outcome("cancelled")
+    except RateLimited as error:
+        if item.attempts >= MAX_RATE_LIMITED_ATTEMPTS:
+            store.fail_item(job.id, item.index, rid, ItemStatus.FAILED, error.kind, error.message)
+            return Outcome("failed", message=error.message)
+        store.requeue_item(job.id, item.index, rid, f"rate limited, waiting: {error.message}")
+        return Outcome("rate_limited", retry_after=error.retry_after, message=error.message)
+    except BudgetExceeded as error:
+        store.requeue_item(job.id, item.index, rid, error.message, count_attempt=False)
+        return Outcome("budget", message=error.message)
+    except StudioError as error:
+        if error.retryable and item.attempts < MAX_ATTEMPTS:
+            store.requeue_item(job.id, item.index, rid, f"attempt {item.attempts} failed: {error.message}")
+            return Outcome("retry", message=error.message)
+        store.fail_item(job.id, item.index, rid, ItemStatus.FAILED, error.kind, error.message)
+        return Outcome("failed", message=error.message)
+    except Exception as exc:  # a bug or a broken disk: the item fails, the job goes on
+        message = studio.redact(f"{type(exc).__name__}: {exc}")
+        store.fail_item(job.id, item.index, rid, ItemStatus.FAILED, "error", message)
+        return Outcome("failed", message=message)
+    note = "; ".join(result.warnings) or None
+    if result.cached:
+        note = "reused stored images of an identical request (same prompt and seed): not paid again"
+    saved = store.complete_item(job.id, item.index, rid, [r.id for r in result.images], result.cost, note)
+    # not saved: the item was taken from us meanwhile (cancelled and reset); its images stay in history
+    return Outcome("completed" if saved else "lost")
+
+
+# -- the provider gate -------------------------------------------------------------------------
+
+
+class ProviderGate:
+    """At most ``limit`` requests at once to one provider, and a shared backoff after a rate limit:
+    the limit halves (down to one), every worker waits ``retry_after`` (or an exponential delay),
+    and the limit grows back by one after each run of successes."""
+
+    def __init__(self, limit: int):
+        self.max_limit = max(1, int(limit))
+        self.limit = self.max_limit
+        self.active = 0
+        self.backoff_until = 0.0
+        self._penalty = 0
+        self._streak = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, stop: threading.Event) -> bool:
+        with self._cond:
+            while True:
+                if stop.is_set():
+                    return False
+                wait = self.backoff_until - time.monotonic()
+                if wait <= 0 and self.active < self.limit:
+                    self.active += 1
+                    return True
+                self._cond.wait(min(max(wait, 0.0), 0.2) if wait > 0 else 0.2)
+
+    def release(self) -> None:
+        with self._cond:
+            self.active -= 1
+            self._cond.notify_all()
+
+    def rate_limited(self, retry_after: float | None) -> None:
+        with self._cond:
+            self._penalty += 1
+            delay = retry_after if retry_after is not None and retry_after >= 0 else min(
+                MAX_BACKOFF, DEFAULT_BACKOFF * 2 ** (self._penalty - 1))
+            self.backoff_until = max(self.backoff_until, time.monotonic() + min(delay, MAX_BACKOFF))
+            self.limit = max(1, self.limit // 2)
+            self._streak = 0
+            self._cond.notify_all()
+
+    def succeeded(self) -> None:
+        with self._cond:
+            self._penalty = 0
+            self._streak += 1
+            if self.limit < self.max_limit and self._streak >= self.limit:
+                self.limit += 1
+                self._streak = 0
+                self._cond.notify_all()
+
+
+# -- the thread runner -------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    job: Job
+    wanted: int
+    workers: int = 0
+    stopping: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    cancels: dict[int, threading.Event] = field(default_factory=dict)  # in-flight items by index
+
+
+class ThreadRunner(Runner):
+    def __init__(self, studio, store: JobStore, *, on_event: EventCallback | None = None,
+                 poll_interval: float = 0.5, runner_id: str | None = None):
+        self.studio = studio
+        self.store = store
+        self.on_event = on_event
+        self.poll_interval = poll_interval
+        self.runner_id = runner_id or new_runner_id()
+        self._lock = threading.RLock()
+        self._runs: dict[str, _Run] = {}
+        self._gates: dict[str, ProviderGate] = {}
+        self._monitor: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    # -- the interface ----------------------------------------------------------------------
+
+    def start(self, job_id: str) -> None:
+        with self._lock:
+            if self._closed.is_set():
+                raise RuntimeError("the runner is shut down")
+            job = self.store.get(job_id, items=False)
+            if job is None:
+                raise LookupError(job_id)
+            run = self._runs.get(job_id)
+            if run is None:
+                limit = max(1, int(getattr(self.studio.provider(job.provider), "max_concurrency", 1) or 1))
+                self._gates.setdefault(job.provider, ProviderGate(limit))
+                run = _Run(job, wanted=max(1, min(job.concurrency, limit)))
+                self._runs[job_id] = run
+            run.stopping.clear()  # a resume while a pause is still winding down keeps the same run
+            self.store.update_job(job_id, status=JobStatus.RUNNING, runner=self.runner_id, heartbeat_at=time.time(),
+                                  started_at=job.started_at or now_iso(), finished_at=None, error=None)
+            while run.workers < run.wanted:
+                run.workers += 1
+                threading.Thread(target=self._worker, args=(run,), name=f"job-{job_id}-worker",
+                                 daemon=True).start()
+            self._ensure_monitor()
+
+    def stop(self, job_id: str, *, cancel: bool = False, index: int | None = None) -> None:
+        with self._lock:
+            run = self._runs.get(job_id)
+            if run is None:
+                return
+            if index is None:
+                run.stopping.set()
+            if cancel:
+                for item_index, event in run.cancels.items():
+                    if index is None or item_index == index:
+                        event.set()
+
+    def wait(self, job_id: str, timeout: float | None = None) -> bool:
+        with self._lock:
+            run = self._runs.get(job_id)
+        return True if run is None else run.done.wait(timeout)
+
+    def running(self, job_id: str) -> bool:
+        with self._lock:
+            return job_id in self._runs
+
+    def shutdown(self, wait: float = 0.0) -> None:
+        with self._lock:
+            self._closed.set()
+            runs = list(self._runs.values())
+            for run in runs:
+                run.stopping.set()
+        deadline = time.monotonic() + wait
+        for run in runs:
+            run.done.wait(max(0.0, deadline - time.monotonic()))
+
+    # -- the workers ------------------------------------------------------------------------
+
+    def _worker(self, run: _Run) -> None:
+        gate = self._gates[run.job.provider]
+        try:
+            while True:
+                item = None
+                if not run.stopping.is_set() and gate.acquire(run.stopping):
+                    try:
+                        item = self.store.claim(run.job.id)
+                        if item is not None:
+                            self._run_item(run, item, gate)
+                    finally:
+                        gate.release()
+                    if item is not None:
+                        continue
+                with self._lock:
+                    if not run.stopping.is_set() and self.store.has_pending(run.job.id):
+                        continue  # items came back (retry, rate limit) while we looked
+                    run.workers -= 1
+                    if run.workers:
+                        return
+                    self._finish(run)
+                    return
+        except Exception as exc:  # the store itself failed: stop this job, leave it resumable
+            with self._lock:
+                run.workers -= 1
+                run.stopping.set()
+                try:
+                    self.store.update_job(run.job.id, error=f"the job stopped: {type(exc).__name__}: {exc}")
+                except Exception:
+                    pass
+                if not run.workers:
+                    self._finish(run)
+
+    def _run_item(self, run: _Run, item: JobItem, gate: ProviderGate) -> None:
+        job = run.job  # what a request is built from never changes after the job is created
+        cancel = threading.Event()
+        with self._lock:
+            run.cancels[item.index] = cancel
+        try:
+            outcome = execute_item(self.studio, self.store, job, item, cancel)
+        finally:
+            with self._lock:
+                run.cancels.pop(item.index, None)
+        if outcome.status == "rate_limited":
+            gate.rate_limited(outcome.retry_after)
+        elif outcome.status == "completed":
+            gate.succeeded()
+        elif outcome.status == "budget":
+            # Spending more today is not allowed: pause instead of failing every remaining scene.
+            self.store.update_job(run.job.id, status=JobStatus.PAUSED, error=outcome.message)
+            run.stopping.set()
+        if outcome.status in ("completed", "failed", "cancelled"):
+            self._emit("job.progress", run.job.id, self.store.item(run.job.id, item.index) or item)
+
+    def _finish(self, run: _Run) -> None:
+        """The last worker of a run is leaving (called with the lock held): settle the job's status
+        and let go of it, so that any process may resume it at once."""
+        self._runs.pop(run.job.id, None)
+        event = None
+        try:
+            job = self.store.get(run.job.id, items=False)
+            if job is not None:
+                open_items = sum(job.counts.get(s.value, 0) for s in ItemStatus if not s.terminal)
+                fields: dict = {"runner": None}
+                if job.status is JobStatus.RUNNING and not open_items:
+                    status = JobStatus.FAILED if job.counts.get(ItemStatus.FAILED.value) else JobStatus.COMPLETED
+                    fields.update(status=status, finished_at=now_iso())
+                    event = "job.failed" if status is JobStatus.FAILED else "job.completed"
+                elif job.status is JobStatus.CANCELLED:
+                    event = "job.cancelled"
+                elif job.status is JobStatus.PAUSED:
+                    event = "job.paused"
+                # (still RUNNING with work left: the runner was shut down; the job stays resumable)
+                self.store.update_job(run.job.id, **fields)
+        except Exception:  # the store is unreachable: the stale heartbeat will free the job later
+            event = None
+        finally:
+            run.done.set()
+        if event:
+            self._emit(event, run.job.id, None)
+
+    def _emit(self, event: str, job_id: str, item: JobItem | None) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(event, job_id, item)
+        except Exception:  # a notification must never break the job
+            pass
+
+    # -- the monitor: heartbeat, and control from other processes ---------------------------
+
+    def _ensure_monitor(self) -> None:
+        if self._monitor is None or not self._monitor.is_alive():
+            self._monitor = threading.Thread(target=self._watch, name="jobs-monitor", daemon=True)
+            self._monitor.start()
+
+    def _watch(self) -> None:
+        while not self._closed.wait(self.poll_interval):
+            with self._lock:
+                runs = list(self._runs.values())
+            if not runs:
+                continue
+            try:
+                self.store.heartbeat([r.job_id for r in runs], self.runner_id, time.time())
+                for run in runs:
+                    self._apply_control(run)
+            except Exception:  # a busy database now and then: try again next tick
+                continue
+
+    def _apply_control(self, run: _Run) -> None:
+        job = self.store.get(run.job.id, items=False)
+        if job is None or job.runner not in (self.runner_id, None) or job.status in (JobStatus.PAUSED,
+                                                                                    JobStatus.CANCELLED):
+            run.stopping.set()  # paused or cancelled elsewhere, or taken over by another process
+        cancel_all = job is None or job.status is JobStatus.CANCELLED
+        flagged = {index for index, _rid in self.store.cancel_requests(run.job.id)}
+        with self._lock:
+            for index, event in run.cancels.items():
+                if cancel_all or index in flagged:
+                    event.set()

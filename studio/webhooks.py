@@ -1,0 +1,305 @@
+"""Webhooks: a signed POST when a job makes progress, completes or fails.
+
+Signing (the scheme receivers check with ``verify_signature``)::
+
+    X-Studio-Timestamp: 1767225600                    (Unix seconds when this attempt was sent)
+    X-Studio-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<raw body>" keyed by STUDIO_WEBHOOK_SECRET>
+    X-Studio-Event: job.completed                     (job.progress | job.completed | job.failed | ...)
+    X-Studio-Delivery: <unique id, the same on every retry of one delivery>
+
+The timestamp is inside the signed text, so a receiver that refuses timestamps older than a few
+minutes (the replay window) cannot be fed an old, captured request again.
+
+Deliveries run on one background thread: the job never waits for a receiver. A failed delivery
+(connection error, timeout, 408, 429, 5xx) is retried with exponential backoff; other 4xx answers
+are final. Redirects are not followed. Progress deliveries for a job that are still waiting are
+replaced by the newest one, so a slow receiver gets the latest state, not a backlog.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import hmac
+import ipaddress
+import itertools
+import json
+import secrets
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+from studio.errors import InvalidRequest
+
+SIGNATURE_HEADER = "X-Studio-Signature"
+TIMESTAMP_HEADER = "X-Studio-Timestamp"
+EVENT_HEADER = "X-Studio-Event"
+DELIVERY_HEADER = "X-Studio-Delivery"
+DEFAULT_TOLERANCE = 300  # seconds: the replay window receivers should use
+USER_AGENT = "image-studio-webhooks/0.1"
+_RETRY_STATUSES = {408, 425, 429}
+
+
+# -- signing -----------------------------------------------------------------------------------
+
+
+def sign(secret: str, timestamp: int | str, body: bytes | str) -> str:
+    """``sha256=<hex>``: HMAC-SHA256 over ``"<timestamp>.<body>"``."""
+    raw = body.encode("utf-8") if isinstance(body, str) else body
+    message = str(timestamp).encode("ascii") + b"." + raw
+    return "sha256=" + hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
+
+
+def signed_headers(secret: str | None, body: bytes, event: str, delivery_id: str,
+                   now: float | None = None) -> dict[str, str]:
+    timestamp = int(now if now is not None else time.time())
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, EVENT_HEADER: event,
+               DELIVERY_HEADER: delivery_id, TIMESTAMP_HEADER: str(timestamp)}
+    if secret:
+        headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
+    return headers
+
+
+def verify_signature(secret: str, headers: Mapping[str, str], body: bytes | str, tolerance: float = DEFAULT_TOLERANCE,
+                     now: float | None = None) -> bool:
+    """True when ``body`` was signed with ``secret`` less than ``tolerance`` seconds ago (or ahead).
+
+    ``headers`` is any mapping of the request's headers (names in any case). The signature header
+    may carry several comma-separated ``sha256=`` values (a sender rotating secrets); one match is
+    enough. Compare on the raw body bytes, before parsing the JSON."""
+    if not secret:
+        return False
+    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+    timestamp = lowered.get(TIMESTAMP_HEADER.lower(), "").strip()
+    signature = lowered.get(SIGNATURE_HEADER.lower(), "")
+    if not timestamp.isdigit() or not signature:
+        return False
+    if abs((now if now is not None else time.time()) - int(timestamp)) > tolerance:
+        return False
+    expected = sign(secret, timestamp, body)
+    return any(hmac.compare_digest(expected, candidate.strip()) for candidate in signature.split(","))
+
+
+# -- where we may send -------------------------------------------------------------------------
+
+
+def check_url(url: str, *, public_only: bool = False, resolve: Callable[[str], list[str]] | None = None) -> str:
+    """A webhook URL we are willing to POST to, or ``InvalidRequest``.
+
+    Only http(s) with a host and no user:password part. Link-local addresses (the cloud metadata
+    service at 169.254.169.254) are always refused; with ``public_only`` (a shared, multi-user
+    deployment) every address the host resolves to must be public."""
+    text = (url or "").strip()
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https"):
+        raise InvalidRequest(f"a webhook URL must start with http:// or https://, not {text[:40]!r}")
+    if not parts.hostname:
+        raise InvalidRequest("the webhook URL has no host")
+    if parts.username or parts.password:
+        raise InvalidRequest("put no user:password in the webhook URL; the studio signs its requests instead")
+    try:
+        parts.port
+    except ValueError:
+        raise InvalidRequest("the webhook URL has an invalid port") from None
+    resolve = resolve or _resolve
+    try:
+        addresses = [ipaddress.ip_address(parts.hostname.strip("[]"))]
+    except ValueError:
+        addresses = None
+    if addresses is None and public_only:
+        addresses = [ipaddress.ip_address(a.split("%")[0]) for a in resolve(parts.hostname)]
+    for address in addresses or []:
+        embedded = getattr(address, "ipv4_mapped", None)
+        address = embedded or address
+        if address.is_link_local or address.is_multicast or address.is_unspecified:
+            raise InvalidRequest(f"refusing to send webhooks to {parts.hostname!r} (a link-local or reserved address)")
+        if public_only and not address.is_global:
+            raise InvalidRequest(f"refusing to send webhooks to {parts.hostname!r}: it is a private address")
+    return text
+
+
+def _resolve(host: str) -> list[str]:
+    try:
+        return list(dict.fromkeys(info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)))
+    except socket.gaierror as exc:
+        raise InvalidRequest(f"cannot resolve the webhook host {host!r}: {exc.strerror or exc}") from None
+
+
+# -- delivering --------------------------------------------------------------------------------
+
+
+@dataclass(order=True)
+class _Delivery:
+    due: float
+    order: int
+    id: str = field(compare=False)
+    url: str = field(compare=False)
+    event: str = field(compare=False)
+    body: bytes = field(compare=False)
+    job_id: str | None = field(compare=False, default=None)
+    sequence: int = field(compare=False, default=0)
+    attempts: int = field(compare=False, default=0)
+    public_only: bool = field(compare=False, default=False)
+
+
+@dataclass
+class DeliveryResult:
+    id: str
+    url: str
+    event: str
+    job_id: str | None
+    ok: bool
+    attempts: int
+    status: int | None = None
+    error: str | None = None
+
+
+class WebhookDispatcher:
+    """Sends webhooks from a background thread with retries; ``send`` returns at once."""
+
+    def __init__(self, secret: Callable[[], str | None] | str | None = None, *, max_attempts: int = 6,
+                 base_delay: float = 1.0, max_delay: float = 60.0, timeout: float = 10.0,
+                 on_result: Callable[[DeliveryResult], None] | None = None):
+        self._secret = secret if callable(secret) else (lambda: secret)
+        self.max_attempts = max_attempts
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.timeout = timeout
+        self.on_result = on_result
+        self.results: list[DeliveryResult] = []  # the latest outcomes, for status displays and tests
+        self._queue: list[_Delivery] = []
+        self._waiting_progress: dict[tuple[str, str], _Delivery] = {}
+        self._latest_sent: dict[tuple[str, str], int] = {}
+        self._sequence: dict[str, itertools.count] = {}
+        self._order = itertools.count()
+        self._cond = threading.Condition()
+        self._busy = 0
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._client = None
+
+    def send(self, url: str, event: str, payload: dict[str, Any], *, job_id: str | None = None,
+             public_only: bool = False) -> str:
+        """Queue a delivery; the payload gains ``event``, ``delivery_id``, ``sequence`` and ``sent_at``."""
+        check_url(url, public_only=False)
+        with self._cond:
+            sequence = next(self._sequence.setdefault(job_id or "", itertools.count(1)))
+            delivery_id = secrets.token_hex(8)
+            body = json.dumps({"event": event, "delivery_id": delivery_id, "sequence": sequence,
+                               "sent_at": time.time(), **payload}, ensure_ascii=False, default=str).encode("utf-8")
+            key = (url, job_id or "")
+            waiting = self._waiting_progress.get(key) if event == "job.progress" else None
+            if waiting is not None and waiting.attempts == 0:
+                # Not sent yet: the newest state replaces it, in its place in the queue.
+                waiting.body, waiting.sequence, waiting.id = body, sequence, delivery_id
+                return delivery_id
+            delivery = _Delivery(time.monotonic(), next(self._order), delivery_id, url, event, body, job_id,
+                                 sequence, public_only=public_only)
+            if event == "job.progress":
+                self._waiting_progress[key] = delivery
+            heapq.heappush(self._queue, delivery)
+            self._ensure_thread()
+            self._cond.notify_all()
+            return delivery_id
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every queued delivery succeeded or gave up; False if some are still pending."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._queue or self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.1))
+        return True
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._client is not None:
+            self._client.close()
+
+    # -- the background thread -----------------------------------------------------------------
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._loop, name="webhooks", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and (not self._queue or self._queue[0].due > time.monotonic()):
+                    wait = self._queue[0].due - time.monotonic() if self._queue else 1.0
+                    self._cond.wait(max(0.01, min(wait, 1.0)))
+                if self._closed:
+                    return
+                delivery = heapq.heappop(self._queue)
+                key = (delivery.url, delivery.job_id or "")
+                if self._waiting_progress.get(key) is delivery:
+                    del self._waiting_progress[key]
+                if delivery.event == "job.progress" and self._latest_sent.get(key, 0) > delivery.sequence:
+                    self._cond.notify_all()
+                    continue  # a newer state already reached the receiver
+                self._busy += 1
+            try:
+                result = self._attempt(delivery)
+            finally:
+                with self._cond:
+                    self._busy -= 1
+                    self._cond.notify_all()
+            if result is None:  # retry later
+                continue
+            with self._cond:
+                if result.ok:
+                    self._latest_sent[key] = max(self._latest_sent.get(key, 0), delivery.sequence)
+                self.results = (self.results + [result])[-200:]
+                self._cond.notify_all()
+            if self.on_result is not None:
+                try:
+                    self.on_result(result)
+                except Exception:
+                    pass
+
+    def _attempt(self, delivery: _Delivery) -> DeliveryResult | None:
+        import httpx
+
+        delivery.attempts += 1
+        status: int | None = None
+        retry_after: float | None = None
+        try:
+            if delivery.public_only:
+                check_url(delivery.url, public_only=True)  # the name may point elsewhere by now
+            if self._client is None:
+                self._client = httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False)
+            headers = signed_headers(self._secret(), delivery.body, delivery.event, delivery.id)
+            response = self._client.post(delivery.url, content=delivery.body, headers=headers)
+            status = response.status_code
+            if 200 <= status < 300:
+                return DeliveryResult(delivery.id, delivery.url, delivery.event, delivery.job_id, True,
+                                      delivery.attempts, status)
+            error = f"HTTP {status}"
+            retryable = status >= 500 or status in _RETRY_STATUSES
+            header = response.headers.get("retry-after", "")
+            retry_after = float(header) if header.replace(".", "", 1).isdigit() else None
+        except InvalidRequest as exc:
+            error, retryable = exc.message, False
+        except httpx.HTTPError as exc:
+            error, retryable = f"{type(exc).__name__}: {exc}", True
+        if retryable and delivery.attempts < self.max_attempts:
+            delay = retry_after if retry_after is not None else self.base_delay * 2 ** (delivery.attempts - 1)
+            delivery.due = time.monotonic() + min(delay, self.max_delay)
+            with self._cond:
+                heapq.heappush(self._queue, delivery)
+                self._cond.notify_all()
+            return None
+        return DeliveryResult(delivery.id, delivery.url, delivery.event, delivery.job_id, False, delivery.attempts,
+                              status, error)
+
+
+__all__ = ["sign", "signed_headers", "verify_signature", "check_url", "WebhookDispatcher", "DeliveryResult",
+           "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "EVENT_HEADER", "DELIVERY_HEADER", "DEFAULT_TOLERANCE"]
