@@ -1,0 +1,144 @@
+"""History at scale: 20,000 images, paged index queries vs loading everything, thumbnails vs full images,
+and a 200-image zip export (stored vs deflated).
+
+    python bench/bench_history.py [--images 20000]
+
+Prints figures; asserts nothing about time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+import zipfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from PIL import Image  # noqa: E402
+
+from studio.exports import build_zip  # noqa: E402
+from studio.imaging import thumbnail_bytes  # noqa: E402
+from studio.service import Studio  # noqa: E402
+from studio.storage import HistoryQuery  # noqa: E402
+from studio.types import ImageRecord  # noqa: E402
+
+PROVIDERS = ["local", "openai", "replicate", "stability", "gemini"]
+WORDS = "castle harbour forest neon city portrait dragon lighthouse desert robot garden winter".split()
+
+
+def timed(fn, repeat: int = 5) -> float:
+    """Median milliseconds of ``repeat`` runs."""
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1000)
+    return statistics.median(samples)
+
+
+def populate(studio: Studio, count: int, with_files: int) -> list[ImageRecord]:
+    """``count`` records inserted in batches of 1,000; the first ``with_files`` get real 512x512 PNG
+    files and thumbnails (queries never touch files; thumbnails and zips read them)."""
+    noise = Image.effect_noise((512, 512), 64).convert("RGB")
+    full = io.BytesIO()
+    noise.save(full, format="PNG")
+    full_bytes = full.getvalue()
+    thumb = thumbnail_bytes(noise)
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    batch: list[ImageRecord] = []
+    records = []
+    for i in range(count):
+        created = start + timedelta(minutes=7 * i)
+        record = ImageRecord(
+            id=secrets.token_hex(8), owner="local", path="", sha256="", width=512, height=512, format="png",
+            size_bytes=0, provider=PROVIDERS[i % 5], model=f"model-{i % 7}", mode="text-to-image",
+            prompt=f"a {WORDS[i % 12]} with {WORDS[(i * 7) % 12]}, number {i}", params={"steps": 20},
+            seed=i, category=["art", "product", ""][i % 3], tags=[WORDS[i % 12]] if i % 4 == 0 else [],
+            cost=0.01 * (i % 5), generation_time=1.5, created_at=created.isoformat(timespec="microseconds"))
+        if i < with_files:
+            studio.storage.write_image_files(record, full_bytes, thumb)
+        else:
+            record.path, record.thumb_path = studio.storage.image_key(record), studio.storage.thumb_key(record)
+            record.sha256, record.size_bytes = "0" * 64, len(full_bytes)
+        batch.append(record)
+        if len(batch) == 1000:
+            studio.storage.index.insert_images(batch)
+            records += batch
+            batch = []
+    if batch:
+        studio.storage.index.insert_images(batch)
+        records += batch
+    return records
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=20000)
+    parser.add_argument("--with-files", type=int, default=500, help="records that get real files")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as home:
+        studio = Studio(home)
+        started = time.perf_counter()
+        records = populate(studio, args.images, args.with_files)
+        print(f"populated {len(records):,} rows ({args.with_files} with files) in {time.perf_counter() - started:.1f} s")
+
+        index = studio.storage.index
+        first_page = timed(lambda: studio.history(limit=50))
+        deep_page = timed(lambda: studio.history(limit=50, offset=args.images - 50))
+        search = timed(lambda: studio.history(text="lighthouse", limit=50))
+        by_tag = timed(lambda: studio.history(tag="dragon", limit=50))
+        by_provider = timed(lambda: studio.history(provider="gemini", limit=50))
+
+        def load_everything():  # what a history page without paging does
+            import pandas as pd
+
+            rows = index.connection().execute("SELECT * FROM images").fetchall()
+            frame = pd.DataFrame([dict(r) for r in rows])
+            return frame[frame["prompt"].str.contains("lighthouse")].head(50)
+
+        everything = timed(load_everything, repeat=3)
+        page = records[:50]
+        thumbs_ms = timed(lambda: [studio.storage.read_thumbnail(r) for r in page])
+        full_ms = timed(lambda: [studio.storage.read(r) for r in page])
+        thumb_bytes = sum(len(studio.storage.read_thumbnail(r)) for r in page)
+        full_bytes = sum(len(studio.storage.read(r)) for r in page)
+
+        print(f"\nHistory at {args.images:,} images (median ms)")
+        print(f"  first page of 50 (paged index query)    {first_page:8.1f}")
+        print(f"  last page of 50 (offset {args.images - 50:,})         {deep_page:8.1f}")
+        print(f"  text search, page of 50                 {search:8.1f}")
+        print(f"  tag filter, page of 50                  {by_tag:8.1f}")
+        print(f"  provider filter, page of 50             {by_provider:8.1f}")
+        print(f"  alternative: load all rows into pandas  {everything:8.1f}  ({everything / search:.0f}x the paged search)")
+        print(f"  50 thumbnails: {thumbs_ms:.1f} ms, {thumb_bytes / 1024:.0f} KiB  vs  50 full images: "
+              f"{full_ms:.1f} ms, {full_bytes / 1024:.0f} KiB ({full_bytes / thumb_bytes:.0f}x the bytes to the browser)")
+
+        selection = records[:200]
+        stored_ms = timed(lambda: build_zip(selection, studio.storage.read), repeat=3)
+        stored_size = len(build_zip(selection, studio.storage.read))
+
+        def deflated():
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+                for i, r in enumerate(selection):
+                    archive.writestr(f"{i:03d}.png", studio.storage.read(r))
+            return buffer.getvalue()
+
+        deflated_ms = timed(deflated, repeat=3)
+        deflated_size = len(deflated())
+        print("\nZip export of 200 images (512x512 PNG)")
+        print(f"  studio (stored + manifest)  {stored_ms:8.1f} ms  {stored_size / 1e6:6.1f} MB")
+        print(f"  alternative: deflate all    {deflated_ms:8.1f} ms  {deflated_size / 1e6:6.1f} MB  "
+              f"({deflated_ms / stored_ms:.1f}x slower, {100 * (1 - deflated_size / stored_size):.1f}% smaller)")
+        studio.close()
+
+
+if __name__ == "__main__":
+    main()
