@@ -383,25 +383,24 @@ class LocalProvider(Provider):
         if missing:
             return ProviderStatus(self.name, self.label, UNAVAILABLE,
                                   f"{', '.join(missing)} not installed: {INSTALL_HINT}", models)
-        reason = self._default_model_problem()
-        if reason:
-            return ProviderStatus(self.name, self.label, UNAVAILABLE, reason, models)
-        return ProviderStatus(self.name, self.label, READY, "", models)
+        state, reason = self._default_model_state()
+        return ProviderStatus(self.name, self.label, state, reason, models)
 
-    def _default_model_problem(self) -> str:
-        """Why the default model cannot load, checked cheaply (paths and the Hugging Face cache only)."""
-        model_id = self.settings.local_model
+    def _default_model_state(self) -> tuple[str, str]:
+        """Whether the default model can load, checked cheaply (paths and the Hugging Face cache only)."""
         try:
-            source = ModelSource.parse(model_id)
+            source = ModelSource.parse(self.settings.local_model)
         except NotConfigured as exc:
-            return exc.message
-        if source.kind != "hub" or not _hub_offline():
-            return ""
+            return UNAVAILABLE, exc.message
+        if source.kind != "hub":
+            return READY, ""
         from huggingface_hub import try_to_load_from_cache
 
         if isinstance(try_to_load_from_cache(source.location, "model_index.json"), str):
-            return ""
-        return _not_available_offline(source.location, "offline and not in the Hugging Face cache").message
+            return READY, ""
+        if _hub_offline():
+            return UNAVAILABLE, _not_available_offline(source.location, "offline and not in the cache").message
+        return READY, f"{source.location} is not downloaded yet: the first request downloads it from Hugging Face"
 
     # -- the cache --
 

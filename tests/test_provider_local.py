@@ -67,6 +67,16 @@ def test_importing_the_module_does_not_import_torch_or_diffusers():
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 
 
+def test_status_does_not_import_torch(tiny_model_dir):
+    code = ("import sys; from providers.local import LocalProvider; from studio.config import Settings; "
+            "from studio.catalog import Catalog; "
+            f"p = LocalProvider(Settings.load(local_model={str(tiny_model_dir)!r}), Catalog()); "
+            "assert p.status().state == 'ready'; "
+            "p.settings.local_model = 'stabilityai/sd-turbo'; p.status(); "
+            "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules, 'heavy import'")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
 def test_status_is_unavailable_without_diffusers_and_never_imports_it(provider, monkeypatch):
     # A None entry in sys.modules makes importlib.util.find_spec report the package as missing.
     monkeypatch.setitem(sys.modules, "diffusers", None)
@@ -83,6 +93,16 @@ def test_status_ready_for_a_model_folder_and_unavailable_for_missing_models(prov
     provider.settings.local_model = "nobody/not-downloaded-model"  # HF_HUB_OFFLINE=1 in tests
     status = provider.status()
     assert status.state == UNAVAILABLE and "hf download nobody/not-downloaded-model" in status.reason
+
+
+def test_status_online_says_the_first_request_downloads_the_model(provider, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # read once when huggingface_hub was imported
+    provider.settings.local_model = "nobody/not-downloaded-model"
+    status = provider.status()
+    assert status.state == READY and "first request downloads" in status.reason
 
 
 def test_device_and_dtype_choice():
