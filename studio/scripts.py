@@ -303,7 +303,8 @@ def _split_options(text: str, line: int) -> tuple[str, dict[str, Any]]:
 
 def _parse_text(text: str, paragraphs: bool | None = None) -> list[Scene]:
     """One scene per line; or per paragraph when blank lines separate several blocks and one of
-    them spans more than one line (``paragraphs`` forces either reading)."""
+    them spans more than one line, unless a line inside a block starts with a timestamp or ends
+    with ``--options`` (those mark a scene-per-line script). ``paragraphs`` forces either reading."""
     blocks: list[tuple[int, list[str]]] = []  # (first line number, its lines)
     for number, raw in enumerate(text.split("\n"), start=1):
         stripped = raw.strip()
@@ -318,7 +319,10 @@ def _parse_text(text: str, paragraphs: bool | None = None) -> list[Scene]:
         blocks[-1][1].append(stripped)
     blocks = [block for block in blocks if block[1]]
     if paragraphs is None:
-        paragraphs = len(blocks) > 1 and any(len(lines) > 1 for _, lines in blocks)
+        # a timestamp opening, or options closing, a line in the middle of a block: scene per line
+        per_line_marks = any(any(_LEADING_TIME.match(line) for line in lines[1:])
+                             or any(_OPTIONS_START.search(line) for line in lines[:-1]) for _, lines in blocks)
+        paragraphs = len(blocks) > 1 and any(len(lines) > 1 for _, lines in blocks) and not per_line_marks
     if paragraphs:
         entries = [(first, " ".join(lines)) for first, lines in blocks]
     else:

@@ -64,6 +64,7 @@ class Studio:
         self.catalog = Catalog(self.home / "catalog")
         self.styles = StyleBook(self.home)
         self.storage = Storage(self.home)
+        self.recovered = self.storage.recover_interrupted()
         self._providers: dict[str, Provider] = {}
         self._providers_lock = threading.Lock()
 
@@ -200,7 +201,9 @@ class Studio:
         per_image = total_cost / len(result.images)
         created = utc_now()
         elapsed = time.monotonic() - started
+        # Decode and check every image before writing any, so one broken answer writes nothing.
         records: list[ImageRecord] = []
+        encoded: list[tuple[bytes, bytes]] = []
         for index, provided in enumerate(result.images):
             image = decode_result(provided.data, prepared.provider)
             seed = provided.seed if provided.seed is not None else (
@@ -218,8 +221,14 @@ class Studio:
             )
             data = encode_image(image, prepared.output_format, parameters=self._parameters_text(record),
                                 studio_json=embedded_json(record), compression=prepared.compression)
-            self.storage.write_image_files(record, data, thumbnail_bytes(image))
             records.append(record)
+            encoded.append((data, thumbnail_bytes(image)))
+        # Say which files are about to be written, then write them, then commit their rows (which
+        # clears the intent). A crash anywhere in between is finished on the next start.
+        self.storage.index.add_pending(request_id, [key for r in records
+                                                    for key in (self.storage.image_key(r), self.storage.thumb_key(r))])
+        for record, (data, thumb) in zip(records, encoded):
+            self.storage.write_image_files(record, data, thumb)
         generation = self._generation_row(request_id, prepared, record_mode, "completed", cost=total_cost,
                                           estimate=estimate, duration=time.monotonic() - started)
         generation["n"] = len(records)

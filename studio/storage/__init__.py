@@ -180,6 +180,49 @@ class Storage:
                     self.files.put(thumb, thumbnail_bytes(image))
         return report
 
+    def recover_interrupted(self) -> list[str]:
+        """Finish writes that a dead process started: each file it finished is indexed from its
+        embedded metadata (with an audit row carrying its cost); a file it never finished is
+        forgotten. Cheap: only the recorded intents are looked at, not the whole file store."""
+        import socket
+
+        from studio.metadata import read_metadata
+
+        adopted: list[str] = []
+        host = socket.gethostname()
+        done_keys: list[str] = []
+        recovered_requests: dict[str, list[ImageRecord]] = {}
+        for intent in self.index.pending():
+            if intent["host"] == host and _process_alive(intent["pid"]):
+                continue  # still being written by a live process
+            key = intent["key"]
+            done_keys.append(key)
+            self.files.discard_partial(key)
+            if not key.startswith(IMAGES_PREFIX + "/") or self.index.has_path(key):
+                continue
+            if not self.files.exists(key):
+                continue
+            report = RepairReport(fixed=True)
+            self._adopt_orphan(key, read_metadata, report)
+            adopted += report.reindexed
+            if report.reindexed:
+                record = self.index.get(report.reindexed[0])
+                recovered_requests.setdefault(intent["request_id"], []).append(record)
+        indexed_thumbs = set(self.index.all_thumbs().values()) if done_keys else set()
+        for key in done_keys:
+            if key.startswith(THUMBS_PREFIX + "/") and key not in indexed_thumbs:
+                self.files.delete(key)  # its image never landed
+        for request_id, records in recovered_requests.items():
+            first = records[0]
+            self.index.log_generation({
+                "id": request_id, "owner": first.owner, "created_at": first.created_at, "day": first.created_at[:10],
+                "provider": first.provider, "model": first.model, "mode": first.mode, "prompt": first.user_prompt,
+                "n": len(records), "status": "recovered", "cost": sum(r.cost for r in records),
+                "estimated_cost": sum(r.cost for r in records), "duration": first.generation_time})
+        if done_keys:
+            self.index.clear_pending(done_keys)
+        return adopted
+
     def _adopt_orphan(self, key: str, read_metadata, report: RepairReport) -> None:
         data = self.files.get(key)
         try:
@@ -200,6 +243,18 @@ class Storage:
         self.files.put(record.thumb_path, thumbnail_bytes(image))
         self.index.insert_images([record])
         report.reindexed.append(record.id)
+
+
+def _process_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def record_from_metadata(studio_json: dict, key: str, data: bytes, meta: dict | None) -> ImageRecord | None:

@@ -24,6 +24,7 @@ class FileStore(Protocol):
     def move(self, src: str, dst: str) -> None: ...
     def keys(self, prefix: str) -> Iterator[str]: ...
     def local_path(self, key: str) -> Path | None: ...
+    def discard_partial(self, key: str) -> None: ...
 
 
 class LocalFileStore:
@@ -77,6 +78,13 @@ class LocalFileStore:
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
+
+    def discard_partial(self, key: str) -> None:
+        """Remove temp files an interrupted ``put(key, ...)`` left behind."""
+        path = self._path(key)
+        if path.parent.is_dir():
+            for leftover in path.parent.glob(f"{path.name}{TMP_MARKER}*"):
+                leftover.unlink(missing_ok=True)
 
 
 def _fsync_dir(path: Path) -> None:

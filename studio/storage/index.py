@@ -86,6 +86,14 @@ CREATE TABLE IF NOT EXISTS reservations (
     amount REAL NOT NULL,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS pending_writes (
+    key TEXT PRIMARY KEY,
+    request_id TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idx_pending_request ON pending_writes(request_id);
 CREATE TABLE IF NOT EXISTS boards (
     id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -306,6 +314,9 @@ class SQLiteIndex:
         rows = self.connection().execute("SELECT path, id FROM images").fetchall()
         return {row["path"]: row["id"] for row in rows}
 
+    def has_path(self, path: str) -> bool:
+        return self.connection().execute("SELECT 1 FROM images WHERE path = ?", (path,)).fetchone() is not None
+
     def all_thumbs(self) -> dict[str, str]:
         rows = self.connection().execute("SELECT id, thumb_path FROM images").fetchall()
         return {row["id"]: row["thumb_path"] for row in rows}
@@ -374,10 +385,31 @@ class SQLiteIndex:
 
     def finish_generation(self, reservation_id: str | None, records: list[ImageRecord],
                           generation: dict[str, Any]) -> None:
-        """Record a finished request: images, audit row, and the reservation released, atomically."""
+        """Record a finished request: images, audit row, the reservation released and its pending
+        writes cleared, atomically."""
         with self.write() as conn:
             for record in records:
                 self._insert_image(conn, record)
             self._insert_generation(conn, generation)
             if reservation_id:
                 conn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+            conn.execute("DELETE FROM pending_writes WHERE request_id = ?", (generation["id"],))
+
+    # -- write intents: files about to be written, so a crash can be finished cheaply on restart --
+
+    def add_pending(self, request_id: str, keys: list[str]) -> None:
+        import os
+        import socket
+
+        with self.write() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO pending_writes (key, request_id, pid, host, created_at) VALUES (?, ?, ?, ?, ?)",
+                [(key, request_id, os.getpid(), socket.gethostname(), time.time()) for key in keys])
+
+    def pending(self) -> list[dict[str, Any]]:
+        rows = self.connection().execute("SELECT * FROM pending_writes ORDER BY created_at").fetchall()
+        return [dict(row) for row in rows]
+
+    def clear_pending(self, keys: list[str]) -> None:
+        with self.write() as conn:
+            conn.executemany("DELETE FROM pending_writes WHERE key = ?", [(k,) for k in keys])
