@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import threading
 from typing import Any
 
@@ -91,12 +92,11 @@ class OpenAIProvider(Provider):
     def _params(self, request: PreparedRequest) -> dict[str, Any]:
         """Keyword arguments for ``images.generate`` / ``images.edit`` (without ``n``)."""
         model = request.model
-        _check_size(model, request.width, request.height)
         output_format = request.output_format if request.output_format in model.output_formats else "png"
         params: dict[str, Any] = {
             "model": model.id,
             "prompt": _prompt(request),
-            "size": request.size,
+            "size": _api_size(model, request.width, request.height),
             "output_format": output_format,
         }
         quality = _quality(model, request.quality)
@@ -212,21 +212,23 @@ def _quality(model: ModelInfo, quality: str | None) -> str | None:
     return model.quality_aliases.get(quality, quality)
 
 
-def _check_size(model: ModelInfo, width: int, height: int) -> None:
-    """Free-size models take any WxH inside pixel and ratio limits (kept in the catalog's size_range)."""
+def _api_size(model: ModelInfo, width: int, height: int) -> str:
+    """The ``size`` to send. Free-size models (limits in the catalog's size_range) take any WxH within a
+    pixel budget: a size outside it is scaled, keeping its shape, to the nearest one the model makes."""
     limits = model.size_range or {}
-    if model.sizes or not limits:
-        return
-    pixels = width * height
-    if limits.get("min_pixels") and pixels < limits["min_pixels"]:
-        raise InvalidRequest(f"{model.id} needs at least {limits['min_pixels']:,} pixels; {width}x{height} has "
-                             f"{pixels:,} (try 1024x1024 or 1024x640)", provider="openai")
-    if limits.get("max_pixels") and pixels > limits["max_pixels"]:
-        raise InvalidRequest(f"{model.id} makes at most {limits['max_pixels']:,} pixels; {width}x{height} has "
-                             f"{pixels:,}", provider="openai")
+    if model.sizes or not limits.get("min_pixels"):
+        return f"{width}x{height}"
     if limits.get("max_ratio") and max(width, height) > limits["max_ratio"] * min(width, height):
         raise InvalidRequest(f"{model.id} needs an aspect ratio within {limits['max_ratio']}:1; "
                              f"{width}x{height} is wider", provider="openai")
+    pixels, step = width * height, limits.get("multiple", 16)
+    if pixels < limits["min_pixels"]:
+        scale = math.sqrt(limits["min_pixels"] / pixels)
+        width, height = (math.ceil(side * scale / step) * step for side in (width, height))
+    elif pixels > limits["max_pixels"]:
+        scale = math.sqrt(limits["max_pixels"] / pixels)
+        width, height = (math.floor(side * scale / step) * step for side in (width, height))
+    return f"{width}x{height}"
 
 
 def _options(model: ModelInfo, extra: dict[str, Any], allowed: tuple[str, ...]) -> dict[str, Any]:

@@ -102,16 +102,17 @@ def test_quality_aliases_follow_the_catalog(provider, fake):
         provider.generate(prepared(mini, quality="xhigh"), RunContext())  # only 2.5 models take xhigh
 
 
-def test_free_size_models_take_any_allowed_size_and_refuse_others_before_calling(provider, fake):
+def test_free_size_models_take_any_allowed_size_and_scale_others_into_their_pixel_budget(provider, fake):
     model = provider.model("gpt-image-2")
     result = provider.generate(prepared(model, width=1536, height=864), RunContext())
     assert image_of(result.images[0].data).size == (1536, 864)
-    assert fake.calls[0]["size"] == "1536x864"
-    with pytest.raises(InvalidRequest, match="at least 655,360 pixels"):
-        provider.generate(prepared(model, width=512, height=512), RunContext())
+    # 512x512 is below the 655,360-pixel minimum: the same shape, just large enough, is asked for.
+    result = provider.generate(prepared(model, width=512, height=512), RunContext())
+    assert image_of(result.images[0].data).size == (816, 816)
+    assert [call["size"] for call in fake.calls] == ["1536x864", "816x816"]
     with pytest.raises(InvalidRequest, match="3:1"):
         provider.generate(prepared(model, width=3072, height=768), RunContext())
-    assert len(fake.calls) == 1
+    assert len(fake.calls) == 2
 
 
 def test_negative_prompt_becomes_an_instruction_and_users_are_anonymised(provider, fake):
