@@ -1,0 +1,293 @@
+"""The provider/model pickers and the settings a model offers, shown only when the model has them.
+
+``ModelControls.build`` makes the widgets inside the current Blocks context and wires them: picking
+a provider refills the model list, picking a model shows, hides and re-ranges the settings from its
+catalog entry (``ModelInfo``). ``model_updates`` is the pure part, testable without a browser.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from studio import costs
+from studio.catalog import ModelInfo
+from studio.errors import InvalidRequest, StudioError
+from studio.service import Studio
+from studio.validation import parse_size
+
+CREATE_MODES = {
+    "text-to-image": ("text-to-image",),
+    "edit": ("image-to-image", "inpaint"),
+    "variation": ("variation", "image-to-image"),
+}
+_BASES = (512, 768, 1024, 1536, 2048)
+_RATIOS = ((1, 1), (3, 2), (2, 3), (4, 3), (3, 4), (16, 9), (9, 16))  # (width, height) shares
+MAX_SIZE_CHOICES = 14
+
+
+def _fits(model: ModelInfo, width: int, height: int) -> bool:
+    limits = model.size_range or {}
+    if not limits.get("min", 64) <= min(width, height) or max(width, height) > limits.get("max", 4096):
+        return False
+    if width % limits.get("multiple", 1) or height % limits.get("multiple", 1):
+        return False
+    pixels = width * height
+    if pixels < limits.get("min_pixels", 0) or pixels > limits.get("max_pixels", math.inf):
+        return False
+    return max(width, height) / min(width, height) <= limits.get("max_ratio", math.inf)
+
+
+def _rounded(value: float, multiple: int) -> int:
+    return max(multiple, int(round(value / multiple)) * multiple)
+
+
+def size_choices(model: ModelInfo) -> list[tuple[str, str]]:
+    """(label, "WxH") pairs for the size picker: the model's own sizes, its aspect ratios at about
+    the default pixel count, or a few common shapes that fit its free size range."""
+    if model.sizes:
+        return [(size, size) for size in model.sizes]
+    if model.aspect_ratios:
+        area = model.default_width * model.default_height
+        choices = []
+        for ratio in model.aspect_ratios:
+            a, b = (float(part) for part in ratio.split(":"))
+            # Multiples of 16 keep neighbouring ratios (4:5 and 3:4) apart after rounding.
+            width, height = _rounded(math.sqrt(area * a / b), 16), _rounded(math.sqrt(area * b / a), 16)
+            choices.append((f"{ratio} ({width}x{height})", f"{width}x{height}"))
+        return choices
+    # Free sizes: common shapes with the short side at a round number, nearest the default area first.
+    multiple = (model.size_range or {}).get("multiple", 8)
+    candidates = set()
+    for base in _BASES:
+        for a, b in _RATIOS:
+            width = base if a <= b else _rounded(base * a / b, multiple)
+            height = base if b <= a else _rounded(base * b / a, multiple)
+            if _fits(model, width, height):
+                candidates.add((width, height))
+    area = model.default_width * model.default_height
+    ordered = sorted(candidates, key=lambda wh: (abs(math.log(wh[0] * wh[1] / area)), wh[0] < wh[1], -wh[0]))
+    sizes = [model.default_size] + [f"{w}x{h}" for w, h in ordered if f"{w}x{h}" != model.default_size]
+    return [(size, size) for size in sizes[:MAX_SIZE_CHOICES]]
+
+
+def describe_model(model: ModelInfo, status: str = "") -> str:
+    parts = [f"**{model.label or model.id}** · {costs.describe_price(model)} · {', '.join(model.modes)}"]
+    if not model.known:
+        parts.append("Not in the catalog: the provider's defaults apply.")
+    if model.notes:
+        parts.append(model.notes)
+    if status:
+        parts.append(f"⚠️ {status}")
+    return "  \n".join(parts)
+
+
+def model_props(model: ModelInfo, mode: str, status: str = "") -> dict[str, dict[str, Any]]:
+    """Visibility, ranges and defaults of every setting for ``model``, as widget keyword arguments
+    keyed by the control's name. Used both to build the widgets and to update them."""
+
+    def ranged(value_range, visible: bool = True, step: float = 1) -> dict[str, Any]:
+        if value_range is None or not visible:
+            return {"visible": False}
+        return {"visible": True, "minimum": value_range.min, "maximum": value_range.max,
+                "value": value_range.default, "step": step}
+
+    formats = list(model.output_formats) or ["png"]
+    choices = size_choices(model)
+    values = [value for _, value in choices]
+    return {
+        "about": {"value": describe_model(model, status)},
+        "negative": {"visible": model.negative_prompt},
+        "size": {"choices": choices, "value": model.default_size if model.default_size in values else values[0],
+                 "allow_custom_value": bool(model.size_range)},
+        "n": {"visible": model.max_images > 1, "maximum": max(2, model.max_images), "value": 1},
+        "seed": {"visible": model.seed},
+        "steps": ranged(model.steps),
+        "guidance": ranged(model.guidance, step=0.1),
+        "strength": ranged(model.strength, visible=mode != "text-to-image", step=0.05),
+        "quality": {"visible": bool(model.qualities), "choices": list(model.qualities),
+                    "value": model.default_quality or (model.qualities[0] if model.qualities else None)},
+        "output_format": {"choices": formats, "value": "png" if "png" in formats else formats[0]},
+        "options": {"visible": bool(model.options), "value": "",
+                    "placeholder": json.dumps(dict(list(model.options.items())[:3]), default=str)},
+    }
+
+
+def model_updates(model: ModelInfo, mode: str, status: str = "") -> dict[str, Any]:
+    return {name: gr.update(**props) for name, props in model_props(model, mode, status).items()}
+
+
+@dataclass
+class ModelControls:
+    """The widgets of one tab's provider/model picker and settings."""
+
+    studio: Studio
+    mode: str
+    provider: gr.Dropdown
+    model: gr.Dropdown
+    about: gr.Markdown
+    negative: gr.Textbox
+    size: gr.Dropdown
+    n: gr.Slider
+    seed: gr.Number
+    steps: gr.Slider
+    guidance: gr.Slider
+    strength: gr.Slider
+    quality: gr.Dropdown
+    output_format: gr.Radio
+    options: gr.Textbox
+    estimate: gr.Markdown
+
+    SETTINGS = ("about", "negative", "size", "n", "seed", "steps", "guidance", "strength", "quality", "output_format",
+                "options")
+
+    # -- building ---------------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, studio: Studio, mode: str) -> "ModelControls":
+        provider_choices, reasons = provider_choices_for(studio)
+        names = [value for _, value in provider_choices]
+        provider = studio.settings.default_provider if studio.settings.default_provider in names else (
+            names[0] if names else None)
+        models = models_for(studio, provider, mode)
+        model = models[0] if models else studio.catalog.model(provider or "local", "unknown")
+        props = model_props(model, mode, reasons.get(provider, ""))
+        with gr.Row():
+            provider_box = gr.Dropdown(provider_choices, value=provider, label="Provider", scale=1)
+            model_box = gr.Dropdown([(m.label or m.id, m.id) for m in models], value=models[0].id if models else None,
+                                    label="Model", allow_custom_value=True, scale=2,
+                                    info="A model id that is not listed is accepted too")
+        about = gr.Markdown(**props["about"])
+        negative = gr.Textbox(label="Negative prompt", lines=1, placeholder="what the image should not contain",
+                              **props["negative"])
+        with gr.Row():
+            size = gr.Dropdown(label="Size (W x H)", scale=2, **props["size"])
+            n = gr.Slider(1, step=1, label="Images", scale=1, **props["n"])
+            quality = gr.Dropdown(label="Quality", scale=1, **props["quality"])
+            output_format = gr.Radio(label="Format", scale=1, **props["output_format"])
+        strength = gr.Slider(label="Strength (how much to change)", **props["strength"])
+        with gr.Accordion("Advanced", open=False):
+            with gr.Row():
+                seed = gr.Number(value=None, precision=0, label="Seed (blank = random)", minimum=0, **props["seed"])
+                steps = gr.Slider(label="Steps", **props["steps"])
+                guidance = gr.Slider(label="Guidance", **props["guidance"])
+            options = gr.Textbox(label="Provider options (JSON object)", lines=1, **props["options"])
+        estimate = gr.Markdown(estimate_text(studio, provider, models[0].id if models else None,
+                                             props["size"]["value"], 1, props["quality"]["value"]))
+        controls = cls(studio, mode, provider_box, model_box, about, negative, size, n, seed, steps, guidance,
+                       strength, quality, output_format, options, estimate)
+        controls._wire()
+        return controls
+
+    def _settings(self) -> list[gr.components.Component]:
+        return [getattr(self, name) for name in self.SETTINGS]
+
+    def _wire(self) -> None:
+        self.provider.change(self.on_provider, [self.provider], [self.model], api_visibility="private",
+                             queue=False)
+        self.model.change(self.on_model, [self.provider, self.model], self._settings(), api_visibility="private",
+                          queue=False)
+        gr.on([self.model.change, self.size.change, self.n.change, self.quality.change], self.on_estimate,
+              [self.provider, self.model, self.size, self.n, self.quality], [self.estimate],
+              api_visibility="private", queue=False)
+
+    # -- events -----------------------------------------------------------------------------
+
+    def on_provider(self, provider: str):
+        models = models_for(self.studio, provider, self.mode)
+        return gr.update(choices=[(m.label or m.id, m.id) for m in models], value=models[0].id if models else None)
+
+    def on_model(self, provider: str, model_id: str):
+        try:
+            handler = self.studio.provider(provider)
+            model = handler.model(model_id or None)
+            status = handler.status()
+        except (StudioError, LookupError, ImportError):
+            return [gr.update() for _ in self.SETTINGS]
+        updates = model_updates(model, self.mode, "" if status.ready else status.reason)
+        return [updates[name] for name in self.SETTINGS]
+
+    def on_estimate(self, provider: str, model_id: str, size: str, n: float, quality: str | None):
+        return estimate_text(self.studio, provider, model_id, size, n, quality)
+
+    # -- reading the values -----------------------------------------------------------------
+
+    def inputs(self) -> set:
+        return {self.provider, self.model, self.negative, self.size, self.n, self.seed, self.steps, self.guidance,
+                self.strength, self.quality, self.output_format, self.options}
+
+    def request_fields(self, values: dict) -> dict[str, Any]:
+        """GenerationRequest fields from the widgets' values, keeping only what the model offers."""
+        provider = values[self.provider]
+        model = self.studio.provider(provider).model(values[self.model] or None)
+        fields: dict[str, Any] = {"provider": provider, "model": values[self.model] or None,
+                                  "output_format": values[self.output_format] or "png"}
+        if values[self.size]:
+            fields["width"], fields["height"] = parse_size(values[self.size])
+        if model.max_images > 1:
+            fields["n"] = int(values[self.n] or 1)
+        if model.negative_prompt:
+            fields["negative_prompt"] = values[self.negative] or ""
+        if model.seed and values[self.seed] not in (None, ""):
+            fields["seed"] = int(values[self.seed])
+        if model.steps is not None:
+            fields["steps"] = int(values[self.steps])
+        if model.guidance is not None:
+            fields["guidance"] = float(values[self.guidance])
+        if model.strength is not None and self.mode != "text-to-image":
+            fields["strength"] = float(values[self.strength])
+        if model.qualities and values[self.quality]:
+            fields["quality"] = values[self.quality]
+        if model.options and (values[self.options] or "").strip():
+            try:
+                extra = json.loads(values[self.options])
+            except json.JSONDecodeError as exc:
+                raise InvalidRequest(f"provider options are not valid JSON: {exc.msg}") from None
+            if not isinstance(extra, dict):
+                raise InvalidRequest("provider options must be a JSON object, e.g. {\"background\": \"transparent\"}")
+            fields["extra"] = extra
+        return fields
+
+
+def estimate_text(studio: Studio, provider: str | None, model_id: str | None, size: str, n: float,
+                  quality: str | None) -> str:
+    """"Estimated cost: $x" for the current settings (empty when they do not parse yet)."""
+    try:
+        model = studio.provider(provider).model(model_id or None)
+        width, height = parse_size(size)
+        usd = costs.estimate(model, width=width, height=height, n=int(n or 1), quality=quality or None)
+    except (StudioError, LookupError, ValueError, KeyError, TypeError):
+        return ""
+    return "Estimated cost: **free**" if usd == 0 else f"Estimated cost: **${usd:.4f}**"
+
+
+def provider_choices_for(studio: Studio) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """Dropdown choices naming each provider's state, and {name: reason it is not ready}."""
+    choices, reasons = [], {}
+    for status in studio.provider_statuses():
+        label = status.label or status.name
+        if not status.ready:
+            label += " — " + ("needs a key" if status.state == "missing_key" else "unavailable")
+        choices.append((label, status.name))
+        reasons[status.name] = status.reason
+    return choices, reasons
+
+
+def models_for(studio: Studio, provider: str | None, mode: str) -> list[ModelInfo]:
+    """The provider's models that can do ``mode`` (the tab's kind of work), default model first."""
+    if not provider:
+        return []
+    try:
+        handler = studio.provider(provider)
+        models = handler.models()
+        default = handler.default_model()
+    except (StudioError, LookupError, ImportError):
+        return []
+    wanted = CREATE_MODES.get(mode, (mode,))
+    usable = [m for m in models if any(m.supports(w) for w in wanted)]
+    usable.sort(key=lambda m: m.id != default.id)
+    return usable

@@ -1,0 +1,213 @@
+"""The three tabs that make images: Generate, Edit (image-to-image and inpainting) and Variations.
+
+Each tab is a form on the left (prompt, provider/model, only the settings the model has) and the
+session gallery on the right. Runs report progress on a ``gr.Progress`` bar and can be stopped.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+from PIL import Image, ImageChops
+
+from gradio_ui.context import AppContext
+from gradio_ui.controls import ModelControls
+from gradio_ui.endpoints import upload_bytes, visitor_errors
+from gradio_ui.session_gallery import GalleryPanel, with_results
+from studio.errors import InvalidRequest
+from studio.service import GenerationResult
+
+PRIVATE = {"api_visibility": "private"}
+
+
+def result_summary(result: GenerationResult) -> str:
+    parts = [f"**{len(result.images)} image(s)** in {result.duration:.1f} s"]
+    parts.append("from the cache, no cost" if result.cached
+                 else f"cost ${result.cost:.4f} (estimated ${result.estimated_cost:.4f})")
+    seeds = [str(r.seed) for r in result.images if r.seed is not None]
+    if seeds:
+        parts.append("seed " + ", ".join(seeds))
+    text = " · ".join(parts)
+    if result.warnings:
+        text += "  \n" + "  \n".join(f"⚠️ {warning}" for warning in result.warnings)
+    return text
+
+
+def mask_from_editor(value: dict | None) -> Image.Image | None:
+    """The inpainting mask from a ``gr.ImageEditor`` value: wherever any layer has paint (alpha > 0)
+    is white (repaint), the rest black. None when nothing was painted."""
+    if not value:
+        return None
+    background = value.get("background")
+    alpha = None
+    for layer in value.get("layers") or []:
+        if layer is None:
+            continue
+        layer = layer if isinstance(layer, Image.Image) else Image.open(layer)
+        channel = layer.convert("RGBA").getchannel("A")
+        if background is not None and channel.size != background.size:
+            channel = channel.resize(background.size)
+        alpha = channel if alpha is None else ImageChops.lighter(alpha, channel)
+    if alpha is None or alpha.getbbox() is None:
+        return None
+    # Brush edges are soft; counting the faint rim as painted avoids a seam around the repainted area.
+    return alpha.point(lambda v: 255 if v > 0 else 0)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def style_picker(ctx: AppContext) -> gr.Dropdown:
+    choices = [("None", "none")] + [(s.label, s.name) for s in ctx.studio.styles.all()]
+    return gr.Dropdown(choices, value="none", label="Style")
+
+
+def organise_fields() -> tuple[gr.Textbox, gr.Textbox]:
+    with gr.Accordion("Category and tags", open=False):
+        with gr.Row():
+            category = gr.Textbox(label="Category", placeholder="e.g. concept-art")
+            tags = gr.Textbox(label="Tags", placeholder="comma, separated")
+    return category, tags
+
+
+def run_buttons(label: str) -> tuple[gr.Button, gr.Button]:
+    with gr.Row():
+        go = gr.Button(label, variant="primary", scale=3)
+        stop = gr.Button("Stop", variant="stop", scale=1)
+    return go, stop
+
+
+@dataclass
+class CreateTab:
+    panel: GalleryPanel
+    status: gr.Markdown
+    source_id: gr.State | None = None  # Edit / Variations: a stored image picked from a gallery
+    source_note: gr.Markdown | None = None
+    source_input: Any = None  # the editor or image widget holding the source
+
+
+def wire_run(ctx: AppContext, go: gr.Button, stop: gr.Button, submit: gr.Textbox, inputs: set,
+             status: gr.Markdown, work) -> None:
+    """Run ``work(values, owner, progress, cancel) -> GenerationResult`` from the button (and Enter
+    in the prompt); put the images in the session gallery; let Stop cancel it."""
+
+    def run(values: dict, request: gr.Request, profile: gr.OAuthProfile | None, progress=gr.Progress()):
+        with visitor_errors():
+            owner = ctx.owner(values, request, profile)
+            ctx.access.check_may_generate(owner)
+            with ctx.stops.running(request.session_hash) as cancel:
+                result = work(values, owner, progress, cancel)
+        return with_results(values[ctx.session], [r.id for r in result.images]), result_summary(result)
+
+    def on_stop(request: gr.Request):
+        stopped = ctx.stops.stop(request.session_hash)
+        return "Stopping..." if stopped else gr.update()
+
+    all_inputs = inputs | {ctx.session, ctx.token}
+    events = [go.click(run, all_inputs, [ctx.session, status], **PRIVATE, **ctx.limits.generating()),
+              submit.submit(run, all_inputs, [ctx.session, status], **PRIVATE, **ctx.limits.generating())]
+    stop.click(on_stop, None, [status], cancels=events, **PRIVATE, queue=False)
+
+
+def build_generate_tab(ctx: AppContext) -> CreateTab:
+    with gr.Tab("Generate", id="generate"):
+        with gr.Row():
+            with gr.Column(scale=5):
+                prompt = gr.Textbox(label="Prompt", lines=3, placeholder="a lighthouse at dusk, volumetric light")
+                style = style_picker(ctx)
+                controls = ModelControls.build(ctx.studio, "text-to-image")
+                category, tags = organise_fields()
+                go, stop = run_buttons("Generate")
+                status = gr.Markdown()
+            with gr.Column(scale=6):
+                panel = GalleryPanel.build(ctx)
+
+    def work(values: dict, owner: str, progress, cancel) -> GenerationResult:
+        fields = controls.request_fields(values)
+        return ctx.actions.generate(owner, values[prompt], style=values[style], category=values[category] or "",
+                                    tags=values[tags] or "", progress=progress, cancel=cancel, **fields)
+
+    wire_run(ctx, go, stop, prompt, controls.inputs() | {prompt, style, category, tags}, status, work)
+    return CreateTab(panel, status)
+
+
+def build_edit_tab(ctx: AppContext) -> CreateTab:
+    with gr.Tab("Edit", id="edit"):
+        with gr.Row():
+            with gr.Column(scale=5):
+                editor = gr.ImageEditor(
+                    label="Image: paint over what should change (inpainting), or leave it unpainted to redo "
+                          "the whole image", type="pil", sources=["upload", "clipboard"], transforms=(),
+                    layers=False, height=460, brush=gr.Brush(colors=["#ff2bd6"], color_mode="fixed"))
+                source_note = gr.Markdown()
+                source_id = gr.State(None)
+                prompt = gr.Textbox(label="What to make", lines=2, placeholder="a red door")
+                controls = ModelControls.build(ctx.studio, "edit")
+                go, stop = run_buttons("Edit")
+                status = gr.Markdown()
+            with gr.Column(scale=6):
+                panel = GalleryPanel.build(ctx)
+
+    def forget_source():
+        return None, ""
+
+    editor.upload(forget_source, None, [source_id, source_note], **PRIVATE, queue=False)
+    editor.clear(forget_source, None, [source_id, source_note], **PRIVATE, queue=False)
+
+    def work(values: dict, owner: str, progress, cancel) -> GenerationResult:
+        value = values[editor] or {}
+        fields = controls.request_fields(values)
+        mask = mask_from_editor(value)
+        if values[source_id]:
+            source = {"image_id": values[source_id]}
+        elif value.get("background") is not None:
+            source = {"image": png_bytes(value["background"])}
+        else:
+            raise InvalidRequest("upload an image to edit (or pick one in a gallery and press \"Edit selected\")")
+        return ctx.actions.edit(owner, values[prompt], mask=mask, progress=progress, cancel=cancel, **source,
+                                **fields)
+
+    wire_run(ctx, go, stop, prompt, controls.inputs() | {editor, source_id, prompt}, status, work)
+    return CreateTab(panel, status, source_id, source_note, editor)
+
+
+def build_variations_tab(ctx: AppContext) -> CreateTab:
+    with gr.Tab("Variations", id="variations"):
+        with gr.Row():
+            with gr.Column(scale=5):
+                source = gr.Image(label="Source image (optional: without one, the prompt is varied)",
+                                  type="filepath", sources=["upload", "clipboard"], height=320)
+                source_note = gr.Markdown()
+                source_id = gr.State(None)
+                prompt = gr.Textbox(label="Prompt (optional for a stored image: its own prompt is used)", lines=2)
+                with gr.Row():
+                    count = gr.Slider(1, 8, value=4, step=1, label="Variations")
+                    scene = gr.Checkbox(label="Scene variations (framing and lighting)", value=False)
+                controls = ModelControls.build(ctx.studio, "variation")
+                go, stop = run_buttons("Make variations")
+                status = gr.Markdown()
+            with gr.Column(scale=6):
+                panel = GalleryPanel.build(ctx)
+
+    def forget_source():
+        return None, ""
+
+    source.upload(forget_source, None, [source_id, source_note], **PRIVATE, queue=False)
+    source.clear(forget_source, None, [source_id, source_note], **PRIVATE, queue=False)
+
+    def work(values: dict, owner: str, progress, cancel) -> GenerationResult:
+        fields = controls.request_fields(values)
+        fields.pop("n", None)  # the count of variations is its own control
+        picked = {"image_id": values[source_id]} if values[source_id] else {
+            "image": upload_bytes(values[source], "source image")}
+        return ctx.actions.variations(owner, prompt=values[prompt], n=int(values[count]), scene=values[scene],
+                                      progress=progress, cancel=cancel, **picked, **fields)
+
+    wire_run(ctx, go, stop, prompt, controls.inputs() | {source, source_id, prompt, count, scene}, status, work)
+    return CreateTab(panel, status, source_id, source_note, source)

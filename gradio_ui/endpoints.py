@@ -1,0 +1,389 @@
+"""What each Gradio action does, in plain Python: JSON-able values and file paths in and out.
+
+The UI handlers and the named API endpoints (``/generate``, ``/edit``, ...) both call these, so a
+visitor clicking a button and a ``gradio_client`` script get the same validation, the same owner
+checks and the same messages. Nothing here builds widgets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import logging
+import re
+import shutil
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import gradio as gr
+
+from studio.errors import InvalidRequest, StudioError
+from studio.exports import build_zip
+from studio.imaging import EXTENSIONS, MAX_INPUT_BYTES
+from studio.service import GenerationResult, Studio
+from studio.storage import HistoryQuery
+from studio.types import GenerationRequest, ImageRecord, ProgressEvent
+from studio.validation import parse_size
+
+log = logging.getLogger("studio.gradio")
+
+# Optional request fields an API caller may put in ``options``; the core validates the values.
+OPTION_NAMES = ("negative_prompt", "style", "size", "width", "height", "n", "seed", "steps", "guidance",
+                "strength", "quality", "output_format", "compression", "category", "tags", "extra", "cache")
+# What a batch caller may set in ``options`` (studio.jobs.BatchOptions, less what the app decides).
+BATCH_OPTION_NAMES = ("style", "negative_prompt", "size", "width", "height", "n", "steps", "guidance", "quality",
+                      "output_format", "compression", "category", "tags", "extra", "seed_policy", "seed",
+                      "concurrency", "webhook")
+BATCH_POLL_SECONDS = 0.25
+_IMAGE_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+MAX_HISTORY_PAGE = 100
+ERROR_TITLES = {
+    "invalid_request": "Check the request", "not_found": "Not found", "budget_exceeded": "Daily budget reached",
+    "not_configured": "Provider not set up", "content_blocked": "Blocked by the provider's safety system",
+    "rate_limited": "Rate limited", "quota_exhausted": "Out of credit", "timeout": "Timed out",
+    "provider_failure": "The provider failed", "cancelled": "Stopped",
+}
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def visitor_errors() -> Iterator[None]:
+    """Turn every failure into a ``gr.Error`` with the studio's message; never a traceback.
+
+    Gradio shows a ``gr.Error`` message to the visitor (and to API clients) as HTML, so it is
+    escaped. Anything that is not a ``StudioError`` is a bug: it is logged here with its traceback
+    and the visitor gets a short, honest line."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except StudioError as error:
+        raise gr.Error(html.escape(error.message, quote=False), title=ERROR_TITLES.get(error.kind, "Error"),
+                       print_exception=False) from None
+    except Exception as exc:
+        log.exception("unexpected error in a Gradio handler")
+        raise gr.Error(f"Something went wrong on the server ({type(exc).__name__}); the details are in its log.",
+                       title="Server error", print_exception=False) from None
+
+
+# -- progress and stopping ---------------------------------------------------------------------
+
+
+def progress_reporter(progress: Callable[..., Any] | None) -> Callable[[ProgressEvent], None] | None:
+    """The studio's progress events drawn on a ``gr.Progress`` bar (per step for local models)."""
+    if progress is None:
+        return None
+
+    def report(event: ProgressEvent) -> None:
+        desc = event.message or event.stage
+        if event.step is not None and event.total_steps:
+            desc = f"{event.stage}: step {event.step}/{event.total_steps}"
+        progress(event.fraction, desc=desc)
+
+    return report
+
+
+class StopSwitches:
+    """One cancel flag per browser session, so the Stop button stops that visitor's run only."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def arm(self, session: str | None) -> threading.Event:
+        event = threading.Event()
+        if session:
+            with self._lock:
+                self._events[session] = event
+        return event
+
+    def stop(self, session: str | None) -> bool:
+        with self._lock:
+            event = self._events.pop(session or "", None)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    def disarm(self, session: str | None, event: threading.Event) -> None:
+        with self._lock:
+            if self._events.get(session or "") is event:
+                del self._events[session or ""]
+
+    @contextmanager
+    def running(self, session: str | None) -> Iterator[threading.Event]:
+        event = self.arm(session)
+        try:
+            yield event
+        finally:
+            self.disarm(session, event)
+
+
+# -- files handed to Gradio --------------------------------------------------------------------
+
+
+class Exporter:
+    """Copies of stored images (and zips) in a temporary folder Gradio may serve from.
+
+    The studio's own folder is never added to Gradio's allowed paths: that would let anyone who
+    guessed a path fetch another visitor's image. Each visitor gets a sub-folder named by a hash of
+    their owner id; old files are swept away."""
+
+    def __init__(self, studio: Studio, root: Path | None = None, max_age: float = 6 * 3600):
+        self.studio = studio
+        self.root = Path(root or tempfile.mkdtemp(prefix="image-studio-gradio-"))
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.max_age = max_age
+        self._last_sweep = time.monotonic()
+
+    def _folder(self, owner: str) -> Path:
+        folder = self.root / hashlib.sha256(owner.encode()).hexdigest()[:20]
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def image_file(self, record: ImageRecord, owner: str) -> str:
+        target = self._folder(owner) / f"{record.id}.{EXTENSIONS.get(record.format, record.format)}"
+        if not target.exists():
+            partial = target.with_suffix(target.suffix + ".part")
+            partial.write_bytes(self.studio.image_bytes(record))
+            partial.replace(target)
+        return str(target)
+
+    def thumbnail_file(self, record: ImageRecord, owner: str) -> str:
+        target = self._folder(owner) / f"{record.id}.thumb.webp"
+        if not target.exists():
+            partial = target.with_suffix(".part")
+            partial.write_bytes(self.studio.storage.read_thumbnail(record))
+            partial.replace(target)
+        return str(target)
+
+    def zip_file(self, records: list[ImageRecord], owner: str, name: str, **zip_options: Any) -> str:
+        """A zip of ``records`` with manifest.csv/json (``studio.exports.build_zip``)."""
+        if not records:
+            raise InvalidRequest("there are no images to put in a zip")
+        return self.bytes_file(build_zip(records, self.studio.image_bytes, **zip_options), owner, f"{name}.zip")
+
+    def bytes_file(self, data: bytes, owner: str, file_name: str) -> str:
+        """``data`` as a file named ``file_name`` in a folder of its own (downloads keep the name)."""
+        self.sweep()
+        folder = self._folder(owner) / f"f-{time.time_ns()}"
+        folder.mkdir()
+        target = folder / file_name
+        target.write_bytes(data)
+        return str(target)
+
+    def sweep(self) -> None:
+        """Delete exported files older than ``max_age`` (at most once a minute)."""
+        now = time.monotonic()
+        if now - self._last_sweep < 60:
+            return
+        self._last_sweep = now
+        cutoff = time.time() - self.max_age
+        for folder in self.root.iterdir():
+            for item in folder.iterdir() if folder.is_dir() else []:
+                try:
+                    if item.stat().st_mtime < cutoff:
+                        shutil.rmtree(item) if item.is_dir() else item.unlink()
+                except OSError:
+                    pass
+
+
+# -- JSON shapes -------------------------------------------------------------------------------
+
+
+def public_image(record: ImageRecord) -> dict[str, Any]:
+    """What a visitor or API client learns about an image (no server paths)."""
+    return {
+        "id": record.id, "file": f"{record.id}.{EXTENSIONS.get(record.format, record.format)}",
+        "width": record.width, "height": record.height, "format": record.format, "provider": record.provider,
+        "model": record.model, "mode": record.mode, "prompt": record.user_prompt or record.prompt,
+        "full_prompt": record.prompt, "negative_prompt": record.negative_prompt, "style": record.style,
+        "seed": record.seed, "steps": record.params.get("steps"), "guidance": record.params.get("guidance"),
+        "strength": record.params.get("strength"), "cost": round(record.cost, 6), "category": record.category,
+        "tags": list(record.tags), "parent_id": record.parent_id, "created_at": record.created_at,
+        "generation_time": record.generation_time, "sha256": record.sha256,
+    }
+
+
+def result_json(result: GenerationResult) -> dict[str, Any]:
+    return {"images": [public_image(r) for r in result.images], "cost": round(result.cost, 6),
+            "estimated_cost": round(result.estimated_cost, 6), "cached": result.cached,
+            "request_id": result.request_id, "duration": round(result.duration, 3), "warnings": result.warnings}
+
+
+# -- inputs ------------------------------------------------------------------------------------
+
+
+def request_fields(options: Any, allowed: tuple[str, ...] = OPTION_NAMES) -> dict[str, Any]:
+    """``options`` from an API caller (a dict, or None) as request fields (``GenerationRequest``'s,
+    or with ``allowed=BATCH_OPTION_NAMES`` a batch's)."""
+    if options in (None, "", {}):
+        return {}
+    if not isinstance(options, dict):
+        raise InvalidRequest("options must be a JSON object, e.g. {\"n\": 2, \"seed\": 7}")
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise InvalidRequest(f"unknown option(s) {', '.join(map(repr, unknown))}; "
+                             f"allowed: {', '.join(allowed)}")
+    fields = {name: value for name, value in options.items() if value is not None and value != ""}
+    if "size" in fields:
+        if "width" in fields or "height" in fields:
+            raise InvalidRequest("give size or width and height, not both")
+        fields["width"], fields["height"] = parse_size(str(fields.pop("size")))
+    return fields
+
+
+def upload_bytes(path: Any, what: str) -> bytes | None:
+    """The bytes of a file Gradio received (a path in its upload cache), size-checked first."""
+    if path in (None, ""):
+        return None
+    file = Path(getattr(path, "path", path))
+    if not file.is_file():
+        raise InvalidRequest(f"the {what} upload did not arrive; upload it again")
+    if file.stat().st_size > MAX_INPUT_BYTES:
+        raise InvalidRequest(f"the {what} is larger than {MAX_INPUT_BYTES // (1024 * 1024)} MiB")
+    return file.read_bytes()
+
+
+def checked_image_id(image_id: Any) -> str | None:
+    """A stored image id as the caller wrote it, refusing anything shaped like a path."""
+    text = str(image_id or "").strip()
+    if not text:
+        return None
+    if not _IMAGE_ID.fullmatch(text):
+        raise InvalidRequest(f"{text[:80]!r} is not an image id")
+    return text
+
+
+# -- the actions -------------------------------------------------------------------------------
+
+
+class Actions:
+    """The studio's operations for one Gradio app, always on behalf of an owner."""
+
+    def __init__(self, studio: Studio, exporter: Exporter):
+        self.studio = studio
+        self.exporter = exporter
+
+    def files(self, records: list[ImageRecord], owner: str) -> list[str]:
+        return [self.exporter.image_file(r, owner) for r in records]
+
+    def generate(self, owner: str, prompt: str, provider: str | None = None, model: str | None = None,
+                 progress=None, cancel: threading.Event | None = None, **fields: Any) -> GenerationResult:
+        request = GenerationRequest(prompt=prompt, provider=provider or None, model=model or None, user=owner,
+                                    **fields)
+        return self.studio.generate(request, progress=progress_reporter(progress), cancel=cancel)
+
+    def edit(self, owner: str, prompt: str, *, image: bytes | None = None, image_id: str | None = None,
+             mask: Any = None, provider: str | None = None, model: str | None = None, progress=None,
+             cancel: threading.Event | None = None, **fields: Any) -> GenerationResult:
+        source = self._source(owner, image, image_id, required=True)
+        return self.studio.edit(source, prompt, mask=mask, provider=provider or None, model=model or None,
+                                user=owner, progress=progress_reporter(progress), cancel=cancel, **fields)
+
+    def variations(self, owner: str, *, image: bytes | None = None, image_id: str | None = None,
+                   prompt: str | None = None, n: int = 4, scene: bool = False, provider: str | None = None,
+                   model: str | None = None, progress=None, cancel: threading.Event | None = None,
+                   **fields: Any) -> GenerationResult:
+        source = self._source(owner, image, image_id, required=False)
+        options = {name: value for name, value in (("provider", provider), ("model", model)) if value}
+        return self.studio.variations(source, prompt=prompt or None, n=int(n), scene=bool(scene), user=owner,
+                                      progress=progress_reporter(progress), cancel=cancel, **options, **fields)
+
+    def _source(self, owner: str, image: bytes | None, image_id: str | None, *, required: bool):
+        image_id = checked_image_id(image_id)
+        if image is not None and image_id:
+            raise InvalidRequest("give an image or an image id, not both")
+        if image_id:
+            self.studio.get_image(image_id, owner)  # NotFound unless it is the caller's (or shared)
+            return image_id
+        if image is None and required:
+            raise InvalidRequest("upload an image (or give the id of one of your images)")
+        return image
+
+    def history(self, owner: str, *, search: str = "", provider: str = "", model: str = "", tag: str = "",
+                category: str = "", limit: int = 24, offset: int = 0):
+        limit = int(limit or 24)
+        offset = int(offset or 0)
+        if not 1 <= limit <= MAX_HISTORY_PAGE:
+            raise InvalidRequest(f"limit must be 1-{MAX_HISTORY_PAGE}")
+        if offset < 0:
+            raise InvalidRequest("offset must be 0 or more")
+        query = HistoryQuery(owner=owner, text=search or None, provider=provider or None, model=model or None,
+                             tag=(tag or "").strip().lower() or None, category=(category or "").strip().lower() or None,
+                             limit=limit, offset=offset)
+        return self.studio.history(query)
+
+    # -- batches --------------------------------------------------------------------------------
+
+    @property
+    def jobs(self):
+        from studio.jobs import get_manager  # the batch core is only loaded when a batch is used
+
+        return get_manager(self.studio)
+
+    def preview_batch(self, owner: str, script: str | bytes, *, name: str = "", format: str | None = None,
+                      **options: Any):
+        """What a batch would do. The script is text (or an upload's bytes), never a path: a visitor
+        must not make the server read its own files."""
+        if isinstance(script, str) and not script.strip():
+            raise InvalidRequest("the script is empty: paste it or upload a file")
+        options = {k: v for k, v in options.items() if v is not None and v != ""}
+        if isinstance(options.get("tags"), str):
+            options["tags"] = [tag.strip() for tag in options["tags"].split(",") if tag.strip()]
+        if options.get("webhook"):
+            # A shared server only calls public webhook addresses (no probing of its own network).
+            # Checked here: the batch core's own webhook_public_only flag leaks into the scene's
+            # GenerationRequest (studio.jobs.runner.build_request) and breaks every scene.
+            from studio.webhooks import check_url
+
+            check_url(str(options["webhook"]), public_only=True)
+        return self.jobs.preview(script, user=owner, name=name, format=format or None, **options)
+
+    def run_batch(self, owner: str, script: str | bytes, **options: Any):
+        """Start a batch job and return it; it runs in the studio's worker threads."""
+        return self.jobs.submit(self.preview_batch(owner, script, **options))
+
+    def watch_batch(self, owner: str, job_id: str, *, progress=None, timeout: float | None = None):
+        """Yield the job each time it changes until it stops running (finished, paused, interrupted),
+        drawing its progress on ``progress``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last = None
+        while True:
+            job = self.jobs.get(job_id, owner)
+            state = (job.status, job.progress, tuple(sorted(job.counts.items())))
+            if progress is not None:
+                progress(job.progress / 100, desc=f"{job.done}/{job.total} scene(s) · {job.status.value.lower()}")
+            if state != last:
+                last = state
+                yield job
+            stopped = job.status.finished or job.status.value == "PAUSED" or job.interrupted
+            if stopped or (deadline is not None and time.monotonic() > deadline):
+                return
+            time.sleep(BATCH_POLL_SECONDS)
+
+    def job_records(self, owner: str, job) -> list[ImageRecord]:
+        """The job's images in scene order."""
+        ids = [image_id for item in job.items or [] for image_id in item.image_ids]
+        found = {r.id: r for r in self.studio.storage.index.get_many(ids)}
+        return [self.studio.storage.with_path(found[i]) for i in ids if i in found and found[i].owner == owner]
+
+    def job_json(self, owner: str, job_id: str) -> dict[str, Any]:
+        """The job's status and items with their images (ids, files, seeds; no server paths)."""
+        result = self.jobs.result(job_id, owner)
+        for item in result["items"]:
+            for image in item["images"]:
+                path = image.pop("path", "") or ""
+                image["file"] = Path(path).name
+        return result
+
+    def providers(self) -> dict[str, Any]:
+        return {"default_provider": self.studio.settings.default_provider,
+                "providers": [s.to_dict() for s in self.studio.provider_statuses()],
+                "styles": [{"name": s.name, "label": s.label} for s in self.studio.styles.all()]}
