@@ -102,10 +102,9 @@ class StabilityProvider(Provider):
             if answer.finish_reason == "CONTENT_FILTERED":
                 usage["blocked"] += 1
                 continue
-            images.append(ProviderImage(data=answer.data, seed=answer.seed,
-                                        info={"finish_reason": answer.finish_reason, "endpoint": route.path,
-                                              **{k: v for k, v in form.items() if k in ("aspect_ratio",
-                                                                                         "style_preset")}}))
+            info = {"finish_reason": answer.finish_reason, "endpoint": route.path}
+            info.update({name: form[name] for name in ("aspect_ratio", "style_preset") if name in form})
+            images.append(ProviderImage(data=answer.data, seed=answer.seed, info=info))
         ctx.report("generating", 1.0)
         if not images:
             raise ContentBlocked("Stability AI's content filter blocked the result (finish-reason "

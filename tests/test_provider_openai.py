@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -195,8 +197,6 @@ def test_n_images_in_one_call(provider, fake):
 
 
 def test_more_than_ten_images_are_split_into_calls_and_costs_add_up(provider, fake):
-    import dataclasses
-
     model = dataclasses.replace(provider.model("gpt-image-1-mini"), max_images=12)
     result = provider.generate(prepared(model, n=12, quality="low"), RunContext())
     assert len(result.images) == 12
@@ -206,8 +206,6 @@ def test_more_than_ten_images_are_split_into_calls_and_costs_add_up(provider, fa
 
 
 def test_images_already_paid_for_are_kept_when_a_later_call_fails(provider, fake):
-    import dataclasses
-
     model = dataclasses.replace(provider.model("gpt-image-1-mini"), max_images=12)
     fake.succeed()
     fake.quota_exhausted()
@@ -320,4 +318,4 @@ def test_unreachable_server_is_a_provider_failure(provider, monkeypatch):
 
 def test_importing_the_provider_does_not_import_the_sdk():
     code = "import sys, providers, providers.openai_images; assert 'openai' not in sys.modules, 'openai imported'"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(Path(__file__).parents[1]))
