@@ -66,6 +66,7 @@ def _key_names(ctx) -> list[str]:
 def _use_pasted_key() -> None:
     name = st.session_state.get("session_key_name")
     value = st.session_state.get("session_key_value") or ""
+    st.session_state["session_key_value"] = ""  # the widget forgets it: it is never sent back to the browser
     if name and value.strip():
         set_session_key(name, value)
         st.session_state["_key_notice"] = name
