@@ -150,13 +150,14 @@ def job(job_id: str, *, home: str | Path | None = None, user: str = "local") -> 
     return job_manager(home=home).result(job_id, user)
 
 
-def jobs(*, home: str | Path | None = None, user: str = "local", limit: int = 50) -> list[dict[str, Any]]:
-    """Batch jobs, newest first, with status, counts, progress and cost."""
+def list_jobs(*, home: str | Path | None = None, user: str = "local", limit: int = 50) -> list[dict[str, Any]]:
+    """Batch jobs, newest first, with status, counts, progress and cost. (Not ``jobs``: that name is
+    the ``studio.jobs`` package.)"""
     return [j.to_dict(items=False) for j in job_manager(home=home).list(user, limit)]
 
 
 __all__ = [
-    "batch", "preview_batch", "job", "jobs", "job_manager",
+    "batch", "preview_batch", "job", "list_jobs", "job_manager",
     "generate", "edit", "variations", "history", "providers", "info", "save_base64", "load_base64", "get_studio",
     "GenerationRequest", "ImageRecord", "Mode", "StudioError", "InvalidRequest", "NotFound", "NotConfigured",
     "ContentBlocked", "RateLimited", "QuotaExhausted", "ProviderTimeout", "ProviderFailure", "BudgetExceeded",

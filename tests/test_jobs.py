@@ -1,0 +1,530 @@
+"""Batch jobs on the echo provider: preview, statuses and progress, real concurrency, cancel, retry,
+pause, rate limits, budget, crash recovery (in process and with a killed worker process), export,
+CLI and library."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import providers
+import studio as studio_lib
+from studio.cli import main
+from studio.errors import BudgetExceeded, ContentBlocked, InvalidRequest, NotFound, ProviderTimeout, RateLimited
+from studio.jobs import ItemStatus, JobManager, JobStatus
+from studio.service import Studio
+from studio.types import GenerationRequest
+from tests.fakes import batch_echo, echo_provider
+from tests.fakes.echo_provider import EchoProvider
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def studio(studio_home):
+    echo_provider.install(studio_home / "catalog")
+    s = Studio(studio_home)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def jobs(studio):
+    manager = JobManager(studio)
+    yield manager
+    manager.close(wait=5)
+
+
+def script(count: int, prefix: str = "scene") -> str:
+    return "\n".join(f"00:00:{i:02d} {prefix} number {i}" for i in range(count))
+
+
+def wait_until(condition, timeout: float = 10.0, step: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("condition not reached in time")
+
+
+def statuses(manager, job_id) -> list[str]:
+    return [item.status.value for item in manager.get(job_id).items]
+
+
+def db(home: Path, sql: str, *args):
+    with sqlite3.connect(home / "index.sqlite3") as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def image_files(home: Path) -> list[Path]:
+    return [p for p in (home / "images").rglob("*") if p.is_file()] if (home / "images").exists() else []
+
+
+# -- preview and creation ------------------------------------------------------------------------
+
+
+def test_preview_expands_styles_assigns_seeds_and_estimates_cost(jobs, studio_home):
+    preview = jobs.preview("00:01 a lighthouse --seed 42\n00:02 waves --style none\n00:03 a gull",
+                           provider="echo", style="cinematic", seed=100, n=2)
+    rows = preview.rows()
+    assert [r["seed"] for r in rows] == [42, 101, 102]  # per-scene: base + index; an override wins
+    assert rows[0]["prompt"].startswith("cinematic film still of a lighthouse") and rows[1]["prompt"] == "waves"
+    assert [r["estimated_cost"] for r in rows] == [0.02, 0.02, 0.02] and preview.estimated_total == 0.06
+    assert preview.within_budget and preview.daily_budget is None and preview.provider_ready
+    assert (preview.job.provider, preview.job.model, preview.job.concurrency) == ("echo", "echo-1", 4)
+    fixed = jobs.preview("a\nb\nc", provider="echo", seed_policy="fixed", seed=7, concurrency=2)
+    assert [r["seed"] for r in fixed.rows()] == [7, 7, 7] and fixed.job.concurrency == 2
+    assert db(studio_home, "SELECT COUNT(*) FROM jobs") == [(0,)]  # a preview stores nothing
+    with pytest.raises(InvalidRequest, match="seed policy"):
+        jobs.preview("a", provider="echo", seed_policy="sometimes")
+    with pytest.raises(InvalidRequest, match="unknown provider"):
+        jobs.preview("a", provider="nope")
+
+
+def test_invalid_scene_or_budget_stops_everything_before_it_starts(jobs, studio, studio_home):
+    with pytest.raises(InvalidRequest, match=r"line 2: steps 999 is outside .*nothing was started"):
+        jobs.create("fine\nbroken --steps 999\nfine too", provider="echo")
+    studio.settings.daily_budget = 0.025
+    preview = jobs.preview(script(3), provider="echo")
+    assert not preview.within_budget and preview.budget_remaining == 0.025
+    with pytest.raises(BudgetExceeded, match=r"estimated at \$0.0300 but only \$0.0250"):
+        jobs.create(preview)
+    assert db(studio_home, "SELECT COUNT(*) FROM jobs") == [(0,)]
+    assert EchoProvider.calls == 0
+
+
+# -- running -------------------------------------------------------------------------------------
+
+
+class Stepping(EchoProvider):
+    """Reports generation progress in two steps, as a provider with a progress API does."""
+
+    def generate(self, request, ctx):
+        for step in range(2):
+            ctx.report("generating", step / 2, step=step, total_steps=2)
+            time.sleep(0.08)
+        return super().generate(request, ctx)
+
+
+def test_items_move_through_statuses_and_each_result_is_visible_at_once(jobs, studio, studio_home):
+    providers.register("echo", Stepping)
+    seen: set[str] = set()
+    progress_seen: set[float] = set()
+    job = jobs.submit(script(4), provider="echo", concurrency=1)
+
+    def one_done_others_waiting():
+        current = jobs.get(job.id)
+        seen.update(i.status.value for i in current.items)
+        progress_seen.update(i.progress for i in current.items if i.status is ItemStatus.GENERATING)
+        done = [i for i in current.items if i.status is ItemStatus.COMPLETED]
+        waiting = [i for i in current.items if i.status is ItemStatus.PENDING]
+        return (done, current) if done and waiting else None
+
+    done, current = wait_until(one_done_others_waiting)
+    assert current.status is JobStatus.RUNNING and 0 < current.progress < 100
+    partial = jobs.result(job.id)  # a finished scene's image is there before the batch ends
+    assert partial["items"][done[0].index]["images"][0]["path"]
+    final = jobs.wait(job.id, timeout=10)
+    seen.update(i.status.value for i in final.items)
+    assert final.status is JobStatus.COMPLETED and final.progress == 100 and final.finished_at
+    assert {"PENDING", "GENERATING", "COMPLETED"} <= seen
+    assert any(5 <= p < 90 for p in progress_seen)  # the provider's steps show as the item's progress
+    for item in final.items:
+        assert item.status is ItemStatus.COMPLETED and item.progress == 100 and item.attempts == 1
+        assert item.started_at and item.finished_at and item.cost == pytest.approx(0.01)
+        records = studio.storage.index.images_for_request(item.request_id)
+        assert [r.id for r in records] == item.image_ids  # the images carry the item's request id
+        assert records[0].user_prompt == item.text and f"job-{job.id}" in records[0].tags
+    assert final.cost == pytest.approx(0.04) and final.counts == {"COMPLETED": 4}
+    assert db(studio_home, "SELECT COUNT(*), ROUND(SUM(cost), 6) FROM generations WHERE status = 'completed'") == \
+        [(4, 0.04)]
+
+
+class Tracking(EchoProvider):
+    """Counts how many calls run at the same moment."""
+
+    active = 0
+    peak = 0
+    lock = threading.Lock()
+
+    def generate(self, request, ctx):
+        with Tracking.lock:
+            Tracking.active += 1
+            Tracking.peak = max(Tracking.peak, Tracking.active)
+        try:
+            return super().generate(request, ctx)
+        finally:
+            with Tracking.lock:
+                Tracking.active -= 1
+
+
+class SingleDevice(Tracking):
+    max_concurrency = 1  # like the local model: one generation at a time on the device
+
+
+@pytest.mark.parametrize("provider_class, asked, expected_peak", [(Tracking, 4, 4), (SingleDevice, 4, 1)])
+def test_items_run_concurrently_up_to_the_provider_limit(studio, provider_class, asked, expected_peak):
+    providers.register("echo", provider_class)
+    Tracking.active = Tracking.peak = 0
+    EchoProvider.latency = 0.25
+    manager = JobManager(studio)
+    try:
+        started = time.monotonic()
+        job = manager.submit(script(8), provider="echo", concurrency=asked)
+        assert job.concurrency == expected_peak
+        final = manager.wait(job.id, timeout=20)
+        elapsed = time.monotonic() - started
+    finally:
+        manager.close()
+    assert final.status is JobStatus.COMPLETED
+    assert Tracking.peak == expected_peak
+    sequential = 8 * 0.25
+    if expected_peak == 4:
+        assert elapsed < sequential * 0.6  # ideal is 2 rounds of 0.25 s = 0.5 s, not 2 s
+    else:
+        assert elapsed >= sequential * 0.95
+
+
+def test_cancel_interrupts_items_in_flight_and_cancels_the_rest(jobs, studio_home):
+    EchoProvider.latency = 5.0
+    job = jobs.submit(script(6), provider="echo", concurrency=2)
+    wait_until(lambda: sum(s in ("INITIALIZING", "GENERATING") for s in statuses(jobs, job.id)) == 2)
+    started = time.monotonic()
+    jobs.cancel(job.id)
+    final = jobs.wait(job.id, timeout=5)
+    assert time.monotonic() - started < 2.0  # the 5-second calls were interrupted, not waited for
+    assert final.status is JobStatus.CANCELLED and final.counts == {"CANCELLED": 6}
+    assert final.cost == 0 and image_files(studio_home) == []
+    assert db(studio_home, "SELECT COUNT(*) FROM images") == [(0,)]
+
+
+def test_failed_item_then_retry_and_one_item_cancelled(jobs, studio_home):
+    EchoProvider.failures = [ContentBlocked("the safety system refused this prompt")]
+    job = jobs.submit(script(3), provider="echo", concurrency=1)
+    final = jobs.wait(job.id, timeout=10)
+    assert final.status is JobStatus.FAILED and final.counts == {"COMPLETED": 2, "FAILED": 1}
+    failed = final.items[0]
+    assert (failed.status, failed.error_kind) == (ItemStatus.FAILED, "content_blocked")
+    assert "safety system" in failed.error and failed.image_ids == [] and failed.cost == 0
+    with pytest.raises(InvalidRequest, match="no failed items to retry"):
+        jobs.retry(job.id, indexes=[1])  # scene 2 completed: nothing to retry there
+    retried = jobs.wait(jobs.retry(job.id).id, timeout=10)
+    assert retried.status is JobStatus.COMPLETED and retried.items[0].attempts == 2
+    assert retried.items[0].image_ids and retried.items[0].error is None
+    assert EchoProvider.calls == 4  # the two completed scenes were not run again
+
+    EchoProvider.latency = 0.3
+    second = jobs.submit(script(3, "other"), provider="echo", concurrency=1)
+    jobs.cancel(second.id, index=2)  # one scene, while it is still waiting
+    final = jobs.wait(second.id, timeout=10)
+    assert statuses(jobs, second.id) == ["COMPLETED", "COMPLETED", "CANCELLED"]
+    assert final.status is JobStatus.COMPLETED  # a scene cancelled on purpose is not a failure
+
+
+def test_transient_errors_retry_and_rate_limits_slow_down_instead_of_failing(jobs):
+    EchoProvider.failures = [ProviderTimeout("no answer in time"), RateLimited("slow down", retry_after=0.4),
+                             RateLimited("slow down", retry_after=0.4)]
+    started = time.monotonic()
+    job = jobs.submit(script(4), provider="echo", concurrency=4)
+    final = jobs.wait(job.id, timeout=20)
+    assert final.status is JobStatus.COMPLETED and final.counts == {"COMPLETED": 4}
+    assert time.monotonic() - started >= 0.4  # every worker waited out the shared backoff
+    assert sum(item.attempts for item in final.items) == 4 + 3
+    gate = jobs.runner._gates["echo"]
+    assert gate.limit < gate.max_limit  # fewer requests in flight after rate limits, growing back later
+
+
+def test_pause_stops_new_items_and_resume_finishes(jobs):
+    EchoProvider.latency = 0.1
+    job = jobs.submit(script(10), provider="echo", concurrency=2)
+    wait_until(lambda: "COMPLETED" in statuses(jobs, job.id))
+    jobs.pause(job.id)
+    paused = jobs.wait(job.id, timeout=5)
+    assert paused.status is JobStatus.PAUSED
+    done = paused.counts.get("COMPLETED", 0)
+    assert 0 < done < 10 and paused.counts.get("PENDING", 0) == 10 - done
+    time.sleep(0.3)
+    assert jobs.get(job.id).counts.get("COMPLETED", 0) == done  # nothing ran while paused
+    with pytest.raises(InvalidRequest, match="only a running job can be paused"):
+        jobs.pause(job.id)
+    final = jobs.wait(jobs.resume(job.id).id, timeout=10)
+    assert final.status is JobStatus.COMPLETED and EchoProvider.calls == 10
+
+
+def test_running_out_of_budget_midway_pauses_the_job(jobs, studio):
+    studio.settings.daily_budget = 0.05
+    job = jobs.create(script(3), provider="echo")  # $0.03 fits...
+    studio.generate(GenerationRequest(prompt="something else", provider="echo", n=3))  # ...until $0.03 is spent
+    final = jobs.wait(jobs.start(job.id).id, timeout=10)
+    assert final.status is JobStatus.PAUSED and "budget" in final.error
+    assert final.counts == {"COMPLETED": 2, "PENDING": 1}  # the third waits; it did not fail
+    studio.settings.daily_budget = 1.0
+    assert jobs.wait(jobs.resume(job.id).id, timeout=10).status is JobStatus.COMPLETED
+
+
+def test_jobs_belong_to_their_owner(jobs):
+    job = jobs.create("a", provider="echo", user="alice")
+    with pytest.raises(NotFound):
+        jobs.get(job.id, "bob")
+    assert [j.id for j in jobs.list("alice")] == [job.id] and jobs.list("bob") == []
+
+
+# -- durability ----------------------------------------------------------------------------------
+
+
+def test_resume_after_a_crash_completes_saved_items_and_reruns_the_rest(studio, studio_home):
+    """A crash leaves two items in flight: one whose generation was saved (images and audit row)
+    but whose item row was not updated, one that had saved nothing. Resuming completes the first
+    without calling the provider and runs only the second (and the untouched rest) again."""
+    first = JobManager(studio)
+    job = first.create(script(4), provider="echo")
+    store = first.store
+    store.update_job(job.id, status=JobStatus.RUNNING, runner="elsewhere:1:dead", heartbeat_at=time.time() - 60)
+    saved, unsaved = store.claim(job.id), store.claim(job.id)
+    studio.generate(GenerationRequest(prompt=saved.text, provider="echo", seed=saved.seed, tags=[f"job-{job.id}"]),
+                    request_id=saved.request_id)
+    saved_files = set(image_files(studio_home))
+    assert first.get(job.id).interrupted and first.list()[0].interrupted
+    calls_before = EchoProvider.calls
+
+    manager = JobManager(studio)
+    try:
+        assert manager.recover() == [job.id]
+        final = manager.wait(job.id, timeout=10)
+    finally:
+        manager.close()
+        first.close()
+    assert final.status is JobStatus.COMPLETED
+    assert EchoProvider.calls - calls_before == 3  # the unsaved item and the two never started
+    items = final.items
+    assert "recovered" in items[0].error and items[0].attempts == 1
+    assert (items[1].attempts, items[2].attempts, items[3].attempts) == (2, 1, 1)
+    assert len(image_files(studio_home)) == 4 and saved_files <= set(image_files(studio_home))
+    assert db(studio_home, "SELECT COUNT(*) FROM images") == [(4,)]
+    assert db(studio_home, "SELECT COUNT(*), ROUND(SUM(cost), 6) FROM generations WHERE status = 'completed'") \
+        == [(4, 0.04)]
+    assert db(studio_home, "SELECT COUNT(*) FROM reservations") == [(0,)]
+    assert studio.repair().clean
+
+
+def test_a_job_held_by_a_live_process_is_not_resumed_twice(jobs):
+    job = jobs.create("a\nb", provider="echo")
+    jobs.store.update_job(job.id, status=JobStatus.RUNNING, runner=f"{os.uname().nodename}:{os.getpid()}:other",
+                          heartbeat_at=time.time())
+    with pytest.raises(InvalidRequest, match="running in another process"):
+        jobs.resume(job.id)
+    assert jobs.recover() == []
+
+
+def run_cli(home: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+    full_env = {**os.environ, "STUDIO_HOME": str(home), "STUDIO_PROVIDER_PLUGINS": batch_echo.PLUGIN_SPEC,
+                "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "studio", *args], cwd=ROOT, env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def calls_per_prompt(log: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for line in log.read_text(encoding="utf-8").splitlines():
+        counts[line] = counts.get(line, 0) + 1
+    return counts
+
+
+def check_nothing_lost_or_duplicated(home: Path, texts: list[str], result: dict) -> None:
+    assert result["status"] == "COMPLETED"
+    assert [item["status"] for item in result["items"]] == ["COMPLETED"] * len(texts)
+    assert [len(item["images"]) for item in result["items"]] == [1] * len(texts)
+    rows = db(home, "SELECT user_prompt FROM images ORDER BY user_prompt")
+    assert sorted(r[0] for r in rows) == sorted(texts)  # one image per scene, none twice
+    assert len(image_files(home)) == len(texts)  # no orphan file beside them
+    paid = "SELECT COUNT(*), ROUND(SUM(cost), 6) FROM generations WHERE status IN ('completed', 'recovered')"
+    assert db(home, paid) == [(len(texts), round(0.01 * len(texts), 6))]  # paid once per scene, all recorded
+    assert result["cost"] == pytest.approx(0.01 * len(texts))
+    assert subprocess.run([sys.executable, "-m", "studio", "repair", "--json"], cwd=ROOT, capture_output=True,
+                          env={**os.environ, "STUDIO_HOME": str(home)}).returncode == 0  # index and files agree
+
+
+def test_killed_worker_process_then_resume_loses_and_repeats_nothing(studio_home, tmp_path):
+    texts = [f"scene number {i}" for i in range(12)]
+    path = tmp_path / "script.txt"
+    path.write_text("\n".join(texts))
+    log = tmp_path / "calls.log"
+    env = {"ECHO_LATENCY": "0.25", "ECHO_CALL_LOG": str(log)}
+    proc = run_cli(studio_home, "batch", str(path), "--provider", "echo", "--concurrency", "2", "--quiet", env=env)
+    try:
+        def completed_before_kill():
+            if not (studio_home / "index.sqlite3").exists():
+                return None
+            try:
+                rows = db(studio_home, "SELECT text FROM job_items WHERE status = 'COMPLETED'")
+            except sqlite3.OperationalError:
+                return None
+            return rows if len(rows) >= 3 else None
+
+        wait_until(completed_before_kill, timeout=30)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done_before = {row[0] for row in db(studio_home, "SELECT text FROM job_items WHERE status = 'COMPLETED'")}
+    saved_before = {row[0] for row in db(studio_home, "SELECT user_prompt FROM images")}  # incl. items not marked yet
+    (job_id, status), = db(studio_home, "SELECT id, status FROM jobs")
+    assert status == "RUNNING" and 3 <= len(done_before) < 12
+    calls_before = calls_per_prompt(log)
+
+    listed = run_cli(studio_home, "jobs", "--json", env=env).communicate(timeout=60)[0]
+    assert json.loads(listed)["jobs"][0]["interrupted"] is True
+
+    resume = run_cli(studio_home, "batch", "--resume", job_id, "--json", env=env)
+    out, err = resume.communicate(timeout=60)
+    assert resume.returncode == 0, err
+    result = json.loads(out)
+    check_nothing_lost_or_duplicated(studio_home, texts, result)
+    calls = calls_per_prompt(log)
+    assert set(calls) == set(texts)
+    assert done_before <= saved_before
+    assert all(calls[text] == 1 for text in saved_before)  # saved before the kill: never generated again
+    # Only a scene whose provider call was cut off by the kill runs twice (one whose files were
+    # written but not yet indexed is adopted on resume, and runs once).
+    in_flight_at_kill = set(calls_before) - done_before
+    assert len(in_flight_at_kill) <= 2 and all(count == 1 for count in calls_before.values())
+    assert {text for text, count in calls.items() if count > 1} <= in_flight_at_kill - saved_before
+    assert max(calls.values()) <= 2
+
+
+def test_process_dying_between_image_files_and_rows_adopts_them_on_resume(studio_home, tmp_path):
+    texts = [f"shot {i}" for i in range(5)]
+    path = tmp_path / "script.txt"
+    path.write_text("\n".join(texts))
+    log, crash_log = tmp_path / "calls.log", tmp_path / "crash.log"
+    env = {"ECHO_LATENCY": "0", "ECHO_CALL_LOG": str(log), "ECHO_CRASH_LOG": str(crash_log)}
+    crashed = run_cli(studio_home, "batch", str(path), "--provider", "echo", "--concurrency", "1", "--json",
+                      env={**env, "ECHO_CRASH_ON_SAVE": "3"})
+    crashed.communicate(timeout=60)
+    assert crashed.returncode == 137
+    lost_scene = crash_log.read_text(encoding="utf-8")
+    assert lost_scene == "shot 2"
+    assert len(image_files(studio_home)) == 3 and db(studio_home, "SELECT COUNT(*) FROM images") == [(2,)]
+    (job_id,), = db(studio_home, "SELECT id FROM jobs")
+
+    resume = run_cli(studio_home, "batch", "--resume", job_id, "--json", env=env)
+    out, err = resume.communicate(timeout=60)
+    assert resume.returncode == 0, err
+    result = json.loads(out)
+    check_nothing_lost_or_duplicated(studio_home, texts, result)
+    assert calls_per_prompt(log) == {text: 1 for text in texts}  # the orphaned scene was not paid twice
+    assert "recovered" in result["items"][2]["error"]
+
+
+# -- results -------------------------------------------------------------------------------------
+
+
+def test_zip_names_scenes_by_order_and_timestamp_with_manifests_and_enriched_script(jobs):
+    job = jobs.submit('00:00:05 A lighthouse at dusk\n[01:02.5] =cmd waves\nno time here --n 2', provider="echo",
+                      seed=9)
+    jobs.wait(job.id, timeout=10)
+    archive = zipfile.ZipFile(io.BytesIO(jobs.export_zip(job.id)))
+    names = archive.namelist()
+    assert names[:4] == ["001_00-00-05_a-lighthouse-at-dusk.png", "002_00-01-02-500_cmd-waves.png",
+                         "003_no-time-here_1.png", "003_no-time-here_2.png"]
+    assert {"manifest.csv", "manifest.json", "script.json"} <= set(names)
+    manifest = json.loads(archive.read("manifest.json"))["images"]
+    assert [m["file"] for m in manifest] == names[:4]
+    first = manifest[0]
+    assert (first["timestamp"], first["text"], first["seed"], first["provider"], first["cost"]) == \
+        ("00:00:05", "A lighthouse at dusk", 9, "echo", 0.01)
+    assert first["prompt"] == "A lighthouse at dusk"
+    csv_text = archive.read("manifest.csv").decode()
+    assert {"timestamp", "text", "prompt", "file", "seed", "provider", "cost"} <= set(csv_text.splitlines()[0].split(","))
+    assert "'=cmd waves" in csv_text  # a formula-looking scene is neutralised for spreadsheets
+    script_json = json.loads(archive.read("script.json"))
+    segments = script_json["segments"]
+    assert [s["timestamp"] for s in segments] == ["00:00:05", "01:02.5", None]
+    assert segments[0]["image"]["file"] == names[0] and len(segments[2]["images"]) == 2
+    assert segments[0]["image"]["path"] and segments[0]["status"] == "COMPLETED"
+    assert jobs.enriched_script(job.id)["segments"][1]["image"]["file"] == names[1]
+
+
+# -- CLI and library -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_echo(studio_home, monkeypatch):
+    monkeypatch.setenv("STUDIO_PROVIDER_PLUGINS", echo_provider.PLUGIN_SPEC)
+    echo_provider.install(studio_home / "catalog")
+    yield
+    studio_lib.job_manager(home=studio_home).close()
+
+
+def test_cli_batch_json_jobs_job_export_and_errors(cli_echo, studio_home, tmp_path, capsys):
+    path = tmp_path / "teaser.srt"
+    path.write_text("1\n00:00:01,000 --> 00:00:02,000\nA lighthouse\n\n2\n00:00:03,000 --> 00:00:04,000\nWaves\n")
+    assert main(["batch", str(path), "--provider", "echo", "--style", "cinematic", "--seed-policy", "fixed",
+                 "--seed", "3", "--concurrency", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) >= {"job_id", "status", "items"} and out["status"] == "COMPLETED"
+    assert [(i["index"], i["timestamp"], i["text"], i["status"]) for i in out["items"]] == [
+        (0, "00:00:01,000", "A lighthouse", "COMPLETED"), (1, "00:00:03,000", "Waves", "COMPLETED")]
+    image = out["items"][0]["images"][0]
+    assert image["seed"] == 3 and Path(image["path"]).is_file() and out["items"][1]["images"][0]["seed"] == 3
+
+    assert main(["jobs", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["jobs"]
+    assert [(j["id"], j["status"], j["counts"]) for j in listed] == [(out["job_id"], "COMPLETED", {"COMPLETED": 2})]
+    assert main(["job", out["job_id"], "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["items"] == out["items"]
+    target = tmp_path / "out.zip"
+    assert main(["job", out["job_id"], "--export", str(target), "--json"]) == 0
+    capsys.readouterr()
+    assert "001_00-00-01_a-lighthouse.png" in zipfile.ZipFile(target).namelist()
+
+    assert main(["batch", str(path), "--provider", "echo", "--dry-run", "--json"]) == 0
+    dry = json.loads(capsys.readouterr().out)
+    assert dry["estimated_total"] == 0.02 and len(dry["scenes"]) == 2
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamp,text\n1,fine\n2,\n")
+    for argv, message in ((["batch", str(bad), "--provider", "echo"], "error: line 3: the scene has no text"),
+                          (["batch", "--resume", "nope"], "error: no job with id 'nope'"),
+                          (["batch"], "error: name a script file"),
+                          (["job", "nope"], "error: no job with id 'nope'")):
+        assert main(argv) == 2
+        captured = capsys.readouterr()
+        assert captured.err.strip().splitlines() == [captured.err.strip()] and message in captured.err
+    assert main(["jobs", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["jobs"]) == 1  # the malformed script made no job
+
+
+def test_library_batch_job_and_list_jobs(cli_echo, studio_home):
+    result = studio_lib.batch([{"timestamp": "00:00:01", "text": "a fox"}, {"timestamp": "00:00:02", "text": "a owl"}],
+                              provider="echo", home=studio_home)
+    assert result["status"] == "COMPLETED" and [i["text"] for i in result["items"]] == ["a fox", "a owl"]
+    assert studio_lib.job(result["job_id"], home=studio_home)["items"] == result["items"]
+    assert [j["id"] for j in studio_lib.list_jobs(home=studio_home)] == [result["job_id"]]
+    preview = studio_lib.preview_batch("one\ntwo\nthree", provider="echo", home=studio_home)
+    assert preview.estimated_total == 0.03
+    with pytest.raises(InvalidRequest, match="unknown batch option"):
+        studio_lib.batch("x", provider="echo", colour="red", home=studio_home)
+
+
+def test_generate_takes_a_request_id_that_its_images_carry(studio):
+    result = studio.generate(GenerationRequest(prompt="a fox", provider="echo", n=2), request_id="job1-0-1")
+    assert result.request_id == "job1-0-1"
+    assert [r.id for r in studio.storage.index.images_for_request("job1-0-1")] == [r.id for r in result.images]
+    assert studio.storage.index.images_for_request("other") == []
+    with pytest.raises(InvalidRequest, match="request_id"):
+        studio.generate(GenerationRequest(prompt="a fox", provider="echo"), request_id="bad id; drop table")
