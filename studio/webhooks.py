@@ -12,8 +12,9 @@ minutes (the replay window) cannot be fed an old, captured request again.
 
 Deliveries run on one background thread: the job never waits for a receiver. A failed delivery
 (connection error, timeout, 408, 429, 5xx) is retried with exponential backoff; other 4xx answers
-are final. Redirects are not followed. Progress deliveries for a job that are still waiting are
-replaced by the newest one, so a slow receiver gets the latest state, not a backlog.
+are final. Redirects are not followed. One job's deliveries to one URL arrive in order; a progress
+update still waiting is replaced by the newest one, so a slow receiver gets the latest state, not
+a backlog.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import secrets
 import socket
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
@@ -140,9 +142,12 @@ class _Delivery:
     event: str = field(compare=False)
     body: bytes = field(compare=False)
     job_id: str | None = field(compare=False, default=None)
-    sequence: int = field(compare=False, default=0)
     attempts: int = field(compare=False, default=0)
     public_only: bool = field(compare=False, default=False)
+
+    @property
+    def lane(self) -> tuple[str, str]:
+        return (self.url, self.job_id or "")
 
 
 @dataclass
@@ -155,10 +160,15 @@ class DeliveryResult:
     attempts: int
     status: int | None = None
     error: str | None = None
+    superseded: bool = False  # a progress update dropped because a newer one was waiting
 
 
 class WebhookDispatcher:
-    """Sends webhooks from a background thread with retries; ``send`` returns at once."""
+    """Sends webhooks from a background thread with retries; ``send`` returns at once.
+
+    Deliveries for one job to one URL form a lane and arrive in order: a delivery being retried
+    holds back the later ones of its lane (so "completed" never overtakes "progress"), never other
+    lanes and never the job."""
 
     def __init__(self, secret: Callable[[], str | None] | str | None = None, *, max_attempts: int = 6,
                  base_delay: float = 1.0, max_delay: float = 60.0, timeout: float = 10.0,
@@ -170,9 +180,8 @@ class WebhookDispatcher:
         self.timeout = timeout
         self.on_result = on_result
         self.results: list[DeliveryResult] = []  # the latest outcomes, for status displays and tests
-        self._queue: list[_Delivery] = []
-        self._waiting_progress: dict[tuple[str, str], _Delivery] = {}
-        self._latest_sent: dict[tuple[str, str], int] = {}
+        self._lanes: dict[tuple[str, str], deque[_Delivery]] = {}
+        self._heads: list[_Delivery] = []  # the first delivery of each lane, soonest due first
         self._sequence: dict[str, itertools.count] = {}
         self._order = itertools.count()
         self._cond = threading.Condition()
@@ -190,17 +199,16 @@ class WebhookDispatcher:
             delivery_id = secrets.token_hex(8)
             body = json.dumps({"event": event, "delivery_id": delivery_id, "sequence": sequence,
                                "sent_at": time.time(), **payload}, ensure_ascii=False, default=str).encode("utf-8")
-            key = (url, job_id or "")
-            waiting = self._waiting_progress.get(key) if event == "job.progress" else None
-            if waiting is not None and waiting.attempts == 0:
-                # Not sent yet: the newest state replaces it, in its place in the queue.
-                waiting.body, waiting.sequence, waiting.id = body, sequence, delivery_id
-                return delivery_id
             delivery = _Delivery(time.monotonic(), next(self._order), delivery_id, url, event, body, job_id,
-                                 sequence, public_only=public_only)
-            if event == "job.progress":
-                self._waiting_progress[key] = delivery
-            heapq.heappush(self._queue, delivery)
+                                 public_only=public_only)
+            lane = self._lanes.setdefault(delivery.lane, deque())
+            last = lane[-1] if lane else None
+            if event == "job.progress" and last is not None and last.event == event and last.attempts == 0:
+                last.body, last.id = body, delivery_id  # not sent yet: the newest state takes its place
+                return delivery_id
+            lane.append(delivery)
+            if len(lane) == 1:
+                heapq.heappush(self._heads, delivery)
             self._ensure_thread()
             self._cond.notify_all()
             return delivery_id
@@ -209,7 +217,7 @@ class WebhookDispatcher:
         """Wait until every queued delivery succeeded or gave up; False if some are still pending."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._queue or self._busy:
+            while self._lanes or self._busy:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -233,42 +241,49 @@ class WebhookDispatcher:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._closed and (not self._queue or self._queue[0].due > time.monotonic()):
-                    wait = self._queue[0].due - time.monotonic() if self._queue else 1.0
+                while not self._closed and (not self._heads or self._heads[0].due > time.monotonic()):
+                    wait = self._heads[0].due - time.monotonic() if self._heads else 1.0
                     self._cond.wait(max(0.01, min(wait, 1.0)))
                 if self._closed:
                     return
-                delivery = heapq.heappop(self._queue)
-                key = (delivery.url, delivery.job_id or "")
-                if self._waiting_progress.get(key) is delivery:
-                    del self._waiting_progress[key]
-                if delivery.event == "job.progress" and self._latest_sent.get(key, 0) > delivery.sequence:
-                    self._cond.notify_all()
-                    continue  # a newer state already reached the receiver
+                delivery = heapq.heappop(self._heads)
+                delivery.attempts += 1  # from here on `send` leaves this delivery's body alone
+                body = delivery.body
                 self._busy += 1
             try:
-                result = self._attempt(delivery)
+                result = self._attempt(delivery, body)
             finally:
                 with self._cond:
                     self._busy -= 1
-                    self._cond.notify_all()
-            if result is None:  # retry later
-                continue
             with self._cond:
-                if result.ok:
-                    self._latest_sent[key] = max(self._latest_sent.get(key, 0), delivery.sequence)
-                self.results = (self.results + [result])[-200:]
+                lane = self._lanes[delivery.lane]
+                if result is None and delivery.event == "job.progress" and any(
+                        d.event == "job.progress" for d in list(lane)[1:]):
+                    result = DeliveryResult(delivery.id, delivery.url, delivery.event, delivery.job_id, False,
+                                            delivery.attempts, error="superseded by a newer update",
+                                            superseded=True)
+                if result is None:
+                    heapq.heappush(self._heads, delivery)  # retry: still the head of its lane
+                else:
+                    lane.popleft()
+                    if lane:
+                        lane[0].due = time.monotonic()
+                        heapq.heappush(self._heads, lane[0])
+                    else:
+                        del self._lanes[delivery.lane]
+                    self.results = (self.results + [result])[-200:]
                 self._cond.notify_all()
-            if self.on_result is not None:
+            if result is not None and not result.superseded and self.on_result is not None:
                 try:
                     self.on_result(result)
                 except Exception:
                     pass
 
-    def _attempt(self, delivery: _Delivery) -> DeliveryResult | None:
+    def _attempt(self, delivery: _Delivery, body: bytes) -> DeliveryResult | None:
+        """One try. A result when done (delivered, or failed for good); None to retry later, with
+        ``delivery.due`` set to when."""
         import httpx
 
-        delivery.attempts += 1
         status: int | None = None
         retry_after: float | None = None
         try:
@@ -276,8 +291,8 @@ class WebhookDispatcher:
                 check_url(delivery.url, public_only=True)  # the name may point elsewhere by now
             if self._client is None:
                 self._client = httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False)
-            headers = signed_headers(self._secret(), delivery.body, delivery.event, delivery.id)
-            response = self._client.post(delivery.url, content=delivery.body, headers=headers)
+            headers = signed_headers(self._secret(), body, delivery.event, delivery.id)
+            response = self._client.post(delivery.url, content=body, headers=headers)
             status = response.status_code
             if 200 <= status < 300:
                 return DeliveryResult(delivery.id, delivery.url, delivery.event, delivery.job_id, True,
@@ -293,9 +308,6 @@ class WebhookDispatcher:
         if retryable and delivery.attempts < self.max_attempts:
             delay = retry_after if retry_after is not None else self.base_delay * 2 ** (delivery.attempts - 1)
             delivery.due = time.monotonic() + min(delay, self.max_delay)
-            with self._cond:
-                heapq.heappush(self._queue, delivery)
-                self._cond.notify_all()
             return None
         return DeliveryResult(delivery.id, delivery.url, delivery.event, delivery.job_id, False, delivery.attempts,
                               status, error)

@@ -18,15 +18,14 @@ from studio.errors import BudgetExceeded, InvalidRequest, NotConfigured, NotFoun
 from studio.jobs.export import enriched_script, item_records, job_zip
 from studio.jobs.model import ACTIVE, SEED_POLICIES, ItemStatus, Job, JobItem, JobStatus
 from studio.jobs.recovery import reconcile
-from studio.jobs.runner import Runner, ThreadRunner, build_request, runner_alive
+from studio.jobs.runner import REQUEST_FIELDS, Runner, ThreadRunner, build_request, runner_alive
 from studio.jobs.store import JobStore, SQLiteJobStore, now_iso
 from studio.scripts import Script, parse_script
 from studio.validation import ABSOLUTE_MAX_N, MAX_SEED
 from studio.webhooks import DeliveryResult, WebhookDispatcher, check_url
 
 # The request fields a batch sets once for every scene (a scene's overrides may change some).
-JOB_REQUEST_FIELDS = ("negative_prompt", "width", "height", "n", "steps", "guidance", "quality", "output_format",
-                      "compression", "category", "tags", "extra")
+JOB_REQUEST_FIELDS = tuple(f for f in REQUEST_FIELDS if f != "style")  # the style is a column of its own
 _SEED_SPACE = MAX_SEED - ABSOLUTE_MAX_N  # seed + image number must stay a valid seed
 
 

@@ -96,11 +96,16 @@ class Outcome:
     message: str | None = None
 
 
+# What a job's options and a scene's overrides may set on a scene's request.
+REQUEST_FIELDS = ("negative_prompt", "width", "height", "n", "steps", "guidance", "quality", "output_format",
+                  "compression", "category", "tags", "extra", "style")
+
+
 def build_request(job: Job, item: JobItem) -> GenerationRequest:
-    """The request for one scene: the job's options, then the scene's own overrides."""
-    options = dict(job.options)
-    options.update(item.overrides)
-    options.pop("seed", None)  # the item's seed already follows the policy and any override
+    """The request for one scene: the job's options, then the scene's own overrides. Only request
+    fields are taken (a job's options also hold settings such as the webhook policy)."""
+    options = {k: v for k, v in job.options.items() if k in REQUEST_FIELDS}
+    options.update({k: v for k, v in item.overrides.items() if k in REQUEST_FIELDS})
     style = options.pop("style", job.style)
     tags = [*options.pop("tags", []), f"job-{job.id}"]
     return GenerationRequest(prompt=item.text, provider=job.provider, model=job.model, style=style, seed=item.seed,
