@@ -1,0 +1,127 @@
+"""The Streamlit Batch page under AppTest: preview with cost, run, live grid, results, re-attach after
+a refresh, other people's jobs hidden, malformed scripts stopped, cancel, and interrupted jobs
+resumed when the studio (re)starts."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from studio.jobs import JobManager, JobStatus
+from studio.service import Studio
+from tests.fakes import echo_provider
+from tests.fakes.echo_provider import EchoProvider
+
+ROOT = Path(__file__).resolve().parent.parent
+BATCH = str(ROOT / "pages" / "5_Batch.py")
+
+
+@pytest.fixture
+def home(studio_home, monkeypatch):
+    echo_provider.install(studio_home / "catalog")
+    monkeypatch.setenv("STUDIO_DEFAULT_PROVIDER", "echo")
+    monkeypatch.setenv("STUDIO_VISITORS", "local")
+    st.cache_resource.clear()
+    yield studio_home
+    st.cache_resource.clear()
+
+
+def open_page(**params) -> AppTest:
+    at = AppTest.from_file(BATCH, default_timeout=30)
+    at.query_params.update(params)
+    return at.run()
+
+
+def labels(at: AppTest) -> list[str]:
+    return [b.label for b in at.button]
+
+
+def markdown(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown)
+
+
+def until(at: AppTest, condition, timeout: float = 15.0) -> AppTest:
+    deadline = time.monotonic() + timeout
+    while not condition(at):
+        assert time.monotonic() < deadline, "the page never got there"
+        time.sleep(0.1)
+        at.run()
+    return at
+
+
+def no_crash(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_paste_preview_run_watch_and_download(home):
+    EchoProvider.latency = 0.1
+    at = open_page()
+    no_crash(at)
+    at.text_area(key="batch_script").set_value("00:01 a lighthouse\n00:02 waves --seed 3\n00:03 a gull").run()
+    no_crash(at)
+    table = at.dataframe[0].value
+    assert list(table["text"]) == ["a lighthouse", "waves", "a gull"] and table["seed"][1] == 3
+    assert [m.value for m in at.metric][:2] == ["3", "$0.0300"]
+    next(b for b in at.button if b.label == "Run 3 scene(s)").click().run()
+    no_crash(at)
+    job_id = at.query_params["job"]
+    job_id = job_id[0] if isinstance(job_id, list) else job_id
+    until(at, lambda a: markdown(a).count("completed") >= 3)
+    assert "**#1** 00:01 · ✅ completed" in markdown(at)
+    downloads = [d.proto.label for d in at.get("download_button")]
+    assert "Download zip (images, manifest, script.json)" in downloads and "Push to board" in labels(at)
+
+    refreshed = open_page(job=job_id)  # a new browser session with the same URL
+    no_crash(refreshed)
+    assert f"Job {job_id}" in [h.value for h in refreshed.subheader][0]
+    assert markdown(refreshed).count("✅ completed") == 3
+
+
+def test_someone_elses_job_id_shows_nothing(home):
+    studio = Studio(home)
+    manager = JobManager(studio)
+    foreign = manager.create("a secret scene", provider="echo", user="someone-else")
+    manager.close()
+    studio.close()
+    at = open_page(job=foreign.id)
+    no_crash(at)
+    assert not at.subheader or all(foreign.id not in h.value for h in at.subheader)
+    assert "a secret scene" not in markdown(at)
+
+
+def test_malformed_script_names_the_line_and_cannot_run(home):
+    at = open_page()
+    at.text_area(key="batch_script").set_value("fine scene\nbroken --seed many\n").run()
+    no_crash(at)
+    assert any("line 2: --seed must be a whole number" in e.value for e in at.error)
+    assert not any(label.startswith("Run") for label in labels(at))
+
+
+def test_cancel_from_the_page(home):
+    EchoProvider.latency = 5.0
+    at = open_page()
+    at.text_area(key="batch_script").set_value("one\ntwo\nthree").run()
+    next(b for b in at.button if b.label.startswith("Run")).click().run()
+    until(at, lambda a: "Cancel" in labels(a))
+    next(b for b in at.button if b.label == "Cancel").click().run()
+    until(at, lambda a: "**cancelled**" in " ".join(p.proto.text for p in a.get("progress")))
+    no_crash(at)
+
+
+def test_jobs_left_running_by_a_dead_process_finish_when_the_page_loads(home):
+    studio = Studio(home)
+    manager = JobManager(studio)
+    job = manager.create("one\ntwo", provider="echo")
+    manager.store.update_job(job.id, status=JobStatus.RUNNING, runner="gone:1:x", heartbeat_at=time.time() - 60)
+    manager.close()
+    at = open_page()  # the first page load in this server process resumes it
+    no_crash(at)
+    until(at, lambda a: studio.storage.index.images_for_request(f"{job.id}-1-1") != [])
+    watcher = JobManager(studio)  # another process's view: it only reads the store
+    assert watcher.wait(job.id, timeout=10).status is JobStatus.COMPLETED
+    watcher.close()
+    studio.close()
