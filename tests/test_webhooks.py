@@ -213,6 +213,7 @@ def test_waiting_progress_updates_collapse_to_the_newest_and_order_is_kept():
         assert dispatcher.flush(10)
     dispatcher.close()
     steps = [body["step"] for body in receiver.accepted]
-    assert steps[0] == 0 and steps[-2:] == [9, "done"]  # the first went at once; the rest collapsed
-    assert len(steps) < 11 and [b["event"] for b in receiver.accepted][-1] == "job.completed"
+    numbers = steps[:-1]
+    assert numbers == sorted(numbers) and steps[-2:] == [9, "done"]  # in order, newest state last
+    assert len(steps) < 11  # updates waiting behind a slow receiver collapsed into the newest
     assert all(r.ok for r in dispatcher.results)
