@@ -116,7 +116,7 @@ for start in range(0, len(pairs), columns):
             thumb = image_bytes_or_none(ctx, record, thumbnail=True)
             if thumb is not None:
                 st.image(thumb, width="stretch")
-            st.caption(f"{index + 1}. {(record.user_prompt or record.prompt)[:60]}")
+            st.caption(f"#{index + 1} · {(record.user_prompt or record.prompt)[:60]}")
             st.caption(describe(record))
             note = st.text_input("Note", value=item.note, key=f"mb_note_{board.id}_{record.id}",
                                  label_visibility="collapsed", placeholder="note")

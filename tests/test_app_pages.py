@@ -249,6 +249,75 @@ def test_generate_with_the_tiny_local_model(home, monkeypatch, tiny_model_dir):
     records = studio.history(owner="local").items
     assert len(records) == 1 and records[0].provider == "local" and (records[0].width, records[0].height) == (256, 256)
     assert records[0].params["steps"] == 2 and records[0].seed == 7
+    task = ui_tasks.registry().for_owner("local")[0]
+    assert (task.step, task.total_steps) == (2, 2)  # progress came per denoising step
+
+    # Edit it (image-to-image, then inpainting with an uploaded mask), then make variations: all local.
+    at = page(EDIT)
+    at.radio(key="edit_source_kind").set_value("History").run()
+    at.text_input(key="edit_history_id").input(records[0].id).run()
+    at.text_area(key="edit_prompt").input("tiny edit").run()
+    at.slider(key=control_key("edit", "steps", model)).set_value(2).run()
+    button(at, "Apply edit").click().run()
+    settle(at, timeout=120)
+    assert not at.error and not at.exception, [e.value for e in at.error]
+    at.radio(key="edit_kind").set_value("Inpaint with a mask").run()
+    at.radio(key="edit_mask_how").set_value("Upload a mask").run()
+    mask = Image.new("L", (256, 256), 0)
+    mask.paste(255, (64, 64, 192, 192))
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    at.file_uploader(key="edit_mask_upload").set_value(("mask.png", buffer.getvalue(), "image/png")).run()
+    button(at, "Apply edit").click().run()
+    settle(at, timeout=120)
+    assert not at.error and not at.exception, [e.value for e in at.error]
+
+    at = page(VARIATIONS)
+    at.radio(key="var_source_kind").set_value("History").run()
+    at.text_input(key="var_history_id").input(records[0].id).run()
+    at.slider(key=control_key("var", "steps", model)).set_value(2).run()
+    next(s for s in at.slider if s.label == "How many").set_value(2).run()
+    button(at, "Make 2 variations").click().run()
+    settle(at, timeout=120)
+    assert not at.error and not at.exception, [e.value for e in at.error]
+    made = studio.history(owner="local", parent_id=records[0].id).items
+    assert sorted(r.mode for r in made) == ["image-to-image", "inpaint", "variation", "variation"]
+    assert all(r.provider == "local" for r in made)
+    studio.close()
+
+
+def test_generate_through_the_openai_fake_with_a_key_pasted_for_the_session(home, monkeypatch):
+    from tests.fakes.http import FakeServer
+    from tests.fakes.openai_fake import OpenAIFake
+
+    fake = OpenAIFake()
+    with FakeServer(fake) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url + "/v1")
+        at = page(GENERATE)
+        at.selectbox(key="session_key_name").select("OPENAI_API_KEY")
+        at.text_input(key="session_key_value").input(fake.api_key)
+        at.button(key="FormSubmitter:session_keys_form-Use for this session").click().run()
+        at.selectbox(key="gen_provider").select("openai").run()
+        at.selectbox(key="gen_model_openai").select("gpt-image-1-mini").run()
+        model = Studio(home).provider("openai").model("gpt-image-1-mini")
+        at.selectbox(key=control_key("gen", "quality", model)).select("low").run()
+        at.text_area(key="gen_prompt").input("a forbidden thing").run()
+        assert "Estimated cost: **$0.0050**" in texts(at)
+        button(at, "Generate").click().run()
+        settle(at)
+        assert "Blocked by the provider's safety system" in at.error[0].value
+        at.text_area(key="gen_prompt").input("a paper boat").run()
+        button(at, "Generate").click().run()
+        settle(at)
+        no_crash(at)
+        assert not at.error, [e.value for e in at.error]
+        assert "1 image(s)" in texts(at)
+        answered = [r for r in server.requests if r.path == "/v1/images/generations"]
+        assert answered[-1].headers["authorization"] == f"Bearer {fake.api_key}"
+    studio = Studio(home)
+    record = studio.history(owner="local").items[0]
+    assert record.provider == "openai" and record.model == "gpt-image-1-mini" and record.cost > 0
+    assert not any(fake.api_key in p.read_bytes().decode("latin-1") for p in Path(home).rglob("*") if p.is_file())
     studio.close()
 
 
@@ -415,7 +484,7 @@ def test_edit_inpaint_with_an_uploaded_mask_and_a_missing_mask_message(studio):
 def test_painted_strokes_become_a_white_mask_at_image_size():
     from ui.masks import canvas_size, mask_from_strokes
 
-    assert canvas_size(1024, 512) == (512, 256) and canvas_size(300, 200) == (300, 200)
+    assert canvas_size(1024, 512) == (512, 256) and canvas_size(64, 32) == (512, 256)
     strokes = Image.new("RGBA", (100, 50), (0, 0, 0, 0))
     strokes.paste((255, 255, 255, 230), (10, 10, 30, 20))
     mask = mask_from_strokes(strokes, (200, 100))

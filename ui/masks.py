@@ -20,8 +20,10 @@ from ui.widgets import PERSIST, show_error
 CANVAS_MAX_SIDE = 512
 
 
-def canvas_size(width: int, height: int, max_side: int = CANVAS_MAX_SIDE) -> tuple[int, int]:
-    scale = min(1.0, max_side / max(width, height))
+def canvas_size(width: int, height: int, side: int = CANVAS_MAX_SIDE) -> tuple[int, int]:
+    """The canvas shows the image with its longer side at ``side`` pixels (small images are enlarged
+    so there is room to paint; the mask is scaled back to the image's size)."""
+    scale = side / max(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 

@@ -114,9 +114,6 @@ def _select_all(ctx, on: bool) -> None:
         ctx.gallery.select_all()
     else:
         ctx.gallery.select_none()
-    # Checkboxes of every gallery view follow: drop their remembered values so they are re-seeded.
-    for name in [k for k in st.session_state if str(k).startswith("gal_")]:
-        del st.session_state[name]
 
 
 def gallery_panel(ctx, *, shown: int | None = None, key: str = "side", columns: int = 3) -> None:
@@ -138,9 +135,10 @@ def gallery_panel(ctx, *, shown: int | None = None, key: str = "side", columns: 
                     if thumb:
                         st.image(thumb, width="stretch")
                     box = _checkbox_key(key, record.id)
-                    st.session_state.setdefault(box, ctx.gallery.is_selected(record.id))
-                    st.checkbox(record.id[:6], key=box, on_change=_toggle, args=(ctx, key, record.id),
-                                help=record.user_prompt or record.prompt)
+                    # The gallery is the truth; widget state does not survive page switches.
+                    st.session_state[box] = ctx.gallery.is_selected(record.id)
+                    st.checkbox(f"Select {record.id[:6]}", key=box, on_change=_toggle, args=(ctx, key, record.id),
+                                label_visibility="collapsed", help=record.user_prompt or record.prompt)
         if shown is not None and len(records) > shown:
             st.caption(f"{len(records) - shown} more on the Home page.")
         left, right = st.columns(2)

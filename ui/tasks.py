@@ -101,7 +101,8 @@ class TaskRegistry:
             task.fraction = max(task.fraction, min(1.0, event.fraction))
             task.stage = event.stage
             task.message = event.message
-            task.step, task.total_steps = event.step, event.total_steps
+            if event.step is not None:  # later stages (saving) keep showing how far the steps got
+                task.step, task.total_steps = event.step, event.total_steps
 
         task.stage = "starting"
         try:

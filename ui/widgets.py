@@ -271,18 +271,15 @@ def image_card(ctx, record: ImageRecord, key: str, *, thumbnail: bool = False, a
     st.caption(describe(record))
     if not actions:
         return
-    left, middle, right = st.columns(3)
-    with left:
+    with st.container(horizontal=True, wrap=True, gap="small"):  # buttons wrap instead of truncating
         st.download_button("Download", data=lambda r=record: ctx.studio.image_bytes(r), file_name=file_name(record),
                            mime=MIME_TYPES.get(record.format, "application/octet-stream"), key=f"{key}_dl",
-                           on_click="ignore", icon=":material/download:", width="stretch")
-    with middle:
+                           on_click="ignore", icon=":material/download:")
         saved = SAVED_TAG in record.tags
         if st.button("Saved" if saved else "Save", key=f"{key}_save", disabled=saved or record.owner != ctx.user,
-                     icon=":material/star:", width="stretch", help="Keep it: tags the image 'saved' in History"):
+                     icon=":material/star:", help="Keep it: tags the image 'saved' in History"):
             save_image(ctx, record)
-    with right:
-        with st.popover("Board", icon=":material/dashboard:", width="stretch"):
+        with st.popover("Add to mood board", icon=":material/dashboard:"):
             board_adder(ctx, [record.id], key=f"{key}_board")
 
 

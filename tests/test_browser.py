@@ -1,0 +1,219 @@
+"""The Streamlit studio in a real browser: ``streamlit run app.py`` on localhost, driven by Playwright
+on Debian's chromium. Generate images, see them in the session gallery, download the selection as a
+zip and check it, push the selection to a mood board, paint an inpainting mask on the canvas.
+
+Screenshots of every page are written to a temporary folder, or to ``docs/screenshots/`` with
+``UPDATE_SCREENSHOTS=1`` (that is how the committed ones were made).
+
+Skipped (with the reason) only when chromium is not installed; ``.ci/run`` installs it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from studio.service import Studio
+from tests.fakes import echo_provider
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
+SIDEBAR = "[data-testid='stSidebar']"
+
+if CHROMIUM is None:
+    pytest.skip("chromium is not installed (apt-get install chromium; .ci/run does it)", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def server(studio_home):
+    """A real ``streamlit run app.py`` with the echo provider (registered through STUDIO_PLUGINS)."""
+    echo_provider.install(studio_home / "catalog")  # writes the echo catalog into the studio's data dir
+    port = free_port()
+    env = {**os.environ, "STUDIO_HOME": str(studio_home), "STUDIO_PLUGINS": "tests.fakes.echo_provider:install",
+           "STUDIO_DEFAULT_PROVIDER": "echo", "STUDIO_VISITORS": "local", "PYTHONPATH": str(ROOT)}
+    log = open(studio_home.parent / "streamlit.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true", f"--server.port={port}",
+         "--server.address=127.0.0.1", "--server.fileWatcherType=none", "--browser.gatherUsageStats=false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("streamlit did not start:\n" + (studio_home.parent / "streamlit.log").read_text()[-3000:])
+        time.sleep(0.2)
+    yield url
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+@pytest.fixture
+def screenshots(tmp_path) -> Path:
+    folder = ROOT / "docs" / "screenshots" if os.environ.get("UPDATE_SCREENSHOTS") else tmp_path / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def browser_page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 1700}, accept_downloads=True)
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        yield page
+        context.close()
+        browser.close()
+
+
+def idle(page) -> None:
+    """Wait until the script run that the last action started has finished."""
+    page.wait_for_timeout(150)  # let the rerun start
+    page.wait_for_selector(IDLE, timeout=30_000)
+
+
+def open_page(page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_selector("[data-testid='stApp']")
+    idle(page)
+
+
+def navigate(page, name: str) -> None:
+    """Go to another page through the sidebar, in the same browser session (the gallery stays)."""
+    page.locator(SIDEBAR).get_by_role("link", name=name, exact=True).click()
+    page.wait_for_url(f"**/{name.replace(' ', '_')}" if name != "app" else "**/")
+    idle(page)
+
+
+def shoot(page, folder: Path, name: str) -> None:
+    idle(page)
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+
+
+def test_generate_gallery_zip_board_and_inpaint_in_a_real_browser(server, browser_page, screenshots, studio_home):
+    from playwright.sync_api import expect
+
+    page = browser_page
+    started = time.monotonic()
+    open_page(page, f"{server}/Generate")
+    for prompt in ("a lighthouse at dusk", "a fox in the snow"):
+        box = page.get_by_label("Prompt", exact=True)
+        box.fill(prompt)
+        box.press("Control+Enter")  # commit the text before clicking
+        idle(page)
+        expect(page.get_by_text("Estimated cost:")).to_be_visible()
+        page.get_by_role("button", name="Generate").click()
+        expect(page.get_by_text("1 image(s) · $0.0100")).to_be_visible()
+        idle(page)
+    sidebar = page.locator(SIDEBAR)
+    expect(sidebar.locator("[data-testid='stCheckbox']")).to_have_count(2)  # both are in the session gallery
+    shoot(page, screenshots, "generate")
+
+    # Select everything and download it: the images and a manifest describing them.
+    sidebar.get_by_role("button", name="Select all").click()
+    idle(page)
+    with page.expect_download() as download:
+        sidebar.get_by_role("button", name="Download selection (.zip)").click()
+    archive = zipfile.ZipFile(io.BytesIO(Path(download.value.path()).read_bytes()))
+    names = archive.namelist()
+    images = [n for n in names if n.endswith(".png")]
+    assert len(images) == 2 and "manifest.csv" in names and "manifest.json" in names
+    manifest = json.loads(archive.read("manifest.json"))["images"]
+    assert sorted(row["prompt"] for row in manifest) == ["a fox in the snow", "a lighthouse at dusk"]
+    assert sorted(row["file"] for row in manifest) == sorted(images)
+
+    # Push the selection to a new mood board, then look at it.
+    name_box = sidebar.get_by_label("New board name")
+    name_box.fill("Browser board")
+    name_box.press("Enter")
+    idle(page)
+    sidebar.get_by_role("button", name="Push selection to board").click()
+    idle(page)
+    studio = Studio(studio_home)
+    boards = __import__("studio.boards", fromlist=["Boards"]).Boards(studio)
+    deadline = time.monotonic() + 10
+    while not boards.list("local") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    board = boards.list("local")[0]
+    assert board.name == "Browser board" and board.item_count == 2
+    navigate(page, "Mood boards")
+    expect(page.get_by_role("combobox", name="Board", exact=True)).to_have_value("Browser board (2)")
+    expect(page.get_by_text("#2 · a lighthouse at dusk")).to_be_visible()
+    # The selection made on Generate is still shown on this page (same session, sidebar gallery).
+    expect(page.locator(SIDEBAR).locator("input[type='checkbox']:checked")).to_have_count(2)
+    page.get_by_text("Show the collage").click()
+    idle(page)
+    shoot(page, screenshots, "mood-boards")
+
+    # Inpainting: paint on the canvas over the first gallery image; the painted area becomes the mask.
+    navigate(page, "Edit")
+    page.get_by_text("Inpaint with a mask").click()
+    idle(page)
+    canvas = page.locator("canvas").last
+    canvas.wait_for()
+    area = canvas.bounding_box()
+    page.mouse.move(area["x"] + area["width"] * 0.3, area["y"] + area["height"] * 0.3)
+    page.mouse.down()
+    page.mouse.move(area["x"] + area["width"] * 0.7, area["y"] + area["height"] * 0.6, steps=8)
+    page.mouse.up()
+    expect(page.get_by_text("Mask (white = repaint)")).to_be_visible()
+    box = page.get_by_label("What should change")
+    box.fill("a red door")
+    box.press("Control+Enter")
+    idle(page)
+    shoot(page, screenshots, "edit")
+    page.get_by_role("button", name="Apply edit").click()
+    expect(page.get_by_text("Linked to parent image")).to_be_visible()
+    inpainted = [r for r in studio.history(owner="local").items if r.mode == "inpaint"]
+    assert len(inpainted) == 1 and inpainted[0].parent_id is not None
+
+    navigate(page, "Variations")
+    shoot(page, screenshots, "variations")
+    navigate(page, "History")
+    expect(page.get_by_text("3 images · page 1 of 1")).to_be_visible()
+    shoot(page, screenshots, "history")
+    navigate(page, "app")
+    expect(page.get_by_text("Recent images")).to_be_visible()
+    shoot(page, screenshots, "home")
+    if (ROOT / "pages" / "5_Batch.py").exists():
+        navigate(page, "Batch")
+        shoot(page, screenshots, "batch")
+    studio.close()
+    elapsed = time.monotonic() - started
+    print(f"browser walk-through: {elapsed:.1f}s")
+    assert elapsed < 90
