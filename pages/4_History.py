@@ -158,7 +158,8 @@ with browse:
     query.limit, query.offset = size, (int(number) - 1) * size
     page = ctx.studio.history(query)
     elapsed = (time.perf_counter() - started) * 1000
-    info_column.caption(f"{page.total:,} images · page {int(number)} of {pages} · query {elapsed:.0f} ms")
+    noun = "image" if page.total == 1 else "images"
+    info_column.caption(f"{page.total:,} {noun} · page {int(number)} of {pages} · query {elapsed:.0f} ms")
 
     if not page.items:
         st.info("No images match." if page.total or any(v for k, v in query.__dict__.items()

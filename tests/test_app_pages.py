@@ -340,7 +340,7 @@ def test_two_sessions_keep_separate_galleries_and_private_visitors_separate_hist
     history_b = page(HISTORY, **{"_studio_visitor": visitor_b})
     assert "No images yet" in texts(history_b)
     history_a = page(HISTORY, **{"_studio_visitor": visitor_a})
-    assert "1 images" in texts(history_a)
+    assert "1 image · page 1 of 1" in texts(history_a)
 
     # A forged visitor id that is not one of ours is replaced, not trusted.
     forged = AppTest.from_file(str(ROOT / HISTORY), default_timeout=30)
@@ -695,3 +695,26 @@ def test_task_registry_progress_cancel_errors_and_owner_limits():
     while broken.running and time.monotonic() < deadline:
         time.sleep(0.01)
     assert broken.status == "failed" and "ZeroDivisionError" in broken.error.message
+
+
+def test_history_opens_an_image_in_generate_and_edit_with_its_parameters(studio):
+    record = seed_images(studio, 1, prompt="a glass bird", seed=321, steps=7)[0]
+    at = AppTest.from_file(str(ROOT / HOME), default_timeout=30).run()
+    at.switch_page("pages/4_History.py").run()
+    at.button(key=f"hist_pick_{record.id}").click().run()
+    button(at, "Open in Generate").click().run()
+    no_crash(at)
+    model = studio.provider("echo").model("echo-1")
+    assert at.text_area(key="gen_prompt").value == "a glass bird"
+    assert at.number_input(key=control_key("gen", "seed", model)).value == 321
+    assert at.slider(key=control_key("gen", "steps", model)).value == 7
+    assert (at.number_input(key=control_key("gen", "w", model)).value,
+            at.number_input(key=control_key("gen", "h", model)).value) == (64, 64)
+
+    at.switch_page("pages/4_History.py").run()
+    at.button(key=f"hist_pick_{record.id}").click().run()
+    button(at, "Edit this image").click().run()
+    no_crash(at)
+    assert at.radio(key="edit_source_kind").value == "History"
+    assert at.text_input(key="edit_history_id").value == record.id
+    assert len(at.main.image) == 1  # the chosen image is shown as the input

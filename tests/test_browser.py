@@ -203,9 +203,11 @@ def test_generate_gallery_zip_board_and_inpaint_in_a_real_browser(server, browse
     assert len(inpainted) == 1 and inpainted[0].parent_id is not None
 
     navigate(page, "Variations")
+    page.get_by_role("button", name="Make 4 variations").click()
+    expect(page.get_by_text("4 image(s) · $0.0400")).to_be_visible()
     shoot(page, screenshots, "variations")
     navigate(page, "History")
-    expect(page.get_by_text("3 images · page 1 of 1")).to_be_visible()
+    expect(page.get_by_text("7 images · page 1 of 1")).to_be_visible()
     shoot(page, screenshots, "history")
     navigate(page, "app")
     expect(page.get_by_text("Recent images")).to_be_visible()

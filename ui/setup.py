@@ -40,8 +40,6 @@ import re
 import secrets
 import threading
 from dataclasses import dataclass
-from typing import Any
-
 import streamlit as st
 
 from studio.config import default_home
@@ -231,10 +229,6 @@ def setup(title: str, icon: str = "🎨", *, sidebar: bool = True, layout: str =
 
         render_sidebar(ctx)
     return ctx
-
-
-def query_param(name: str) -> Any:
-    return st.query_params.get(name)
 
 
 __all__ = ["PageContext", "setup", "get_studio", "current_user", "visitor_mode", "session_gallery",
