@@ -179,12 +179,6 @@ def current(ctx, page: str) -> Task | None:
     return task
 
 
-def forget(page: str) -> None:
-    st.session_state.pop(_state_key(page), None)
-    if TASK_PARAM in st.query_params:
-        del st.query_params[TASK_PARAM]
-
-
 def result_images(result: Any) -> list:
     """The image records in a task's result (a GenerationResult or a list of records)."""
     if result is None:
