@@ -3,8 +3,8 @@
 1. The same text-to-image generation (same pipeline object, prompt, size, steps and seed) run through
    ``Studio.generate`` (validation, provider, PNG encode, metadata, atomic save, thumbnail, SQLite
    row) and by calling the diffusers pipeline directly, alternating, in one process. Prints min and
-   median of each and the ratios (min is the steadier figure on a busy machine), and checks that
-   both produced the same pixels.
+   median of wall and CPU time and the ratios (min, and CPU time, are the steadier figures on a busy
+   machine), and checks that both produced the same pixels.
 2. A first request on a cold cache (loads the model) against a second one (reuses it).
 
     python bench/bench_local.py                      # a random "small" SD-shaped model (~40 M params)
@@ -12,7 +12,8 @@
     python bench/bench_local.py --model /path/or/hf-id --size 512 --steps 2 --guidance 0
 
 Nothing is downloaded unless --model names a Hugging Face id that is not cached. Prints figures;
-asserts nothing about time.
+asserts nothing about time. On a shared, busy machine run it with OMP_NUM_THREADS=1: torch's worker
+threads otherwise spin against other processes and single runs swing by 10x.
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ def studio_versus_raw(studio: Studio, model: str, args) -> None:
     def through_studio(seed: int):
         return studio.generate(request(args, seed)).images[0]
 
-    studio_ms, raw_ms = [], []
+    wall = {"studio": [], "raw": []}
+    cpu = {"studio": [], "raw": []}  # CPU seconds of this process: less disturbed by other processes
     same_pixels = True
     for repeat in range(args.repeats):
         seed = 100 + repeat
@@ -114,26 +116,24 @@ def studio_versus_raw(studio: Studio, model: str, args) -> None:
         order = [("studio", through_studio), ("raw", raw)]
         outputs = {}
         for name, run in order if repeat % 2 == 0 else reversed(order):
-            started = time.perf_counter()
+            wall_start, cpu_start = time.perf_counter(), time.process_time()
             outputs[name] = run(seed)
-            (studio_ms if name == "studio" else raw_ms).append((time.perf_counter() - started) * 1000)
+            wall[name].append((time.perf_counter() - wall_start) * 1000)
+            cpu[name].append((time.process_time() - cpu_start) * 1000)
         with Image.open(io.BytesIO(studio.image_bytes(outputs["studio"]))) as saved:
             same_pixels &= np.array_equal(np.asarray(saved.convert("RGB")),
                                           np.asarray(outputs["raw"][0].convert("RGB")))
 
-    print(f"\n== same generation through the studio vs raw diffusers ({args.repeats} runs each) ==")
-    print(f"{'':28}{'min':>9}{'median':>10}   runs (ms)")
-    print(f"{'raw diffusers pipeline call':28}{min(raw_ms):9.1f}{statistics.median(raw_ms):10.1f}   {fmt(raw_ms)}")
-    print(f"{'Studio.generate (saved)':28}{min(studio_ms):9.1f}{statistics.median(studio_ms):10.1f}   "
-          f"{fmt(studio_ms)}")
-    print(f"ratio studio / raw: {min(studio_ms) / min(raw_ms):.3f} (min), "
-          f"{statistics.median(studio_ms) / statistics.median(raw_ms):.3f} (median); "
-          f"overhead {min(studio_ms) - min(raw_ms):+.1f} ms (min)")
+    print(f"\n== same generation through the studio vs raw diffusers ({args.repeats} runs each, ms) ==")
+    print(f"{'':30}{'wall min':>10}{'median':>10}{'cpu min':>10}{'median':>10}")
+    for name, label in (("raw", "raw diffusers pipeline call"), ("studio", "Studio.generate (saved)")):
+        print(f"{label:30}{min(wall[name]):10.1f}{statistics.median(wall[name]):10.1f}"
+              f"{min(cpu[name]):10.1f}{statistics.median(cpu[name]):10.1f}")
+    for kind, runs in (("wall", wall), ("cpu", cpu)):
+        print(f"ratio studio / raw ({kind}): {min(runs['studio']) / min(runs['raw']):.3f} (min), "
+              f"{statistics.median(runs['studio']) / statistics.median(runs['raw']):.3f} (median); "
+              f"overhead {min(runs['studio']) - min(runs['raw']):+.1f} ms (min)")
     print(f"identical pixels: {same_pixels}")
-
-
-def fmt(values: list[float]) -> str:
-    return ", ".join(f"{v:.0f}" for v in values)
 
 
 if __name__ == "__main__":
