@@ -7,6 +7,7 @@ finds it again through ``?job=`` in the URL, and a studio restart resumes it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 
@@ -113,11 +114,19 @@ with new_batch:
 
     preview = None
     if (isinstance(source, str) and source.strip()) or (isinstance(source, bytes) and source):
+        options = dict(name=name, format=None if script_format == "auto" else script_format, provider=provider,
+                       model=model.id, style=style, seed_policy=seed_policy, seed=base_seed, concurrency=concurrency,
+                       webhook=webhook.strip() or None, webhook_public_only=ctx.login != "local", user=ctx.user,
+                       **controls)
+        # A long script takes a moment to prepare: prepare it again only when something changed.
+        fingerprint = hashlib.sha256(repr((source, sorted(options.items(), key=str))).encode()).hexdigest()
+        cached = st.session_state.get("_batch_preview")
         try:
-            preview = jobs.preview(source, name=name, format=None if script_format == "auto" else script_format,
-                                   provider=provider, model=model.id, style=style, seed_policy=seed_policy,
-                                   seed=base_seed, concurrency=concurrency, webhook=webhook.strip() or None,
-                                   webhook_public_only=ctx.login != "local", user=ctx.user, **controls)
+            if cached and cached[0] == fingerprint:
+                preview = cached[1]
+            else:
+                preview = jobs.preview(source, **options)
+                st.session_state["_batch_preview"] = (fingerprint, preview)
         except StudioError as error:
             show_error(error)
     else:
@@ -151,6 +160,7 @@ with new_batch:
             else:
                 show_job(started.id)
                 st.session_state.pop("batch_random_seed", None)  # the next batch gets new seeds
+                st.session_state.pop("_batch_preview", None)  # and a new preview (a new job id)
                 st.rerun()
 
 

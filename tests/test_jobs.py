@@ -88,6 +88,9 @@ def test_preview_expands_styles_assigns_seeds_and_estimates_cost(jobs, studio_ho
     fixed = jobs.preview("a\nb\nc", provider="echo", seed_policy="fixed", seed=7, concurrency=2)
     assert [r["seed"] for r in fixed.rows()] == [7, 7, 7] and fixed.job.concurrency == 2
     assert db(studio_home, "SELECT COUNT(*) FROM jobs") == [(0,)]  # a preview stores nothing
+    jobs.create(fixed)
+    with pytest.raises(InvalidRequest, match="already started"):
+        jobs.create(fixed)  # the same preview twice is one job, not two
     with pytest.raises(InvalidRequest, match="seed policy"):
         jobs.preview("a", provider="echo", seed_policy="sometimes")
     with pytest.raises(InvalidRequest, match="unknown provider"):
@@ -428,6 +431,37 @@ def test_process_dying_between_image_files_and_rows_adopts_them_on_resume(studio
     check_nothing_lost_or_duplicated(studio_home, texts, result)
     assert calls_per_prompt(log) == {text: 1 for text in texts}  # the orphaned scene was not paid twice
     assert "recovered" in result["items"][2]["error"]
+
+
+def test_pause_and_cancel_reach_a_job_running_in_another_process(studio, studio_home, tmp_path):
+    path = tmp_path / "script.txt"
+    path.write_text("\n".join(f"slow scene {i}" for i in range(6)))
+    proc = run_cli(studio_home, "batch", str(path), "--provider", "echo", "--concurrency", "2", "--json",
+                   env={"ECHO_LATENCY": "0.4"})
+    try:
+        manager = JobManager(studio)
+
+        def started():
+            try:
+                rows = db(studio_home, "SELECT id FROM jobs WHERE status = 'RUNNING' AND runner IS NOT NULL")
+            except sqlite3.OperationalError:
+                return None
+            return rows[0][0] if rows else None
+
+        job_id = wait_until(started, timeout=30)
+        with pytest.raises(InvalidRequest, match="running in another process"):
+            manager.resume(job_id)
+        manager.pause(job_id)  # only the store changes here; the other process notices and stops
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 1 and "the job is paused" in err
+        paused = json.loads(out)
+        assert paused["status"] == "PAUSED" and paused["counts"].get("PENDING", 0) > 0
+        cancelled = manager.cancel(job_id)
+        assert cancelled.status is JobStatus.CANCELLED and "PENDING" not in cancelled.counts
+        manager.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 # -- results -------------------------------------------------------------------------------------

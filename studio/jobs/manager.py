@@ -9,7 +9,6 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-import weakref
 from dataclasses import dataclass, field, fields as dataclass_fields
 from typing import Any
 
@@ -180,6 +179,10 @@ class JobManager:
         """Store a job for the script without starting it. Nothing is stored when any scene is
         invalid, the provider is not set up, or the estimate exceeds today's budget."""
         preview = script if isinstance(script, BatchPreview) else self.preview(script, options, **overrides)
+        if self.store.get(preview.job.id, items=False) is not None:
+            raise InvalidRequest(f"this preview was already started as job {preview.job.id}; preview again")
+        if preview.daily_budget is not None:  # a preview may be a while old: check today's spend now
+            preview.spent_today = self.studio.spent_today()
         if preview.errors:
             more = f" (and {len(preview.errors) - 1} more)" if len(preview.errors) > 1 else ""
             raise InvalidRequest(f"{preview.errors[0]}{more}; nothing was started")
@@ -377,14 +380,15 @@ def _item_summary(item: JobItem, records: dict) -> dict[str, Any]:
             "attempts": item.attempts, "error": item.error, "cost": round(item.cost, 6), "images": images}
 
 
-_managers: "weakref.WeakKeyDictionary[Any, JobManager]" = weakref.WeakKeyDictionary()
 _managers_lock = threading.Lock()
 
 
 def get_manager(studio) -> JobManager:
-    """The one ``JobManager`` of a ``Studio`` (so every page and call shares its worker threads)."""
+    """The one ``JobManager`` of a ``Studio`` (so every page and call shares its worker threads).
+    It is kept on the studio object itself, so it lives and goes with that studio (a studio made
+    for one browser session's pasted keys takes its manager with it)."""
     with _managers_lock:
-        manager = _managers.get(studio)
+        manager = studio.__dict__.get("_job_manager")
         if manager is None:
-            manager = _managers[studio] = JobManager(studio)
+            manager = studio.__dict__["_job_manager"] = JobManager(studio)
         return manager
