@@ -15,7 +15,7 @@ from typing import Any
 from studio import costs
 from studio.errors import BudgetExceeded, InvalidRequest, NotConfigured, NotFound, StudioError
 from studio.jobs.export import enriched_script, item_records, job_zip
-from studio.jobs.model import ACTIVE, SEED_POLICIES, ItemStatus, Job, JobItem, JobStatus
+from studio.jobs.model import SEED_POLICIES, ItemStatus, Job, JobItem, JobStatus
 from studio.jobs.recovery import reconcile
 from studio.jobs.runner import REQUEST_FIELDS, Runner, ThreadRunner, build_request, runner_alive
 from studio.jobs.store import JobStore, SQLiteJobStore, now_iso
