@@ -192,11 +192,13 @@ class Storage:
         host = socket.gethostname()
         done_keys: list[str] = []
         recovered_requests: dict[str, list[ImageRecord]] = {}
+        dead_requests: set[str] = set()
         for intent in self.index.pending():
             if intent["host"] == host and _process_alive(intent["pid"]):
                 continue  # still being written by a live process
             key = intent["key"]
             done_keys.append(key)
+            dead_requests.add(intent["request_id"])
             self.files.discard_partial(key)
             if not key.startswith(IMAGES_PREFIX + "/") or self.index.has_path(key):
                 continue
@@ -219,6 +221,8 @@ class Storage:
                 "provider": first.provider, "model": first.model, "mode": first.mode, "prompt": first.user_prompt,
                 "n": len(records), "status": "recovered", "cost": sum(r.cost for r in records),
                 "estimated_cost": sum(r.cost for r in records), "duration": first.generation_time})
+        for request_id in dead_requests:
+            self.index.release(request_id)  # the budget it held: what it spent is booked above
         if done_keys:
             self.index.clear_pending(done_keys)
         return adopted
