@@ -26,7 +26,6 @@ from PIL import Image  # noqa: E402
 from studio.exports import build_zip  # noqa: E402
 from studio.imaging import thumbnail_bytes  # noqa: E402
 from studio.service import Studio  # noqa: E402
-from studio.storage import HistoryQuery  # noqa: E402
 from studio.types import ImageRecord  # noqa: E402
 
 PROVIDERS = ["local", "openai", "replicate", "stability", "gemini"]

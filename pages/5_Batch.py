@@ -18,7 +18,7 @@ from studio.errors import NotFound, StudioError
 from studio.jobs import ItemStatus, JobStatus, get_manager
 from studio.jobs.export import item_records
 from studio.scripts import FORMATS, MAX_SCENES
-from ui.setup import get_studio, setup
+from ui.setup import setup
 from ui.widgets import PERSIST, board_adder, image_bytes_or_none, model_controls, provider_picker, show_error, \
     style_picker
 
@@ -33,13 +33,6 @@ ctx = setup("Batch", "🎬")
 st.title("🎬 Batch from script")
 
 
-@st.cache_resource(show_spinner=False)
-def _resume_interrupted_jobs(home: str) -> list[str]:
-    """Once per server process: finish the jobs a previous process left running."""
-    return get_manager(get_studio()).recover()
-
-
-_resume_interrupted_jobs(str(get_studio().home))
 jobs = get_manager(ctx.studio)
 
 

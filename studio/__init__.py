@@ -13,7 +13,6 @@ provider that needs one runs.
 from __future__ import annotations
 
 import base64
-import os
 import threading
 from pathlib import Path
 from typing import Any

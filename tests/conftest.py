@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -41,3 +40,15 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from tests.tiny_model import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny-sd"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run torch on one thread. The tiny model gains nothing from more, and with pytest-xdist on two
+    cores each worker's extra threads only spin against the other worker (runs get 2x slower)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -48,10 +48,10 @@ def free_port() -> int:
 
 @pytest.fixture
 def server(studio_home):
-    """A real ``streamlit run app.py`` with the echo provider (registered through STUDIO_PLUGINS)."""
+    """A real ``streamlit run app.py`` with the echo provider (registered through STUDIO_PROVIDER_PLUGINS)."""
     echo_provider.install(studio_home / "catalog")  # writes the echo catalog into the studio's data dir
     port = free_port()
-    env = {**os.environ, "STUDIO_HOME": str(studio_home), "STUDIO_PLUGINS": "tests.fakes.echo_provider:install",
+    env = {**os.environ, "STUDIO_HOME": str(studio_home), "STUDIO_PROVIDER_PLUGINS": echo_provider.PLUGIN_SPEC,
            "STUDIO_DEFAULT_PROVIDER": "echo", "STUDIO_VISITORS": "local", "PYTHONPATH": str(ROOT)}
     log = open(studio_home.parent / "streamlit.log", "w")
     process = subprocess.Popen(

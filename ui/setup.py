@@ -26,19 +26,17 @@ therefore begins with::
      ``STUDIO_VISITORS=private`` there.
 * ``gallery`` — this browser session's ``studio.gallery.Gallery`` (in ``st.session_state``).
 
-``STUDIO_PLUGINS`` (``module:function`` pairs, comma-separated) names functions called once per
-process before the studio is built, to register extra providers with ``providers.register``.
+Extra providers (plugins, test fakes) come from ``STUDIO_PROVIDER_PLUGINS``, read by the provider
+registry itself, so the CLI, Streamlit and Gradio all see the same ones.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import os
 import re
 import secrets
-import threading
 from dataclasses import dataclass
 import streamlit as st
 
@@ -53,8 +51,6 @@ _KEYS_STATE = "_studio_session_keys"
 _KEYED_STUDIO_STATE = "_studio_with_session_keys"
 _GALLERY_STATE = "_studio_gallery"
 _VISITOR_STATE = "_studio_visitor"
-_plugins_lock = threading.Lock()
-_plugins_loaded: set[str] = set()
 
 
 @dataclass
@@ -74,29 +70,19 @@ class PageContext:
 # -- the studio ----------------------------------------------------------------------------------
 
 
-def load_plugins() -> None:
-    """Call each ``module:function`` named in STUDIO_PLUGINS once per process."""
-    spec = os.environ.get("STUDIO_PLUGINS", "").strip()
-    if not spec:
-        return
-    with _plugins_lock:
-        for entry in (part.strip() for part in spec.split(",")):
-            if not entry or entry in _plugins_loaded:
-                continue
-            module_name, _, function_name = entry.partition(":")
-            module = importlib.import_module(module_name)
-            getattr(module, function_name or "register")()
-            _plugins_loaded.add(entry)
-
-
 @st.cache_resource(show_spinner=False)
 def _shared_studio(home: str) -> Studio:
-    return Studio(home)
+    """Once per server process: the studio, and the batch jobs a previous process left running
+    resumed (interrupted single writes are finished by ``Studio`` itself)."""
+    from studio.jobs import get_manager
+
+    studio = Studio(home)
+    get_manager(studio).recover()
+    return studio
 
 
 def get_studio() -> Studio:
     """The process-wide studio for $STUDIO_HOME: one index, one set of providers and loaded models."""
-    load_plugins()
     return _shared_studio(str(default_home()))
 
 
@@ -232,4 +218,4 @@ def setup(title: str, icon: str = "🎨", *, sidebar: bool = True, layout: str =
 
 
 __all__ = ["PageContext", "setup", "get_studio", "current_user", "visitor_mode", "session_gallery",
-           "session_keys", "set_session_key", "forget_session_keys", "load_plugins"]
+           "session_keys", "set_session_key", "forget_session_keys"]
