@@ -20,6 +20,7 @@ from studio.service import Studio
 from studio.types import GenerationRequest, Mode
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
@@ -97,7 +98,8 @@ def test_second_studio_request_reuses_the_loaded_model(studio):
 
 
 def test_cli_generates_with_the_local_model(tiny_model_dir, studio_home):
-    env = {**os.environ, "STUDIO_LOCAL_MODEL": str(tiny_model_dir), "STUDIO_HOME": str(studio_home)}
+    env = {**os.environ, "STUDIO_LOCAL_MODEL": str(tiny_model_dir), "STUDIO_HOME": str(studio_home),
+           "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "studio", "generate", "a red kite", "--provider", "local",
                            "--size", "256x256", "--steps", "2", "--seed", "9", "-n", "2", "--json", "--quiet"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)

@@ -27,6 +27,7 @@ from studio.types import Mode, PreparedRequest, ProgressEvent, RunContext
 from tests.tiny_model import SINGLE_FILE_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
