@@ -31,7 +31,8 @@ from typing import Any, Callable
 
 from providers.base import READY, UNAVAILABLE, Provider, ProviderStatus
 from studio.catalog import ModelInfo
-from studio.errors import Cancelled, InvalidRequest, NotConfigured, ProviderFailure, ProviderTimeout, StudioError
+from studio.errors import (Cancelled, ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure, ProviderTimeout,
+                           StudioError)
 from studio.imaging import flatten, png_bytes
 from studio.types import Mode, PreparedRequest, ProviderImage, ProviderResult, RunContext
 
@@ -494,7 +495,7 @@ class LocalProvider(Provider):
         arguments.update(image=init, strength=strength, num_inference_steps=steps)
         denoising_steps = int(steps * strength)
         if mode == Mode.IMAGE_TO_IMAGE:
-            arguments.pop("width"), arguments.pop("height")  # img2img takes the size from the image
+            del arguments["width"], arguments["height"]  # img2img takes the size from the image
             return loaded.image_to_image, arguments, denoising_steps
         if mode == Mode.INPAINT:
             if request.mask is None:
@@ -551,8 +552,6 @@ class LocalProvider(Provider):
                 picture = Image.composite(picture.convert("RGB"), original, mask)
             images.append(ProviderImage(data=png_bytes(picture), seed=seed, info=dict(info)))
         if not images:
-            from studio.errors import ContentBlocked
-
             raise ContentBlocked("the model's safety checker flagged every image; try a different prompt",
                                  provider=self.name)
         return images
