@@ -425,7 +425,9 @@ class LocalProvider(Provider):
         clear_cache()
 
     def close(self) -> None:
-        clear_cache()
+        # Loaded models are shared by every Studio in the process (other sessions may be using
+        # them), so closing one studio leaves them loaded; Studio.clear_model_cache() frees them.
+        pass
 
     # -- the work --
 

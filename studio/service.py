@@ -434,6 +434,13 @@ class Studio:
                 text = text.replace(value, "***")
         return text
 
+    def clear_model_cache(self) -> None:
+        """Unload every locally loaded model (shared by the whole process) and free its memory."""
+        for provider in list(self._providers.values()):
+            clear = getattr(provider, "clear_cache", None)
+            if clear is not None:
+                clear()
+
     def close(self) -> None:
         for provider in self._providers.values():
             provider.close()

@@ -107,3 +107,14 @@ def test_cli_generates_with_the_local_model(tiny_model_dir, studio_home):
     images = json.loads(done.stdout)["images"]
     assert [i["seed"] for i in images] == [9, 10]
     assert all(Path(i["path"]).is_file() and (i["width"], i["height"]) == (256, 256) for i in images)
+
+
+def test_closing_one_studio_keeps_shared_models_and_clear_model_cache_frees_them(studio, studio_home):
+    studio.generate(request(cache=False))
+    assert len(local.CACHE.keys()) == 1
+    other = Studio(studio_home)
+    other.provider("local")
+    other.close()  # another session's studio going away must not unload the model
+    assert len(local.CACHE.keys()) == 1
+    studio.clear_model_cache()
+    assert local.CACHE.keys() == []
