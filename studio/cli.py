@@ -42,6 +42,9 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user", default="local", help=argparse.SUPPRESS)
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="provider-specific option, e.g. background=transparent (repeatable)")
+    parser.add_argument("--upscale", type=float, help="post-process: enlarge by this factor (1-4, Lanczos)")
+    parser.add_argument("--sharpen", type=float, help="post-process: unsharp mask amount (0-3)")
+    parser.add_argument("--enhance", action="store_true", help="post-process: auto-contrast and a mild sharpen")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
 
@@ -96,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("image_id")
     delete.add_argument("--json", action="store_true")
 
+    stats = commands.add_parser("stats", help="per-model figures and alerts from the audit log")
+    stats.add_argument("--days", type=int, default=7)
+    stats.add_argument("--json", action="store_true")
+
     repair = commands.add_parser("repair", help="find (and with --fix, mend) index/file disagreements")
     repair.add_argument("--fix", action="store_true")
     repair.add_argument("--json", action="store_true")
@@ -134,6 +141,10 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         extra[name.strip()] = value.strip()
     if extra:
         options["extra"] = extra
+    post = {name: value for name, value in (("upscale", args.upscale), ("sharpen", args.sharpen),
+                                            ("enhance", args.enhance)) if value}
+    if post:
+        options["postprocess"] = post
     return options
 
 
@@ -206,6 +217,11 @@ def run(args: argparse.Namespace) -> int:
     elif command == "delete":
         studio.delete_image(args.image_id)
         _emit(args, {"deleted": args.image_id}, lambda: f"deleted {args.image_id}")
+    elif command == "stats":
+        figures = studio.stats(days=max(1, args.days))
+        found = studio.alerts()
+        _emit(args, {"models": [f.to_dict() for f in figures], "alerts": [a.to_dict() for a in found],
+                     "spent_today": round(studio.spent_today(), 6)}, lambda: _stats_text(figures, found))
     elif command == "repair":
         report = studio.repair(fix=args.fix)
         _emit(args, report.to_dict(), lambda: _repair_text(report))
@@ -220,6 +236,15 @@ def _providers_text(statuses) -> str:
         lines.append(f"{status.name:<10} {status.state}{reason}")
         for model in status.models:
             lines.append(f"    {model['id']:<44} {', '.join(model['modes'])}")
+    return "\n".join(lines)
+
+
+def _stats_text(figures, found) -> str:
+    lines = [f"{'provider/model':<48} {'requests':>8} {'success':>8} {'median s':>9} {'$/image':>9}"]
+    for f in figures:
+        lines.append(f"{f.provider + '/' + f.model:<48} {f.requests:>8} {f.success_rate:>8.0%} "
+                     f"{f.median_seconds:>9.2f} {f.cost_per_image:>9.4f}")
+    lines += [f"{a.level}: {a.message}" for a in found] or ["no alerts"]
     return "\n".join(lines)
 
 

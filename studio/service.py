@@ -19,10 +19,11 @@ from typing import Any
 
 import providers as provider_registry
 from providers.base import Provider, ProviderStatus, UNAVAILABLE
-from studio import costs
+from studio import costs, postprocess
 from studio.catalog import Catalog
+from studio.contentfilter import ContentFilter
 from studio.config import SECRET_NAMES, Settings
-from studio.errors import (BudgetExceeded, InvalidRequest, NotFound, ProviderFailure, StudioError)
+from studio.errors import BudgetExceeded, ContentBlocked, InvalidRequest, NotFound, ProviderFailure, StudioError
 from studio.imaging import decode_result, load_image, png_bytes, thumbnail_bytes
 from studio.netfetch import fetch_url, is_url
 from studio.metadata import encode_image, format_parameters, read_metadata
@@ -63,6 +64,7 @@ class Studio:
         self.home.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog(self.home / "catalog")
         self.styles = StyleBook(self.home)
+        self.content_filter = ContentFilter(self.home)
         self.storage = Storage(self.home)
         self.recovered = self.storage.recover_interrupted()
         self._providers: dict[str, Provider] = {}
@@ -135,6 +137,12 @@ class Studio:
                 return GenerationResult([self.storage.with_path(r) for r in hits[:prepared.n]], 0.0, estimate,
                                         True, request_id, time.monotonic() - started, prepared_all.warnings)
 
+        try:
+            self.content_filter.check(prepared.prompt)
+        except ContentBlocked as error:
+            self._log(request_id, prepared, prepared_all.record_mode, "failed", error=error, estimate=estimate,
+                      duration=time.monotonic() - started)
+            raise
         reservation = self._reserve_budget(request_id, estimate)
         ctx = RunContext(progress=_staged(progress), cancel=cancel or threading.Event(),
                          timeout=timeout or self.settings.request_timeout)
@@ -180,6 +188,7 @@ class Studio:
             "strength": prepared.strength, "quality": prepared.quality, "format": prepared.output_format,
             "compression": prepared.compression, "extra": prepared.extra,
             "init": image_hash(prepared.init_image), "mask": image_hash(prepared.mask),
+            "postprocess": prepared.postprocess,
         }
         return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -205,7 +214,7 @@ class Studio:
         records: list[ImageRecord] = []
         encoded: list[tuple[bytes, bytes]] = []
         for index, provided in enumerate(result.images):
-            image = decode_result(provided.data, prepared.provider)
+            image = postprocess.apply(decode_result(provided.data, prepared.provider), prepared.postprocess)
             seed = provided.seed if provided.seed is not None else (
                 prepared.seed + index if prepared.seed is not None else None)
             params = self._params(prepared, provided.info, result.usage)
@@ -240,7 +249,8 @@ class Studio:
     def _params(prepared: PreparedRequest, info: dict[str, Any], usage: dict[str, Any]) -> dict[str, Any]:
         params = {"width": prepared.width, "height": prepared.height, "n": prepared.n, "steps": prepared.steps,
                   "guidance": prepared.guidance, "strength": prepared.strength, "quality": prepared.quality,
-                  "compression": prepared.compression, "extra": prepared.extra, "run_mode": prepared.mode.value}
+                  "compression": prepared.compression, "extra": prepared.extra, "run_mode": prepared.mode.value,
+                  "postprocess": prepared.postprocess}
         params.update({k: v for k, v in info.items() if isinstance(v, (str, int, float, bool)) or v is None})
         if usage:
             params["usage"] = usage
@@ -381,6 +391,18 @@ class Studio:
     def spent_today(self) -> float:
         return self.storage.index.spent_on(utc_now().date().isoformat())
 
+    def stats(self, days: int = 7, owner: str | None = None):
+        """Per-model figures from the audit log: requests, success rate, time, cost per image."""
+        from studio.monitoring import model_stats
+
+        return model_stats(self.storage.index, days=days, owner=owner)
+
+    def alerts(self):
+        """What needs attention: repeated failures, budget, slow APIs, quota."""
+        from studio.monitoring import alerts
+
+        return alerts(self.storage.index, daily_budget=self.settings.daily_budget, today_spent=self.spent_today())
+
     # -- metadata -----------------------------------------------------------------------------
 
     def info(self, source: ImageInput | str, user: str = "local") -> dict[str, Any]:
@@ -408,7 +430,7 @@ class Studio:
                 seed=data.get("seed"), steps=params.get("steps"), guidance=params.get("guidance"),
                 quality=params.get("quality"), output_format=data.get("format", "png"), user=user,
                 category=data.get("category", ""), tags=list(data.get("tags", [])),
-                extra=params.get("extra") or {})
+                extra=params.get("extra") or {}, postprocess=params.get("postprocess") or {})
         parsed = meta.get("parsed")
         if not parsed:
             raise InvalidRequest("this image carries no generation parameters")

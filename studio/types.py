@@ -78,6 +78,7 @@ class GenerationRequest:
     user: str = "local"
     cache: bool | None = None  # None: reuse stored images only for a fixed seed
     extra: dict[str, Any] = field(default_factory=dict)  # provider-specific options (background, ...)
+    postprocess: dict[str, Any] = field(default_factory=dict)  # upscale / sharpen / autocontrast / enhance
 
     def replace(self, **changes: Any) -> "GenerationRequest":
         return dataclasses.replace(self, **changes)
@@ -108,6 +109,7 @@ class PreparedRequest:
     extra: dict[str, Any]
     style: str | None = None
     user_prompt: str = ""  # the prompt before the style template was applied
+    postprocess: dict[str, Any] = field(default_factory=dict)  # applied by the core after the provider
 
     @property
     def size(self) -> str:

@@ -14,6 +14,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
+from studio import postprocess
 from studio.catalog import ModelInfo
 from studio.errors import InvalidRequest
 from studio.imaging import load_image, load_mask, normalize_format
@@ -231,13 +232,14 @@ def prepare(request: GenerationRequest, provider: str, model: ModelInfo, styles:
         if isinstance(allowed, list) and value not in allowed:
             raise InvalidRequest(f"{name} must be one of {', '.join(map(str, allowed))}, not {value!r}")
 
+    post = postprocess.clean_options(request.postprocess, width, height)
     user = clean_text(request.user, "user", required=True, max_chars=200)
     prepared = PreparedRequest(
         provider=provider, model=model, mode=run_mode, prompt=prompt, negative_prompt=negative,
         width=width, height=height, n=n, seed=seed, steps=steps, guidance=guidance, strength=strength,
         init_image=init_image, mask=mask, output_format=normalize_format(request.output_format),
         quality=quality, compression=compression, user=user, extra=extra, style=request.style,
-        user_prompt=user_prompt,
+        user_prompt=user_prompt, postprocess=post,
     )
     return Prepared(prepared, mode, warnings)
 

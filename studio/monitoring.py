@@ -1,0 +1,110 @@
+"""Monitoring from the audit log: per-model figures (requests, success rate, time, cost per image)
+and alerts a person should see (three failures in a row, budget near or reached, a slow API, quota
+running out). Everything is computed from the ``generations`` table; nothing else is kept.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+CONSECUTIVE_FAILURES = 3
+BUDGET_WARNING_SHARE = 0.8
+SLOW_SECONDS = 60.0  # median time per request above this is "slow"
+RATE_LIMITS_PER_HOUR = 3  # this many rate limits in an hour suggests the quota is near
+
+
+@dataclass
+class ModelStats:
+    provider: str
+    model: str
+    requests: int
+    completed: int
+    failed: int
+    cached: int
+    success_rate: float  # completed / (completed + failed)
+    median_seconds: float
+    p95_seconds: float
+    cost: float
+    images: int
+    cost_per_image: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Alert:
+    level: str  # warning | error
+    kind: str  # consecutive_failures | budget | slow | quota
+    provider: str | None
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _since(days: float) -> str:
+    return (datetime.now(timezone.utc) - timedelta(days=days)).date().isoformat()
+
+
+def model_stats(index, *, days: int = 7, owner: str | None = None) -> list[ModelStats]:
+    rows = index.generations(day_from=_since(days), owner=owner, limit=100_000)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["provider"], row["model"]), []).append(row)
+    result = []
+    for (provider, model), items in sorted(groups.items()):
+        done = [r for r in items if r["status"] in ("completed", "recovered")]
+        failed = [r for r in items if r["status"] == "failed"]
+        durations = sorted(r["duration"] for r in done) or [0.0]
+        images = sum(r["n"] for r in done)
+        cost = sum(r["cost"] for r in items)
+        attempted = len(done) + len(failed)
+        result.append(ModelStats(
+            provider=provider, model=model, requests=len(items), completed=len(done), failed=len(failed),
+            cached=sum(1 for r in items if r["status"] == "cached"),
+            success_rate=round(len(done) / attempted, 4) if attempted else 1.0,
+            median_seconds=round(statistics.median(durations), 3),
+            p95_seconds=round(durations[min(len(durations) - 1, int(0.95 * len(durations)))], 3),
+            cost=round(cost, 6), images=images, cost_per_image=round(cost / images, 6) if images else 0.0))
+    return result
+
+
+def alerts(index, *, daily_budget: float | None, today_spent: float, now: datetime | None = None) -> list[Alert]:
+    now = now or datetime.now(timezone.utc)
+    found: list[Alert] = []
+    rows = index.generations(day_from=(now - timedelta(days=1)).date().isoformat(), limit=10_000)  # newest first
+    by_provider: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["status"] != "cached":
+            by_provider.setdefault(row["provider"], []).append(row)
+    for provider, items in sorted(by_provider.items()):
+        latest = items[:CONSECUTIVE_FAILURES]
+        if len(latest) == CONSECUTIVE_FAILURES and all(r["status"] == "failed" for r in latest):
+            found.append(Alert("error", "consecutive_failures", provider,
+                               f"{provider}: the last {CONSECUTIVE_FAILURES} requests failed "
+                               f"(latest: {latest[0]['error'] or latest[0]['error_kind']})"))
+        if any(r["error_kind"] == "quota_exhausted" for r in items[:20]):
+            found.append(Alert("error", "quota", provider,
+                               f"{provider}: the account's quota or credit is exhausted; add credit at the provider"))
+        hour_ago = (now - timedelta(hours=1)).isoformat()
+        limited = sum(1 for r in items if r["error_kind"] == "rate_limited" and r["created_at"] >= hour_ago)
+        if limited >= RATE_LIMITS_PER_HOUR:
+            found.append(Alert("warning", "quota", provider,
+                               f"{provider}: rate-limited {limited} times in the last hour; the quota is near"))
+        recent = [r["duration"] for r in items if r["status"] == "completed"][:10]
+        if len(recent) >= 3 and statistics.median(recent) > SLOW_SECONDS:
+            found.append(Alert("warning", "slow", provider,
+                               f"{provider}: requests take {statistics.median(recent):.0f} s (median of the last "
+                               f"{len(recent)}); the API is slow"))
+    if daily_budget:
+        share = today_spent / daily_budget
+        if share >= 1.0:
+            found.append(Alert("error", "budget", None, f"today's budget of ${daily_budget:.2f} is spent "
+                                                        f"(${today_spent:.2f}); new paid requests are refused"))
+        elif share >= BUDGET_WARNING_SHARE - 1e-9:
+            found.append(Alert("warning", "budget", None, f"{share:.0%} of today's ${daily_budget:.2f} budget is spent"))
+    return found
