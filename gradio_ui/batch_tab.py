@@ -75,7 +75,7 @@ def build_batch_tab(ctx: AppContext) -> None:
                     cancel = gr.Button("Cancel", variant="stop", size="sm")
                     retry = gr.Button("Retry failed", size="sm")
                     zip_button = gr.Button("Download zip", size="sm")
-                status = gr.Markdown()
+                status = gr.Markdown(elem_id="batch-status")
                 gallery = gr.Gallery(label="Images, scene by scene", columns=4, height=420, object_fit="contain",
                                      buttons=["download", "fullscreen"], interactive=False)
                 items = gr.Dataframe(headers=STATUS_COLUMNS, interactive=False, wrap=True, max_height=320)

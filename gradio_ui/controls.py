@@ -189,10 +189,13 @@ class ModelControls:
     def _wire(self) -> None:
         self.provider.change(self.on_provider, [self.provider], [self.model], api_visibility="private",
                              queue=False)
+        estimate_inputs = [self.provider, self.model, self.size, self.n, self.quality]
+        # The estimate follows the settings update (.then): run side by side, it would read the old
+        # size against the new model's list of sizes.
         self.model.change(self.on_model, [self.provider, self.model], self._settings(), api_visibility="private",
-                          queue=False)
-        gr.on([self.model.change, self.size.change, self.n.change, self.quality.change], self.on_estimate,
-              [self.provider, self.model, self.size, self.n, self.quality], [self.estimate],
+                          queue=False).then(self.on_estimate, estimate_inputs, [self.estimate],
+                                            api_visibility="private", queue=False)
+        gr.on([self.size.input, self.n.input, self.quality.input], self.on_estimate, estimate_inputs, [self.estimate],
               api_visibility="private", queue=False)
 
     # -- events -----------------------------------------------------------------------------

@@ -63,6 +63,20 @@ def png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def picked_or_uploaded(ctx: AppContext, owner: str, image_id: str | None, shown: Image.Image) -> dict[str, Any]:
+    """The source for an edit or variation: the stored image picked from a gallery (so the result is
+    linked to it as its parent) while the widget still shows that picture, else the picture shown.
+
+    Compared by pixels because the widget reports no reliable event when a visitor replaces the
+    picture that was loaded into it."""
+    if image_id:
+        record = ctx.studio.get_image(image_id, owner)
+        with Image.open(io.BytesIO(ctx.studio.image_bytes(record))) as stored:
+            if stored.size == shown.size and stored.convert("RGB").tobytes() == shown.convert("RGB").tobytes():
+                return {"image_id": image_id}
+    return {"image": png_bytes(shown)}
+
+
 def style_picker(ctx: AppContext) -> gr.Dropdown:
     choices = [("None", "none")] + [(s.label, s.name) for s in ctx.studio.styles.all()]
     return gr.Dropdown(choices, value="none", label="Style")
@@ -124,9 +138,9 @@ def build_generate_tab(ctx: AppContext) -> CreateTab:
                 controls = ModelControls.build(ctx.studio, "text-to-image")
                 category, tags = organise_fields()
                 go, stop = run_buttons("Generate")
-                status = gr.Markdown()
+                status = gr.Markdown(elem_id="generate-status")
             with gr.Column(scale=6):
-                panel = GalleryPanel.build(ctx)
+                panel = GalleryPanel.build(ctx, "generate")
 
     def work(values: dict, owner: str, progress, cancel) -> GenerationResult:
         fields = controls.request_fields(values)
@@ -144,34 +158,24 @@ def build_edit_tab(ctx: AppContext) -> CreateTab:
                 editor = gr.ImageEditor(
                     label="Image: paint over what should change (inpainting), or leave it unpainted to redo "
                           "the whole image", type="pil", sources=["upload", "clipboard"], transforms=(),
-                    layers=False, height=460, brush=gr.Brush(colors=["#ff2bd6"], color_mode="fixed"))
+                    layers=False, height=460, brush=gr.Brush(colors=["#ff2bd6"], color_mode="fixed"),
+                    elem_id="edit-editor")
                 source_note = gr.Markdown()
                 source_id = gr.State(None)
                 prompt = gr.Textbox(label="What to make", lines=2, placeholder="a red door")
                 controls = ModelControls.build(ctx.studio, "edit")
                 go, stop = run_buttons("Edit")
-                status = gr.Markdown()
+                status = gr.Markdown(elem_id="edit-status")
             with gr.Column(scale=6):
-                panel = GalleryPanel.build(ctx)
-
-    def forget_source():
-        return None, ""
-
-    editor.upload(forget_source, None, [source_id, source_note], **PRIVATE, queue=False)
-    editor.clear(forget_source, None, [source_id, source_note], **PRIVATE, queue=False)
+                panel = GalleryPanel.build(ctx, "edit")
 
     def work(values: dict, owner: str, progress, cancel) -> GenerationResult:
         value = values[editor] or {}
-        fields = controls.request_fields(values)
-        mask = mask_from_editor(value)
-        if values[source_id]:
-            source = {"image_id": values[source_id]}
-        elif value.get("background") is not None:
-            source = {"image": png_bytes(value["background"])}
-        else:
+        if value.get("background") is None:
             raise InvalidRequest("upload an image to edit (or pick one in a gallery and press \"Edit selected\")")
-        return ctx.actions.edit(owner, values[prompt], mask=mask, progress=progress, cancel=cancel, **source,
-                                **fields)
+        source = picked_or_uploaded(ctx, owner, values[source_id], value["background"])
+        return ctx.actions.edit(owner, values[prompt], mask=mask_from_editor(value), progress=progress,
+                                cancel=cancel, **source, **controls.request_fields(values))
 
     wire_run(ctx, go, stop, prompt, controls.inputs() | {editor, source_id, prompt}, status, work)
     return CreateTab(panel, status, source_id, source_note, editor)
@@ -191,21 +195,17 @@ def build_variations_tab(ctx: AppContext) -> CreateTab:
                     scene = gr.Checkbox(label="Scene variations (framing and lighting)", value=False)
                 controls = ModelControls.build(ctx.studio, "variation")
                 go, stop = run_buttons("Make variations")
-                status = gr.Markdown()
+                status = gr.Markdown(elem_id="variations-status")
             with gr.Column(scale=6):
-                panel = GalleryPanel.build(ctx)
-
-    def forget_source():
-        return None, ""
-
-    source.upload(forget_source, None, [source_id, source_note], **PRIVATE, queue=False)
-    source.clear(forget_source, None, [source_id, source_note], **PRIVATE, queue=False)
+                panel = GalleryPanel.build(ctx, "variations")
 
     def work(values: dict, owner: str, progress, cancel) -> GenerationResult:
         fields = controls.request_fields(values)
         fields.pop("n", None)  # the count of variations is its own control
-        picked = {"image_id": values[source_id]} if values[source_id] else {
-            "image": upload_bytes(values[source], "source image")}
+        picked = {}
+        if values[source]:
+            with Image.open(io.BytesIO(upload_bytes(values[source], "source image"))) as shown:
+                picked = picked_or_uploaded(ctx, owner, values[source_id], shown)
         return ctx.actions.variations(owner, prompt=values[prompt], n=int(values[count]), scene=values[scene],
                                       progress=progress, cancel=cancel, **picked, **fields)
 

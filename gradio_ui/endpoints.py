@@ -11,6 +11,7 @@ import hashlib
 import html
 import logging
 import re
+import secrets
 import shutil
 import tempfile
 import threading
@@ -150,18 +151,22 @@ class Exporter:
     def image_file(self, record: ImageRecord, owner: str) -> str:
         target = self._folder(owner) / f"{record.id}.{EXTENSIONS.get(record.format, record.format)}"
         if not target.exists():
-            partial = target.with_suffix(target.suffix + ".part")
-            partial.write_bytes(self.studio.image_bytes(record))
-            partial.replace(target)
+            self._write(target, self.studio.image_bytes(record))
         return str(target)
 
     def thumbnail_file(self, record: ImageRecord, owner: str) -> str:
         target = self._folder(owner) / f"{record.id}.thumb.webp"
         if not target.exists():
-            partial = target.with_suffix(".part")
-            partial.write_bytes(self.studio.storage.read_thumbnail(record))
-            partial.replace(target)
+            self._write(target, self.studio.storage.read_thumbnail(record))
         return str(target)
+
+    @staticmethod
+    def _write(target: Path, data: bytes) -> None:
+        # Several galleries may export the same image at once: each writes its own partial file and
+        # the atomic rename makes the last one win, never a half-written file.
+        partial = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+        partial.write_bytes(data)
+        partial.replace(target)
 
     def zip_file(self, records: list[ImageRecord], owner: str, name: str, **zip_options: Any) -> str:
         """A zip of ``records`` with manifest.csv/json (``studio.exports.build_zip``)."""

@@ -42,12 +42,12 @@ def build_history_tab(ctx: AppContext) -> HistoryTab:
             previous = gr.Button("◀ Newer", size="sm")
             following = gr.Button("Older ▶", size="sm")
             zip_button = gr.Button("Download this page as zip", size="sm")
-        page_info = gr.Markdown()
+        page_info = gr.Markdown(elem_id="history-count")
         page = gr.State({"ids": [], "offset": 0, "total": 0})
         with gr.Row():
             with gr.Column(scale=3):
                 gallery = gr.Gallery(label="Your images", columns=6, height=560, object_fit="cover",
-                                     allow_preview=False, interactive=False)
+                                     allow_preview=False, interactive=False, elem_id="history-gallery")
             with gr.Column(scale=2):
                 details = gr.Image(label="Selected", type="filepath", interactive=False, height=320,
                                    buttons=["download", "fullscreen"])

@@ -58,9 +58,10 @@ class GalleryPanel:
     clear_button: gr.Button
 
     @classmethod
-    def build(cls, ctx: AppContext) -> "GalleryPanel":
+    def build(cls, ctx: AppContext, name: str) -> "GalleryPanel":
         gallery = gr.Gallery(label="This session's images (click one to select it)", columns=3, height=520,
-                             object_fit="contain", buttons=["download", "fullscreen"], interactive=False)
+                             object_fit="contain", buttons=["download", "fullscreen"], interactive=False,
+                             elem_id=f"{name}-gallery")
         info = gr.Markdown("No images yet in this session.")
         selected = gr.State(None)
         with gr.Row():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -423,3 +424,91 @@ def test_dockerfile_runs_streamlit_as_uid_1000_with_a_health_check():
     assert re.search(r"^EXPOSE\s+8501\b", text, re.M)
     assert re.search(r"^HEALTHCHECK\b.*\n?.*/_stcore/health", text, re.M)
     assert "streamlit" in text and "app.py" in text and "--server.port=8501" in text
+
+
+# -- the UI in a real browser ------------------------------------------------------------------------
+
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+
+
+def pick(scope, page, label: str, option: str) -> None:
+    scope.get_by_label(label).first.click()
+    page.get_by_role("option", name=option).first.click()
+    page.wait_for_timeout(400)  # let the model's settings arrive
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; .ci/run does it)")
+def test_the_ui_generates_inpaints_batches_and_keeps_each_browsers_images_apart(app, echo):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        page.set_default_timeout(20_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(app.url)
+        page.get_by_text("Anonymous visitor").wait_for()
+        generate = page.locator("#generate-gallery").locator("xpath=ancestor::div[contains(@class,'tabitem')]")
+
+        # Only the chosen model's settings: FLUX has no negative prompt, echo has one.
+        pick(generate, page, "Provider", "Replicate — needs a key")
+        assert not generate.get_by_label("Negative prompt").is_visible()
+        pick(generate, page, "Provider", "Echo (test)")
+        assert generate.get_by_label("Negative prompt").is_visible()
+        generate.get_by_label("Prompt", exact=True).fill("a fox in the snow")
+        generate.get_by_role("button", name="Generate", exact=True).click()
+        page.locator("#generate-status").get_by_text("image(s) in").wait_for()
+        made = app.studio.history(owner=None, text="a fox in the snow").items[0]
+
+        # Pick it in the gallery, send it to Edit, paint a stroke: an inpainting linked to its parent.
+        page.locator("#generate-gallery img").first.click()
+        page.get_by_role("button", name="Edit selected").first.click()
+        page.get_by_text(f"Using your image {made.id}").wait_for()
+        # The editor zooms the 64 px picture to fit once it has loaded it; strokes before that are lost.
+        page.locator("#edit-editor").get_by_text(re.compile(r"^(?!100%)\d+%$")).wait_for()
+        page.wait_for_timeout(1500)  # and settles
+        box = page.locator("#edit-editor canvas").first.bounding_box()
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(x - 60, y)
+        page.mouse.down()
+        for dx, dy in ((-20, 10), (20, -10), (60, 5)):
+            page.mouse.move(x + dx, y + dy, steps=4)
+        page.mouse.up()
+        page.wait_for_timeout(1000)  # the editor uploads the painted layer in the background
+        edit = page.locator("#edit-editor").locator("xpath=ancestor::div[contains(@class,'tabitem')]")
+        pick(edit, page, "Provider", "Echo (test)")
+        edit.get_by_label("What to make").fill("a red door")
+        edit.get_by_role("button", name="Edit", exact=True).click()
+        page.locator("#edit-status").get_by_text("image(s) in").wait_for()
+        edited = app.studio.history(owner=None, parent_id=made.id).items[0]
+        assert edited.mode == "inpaint" and edited.owner == made.owner
+
+        # A batch shows its scenes as they finish.
+        page.get_by_role("tab", name="Batch from script").click()
+        batch = page.locator("#batch-status").locator("xpath=ancestor::div[contains(@class,'tabitem')]")
+        batch.get_by_label("Script").fill("00:00 a harbour at dawn\n00:04 gulls over the pier")
+        pick(batch, page, "Provider", "Echo (test)")
+        batch.get_by_role("button", name="Preview").click()
+        batch.get_by_text("2 scene(s)").wait_for()
+        batch.get_by_role("button", name="Run batch").click()
+        page.locator("#batch-status").get_by_text("completed").wait_for()
+
+        # A reload keeps this browser's history; another browser sees none of it.
+        page.reload()
+        page.get_by_text("Anonymous visitor").wait_for()
+        page.get_by_role("tab", name="History").click()
+        page.get_by_role("button", name="Search", exact=True).click()
+        page.locator("#history-count").get_by_text("of 4 image(s)").wait_for()
+        stranger = browser.new_context().new_page()
+        stranger.goto(app.url)
+        stranger.get_by_text("Anonymous visitor").wait_for()
+        stranger.get_by_role("tab", name="History").click()
+        stranger.get_by_role("button", name="Search", exact=True).click()
+        stranger.locator("#history-count").get_by_text("of 0 image(s)").wait_for()
+        assert errors == []
+        browser.close()
