@@ -22,6 +22,9 @@ st.write(
     "an image or a prompt, **Batch** illustrates a whole script, **History** finds everything you made, "
     "**Mood boards** collect and export.")
 
+for alert in ctx.studio.alerts():
+    (st.error if alert.level == "error" else st.warning)(alert.message, icon="⚠️")
+
 st.subheader("Providers")
 rows = []
 for status in provider_statuses(ctx).values():
