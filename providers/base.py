@@ -69,15 +69,17 @@ class Provider:
     def api_key(self) -> str | None:
         return self.settings.secret(*self.key_names) if self.key_names else None
 
+    def key_hint(self) -> str:
+        """Where a missing key goes, for the status line and the provider's own "needs a key" error."""
+        return f"set {' or '.join(self.key_names)} in the environment or Streamlit secrets"
+
     def status(self) -> ProviderStatus:
         models = [m.to_dict() for m in self.models()]
         if self.sdk_module and importlib.util.find_spec(self.sdk_module) is None:
             return ProviderStatus(self.name, self.label, UNAVAILABLE,
                                   f"the {self.sdk_package or self.sdk_module} package is not installed", models)
         if self.key_names and not self.api_key():
-            return ProviderStatus(self.name, self.label, MISSING_KEY,
-                                  f"set {' or '.join(self.key_names)} in the environment or Streamlit secrets",
-                                  models)
+            return ProviderStatus(self.name, self.label, MISSING_KEY, self.key_hint(), models)
         return ProviderStatus(self.name, self.label, READY, "", models)
 
     # -- the work ---------------------------------------------------------------------------

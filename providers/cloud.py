@@ -1,9 +1,11 @@
-"""What every cloud provider needs around its HTTP calls: a deadline, cancellation and bounded retries.
+"""What every cloud provider shares: an API key, cached SDK clients, and around each HTTP call a
+deadline, cancellation and bounded retries.
 
-A provider's ``generate`` may make several calls (``n`` split into batches, retries after a rate
-limit). ``ctx.timeout`` bounds the whole request, so each call gets only the time that is left, and
-retries stop when the deadline would pass. A blocking SDK call cannot be interrupted from outside,
-so ``run_interruptibly`` runs it on a worker thread and stops waiting as soon as the user cancels.
+``CloudProvider`` is the base class of the providers behind an HTTP API. Their ``generate`` may make
+several calls (``n`` split into batches, retries after a rate limit). ``ctx.timeout`` bounds the
+whole request, so each call gets only the time that is left, and retries stop when the deadline
+would pass. A blocking SDK call cannot be interrupted from outside, so ``run_interruptibly`` runs it
+on a worker thread and stops waiting as soon as the user cancels.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from typing import Callable, TypeVar
+from typing import Any, Callable, Hashable, TypeVar
 
-from providers.retry import RetryPolicy, call_with_retry
-from studio.errors import Cancelled, ProviderTimeout, StudioError
+from providers.base import Provider
+from providers.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
+from studio.errors import Cancelled, NotConfigured, ProviderTimeout, StudioError
 from studio.types import RunContext
 
 T = TypeVar("T")
@@ -23,6 +26,42 @@ T = TypeVar("T")
 _POLL_SECONDS = 0.05
 # A call is abandoned this long after the deadline if the HTTP client has not given up by itself.
 _GRACE_SECONDS = 1.0
+
+
+class CloudProvider(Provider):
+    """A provider behind an HTTP API, reached with an API key through an SDK (or httpx) client."""
+
+    max_concurrency = 4  # requests a batch runs at once against one API
+    retry_policy: RetryPolicy = DEFAULT_POLICY  # our retries, in one place (SDK retries are off)
+
+    def __init__(self, settings, catalog):
+        super().__init__(settings, catalog)
+        # A client holds a connection pool (and some SDKs close it when the client is garbage
+        # collected), so clients are kept for the provider's lifetime, one per key and endpoint.
+        self._clients: dict[Hashable, Any] = {}
+        self._clients_lock = threading.Lock()
+
+    def require_key(self) -> str:
+        """The API key, or a ``NotConfigured`` error that says where to put one."""
+        key = self.api_key()
+        if not key:
+            raise NotConfigured(f"{self.label} needs an API key: {self.key_hint()}", provider=self.name)
+        return key
+
+    def cached_client(self, cache_key: Hashable, make: Callable[[], T]) -> T:
+        """The client kept under ``cache_key``, made by ``make()`` the first time (thread-safe)."""
+        with self._clients_lock:
+            client = self._clients.get(cache_key)
+            if client is None:
+                client = self._clients[cache_key] = make()
+            return client
+
+    def close(self) -> None:
+        with self._clients_lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            if callable(getattr(client, "close", None)):  # not every SDK's client has one
+                client.close()
 
 
 class Deadline:
@@ -74,12 +113,16 @@ def run_interruptibly(call: Callable[[], T], *, ctx: RunContext, deadline: Deadl
 def call_within(call: Callable[[], T], *, ctx: RunContext, deadline: Deadline, policy: RetryPolicy,
                 label: str, provider: str) -> T:
     """``call`` with our bounded retries, each try interruptible, all of it inside ``deadline``."""
-    bounded = dataclasses.replace(policy, max_total_seconds=min(policy.max_total_seconds, deadline.remaining()))
 
     def one_try() -> T:
         return run_interruptibly(call, ctx=ctx, deadline=deadline, label=label, provider=provider)
 
-    return call_with_retry(one_try, policy=bounded, cancel=ctx.cancel)
+    return call_with_retry(one_try, policy=policy_within(policy, deadline), cancel=ctx.cancel)
+
+
+def policy_within(policy: RetryPolicy, deadline: Deadline) -> RetryPolicy:
+    """``policy``, cut so that waiting to retry never runs past ``deadline``."""
+    return dataclasses.replace(policy, max_total_seconds=min(policy.max_total_seconds, deadline.remaining()))
 
 
 def keep_partial(images: list, error: StudioError) -> bool:

@@ -16,24 +16,14 @@ from __future__ import annotations
 
 import importlib
 import os
-import threading
 from typing import Any
 
-from providers.base import Provider
-from providers.cloud import Deadline, call_within, keep_partial
+from providers.cloud import CloudProvider, Deadline, call_within, keep_partial
 from providers.common import nearest_aspect_ratio, scrub
-from providers.retry import DEFAULT_POLICY, RetryPolicy, parse_retry_after
+from providers.retry import parse_retry_after
 from studio.catalog import ModelInfo
-from studio.errors import (
-    ContentBlocked,
-    InvalidRequest,
-    NotConfigured,
-    ProviderFailure,
-    ProviderTimeout,
-    QuotaExhausted,
-    RateLimited,
-    StudioError,
-)
+from studio.errors import (ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure, ProviderTimeout,
+                           QuotaExhausted, RateLimited, StudioError)
 from studio.imaging import flatten, png_bytes
 from studio.types import Mode, PreparedRequest, ProviderImage, ProviderResult, RunContext
 
@@ -49,29 +39,17 @@ INPAINT_INSTRUCTION = (
 SEED_LIMIT = 2**31  # the API's seed is an int32
 
 
-class GeminiProvider(Provider):
+class GeminiProvider(CloudProvider):
     name = "gemini"
     label = "Google Gemini"
     key_names = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
     sdk_module = "google.genai"
     sdk_package = "google-genai"
-    max_concurrency = 4
-
-    retry_policy: RetryPolicy = DEFAULT_POLICY
-
-    def __init__(self, settings, catalog):
-        super().__init__(settings, catalog)
-        # The SDK closes its HTTP connection when its client is garbage collected, so clients are
-        # kept here, one per key and base URL, for the provider's lifetime.
-        self._clients: dict[tuple[str, str | None], Any] = {}
-        self._lock = threading.Lock()
 
     # -- the story ------------------------------------------------------------------------------
 
     def generate(self, request: PreparedRequest, ctx: RunContext) -> ProviderResult:
-        key = self.api_key()
-        if not key:
-            raise NotConfigured("Gemini needs an API key: set GEMINI_API_KEY or GOOGLE_API_KEY", provider=self.name)
+        key = self.require_key()
         client = self._client(key)
         deadline = Deadline(ctx.timeout)
         contents = self._contents(request)
@@ -234,19 +212,8 @@ class GeminiProvider(Provider):
         from google import genai
 
         base_url = os.environ.get("GOOGLE_GEMINI_BASE_URL") or None  # read by the SDK too; part of the cache key
-        with self._lock:
-            client = self._clients.get((key, base_url))
-            if client is None:
-                # No retry_options: the SDK then makes one attempt, and call_within does the retrying.
-                client = genai.Client(api_key=key)
-                self._clients[(key, base_url)] = client
-        return client
-
-    def close(self) -> None:
-        with self._lock:
-            clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            client.close()
+        # No retry_options: the SDK then makes one attempt, and call_within does the retrying.
+        return self.cached_client((key, base_url), lambda: genai.Client(api_key=key))
 
 
 def _network_errors() -> tuple[tuple[type, ...], tuple[type, ...]]:

@@ -14,15 +14,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-import threading
 from typing import Any
 
 from PIL import Image, ImageOps
 
-from providers.base import Provider
-from providers.cloud import Deadline, call_within, keep_partial
+from providers.cloud import CloudProvider, Deadline, call_within, keep_partial
 from providers.common import scrub
-from providers.retry import DEFAULT_POLICY, RetryPolicy, parse_retry_after
+from providers.retry import parse_retry_after
 from studio.catalog import ModelInfo
 from studio.errors import (ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure, ProviderTimeout,
                            QuotaExhausted, RateLimited, StudioError)
@@ -43,19 +41,12 @@ VARIATION_INSTRUCTION = ("Create a variation of this image: keep its subject, co
 TOKEN_KINDS = ("text_input", "image_input", "image_output", "text_output")
 
 
-class OpenAIProvider(Provider):
+class OpenAIProvider(CloudProvider):
     name = "openai"
     label = "OpenAI"
     key_names = ("OPENAI_API_KEY",)
     sdk_module = "openai"
     sdk_package = "openai"
-    max_concurrency = 4
-    retry_policy: RetryPolicy = DEFAULT_POLICY
-
-    def __init__(self, settings, catalog):
-        super().__init__(settings, catalog)
-        self._clients: dict[tuple[str, str | None], Any] = {}
-        self._lock = threading.Lock()
 
     # -- the story: build the request, call the SDK, map errors, return images ------------------
 
@@ -63,7 +54,7 @@ class OpenAIProvider(Provider):
         model = request.model
         if model.retired:
             raise InvalidRequest(f"{model.id} is retired. {model.notes}".strip(), provider=self.name)
-        key = self._require_key()
+        key = self.require_key()
         client = self._client(key)
         params = self._params(request)
         deadline = Deadline(ctx.timeout)
@@ -117,24 +108,12 @@ class OpenAIProvider(Provider):
 
     # -- calling the SDK --------------------------------------------------------------------
 
-    def _require_key(self) -> str:
-        key = self.api_key()
-        if not key:
-            raise NotConfigured("OpenAI needs an API key: set OPENAI_API_KEY in the environment or Streamlit "
-                                "secrets, or paste one in the sidebar", provider=self.name)
-        return key
-
     def _client(self, key: str):
         from openai import OpenAI
 
         # None lets the SDK read OPENAI_BASE_URL itself; settings also find it in Streamlit secrets.
         base_url = self.settings.secret("OPENAI_BASE_URL") or None
-        with self._lock:
-            client = self._clients.get((key, base_url))
-            if client is None:
-                client = OpenAI(api_key=key, base_url=base_url, max_retries=0)
-                self._clients[(key, base_url)] = client
-            return client
+        return self.cached_client((key, base_url), lambda: OpenAI(api_key=key, base_url=base_url, max_retries=0))
 
     def _call(self, client, mode: Mode, params: dict[str, Any], n: int, deadline: Deadline, key: str):
         import openai
@@ -178,12 +157,6 @@ class OpenAIProvider(Provider):
         if status == 404:
             return InvalidRequest(f"OpenAI does not offer this model to your key: {detail}", provider=self.name)
         return InvalidRequest(f"OpenAI rejected the request: {detail}", provider=self.name)
-
-    def close(self) -> None:
-        with self._lock:
-            clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            client.close()
 
 
 # -- helpers: small, pure, one job each ------------------------------------------------------

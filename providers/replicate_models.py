@@ -12,28 +12,17 @@ Uses the official ``replicate`` 1.x SDK. ``REPLICATE_BASE_URL`` (the SDK's own s
 from __future__ import annotations
 
 import base64
-import dataclasses
 import io
 import os
 import threading
 from typing import Any, Callable, TypeVar
 
-from providers.base import Provider
-from providers.cloud import Deadline
+from providers.cloud import CloudProvider, Deadline, policy_within
 from providers.common import nearest_aspect_ratio, scrub
-from providers.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry, parse_retry_after
+from providers.retry import call_with_retry, parse_retry_after
 from studio.catalog import ModelInfo
-from studio.errors import (
-    Cancelled,
-    ContentBlocked,
-    InvalidRequest,
-    NotConfigured,
-    ProviderFailure,
-    ProviderTimeout,
-    QuotaExhausted,
-    RateLimited,
-    StudioError,
-)
+from studio.errors import (Cancelled, ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure,
+                           ProviderTimeout, QuotaExhausted, RateLimited, StudioError)
 from studio.imaging import flatten, png_bytes
 from studio.types import Mode, PreparedRequest, ProviderImage, ProviderResult, RunContext
 
@@ -45,15 +34,13 @@ REPLICATE_FORMATS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 MIB = 1024 * 1024
 
 
-class ReplicateProvider(Provider):
+class ReplicateProvider(CloudProvider):
     name = "replicate"
     label = "Replicate"
     key_names = ("REPLICATE_API_TOKEN",)
     sdk_module = "replicate"
     sdk_package = "replicate"
-    max_concurrency = 4
 
-    retry_policy: RetryPolicy = DEFAULT_POLICY
     max_download_bytes = 50 * MIB
     download_timeout = 60.0  # seconds per output file, and never past the request's deadline
     # Small images travel inside the request as data URIs; larger ones are uploaded to /v1/files
@@ -62,8 +49,6 @@ class ReplicateProvider(Provider):
 
     def __init__(self, settings, catalog):
         super().__init__(settings, catalog)
-        self._clients: dict[tuple[str, str | None], Any] = {}
-        self._lock = threading.Lock()
         # ReplicateError keeps only the JSON body, so Retry-After is read by a response hook and
         # kept per thread until the error is translated.
         self._last_answer = threading.local()
@@ -74,9 +59,7 @@ class ReplicateProvider(Provider):
         import httpx
         from replicate.exceptions import ModelError, ReplicateError
 
-        token = self.api_key()
-        if not token:
-            raise NotConfigured("Replicate needs an API token: set REPLICATE_API_TOKEN", provider=self.name)
+        token = self.require_key()
         client = self._client(token)
         deadline = Deadline(ctx.timeout)
         prediction = None
@@ -240,12 +223,7 @@ class ReplicateProvider(Provider):
             except ReplicateError as error:
                 raise self._api_error(error, token) from None
 
-        return call_with_retry(attempt, policy=self._policy_within(deadline), cancel=ctx.cancel)
-
-    def _policy_within(self, deadline: Deadline) -> RetryPolicy:
-        """Our retry policy, cut so that waiting to retry never runs past the request's deadline."""
-        return dataclasses.replace(self.retry_policy, max_total_seconds=min(self.retry_policy.max_total_seconds,
-                                                                            deadline.remaining()))
+        return call_with_retry(attempt, policy=policy_within(self.retry_policy, deadline), cancel=ctx.cancel)
 
     # -- outputs --------------------------------------------------------------------------------
 
@@ -261,8 +239,8 @@ class ReplicateProvider(Provider):
         images = []
         for index, url in enumerate(urls):
             ctx.report("generating", 0.85 + 0.1 * index / len(urls), message=f"downloading image {index + 1}")
-            data = call_with_retry(lambda: self._download(url, deadline), policy=self._policy_within(deadline),
-                                   cancel=ctx.cancel)
+            data = call_with_retry(lambda: self._download(url, deadline),
+                                   policy=policy_within(self.retry_policy, deadline), cancel=ctx.cancel)
             # The outputs of one prediction share its seed: the same seed and n reproduce the set.
             images.append(ProviderImage(data=data, seed=request.seed,
                                         info={"prediction_id": prediction.id, "batch_index": index,
@@ -346,22 +324,13 @@ class ReplicateProvider(Provider):
         import replicate
 
         base_url = os.environ.get("REPLICATE_BASE_URL") or None  # read by the SDK too; part of the cache key
-        with self._lock:
-            client = self._clients.get((token, base_url))
-            if client is None:
-                client = replicate.Client(
-                    api_token=token,
-                    base_url=base_url,
-                    timeout=httpx.Timeout(30.0, connect=5.0),
-                    event_hooks={"response": [self._remember_retry_after]},
-                )
-                self._clients[(token, base_url)] = client
-        return client
+
+        def make():
+            return replicate.Client(api_token=token, base_url=base_url, timeout=httpx.Timeout(30.0, connect=5.0),
+                                    event_hooks={"response": [self._remember_retry_after]})
+
+        return self.cached_client((token, base_url), make)
 
     def _remember_retry_after(self, response) -> None:
         if response.status_code == 429:
             self._last_answer.retry_after = parse_retry_after(response.headers)
-
-    def close(self) -> None:
-        with self._lock:
-            self._clients.clear()

@@ -13,14 +13,12 @@ Bodies are always multipart/form-data (the API refuses anything else, even witho
 from __future__ import annotations
 
 import io
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from providers.base import Provider
-from providers.cloud import Deadline, call_within, keep_partial
+from providers.cloud import CloudProvider, Deadline, call_within, keep_partial
 from providers.common import nearest_aspect_ratio, scrub
-from providers.retry import DEFAULT_POLICY, RetryPolicy, parse_retry_after
+from providers.retry import parse_retry_after
 from studio.errors import (ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure, ProviderTimeout,
                            QuotaExhausted, RateLimited, StudioError)
 from studio.imaging import flatten, png_bytes
@@ -59,24 +57,17 @@ class Answer:
     seed: int | None
 
 
-class StabilityProvider(Provider):
+class StabilityProvider(CloudProvider):
     name = "stability"
     label = "Stability AI"
     key_names = ("STABILITY_API_KEY",)
     sdk_module = "httpx"
     sdk_package = "httpx"
-    max_concurrency = 4
-    retry_policy: RetryPolicy = DEFAULT_POLICY
-
-    def __init__(self, settings, catalog):
-        super().__init__(settings, catalog)
-        self._clients: dict[str, Any] = {}
-        self._lock = threading.Lock()
 
     # -- the story: build the form, call the API once per image, map errors, return images -------
 
     def generate(self, request: PreparedRequest, ctx: RunContext) -> ProviderResult:
-        key = self._require_key()
+        key = self.require_key()
         route = route_for(request)
         fields, files = self._form(request, route)
         client = self._client()
@@ -151,21 +142,12 @@ class StabilityProvider(Provider):
 
     # -- calling the API --------------------------------------------------------------------------
 
-    def _require_key(self) -> str:
-        key = self.api_key()
-        if not key:
-            raise NotConfigured("Stability AI needs an API key: set STABILITY_API_KEY in the environment or "
-                                "Streamlit secrets, or paste one in the sidebar", provider=self.name)
-        return key
-
     def _client(self):
         import httpx
 
+        # The key travels per request (in _post), so one client per base URL serves every key.
         base_url = (self.settings.secret("STABILITY_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-        with self._lock:
-            if base_url not in self._clients:
-                self._clients[base_url] = httpx.Client(base_url=base_url)
-            return self._clients[base_url]
+        return self.cached_client(base_url, lambda: httpx.Client(base_url=base_url))
 
     def _post(self, client, path: str, fields: dict[str, str], files: list[tuple], key: str,
               deadline: Deadline) -> Answer:
@@ -216,12 +198,6 @@ class StabilityProvider(Provider):
             return ProviderFailure(f"Stability AI server error {status}: {detail}", provider=self.name,
                                    retryable=True)
         return InvalidRequest(f"Stability AI rejected the request ({name or status}): {detail}", provider=self.name)
-
-    def close(self) -> None:
-        with self._lock:
-            clients, self._clients = list(self._clients.values()), {}
-        for client in clients:
-            client.close()
 
 
 # -- helpers ------------------------------------------------------------------------------------
