@@ -10,8 +10,11 @@ Environment (on a Space, set these as Space secrets / variables):
   STUDIO_HOME                    data directory (default ~/.image-studio; /data/image-studio on a Space
                                  with a storage volume)
   STUDIO_GRADIO_USERS            "user:password,..." puts the whole app behind a login
-  STUDIO_GRADIO_OAUTH=1          show "Sign in with Hugging Face" (automatic with `hf_oauth: true`)
+  STUDIO_GRADIO_OAUTH=1          show "Sign in with Hugging Face" (automatic on a Space with `hf_oauth: true`;
+                                 elsewhere Gradio signs you in as your local `huggingface-cli login`)
   STUDIO_REQUIRE_LOGIN=1         anonymous visitors may look around but not generate
+  STUDIO_VISITORS=local          a personal machine: everyone not logged in is "local" (the CLI's history);
+                                 otherwise each browser gets its own private anonymous id
   STUDIO_GRADIO_CONCURRENCY      generations run at once, across all tabs and endpoints (default 2)
   STUDIO_GRADIO_MAX_QUEUE        requests waiting at most before new ones are refused (default 64)
   OPENAI_API_KEY, REPLICATE_API_TOKEN, STABILITY_API_KEY, GEMINI_API_KEY: provider keys
@@ -28,7 +31,7 @@ from gradio_ui.batch_tab import build_batch_tab
 from gradio_ui.context import AppContext, Limits
 from gradio_ui.create_tabs import CreateTab, build_edit_tab, build_generate_tab, build_variations_tab
 from gradio_ui.endpoints import visitor_errors
-from gradio_ui.identity import HF_PREFIX, Access, is_anonymous, new_token, valid_token
+from gradio_ui.identity import HF_PREFIX, LOCAL_OWNER, Access, is_anonymous, new_token, valid_token
 from gradio_ui.library_tabs import build_boards_tab, build_history_tab
 from studio import get_studio
 from studio.errors import InvalidRequest
@@ -79,6 +82,8 @@ def _wire_loading(ctx: AppContext, demo: gr.Blocks, who: gr.Markdown) -> None:
         owner = ctx.owner({ctx.token: token}, request, profile)
         if owner.startswith(HF_PREFIX):
             text = f"Signed in as **{owner[len(HF_PREFIX):]}**"
+        elif owner == LOCAL_OWNER:
+            text = "Single-user studio: the same history as the command line."
         elif is_anonymous(owner):
             text = "Anonymous visitor: your images are private to this browser."
             if ctx.access.require_login:
@@ -128,7 +133,14 @@ def _wire_sending(ctx: AppContext, tabs: gr.Tabs, edit: CreateTab, variations: C
 
 def main() -> None:
     access = Access.from_env()
-    demo = build_app(access=access)
+    studio = get_studio()
+    # Batch jobs that a restart interrupted continue (their finished scenes are not paid twice).
+    from studio.jobs import get_manager
+
+    resumed = get_manager(studio).recover()
+    if resumed:
+        print(f"resumed {len(resumed)} interrupted batch job(s): {', '.join(resumed)}")
+    demo = build_app(studio, access=access)
     demo.launch(auth=access.users or None, auth_message="Image Studio: log in to continue.",
                 max_file_size=MAX_UPLOAD, theme=gr.themes.Soft())
 

@@ -70,4 +70,4 @@ class AppContext:
         return [(board.name, board.id) for board in self.boards.list(owner)]
 
     def owner(self, values: dict, request: gr.Request | None, profile: Any = None) -> str:
-        return owner_for(request, profile, values.get(self.token))
+        return owner_for(request, profile, values.get(self.token), single_user=self.access.single_user)

@@ -6,7 +6,9 @@ The owner is, in order of preference:
    ``hf_oauth: true``);
 2. the username itself for the app's own password login (``STUDIO_GRADIO_USERS``), so an operator
    who logs in as ``local`` sees the history the CLI writes;
-3. ``anon:<id>`` otherwise. In the browser the id is a random token kept in the visitor's
+3. ``local`` for everyone when ``STUDIO_VISITORS=local`` (one person on their own machine: the
+   same history as the CLI and the Streamlit app's local mode);
+4. ``anon:<id>`` otherwise. In the browser the id is a random token kept in the visitor's
    localStorage, so a reload keeps their images; an API client (no browser storage) gets one per
    client session, derived from Gradio's session hash.
 
@@ -26,6 +28,7 @@ from typing import Any, Mapping
 from studio.errors import InvalidRequest
 
 HF_PREFIX = "hf:"
+LOCAL_OWNER = "local"  # the CLI's and the library's default owner
 ANON_PREFIX = "anon:"
 _TOKEN = re.compile(r"[0-9a-f]{32}")
 
@@ -38,7 +41,7 @@ def valid_token(token: Any) -> bool:
     return isinstance(token, str) and _TOKEN.fullmatch(token) is not None
 
 
-def owner_for(request: Any, profile: Any = None, token: Any = None) -> str:
+def owner_for(request: Any, profile: Any = None, token: Any = None, *, single_user: bool = False) -> str:
     """The owner for one event: ``request`` is the event's ``gr.Request``, ``profile`` its
     ``gr.OAuthProfile`` (None when signed out), ``token`` the browser's anonymous token if any."""
     username = getattr(profile, "username", None) if profile is not None else None
@@ -47,6 +50,8 @@ def owner_for(request: Any, profile: Any = None, token: Any = None) -> str:
     username = getattr(request, "username", None) if request is not None else None
     if username:
         return str(username)
+    if single_user:
+        return LOCAL_OWNER
     if valid_token(token):
         return ANON_PREFIX + token
     session = getattr(request, "session_hash", None) if request is not None else None
@@ -92,14 +97,16 @@ class Access:
     users: list[tuple[str, str]] = field(default_factory=list, repr=False)  # password login for the whole app
     oauth: bool = False  # show "Sign in with Hugging Face"
     require_login: bool = False  # anonymous visitors may browse but not generate
+    single_user: bool = False  # everyone not signed in is "local" (a personal machine)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Access":
         env = os.environ if env is None else env
         # A Space with `hf_oauth: true` gets OAUTH_CLIENT_ID; elsewhere Gradio would need a local HF login.
         oauth = _flag(env.get("STUDIO_GRADIO_OAUTH")) or bool(env.get("OAUTH_CLIENT_ID") and env.get("SPACE_ID"))
+        single_user = (env.get("STUDIO_VISITORS") or "").strip().lower() in ("local", "shared", "single")
         return cls(users=parse_users(env.get("STUDIO_GRADIO_USERS")), oauth=oauth,
-                   require_login=_flag(env.get("STUDIO_REQUIRE_LOGIN")))
+                   require_login=_flag(env.get("STUDIO_REQUIRE_LOGIN")), single_user=single_user)
 
     def check_may_generate(self, owner: str) -> None:
         if self.require_login and is_anonymous(owner):

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import gradio as gr
+import httpx
 import pytest
 import yaml
 from gradio_client import Client, handle_file
@@ -24,7 +25,7 @@ import gradio_app
 from gradio_ui.context import Limits
 from gradio_ui.controls import model_props, size_choices
 from gradio_ui.create_tabs import mask_from_editor
-from gradio_ui.endpoints import Actions, Exporter, request_fields, visitor_errors
+from gradio_ui.endpoints import Actions, Exporter, StopSwitches, request_fields, visitor_errors
 from gradio_ui.identity import ANON_PREFIX, HF_PREFIX, Access, owner_for, parse_users
 from studio.catalog import Catalog
 from studio.config import Settings
@@ -256,6 +257,15 @@ def test_with_password_login_each_user_owns_their_history(tmp_path, monkeypatch)
         shut(running)
 
 
+def test_exported_copies_and_the_data_directory_are_not_served_by_path(app, echo):
+    files, made = app.client().predict("a guarded owl", "echo", "", {}, api_name="/generate")
+    record = app.studio.get_image(made["images"][0]["id"], app.studio.storage.get(made["images"][0]["id"]).owner)
+    exported = app.demo.studio_context.exporter.image_file(record, record.owner)
+    for path in (exported, record.abs_path, str(app.studio.home / "index.sqlite3")):
+        answer = httpx.get(f"{app.url}gradio_api/file={path}")
+        assert answer.status_code == 403, path
+
+
 # -- errors ---------------------------------------------------------------------------------------------
 
 
@@ -334,12 +344,15 @@ def test_the_owner_is_the_hf_account_then_the_login_then_an_anonymous_id():
     assert by_session.startswith(ANON_PREFIX) and by_session != owner_for(_Request(None, "s2"), None, None)
     with pytest.raises(InvalidRequest):
         owner_for(None, None, None)
+    assert owner_for(_Request(None, "s1"), None, token, single_user=True) == "local"
+    assert owner_for(_Request("alice", "s1"), None, token, single_user=True) == "alice"
 
 
 def test_login_settings_come_from_the_environment_without_echoing_passwords():
     access = Access.from_env({"STUDIO_GRADIO_USERS": "alice:a:b, bob:pw", "STUDIO_REQUIRE_LOGIN": "1"})
     assert access.users == [("alice", "a:b"), ("bob", "pw")] and access.require_login and not access.oauth
     assert Access.from_env({"SPACE_ID": "me/studio", "OAUTH_CLIENT_ID": "x"}).oauth
+    assert Access.from_env({"STUDIO_VISITORS": "local"}).single_user and not Access.from_env({}).single_user
     with pytest.raises(ValueError) as raised:
         parse_users("carol")
     assert "carol" not in str(raised.value)
@@ -392,6 +405,14 @@ def test_unexpected_errors_reach_the_visitor_as_one_line_without_details():
             raise InvalidRequest("unknown style '<b>x</b>'")
     assert raised.value.message == "unknown style '&lt;b&gt;x&lt;/b&gt;'" and raised.value.title == "Check the request"
     assert request_fields({"size": "64x32"}) == {"width": 64, "height": 32}
+
+
+def test_stop_switches_stop_only_that_sessions_run():
+    switches = StopSwitches()
+    with switches.running("session-a") as first, switches.running("session-b") as second:
+        assert switches.stop("session-a") and first.is_set() and not second.is_set()
+        assert not switches.stop("session-a")  # already stopped
+    assert not switches.stop("session-b")  # finished runs cannot be stopped
 
 
 def test_progress_events_map_onto_a_progress_bar():
