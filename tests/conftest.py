@@ -33,6 +33,19 @@ def studio_home(isolated_env) -> Path:
     return isolated_env
 
 
+@pytest.fixture
+def echo_studio(studio_home):
+    """A Studio on the test's data directory with the echo provider (tests/fakes/echo_provider.py)
+    installed: provider "echo", model "echo-1", $0.01 an image, no latency."""
+    from studio.service import Studio
+    from tests.fakes import echo_provider
+
+    echo_provider.install(studio_home / "catalog")
+    studio = Studio(studio_home)
+    yield studio
+    studio.close()
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random Stable Diffusion model saved in diffusers format (plus a single-file copy,

@@ -11,17 +11,7 @@ from PIL import Image
 
 from studio.boards import Boards, render_collage
 from studio.errors import InvalidRequest, NotFound
-from studio.service import Studio
 from studio.types import GenerationRequest
-from tests.fakes import echo_provider
-
-
-@pytest.fixture
-def studio(studio_home):
-    echo_provider.install(studio_home / "catalog")
-    s = Studio(studio_home)
-    yield s
-    s.close()
 
 
 def make_images(studio, n=3, user="alice", prompt="a red kite"):
@@ -29,8 +19,8 @@ def make_images(studio, n=3, user="alice", prompt="a red kite"):
     return [r.id for r in result.images]
 
 
-def test_create_list_rename_notes_delete_per_owner(studio):
-    boards = Boards(studio)
+def test_create_list_rename_notes_delete_per_owner(echo_studio):
+    boards = Boards(echo_studio)
     first = boards.create("alice", "Forest mood", notes="greens\nfog")
     boards.create("alice", "Cities")
     boards.create("bob", "Forest mood")  # same name, other owner: allowed
@@ -58,9 +48,9 @@ def test_create_list_rename_notes_delete_per_owner(studio):
     assert [b.name for b in boards.list("alice")] == ["Cities"]
 
 
-def test_items_add_reorder_move_remove_and_notes(studio):
-    boards = Boards(studio)
-    ids = make_images(studio, 3)
+def test_items_add_reorder_move_remove_and_notes(echo_studio):
+    boards = Boards(echo_studio)
+    ids = make_images(echo_studio, 3)
     board = boards.create("alice", "Kites")
     assert boards.add("alice", board.id, ids) == 3
     assert boards.add("alice", board.id, ids[:1]) == 0  # already there: not duplicated
@@ -81,24 +71,24 @@ def test_items_add_reorder_move_remove_and_notes(studio):
     assert items[0].note == "use this palette"
 
     # Deleting the image from history removes it from the board too.
-    studio.delete_image(ids[0], "alice")
+    echo_studio.delete_image(ids[0], "alice")
     assert [i.image_id for i in boards.items("alice", board.id)] == [ids[2]]
 
 
-def test_only_visible_images_can_be_added(studio):
-    boards = Boards(studio)
-    bobs = make_images(studio, 1, user="bob")
+def test_only_visible_images_can_be_added(echo_studio):
+    boards = Boards(echo_studio)
+    bobs = make_images(echo_studio, 1, user="bob")
     board = boards.create("alice", "Mine")
     with pytest.raises(NotFound):
         boards.add("alice", board.id, bobs)
     assert boards.items("alice", board.id) == []
-    studio.update_image(bobs[0], "bob", shared=True)
+    echo_studio.update_image(bobs[0], "bob", shared=True)
     assert boards.add("alice", board.id, bobs) == 1
 
 
-def test_collage_is_one_image_in_board_order(studio):
-    boards = Boards(studio)
-    ids = make_images(studio, 3, prompt="collage")
+def test_collage_is_one_image_in_board_order(echo_studio):
+    boards = Boards(echo_studio)
+    ids = make_images(echo_studio, 3, prompt="collage")
     board = boards.create("alice", "Collage")
     boards.add("alice", board.id, ids)
     with pytest.raises(InvalidRequest, match="no images"):
@@ -111,7 +101,8 @@ def test_collage_is_one_image_in_board_order(studio):
     assert image.size == (3 * 64 + 4 * gap, title + 64 + 2 * gap)
     # Each cell shows its image: the echo image's top-left colour is the prompt's hash colour.
     for column, image_id in enumerate(ids):
-        source = Image.open(io.BytesIO(studio.image_bytes(studio.get_image(image_id, "alice")))).convert("RGB")
+        data = echo_studio.image_bytes(echo_studio.get_image(image_id, "alice"))
+        source = Image.open(io.BytesIO(data)).convert("RGB")
         expected = source.getpixel((source.width - 1, source.height - 1))
         x = gap + column * (64 + gap) + 60
         y = title + gap + 60
@@ -131,9 +122,9 @@ def test_render_collage_layout_and_limits():
         render_collage(pictures, cell=4)
 
 
-def test_export_zip_has_images_manifest_board_and_collage(studio):
-    boards = Boards(studio)
-    ids = make_images(studio, 2, prompt="=HYPERLINK(\"x\")")  # a formula-looking prompt
+def test_export_zip_has_images_manifest_board_and_collage(echo_studio):
+    boards = Boards(echo_studio)
+    ids = make_images(echo_studio, 2, prompt="=HYPERLINK(\"x\")")  # a formula-looking prompt
     board = boards.create("alice", "Export me", notes="for the pitch")
     boards.add("alice", board.id, ids)
     boards.move("alice", board.id, ids[1], -1)

@@ -23,7 +23,6 @@ import studio as studio_lib
 from studio.cli import main
 from studio.errors import BudgetExceeded, ContentBlocked, InvalidRequest, NotFound, ProviderTimeout, RateLimited
 from studio.jobs import ItemStatus, JobManager, JobStatus
-from studio.service import Studio
 from studio.types import GenerationRequest
 from tests.fakes import batch_echo, echo_provider
 from tests.fakes.echo_provider import EchoProvider
@@ -32,16 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def studio(studio_home):
-    echo_provider.install(studio_home / "catalog")
-    s = Studio(studio_home)
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def jobs(studio):
-    manager = JobManager(studio)
+def jobs(echo_studio):
+    manager = JobManager(echo_studio)
     yield manager
     manager.close(wait=5)
 
@@ -97,10 +88,10 @@ def test_preview_expands_styles_assigns_seeds_and_estimates_cost(jobs, studio_ho
         jobs.preview("a", provider="nope")
 
 
-def test_invalid_scene_or_budget_stops_everything_before_it_starts(jobs, studio, studio_home):
+def test_invalid_scene_or_budget_stops_everything_before_it_starts(jobs, echo_studio, studio_home):
     with pytest.raises(InvalidRequest, match=r"line 2: steps 999 is outside .*nothing was started"):
         jobs.create("fine\nbroken --steps 999\nfine too", provider="echo")
-    studio.settings.daily_budget = 0.025
+    echo_studio.settings.daily_budget = 0.025
     preview = jobs.preview(script(3), provider="echo")
     assert not preview.within_budget and preview.budget_remaining == 0.025
     with pytest.raises(BudgetExceeded, match=r"estimated at \$0.0300 but only \$0.0250"):
@@ -122,7 +113,7 @@ class Stepping(EchoProvider):
         return super().generate(request, ctx)
 
 
-def test_items_move_through_statuses_and_each_result_is_visible_at_once(jobs, studio, studio_home):
+def test_items_move_through_statuses_and_each_result_is_visible_at_once(jobs, echo_studio, studio_home):
     providers.register("echo", Stepping)
     seen: set[str] = set()
     progress_seen: set[float] = set()
@@ -148,7 +139,7 @@ def test_items_move_through_statuses_and_each_result_is_visible_at_once(jobs, st
     for item in final.items:
         assert item.status is ItemStatus.COMPLETED and item.progress == 100 and item.attempts == 1
         assert item.started_at and item.finished_at and item.cost == pytest.approx(0.01)
-        records = studio.storage.index.images_for_request(item.request_id)
+        records = echo_studio.storage.index.images_for_request(item.request_id)
         assert [r.id for r in records] == item.image_ids  # the images carry the item's request id
         assert records[0].user_prompt == item.text and f"job-{job.id}" in records[0].tags
     assert final.cost == pytest.approx(0.04) and final.counts == {"COMPLETED": 4}
@@ -179,11 +170,11 @@ class SingleDevice(Tracking):
 
 
 @pytest.mark.parametrize("provider_class, asked, expected_peak", [(Tracking, 4, 4), (SingleDevice, 4, 1)])
-def test_items_run_concurrently_up_to_the_provider_limit(studio, provider_class, asked, expected_peak):
+def test_items_run_concurrently_up_to_the_provider_limit(echo_studio, provider_class, asked, expected_peak):
     providers.register("echo", provider_class)
     Tracking.active = Tracking.peak = 0
     EchoProvider.latency = 0.25
-    manager = JobManager(studio)
+    manager = JobManager(echo_studio)
     try:
         started = time.monotonic()
         job = manager.submit(script(8), provider="echo", concurrency=asked)
@@ -267,14 +258,14 @@ def test_pause_stops_new_items_and_resume_finishes(jobs):
     assert final.status is JobStatus.COMPLETED and EchoProvider.calls == 10
 
 
-def test_running_out_of_budget_midway_pauses_the_job(jobs, studio):
-    studio.settings.daily_budget = 0.05
+def test_running_out_of_budget_midway_pauses_the_job(jobs, echo_studio):
+    echo_studio.settings.daily_budget = 0.05
     job = jobs.create(script(3), provider="echo")  # $0.03 fits...
-    studio.generate(GenerationRequest(prompt="something else", provider="echo", n=3))  # ...until $0.03 is spent
+    echo_studio.generate(GenerationRequest(prompt="something else", provider="echo", n=3))  # ...until $0.03 is spent
     final = jobs.wait(jobs.start(job.id).id, timeout=10)
     assert final.status is JobStatus.PAUSED and "budget" in final.error
     assert final.counts == {"COMPLETED": 2, "PENDING": 1}  # the third waits; it did not fail
-    studio.settings.daily_budget = 1.0
+    echo_studio.settings.daily_budget = 1.0
     assert jobs.wait(jobs.resume(job.id).id, timeout=10).status is JobStatus.COMPLETED
 
 
@@ -288,22 +279,22 @@ def test_jobs_belong_to_their_owner(jobs):
 # -- durability ----------------------------------------------------------------------------------
 
 
-def test_resume_after_a_crash_completes_saved_items_and_reruns_the_rest(studio, studio_home):
+def test_resume_after_a_crash_completes_saved_items_and_reruns_the_rest(echo_studio, studio_home):
     """A crash leaves two items in flight: one whose generation was saved (images and audit row)
     but whose item row was not updated, one that had saved nothing. Resuming completes the first
     without calling the provider and runs only the second (and the untouched rest) again."""
-    first = JobManager(studio)
+    first = JobManager(echo_studio)
     job = first.create(script(4), provider="echo")
     store = first.store
     store.update_job(job.id, status=JobStatus.RUNNING, runner="elsewhere:1:dead", heartbeat_at=time.time() - 60)
-    saved, unsaved = store.claim(job.id), store.claim(job.id)
-    studio.generate(GenerationRequest(prompt=saved.text, provider="echo", seed=saved.seed, tags=[f"job-{job.id}"]),
-                    request_id=saved.request_id)
+    saved, _unsaved = store.claim(job.id), store.claim(job.id)  # the second claimed item saved nothing
+    echo_studio.generate(GenerationRequest(prompt=saved.text, provider="echo", seed=saved.seed, tags=[f"job-{job.id}"]),
+                         request_id=saved.request_id)
     saved_files = set(image_files(studio_home))
     assert first.get(job.id).interrupted and first.list()[0].interrupted
     calls_before = EchoProvider.calls
 
-    manager = JobManager(studio)
+    manager = JobManager(echo_studio)
     try:
         assert manager.recover() == [job.id]
         final = manager.wait(job.id, timeout=10)
@@ -320,7 +311,7 @@ def test_resume_after_a_crash_completes_saved_items_and_reruns_the_rest(studio, 
     assert db(studio_home, "SELECT COUNT(*), ROUND(SUM(cost), 6) FROM generations WHERE status = 'completed'") \
         == [(4, 0.04)]
     assert db(studio_home, "SELECT COUNT(*) FROM reservations") == [(0,)]
-    assert studio.repair().clean
+    assert echo_studio.repair().clean
 
 
 def test_a_job_held_by_a_live_process_is_not_resumed_twice(jobs):
@@ -433,13 +424,13 @@ def test_process_dying_between_image_files_and_rows_adopts_them_on_resume(studio
     assert "recovered" in result["items"][2]["error"]
 
 
-def test_pause_and_cancel_reach_a_job_running_in_another_process(studio, studio_home, tmp_path):
+def test_pause_and_cancel_reach_a_job_running_in_another_process(echo_studio, studio_home, tmp_path):
     path = tmp_path / "script.txt"
     path.write_text("\n".join(f"slow scene {i}" for i in range(6)))
     proc = run_cli(studio_home, "batch", str(path), "--provider", "echo", "--concurrency", "2", "--json",
                    env={"ECHO_LATENCY": "0.4"})
     try:
-        manager = JobManager(studio)
+        manager = JobManager(echo_studio)
 
         def started():
             try:
@@ -555,10 +546,10 @@ def test_library_batch_job_and_list_jobs(cli_echo, studio_home):
         studio_lib.batch("x", provider="echo", colour="red", home=studio_home)
 
 
-def test_generate_takes_a_request_id_that_its_images_carry(studio):
-    result = studio.generate(GenerationRequest(prompt="a fox", provider="echo", n=2), request_id="job1-0-1")
+def test_generate_takes_a_request_id_that_its_images_carry(echo_studio):
+    result = echo_studio.generate(GenerationRequest(prompt="a fox", provider="echo", n=2), request_id="job1-0-1")
     assert result.request_id == "job1-0-1"
-    assert [r.id for r in studio.storage.index.images_for_request("job1-0-1")] == [r.id for r in result.images]
-    assert studio.storage.index.images_for_request("other") == []
+    assert [r.id for r in echo_studio.storage.index.images_for_request("job1-0-1")] == [r.id for r in result.images]
+    assert echo_studio.storage.index.images_for_request("other") == []
     with pytest.raises(InvalidRequest, match="request_id"):
-        studio.generate(GenerationRequest(prompt="a fox", provider="echo"), request_id="bad id; drop table")
+        echo_studio.generate(GenerationRequest(prompt="a fox", provider="echo"), request_id="bad id; drop table")

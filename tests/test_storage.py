@@ -7,19 +7,9 @@ import threading
 
 import pytest
 
-from studio.service import Studio
 from studio.storage.files import LocalFileStore
 from studio.types import GenerationRequest
-from tests.fakes import echo_provider
 from tests.helpers import db_rows
-
-
-@pytest.fixture
-def studio(studio_home):
-    echo_provider.install(studio_home / "catalog")
-    s = Studio(studio_home)
-    yield s
-    s.close()
 
 
 def gen(studio, **kw):
@@ -47,21 +37,21 @@ def test_keys_cannot_escape_the_data_directory(tmp_path):
     assert not (tmp_path / "outside.png").exists()
 
 
-def test_crash_between_file_and_row_is_repaired_from_embedded_metadata(studio, studio_home, monkeypatch):
+def test_crash_between_file_and_row_is_repaired_from_embedded_metadata(echo_studio, studio_home, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("power cut")  # not a StudioError: simulates the process dying
 
-    monkeypatch.setattr(studio.storage.index, "finish_generation", crash)
+    monkeypatch.setattr(echo_studio.storage.index, "finish_generation", crash)
     with pytest.raises(BaseException):
-        gen(studio, n=2, seed=3, tags=["kept"])
+        gen(echo_studio, n=2, seed=3, tags=["kept"])
     monkeypatch.undo()
     assert db_rows(studio_home) == 0
-    report = studio.repair()
+    report = echo_studio.repair()
     assert len(report.orphan_files) == 2 and not report.clean
-    fixed = studio.repair(fix=True)
+    fixed = echo_studio.repair(fix=True)
     assert len(fixed.reindexed) == 2
-    assert studio.repair().clean
-    page = studio.history()
+    assert echo_studio.repair().clean
+    page = echo_studio.history()
     assert page.total == 2
     record = page.items[0]
     assert record.tags == ["kept"] and record.seed in (3, 4) and record.provider == "echo"
@@ -69,9 +59,9 @@ def test_crash_between_file_and_row_is_repaired_from_embedded_metadata(studio, s
     assert record.sha256 == __import__("hashlib").sha256((studio_home / record.path).read_bytes()).hexdigest()
 
 
-def test_repair_quarantines_foreign_files_and_drops_rows_without_files(studio, studio_home):
-    kept = gen(studio).images[0]
-    lost = gen(studio).images[0]
+def test_repair_quarantines_foreign_files_and_drops_rows_without_files(echo_studio, studio_home):
+    kept = gen(echo_studio).images[0]
+    lost = gen(echo_studio).images[0]
     (studio_home / lost.path).unlink()
     stray = studio_home / "images" / "uncategorized" / "2026" / "01" / "01" / "stray.png"
     stray.parent.mkdir(parents=True)
@@ -79,36 +69,36 @@ def test_repair_quarantines_foreign_files_and_drops_rows_without_files(studio, s
     temp = studio_home / "images" / "uncategorized" / "x.png.tmp-1234"
     temp.write_bytes(b"half")
     (studio_home / kept.thumb_path).unlink()
-    report = studio.repair(fix=True)
+    report = echo_studio.repair(fix=True)
     assert report.missing_files == [lost.id] and report.removed_rows == [lost.id]
     assert len(report.quarantined) == 1 and report.quarantined[0].startswith("orphans/")
     assert report.temp_files and not temp.exists()
     assert report.thumbnails_rebuilt == [kept.id] and (studio_home / kept.thumb_path).is_file()
-    assert studio.repair().clean
-    assert studio.history().total == 1
+    assert echo_studio.repair().clean
+    assert echo_studio.history().total == 1
 
 
-def test_crash_during_delete_restores_the_file(studio, studio_home, monkeypatch):
-    record = gen(studio).images[0]
+def test_crash_during_delete_restores_the_file(echo_studio, studio_home, monkeypatch):
+    record = gen(echo_studio).images[0]
 
     def crash(image_id):
         raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(studio.storage.index, "delete_image", crash)
+    monkeypatch.setattr(echo_studio.storage.index, "delete_image", crash)
     with pytest.raises(KeyboardInterrupt):
-        studio.delete_image(record.id)
+        echo_studio.delete_image(record.id)
     monkeypatch.undo()
     assert (studio_home / record.path).is_file()  # rolled back by the delete itself
-    assert studio.repair().clean
+    assert echo_studio.repair().clean
 
 
-def test_concurrent_writers_never_hit_database_locked(studio, studio_home):
+def test_concurrent_writers_never_hit_database_locked(echo_studio, studio_home):
     errors = []
 
     def worker(i):
         try:
             for j in range(8):
-                gen(studio, prompt=f"w{i} {j}")
+                gen(echo_studio, prompt=f"w{i} {j}")
         except Exception as exc:  # pragma: no cover - the assertion below reports it
             errors.append(exc)
 

@@ -15,12 +15,9 @@ from tests.helpers import png, tree_snapshot
 
 
 @pytest.fixture
-def studio(studio_home):
-    echo_provider.install(studio_home / "catalog")
-    s = Studio(studio_home)
-    s.generate(GenerationRequest(prompt="seed image", provider="echo"))  # some existing data to protect
-    yield s
-    s.close()
+def studio(echo_studio):
+    echo_studio.generate(GenerationRequest(prompt="seed image", provider="echo"))  # some existing data to protect
+    return echo_studio
 
 
 def bomb_png() -> bytes:
