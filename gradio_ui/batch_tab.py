@@ -183,6 +183,6 @@ def build_batch_tab(ctx: AppContext) -> None:
 
 def _job_choices(ctx: AppContext, owner: str, selected: str | None):
     listed = ctx.actions.jobs.list(owner, limit=30)
-    choices = [(f"{job.created_at[:16].replace('T', ' ')} · {job.script_name or 'script'} · {job.status.value.lower()} "
-                f"· {job.total} scene(s)", job.id) for job in listed]
+    choices = [(f"{job.created_at[:16].replace('T', ' ')} · {job.script_name or 'script'} · "
+                f"{job.status.value.lower()} · {job.total} scene(s)", job.id) for job in listed]
     return gr.update(choices=choices, value=selected if selected else gr.skip())

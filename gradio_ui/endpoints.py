@@ -44,7 +44,7 @@ _IMAGE_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 MAX_HISTORY_PAGE = 100
 ERROR_TITLES = {
     "invalid_request": "Check the request", "not_found": "Not found", "budget_exceeded": "Daily budget reached",
-    "not_configured": "Provider not set up", "content_blocked": "Blocked by the provider's safety system",
+    "not_configured": "Provider not set up", "content_blocked": "Blocked by a content filter",
     "rate_limited": "Rate limited", "quota_exhausted": "Out of credit", "timeout": "Timed out",
     "provider_failure": "The provider failed", "cancelled": "Stopped",
 }
@@ -130,11 +130,12 @@ class StopSwitches:
 
 
 class Exporter:
-    """Copies of stored images (and zips) in a temporary folder Gradio may serve from.
+    """Copies of stored images (and zips) in a temporary folder, for Gradio to hand out.
 
-    The studio's own folder is never added to Gradio's allowed paths: that would let anyone who
-    guessed a path fetch another visitor's image. Each visitor gets a sub-folder named by a hash of
-    their owner id; old files are swept away."""
+    Gradio copies what a handler returns into its own cache and serves only that copy (under a
+    hash), never this folder or the studio's. The studio's folder is never added to Gradio's
+    allowed paths: that would let anyone who guessed a path fetch another visitor's image. Each
+    visitor gets a sub-folder named by a hash of their owner id; old files are swept away."""
 
     def __init__(self, studio: Studio, root: Path | None = None, max_age: float = 6 * 3600):
         self.studio = studio
@@ -177,9 +178,7 @@ class Exporter:
     def bytes_file(self, data: bytes, owner: str, file_name: str) -> str:
         """``data`` as a file named ``file_name`` in a folder of its own (downloads keep the name)."""
         self.sweep()
-        folder = self._folder(owner) / f"f-{time.time_ns()}"
-        folder.mkdir()
-        target = folder / file_name
+        target = Path(tempfile.mkdtemp(prefix="f-", dir=self._folder(owner))) / file_name
         target.write_bytes(data)
         return str(target)
 
@@ -358,6 +357,8 @@ class Actions:
     def watch_batch(self, owner: str, job_id: str, *, progress=None, timeout: float | None = None):
         """Yield the job each time it changes until it stops running (finished, paused, interrupted),
         drawing its progress on ``progress``."""
+        from studio.jobs import JobStatus
+
         deadline = None if timeout is None else time.monotonic() + timeout
         last = None
         while True:
@@ -368,7 +369,7 @@ class Actions:
             if state != last:
                 last = state
                 yield job
-            stopped = job.status.finished or job.status.value == "PAUSED" or job.interrupted
+            stopped = job.status.finished or job.status is JobStatus.PAUSED or job.interrupted
             if stopped or (deadline is not None and time.monotonic() > deadline):
                 return
             time.sleep(BATCH_POLL_SECONDS)

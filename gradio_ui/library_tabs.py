@@ -10,10 +10,12 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+import providers
 from gradio_ui.context import AppContext
 from gradio_ui.endpoints import visitor_errors
 from gradio_ui.session_gallery import caption, describe
 from studio.errors import InvalidRequest
+from studio.storage import slug
 
 PRIVATE = {"api_visibility": "private"}
 PAGE_SIZES = [12, 24, 48, 96]
@@ -32,7 +34,7 @@ def build_history_tab(ctx: AppContext) -> HistoryTab:
     with gr.Tab("History", id="history"):
         with gr.Row():
             search = gr.Textbox(label="Search prompts (or an image id)", scale=3)
-            provider = gr.Dropdown([("Any", "")] + [(name, name) for name in _provider_names(ctx)], value="",
+            provider = gr.Dropdown([("Any", "")] + [(name, name) for name in providers.names()], value="",
                                    label="Provider", scale=1)
             tag = gr.Textbox(label="Tag", scale=1)
             category = gr.Textbox(label="Category", scale=1)
@@ -133,12 +135,6 @@ def build_history_tab(ctx: AppContext) -> HistoryTab:
 
     zip_button.click(on_zip, {page, ctx.token}, [zip_file], **PRIVATE, **ctx.limits.reading())
     return HistoryTab(gallery, selected, edit_button, vary_button, refresh)
-
-
-def _provider_names(ctx: AppContext) -> list[str]:
-    import providers
-
-    return providers.names()
 
 
 @dataclass
@@ -283,6 +279,4 @@ def _needs_board(board_id: str | None) -> str:
 
 
 def _file_safe(name: str) -> str:
-    from studio.storage import slug
-
     return slug(name, default="board")

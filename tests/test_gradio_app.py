@@ -509,6 +509,18 @@ def test_the_ui_generates_inpaints_batches_and_keeps_each_browsers_images_apart(
         edited = app.studio.history(owner=None, parent_id=made.id).items[0]
         assert edited.mode == "inpaint" and edited.owner == made.owner
 
+        # The session's images go onto a new mood board, which the Mood boards tab then shows.
+        board_name = edit.get_by_label("Mood board")
+        board_name.fill("coast")
+        board_name.press("Enter")
+        edit.get_by_role("button", name="Add all").click()
+        page.get_by_text("Added 2 image(s) to 'coast'").wait_for()
+        page.get_by_role("tab", name="Mood boards").click()
+        boards = page.get_by_role("button", name="Make collage").locator(
+            "xpath=ancestor::div[contains(@class,'tabitem')]")
+        pick(boards, page, "Board", "coast")
+        boards.get_by_text("2 image(s) on 'coast'.").wait_for()
+
         # A batch shows its scenes as they finish.
         page.get_by_role("tab", name="Batch from script").click()
         batch = page.locator("#batch-status").locator("xpath=ancestor::div[contains(@class,'tabitem')]")
