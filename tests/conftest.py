@@ -46,6 +46,65 @@ def echo_studio(studio_home):
     studio.close()
 
 
+@pytest.fixture(scope="module")
+def loopback_servers():
+    """``loopback_servers("openai")``: the loopback server for that provider's fake, started on first
+    use and kept for the test module (stopping one takes a moment); ``cloud_fake`` serves each test a
+    fresh fake on it."""
+    from contextlib import ExitStack
+
+    from tests.fakes.http import FakeServer
+    from tests.fakes.loopback import WIRING
+
+    servers = {}
+    with ExitStack() as stack:
+        def server(name: str) -> FakeServer:
+            if name not in servers:
+                servers[name] = stack.enter_context(FakeServer(WIRING[name].make_fake()))
+            return servers[name]
+
+        yield server
+
+
+@pytest.fixture
+def cloud_fake(loopback_servers, monkeypatch):
+    """``cloud_fake("openai")``: a fresh fake for that provider on the module's loopback server, with
+    the provider's base URL and key set in the environment, so its real SDK talks to the fake."""
+    from tests.fakes.loopback import WIRING
+
+    def serve(name: str):
+        wiring, server = WIRING[name], loopback_servers(name)
+        fake = server.serve(wiring.make_fake())
+        monkeypatch.setenv(wiring.base_url_setting, server.url + wiring.url_suffix)
+        monkeypatch.setenv(wiring.key_setting, wiring.key_of(fake))
+        for setting, value in wiring.settings.items():
+            monkeypatch.setenv(setting, value)
+        return fake
+
+    return serve
+
+
+@pytest.fixture
+def cloud_provider(studio_home):
+    """``cloud_provider(OpenAIProvider)``: that provider on the test's data directory with quick retries
+    (``tests.fakes.loopback.FAST_RETRIES``), closed after the test."""
+    from studio.catalog import Catalog
+    from studio.config import Settings
+    from tests.fakes.loopback import FAST_RETRIES
+
+    made = []
+
+    def make(provider_class):
+        provider = provider_class(Settings.load(studio_home), Catalog())
+        provider.retry_policy = FAST_RETRIES
+        made.append(provider)
+        return provider
+
+    yield make
+    for provider in made:
+        provider.close()
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random Stable Diffusion model saved in diffusers format (plus a single-file copy,

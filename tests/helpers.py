@@ -36,3 +36,10 @@ def db_rows(home: Path, table: str = "images") -> int:
         return 0
     with sqlite3.connect(db) as conn:
         return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+def decoded(data: bytes) -> Image.Image:
+    """The image in ``data``, fully read (so its format, size and pixels can be checked)."""
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image

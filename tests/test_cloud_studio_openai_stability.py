@@ -19,30 +19,13 @@ from studio.cli import main
 from studio.errors import ContentBlocked, QuotaExhausted
 from studio.service import Studio
 from studio.types import GenerationRequest
-from tests.fakes.http import FakeServer
-from tests.fakes.openai_fake import OpenAIFake
-from tests.fakes.stability_fake import StabilityFake
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def servers():
-    with FakeServer(OpenAIFake()) as openai_server, FakeServer(StabilityFake()) as stability_server:
-        yield openai_server, stability_server
-
-
 @pytest.fixture
-def fakes(servers, monkeypatch):
-    openai_server, stability_server = servers
-    openai_fake, stability_fake = OpenAIFake(), StabilityFake()
-    openai_server.handler, openai_server.requests = openai_fake, []
-    stability_server.handler, stability_server.requests = stability_fake, []
-    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.url + "/v1")
-    monkeypatch.setenv("OPENAI_API_KEY", openai_fake.api_key)
-    monkeypatch.setenv("STABILITY_BASE_URL", stability_server.url)
-    monkeypatch.setenv("STABILITY_API_KEY", stability_fake.api_key)
-    return openai_fake, stability_fake
+def fakes(cloud_fake):
+    return cloud_fake("openai"), cloud_fake("stability")
 
 
 @pytest.fixture

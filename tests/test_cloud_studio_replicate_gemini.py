@@ -17,34 +17,16 @@ from studio.errors import ContentBlocked, ProviderTimeout, QuotaExhausted
 from studio.service import Studio
 from studio.types import GenerationRequest
 from tests.fakes.gemini_fake import KEY as GEMINI_KEY
-from tests.fakes.gemini_fake import GeminiFake, rate_limited
-from tests.fakes.http import FakeServer
+from tests.fakes.gemini_fake import rate_limited
 from tests.fakes.replicate_fake import SDXL_VERSION
 from tests.fakes.replicate_fake import TOKEN as REPLICATE_TOKEN
-from tests.fakes.replicate_fake import ReplicateFake
 
 SDXL = f"stability-ai/sdxl:{SDXL_VERSION}"
 
 
-@pytest.fixture(scope="module")
-def servers():
-    with FakeServer(ReplicateFake()) as replicate_server, FakeServer(GeminiFake()) as gemini_server:
-        yield replicate_server, gemini_server
-
-
 @pytest.fixture
-def fakes(servers, monkeypatch):
-    replicate_server, gemini_server = servers
-    replicate_fake, gemini_fake = ReplicateFake(), GeminiFake()
-    replicate_server.handler, replicate_server.requests = replicate_fake, []
-    gemini_server.handler, gemini_server.requests = gemini_fake, []
-    replicate_fake.server, gemini_fake.server = replicate_server, gemini_server
-    monkeypatch.setenv("REPLICATE_BASE_URL", replicate_server.url)
-    monkeypatch.setenv("REPLICATE_API_TOKEN", REPLICATE_TOKEN)
-    monkeypatch.setenv("REPLICATE_POLL_INTERVAL", "0.01")
-    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", gemini_server.url)
-    monkeypatch.setenv("GEMINI_API_KEY", GEMINI_KEY)
-    return replicate_fake, gemini_fake
+def fakes(cloud_fake):
+    return cloud_fake("replicate"), cloud_fake("gemini")
 
 
 @pytest.fixture

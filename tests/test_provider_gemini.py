@@ -5,75 +5,39 @@ The real ``google-genai`` SDK is pointed at the fake through ``GOOGLE_GEMINI_BAS
 
 from __future__ import annotations
 
-import io
 import time
 
 import pytest
 from PIL import Image
 
 from providers.gemini import INPAINT_INSTRUCTION, GeminiProvider
-from providers.retry import RetryPolicy
 from studio.catalog import Catalog
-from studio.config import Settings
-from studio.errors import (
-    Cancelled,
-    ContentBlocked,
-    InvalidRequest,
-    NotConfigured,
-    ProviderFailure,
-    ProviderTimeout,
-    QuotaExhausted,
-)
+from studio.errors import (Cancelled, ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure,
+                           ProviderTimeout, QuotaExhausted)
 from studio.types import Mode, PreparedRequest, RunContext
-from tests.fakes.gemini_fake import KEY, GeminiFake, error, rate_limited
-from tests.fakes.http import FakeServer
+from tests.fakes.gemini_fake import KEY, error, rate_limited
+from tests.fakes.loopback import FAST_RETRIES
+from tests.fakes.prepared import prepared as prepared_request
+from tests.helpers import decoded
 
 FLASH = "gemini-3.1-flash-image"
 PRO = "gemini-3-pro-image"
-FAST_RETRIES = RetryPolicy(max_tries=3, max_total_seconds=5, base_delay=0.01, max_delay=0.5)
-
-
-@pytest.fixture(scope="module")
-def server():
-    # One server for the module (stopping one takes up to half a second); each test gets a fresh fake.
-    with FakeServer(GeminiFake()) as server:
-        yield server
 
 
 @pytest.fixture
-def fake(server, monkeypatch):
-    fake = GeminiFake()
-    server.handler = fake
-    server.requests.clear()
-    fake.server = server
-    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", server.url)
-    monkeypatch.setenv("GEMINI_API_KEY", KEY)
-    return fake
+def fake(cloud_fake):
+    return cloud_fake("gemini")
 
 
 @pytest.fixture
-def provider():
-    provider = GeminiProvider(Settings.load(), Catalog())
-    provider.retry_policy = FAST_RETRIES
-    yield provider
-    provider.close()
+def provider(cloud_provider):
+    return cloud_provider(GeminiProvider)
 
 
 def prepared(model_id: str = FLASH, **changes) -> PreparedRequest:
-    model = Catalog().model("gemini", model_id)
-    values = dict(
-        provider="gemini", model=model, mode=Mode.TEXT_TO_IMAGE, prompt="a red fox in fresh snow, watercolour",
-        negative_prompt="", width=1024, height=1024, n=1, seed=77, steps=None, guidance=None, strength=None,
-        init_image=None, mask=None, output_format="png", quality=None, compression=90, user="local", extra={},
-    )
-    values.update(changes)
-    return PreparedRequest(**values)
-
-
-def decoded(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
+    """A 1024x1024 request for ``model_id`` with the fox prompt and seed 77, unless ``changes`` say otherwise."""
+    changes = {"prompt": "a red fox in fresh snow, watercolour", "seed": 77, "compression": 90, **changes}
+    return prepared_request(Catalog().model("gemini", model_id), **changes)
 
 
 def test_text_to_image_sends_image_output_aspect_ratio_and_seed(fake, provider):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import subprocess
 import sys
 import threading
@@ -15,48 +14,24 @@ from PIL import Image
 
 from providers.base import MISSING_KEY, READY
 from providers.openai_images import OpenAIProvider, openai_mask
-from providers.retry import RetryPolicy
-from studio.catalog import Catalog
-from studio.config import Settings
 from studio.errors import (Cancelled, ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure,
                            ProviderTimeout, QuotaExhausted)
 from studio.types import ProgressEvent, RunContext
-from tests.fakes.http import FakeServer, Response
-from tests.fakes.openai_fake import OpenAIFake, error_body
+from tests.fakes.http import Response
+from tests.fakes.loopback import FAST_RETRIES
+from tests.fakes.openai_fake import error_body
 from tests.fakes.prepared import prepared
-
-FAST_RETRIES = RetryPolicy(max_tries=3, max_total_seconds=5, base_delay=0.01, max_delay=0.05)
-
-
-@pytest.fixture(scope="module")
-def server():
-    # One server for the module (stopping one takes half a second); each test gets a fresh fake.
-    with FakeServer(OpenAIFake()) as running:
-        yield running
+from tests.helpers import decoded
 
 
 @pytest.fixture
-def fake(server, monkeypatch):
-    handler = OpenAIFake()
-    server.handler, server.requests = handler, []
-    handler.server = server
-    monkeypatch.setenv("OPENAI_BASE_URL", server.url + "/v1")
-    monkeypatch.setenv("OPENAI_API_KEY", handler.api_key)
-    return handler
+def fake(cloud_fake):
+    return cloud_fake("openai")
 
 
 @pytest.fixture
-def provider(studio_home):
-    instance = OpenAIProvider(Settings.load(studio_home), Catalog())
-    instance.retry_policy = FAST_RETRIES
-    yield instance
-    instance.close()
-
-
-def image_of(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
+def provider(cloud_provider):
+    return cloud_provider(OpenAIProvider)
 
 
 def photo(width=1024, height=1024, color=(90, 90, 200)) -> Image.Image:
@@ -72,7 +47,7 @@ def test_text_to_image_sends_the_models_parameters_and_costs_the_tokens(provider
     result = provider.generate(request, RunContext(progress=events.append))
 
     assert len(result.images) == 1
-    image = image_of(result.images[0].data)
+    image = decoded(result.images[0].data)
     assert (image.format, image.size) == ("WEBP", (1024, 1024))
     call = fake.server.requests[0]
     assert call.path == "/v1/images/generations"
@@ -107,10 +82,10 @@ def test_quality_aliases_follow_the_catalog(provider, fake):
 def test_free_size_models_take_any_allowed_size_and_scale_others_into_their_pixel_budget(provider, fake):
     model = provider.model("gpt-image-2")
     result = provider.generate(prepared(model, width=1536, height=864), RunContext())
-    assert image_of(result.images[0].data).size == (1536, 864)
+    assert decoded(result.images[0].data).size == (1536, 864)
     # 512x512 is below the 655,360-pixel minimum: the same shape, just large enough, is asked for.
     result = provider.generate(prepared(model, width=512, height=512), RunContext())
-    assert image_of(result.images[0].data).size == (816, 816)
+    assert decoded(result.images[0].data).size == (816, 816)
     assert [call["size"] for call in fake.calls] == ["1536x864", "816x816"]
     with pytest.raises(InvalidRequest, match="3:1"):
         provider.generate(prepared(model, width=3072, height=768), RunContext())
@@ -148,8 +123,8 @@ def test_image_to_image_uploads_the_image_as_multipart(provider, fake):
     assert parts["input_fidelity"][0].text == "high"
     assert "moderation" not in parts  # the edits endpoint has no moderation parameter
     assert "mask" not in parts
-    assert image_of(parts["image"][0].data).size == (1536, 1024)
-    assert image_of(result.images[0].data).size == (1536, 1024)
+    assert decoded(parts["image"][0].data).size == (1536, 1024)
+    assert decoded(result.images[0].data).size == (1536, 1024)
     assert result.usage["image_input_tokens"] == 765
     assert result.cost > 0
 
@@ -165,7 +140,7 @@ def test_inpaint_sends_a_png_mask_transparent_where_ours_is_white(provider, fake
     alpha = sent.getchannel("A")
     assert alpha.getpixel((10, 10)) == 0  # edited
     assert alpha.getpixel((1000, 10)) == 255  # kept
-    assert image_of(openai_mask(mask)).getchannel("A").getextrema() == (0, 255)
+    assert decoded(openai_mask(mask)).getchannel("A").getextrema() == (0, 255)
 
 
 def test_inpaint_without_a_mask_is_refused(provider, fake):

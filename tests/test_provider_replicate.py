@@ -5,7 +5,6 @@ The real ``replicate`` SDK is pointed at the fake through ``REPLICATE_BASE_URL``
 
 from __future__ import annotations
 
-import io
 import os
 import time
 
@@ -13,77 +12,41 @@ import pytest
 from PIL import Image
 
 from providers.replicate_models import ReplicateProvider
-from providers.retry import RetryPolicy
 from studio.catalog import Catalog
-from studio.config import Settings
-from studio.errors import (
-    Cancelled,
-    ContentBlocked,
-    InvalidRequest,
-    NotConfigured,
-    ProviderFailure,
-    ProviderTimeout,
-    QuotaExhausted,
-)
+from studio.errors import (Cancelled, ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure,
+                           ProviderTimeout, QuotaExhausted)
 from studio.types import Mode, PreparedRequest, RunContext
-from tests.fakes.http import FakeServer
+from tests.fakes.loopback import FAST_RETRIES
+from tests.fakes.prepared import prepared as prepared_request
 from tests.fakes.replicate_fake import SDXL_VERSION, TOKEN, ReplicateFake, problem
+from tests.helpers import decoded
 
 SCHNELL = "black-forest-labs/flux-schnell"
 FLUX_DEV = "black-forest-labs/flux-dev"
 FLUX_PRO = "black-forest-labs/flux-1.1-pro"
 SDXL = f"stability-ai/sdxl:{SDXL_VERSION}"
-FAST_RETRIES = RetryPolicy(max_tries=3, max_total_seconds=5, base_delay=0.01, max_delay=0.5)
-
-
-@pytest.fixture(scope="module")
-def server():
-    # One server for the module (stopping one takes up to half a second); each test gets a fresh fake.
-    with FakeServer(ReplicateFake()) as server:
-        yield server
 
 
 @pytest.fixture
-def fake(server, monkeypatch):
-    fake = ReplicateFake()
-    server.handler = fake
-    server.requests.clear()
-    fake.server = server
-    monkeypatch.setenv("REPLICATE_BASE_URL", server.url)
-    monkeypatch.setenv("REPLICATE_API_TOKEN", TOKEN)
-    monkeypatch.setenv("REPLICATE_POLL_INTERVAL", "0.01")
-    return fake
+def fake(cloud_fake):
+    return cloud_fake("replicate")
 
 
 @pytest.fixture
-def provider():
-    provider = ReplicateProvider(Settings.load(), Catalog())
-    provider.retry_policy = FAST_RETRIES
-    return provider
+def provider(cloud_provider):
+    return cloud_provider(ReplicateProvider)
 
 
 def prepared(model_id: str, **changes) -> PreparedRequest:
-    model = Catalog().model("replicate", model_id)
-    values = dict(
-        provider="replicate", model=model, mode=Mode.TEXT_TO_IMAGE, prompt="a lighthouse at dusk, oil painting",
-        negative_prompt="", width=model.default_width, height=model.default_height, n=1, seed=1234,
-        steps=model.steps.default if model.steps else None,
-        guidance=model.guidance.default if model.guidance else None,
-        strength=None, init_image=None, mask=None, output_format="png", quality=None, compression=90,
-        user="local", extra={},
-    )
-    values.update(changes)
-    return PreparedRequest(**values)
+    """A request for ``model_id`` with the model's defaults, the lighthouse prompt and seed 1234, unless
+    ``changes`` say otherwise (no strength: tests that edit an image give one)."""
+    changes = {"prompt": "a lighthouse at dusk, oil painting", "seed": 1234, "strength": None, "compression": 90,
+               **changes}
+    return prepared_request(Catalog().model("replicate", model_id), **changes)
 
 
 def creates(fake: ReplicateFake):
     return [r for r in fake.server.requests if r.method == "POST" and r.path.endswith("predictions")]
-
-
-def decoded(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
 
 
 def test_flux_schnell_text_to_image_sends_its_inputs_and_reports_progress(fake, provider):

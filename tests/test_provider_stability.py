@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 import threading
@@ -14,49 +13,25 @@ import pytest
 from PIL import Image
 
 from providers.base import MISSING_KEY, READY
-from providers.retry import RetryPolicy
 from providers.stability import StabilityProvider
-from studio.catalog import Catalog
-from studio.config import Settings
 from studio.errors import (Cancelled, ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure,
                            ProviderTimeout, QuotaExhausted)
 from studio.types import RunContext
-from tests.fakes.http import FakeServer, Response
+from tests.fakes.http import Response
+from tests.fakes.loopback import FAST_RETRIES
 from tests.fakes.prepared import prepared
-from tests.fakes.stability_fake import StabilityFake, error_body
-
-FAST_RETRIES = RetryPolicy(max_tries=3, max_total_seconds=5, base_delay=0.01, max_delay=0.05)
-
-
-@pytest.fixture(scope="module")
-def server():
-    # One server for the module (stopping one takes half a second); each test gets a fresh fake.
-    with FakeServer(StabilityFake()) as running:
-        yield running
+from tests.fakes.stability_fake import error_body
+from tests.helpers import decoded
 
 
 @pytest.fixture
-def fake(server, monkeypatch):
-    handler = StabilityFake()
-    server.handler, server.requests = handler, []
-    handler.server = server
-    monkeypatch.setenv("STABILITY_BASE_URL", server.url)
-    monkeypatch.setenv("STABILITY_API_KEY", handler.api_key)
-    return handler
+def fake(cloud_fake):
+    return cloud_fake("stability")
 
 
 @pytest.fixture
-def provider(studio_home):
-    instance = StabilityProvider(Settings.load(studio_home), Catalog())
-    instance.retry_policy = FAST_RETRIES
-    yield instance
-    instance.close()
-
-
-def image_of(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
+def provider(cloud_provider):
+    return cloud_provider(StabilityProvider)
 
 
 def photo(width=768, height=512) -> Image.Image:
@@ -78,7 +53,7 @@ def test_sd3_text_to_image_sends_a_multipart_form_and_costs_credits(provider, fa
     assert fake.calls[0]["fields"] == {"model": "sd3.5-large", "mode": "text-to-image", "prompt": "a fox in the snow",
                                        "negative_prompt": "blurry", "cfg_scale": "5.5", "aspect_ratio": "1:1",
                                        "seed": "1234", "output_format": "png"}
-    image = image_of(result.images[0].data)
+    image = decoded(result.images[0].data)
     assert (image.format, image.size) == ("PNG", (1024, 1024))
     assert result.images[0].seed == 1234
     assert result.images[0].info["finish_reason"] == "SUCCESS"
@@ -90,7 +65,7 @@ def test_width_and_height_pick_the_nearest_aspect_ratio(provider, fake):
     result = provider.generate(prepared(provider.model("stable-image-ultra"), width=1792, height=1024), RunContext())
     assert fake.calls[0]["endpoint"] == "generate/ultra"
     assert fake.calls[0]["fields"]["aspect_ratio"] == "16:9"
-    assert image_of(result.images[0].data).size == (1344, 768)
+    assert decoded(result.images[0].data).size == (1344, 768)
     provider.generate(prepared(provider.model("stable-image-ultra"), width=512, height=1024), RunContext())
     assert fake.calls[1]["fields"]["aspect_ratio"] == "9:16"
 
@@ -109,7 +84,7 @@ def test_core_maps_studio_styles_to_style_presets_unless_one_is_chosen(provider,
 def test_sd3_asks_for_png_when_the_wanted_format_is_not_offered(provider, fake):
     result = provider.generate(prepared(provider.model("sd3.5-medium"), output_format="webp"), RunContext())
     assert fake.calls[0]["fields"]["output_format"] == "png"  # the core converts to webp afterwards
-    assert image_of(result.images[0].data).format == "PNG"
+    assert decoded(result.images[0].data).format == "PNG"
 
 
 def test_unknown_sd3_ids_are_sent_as_given(provider, fake):
@@ -136,7 +111,7 @@ def test_sd3_image_to_image_sends_image_and_strength_without_aspect_ratio(provid
     assert call["fields"]["strength"] == "0.35"
     assert "aspect_ratio" not in call["fields"]
     assert call["files"]["image"].size == (768, 512)
-    assert image_of(result.images[0].data).size == (768, 512)
+    assert decoded(result.images[0].data).size == (768, 512)
     assert result.cost == pytest.approx(0.04)
 
 
@@ -160,7 +135,7 @@ def test_inpaint_sends_image_and_mask_white_means_repaint(provider, fake):
     sent_mask = call["files"]["mask"].convert("L")
     assert sent_mask.getpixel((10, 10)) == 255 and sent_mask.getpixel((700, 10)) == 0
     assert "aspect_ratio" not in call["fields"] and "strength" not in call["fields"]
-    assert image_of(result.images[0].data).size == (768, 512)
+    assert decoded(result.images[0].data).size == (768, 512)
     assert result.cost == pytest.approx(0.03)
 
 

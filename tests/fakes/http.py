@@ -133,6 +133,13 @@ class FakeServer:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
+    def serve(self, handler):
+        """Answer with ``handler`` from now on, with an empty request log, and tell the handler its
+        server (``handler.server``). Returns the handler."""
+        self.handler, self.requests = handler, []
+        handler.server = self
+        return handler
+
     def __enter__(self) -> "FakeServer":
         self._thread.start()
         return self
