@@ -75,7 +75,7 @@ def build_api(ctx: AppContext) -> None:
                  request: gr.Request = None, profile: gr.OAuthProfile | None = None, progress=gr.Progress()):
         """Text to image. `options` is a JSON object of optional fields: negative_prompt, style, size
         ("WxH") or width and height, n, seed, steps, guidance, quality, output_format, compression,
-        category, tags, extra (provider options), cache."""
+        category, tags, extra (provider options), postprocess ({"upscale": 2, "enhance": true}), cache."""
         with visitor_errors():
             owner = ctx.owner({}, request, profile)
             ctx.access.check_may_generate(owner)

@@ -90,6 +90,57 @@ def organise_fields() -> tuple[gr.Textbox, gr.Textbox]:
     return category, tags
 
 
+UPSCALE_CHOICES = [("off", 1.0), ("1.5×", 1.5), ("2×", 2.0), ("3×", 3.0), ("4×", 4.0)]
+
+
+@dataclass
+class Finishing:
+    """Post-processing the core applies before saving (``studio.postprocess``)."""
+
+    upscale: gr.Dropdown
+    enhance: gr.Checkbox
+
+    @classmethod
+    def build(cls) -> "Finishing":
+        with gr.Accordion("Post-process", open=False):
+            with gr.Row():
+                upscale = gr.Dropdown(UPSCALE_CHOICES, value=1.0, label="Upscale")
+                enhance = gr.Checkbox(label="Enhance (auto-contrast and a mild sharpen)", value=False)
+        return cls(upscale, enhance)
+
+    def inputs(self) -> set:
+        return {self.upscale, self.enhance}
+
+    def fields(self, values: dict) -> dict[str, Any]:
+        options = {}
+        if values[self.upscale] and float(values[self.upscale]) > 1.0:
+            options["upscale"] = float(values[self.upscale])
+        if values[self.enhance]:
+            options["enhance"] = True
+        return {"postprocess": options} if options else {}
+
+
+def template_picker(ctx: AppContext, prompt: gr.Textbox, style: gr.Dropdown, negative: gr.Textbox,
+                    category: gr.Textbox) -> None:
+    """"Start from a prompt template": a template per category, filled with the visitor's subject."""
+    templates = {f"{t.category}/{t.name}": t for t in ctx.studio.styles.templates()}
+    with gr.Accordion("Start from a prompt template", open=False):
+        with gr.Row():
+            chosen = gr.Dropdown([(f"{t.category}: {t.label}", key) for key, t in templates.items()],
+                                 value=next(iter(templates), None), label="Template", scale=2)
+            subject = gr.Textbox(label="Subject", placeholder="a copper teapot", scale=2)
+            use = gr.Button("Use this template", size="sm", scale=1)
+
+    def on_use(key: str, subject_text: str):
+        template = templates.get(key)
+        if template is None or not (subject_text or "").strip():
+            raise gr.Error("Pick a template and write its subject first.", title="Check the request")
+        return (template.fill(subject_text), template.style or "none", template.negative_prompt,
+                template.category)
+
+    use.click(on_use, [chosen, subject], [prompt, style, negative, category], **PRIVATE, queue=False)
+
+
 def run_buttons(label: str) -> tuple[gr.Button, gr.Button]:
     with gr.Row():
         go = gr.Button(label, variant="primary", scale=3)
@@ -137,6 +188,8 @@ def build_generate_tab(ctx: AppContext) -> CreateTab:
                 style = style_picker(ctx)
                 controls = ModelControls.build(ctx.studio, "text-to-image")
                 category, tags = organise_fields()
+                finishing = Finishing.build()
+                template_picker(ctx, prompt, style, controls.negative, category)
                 go, stop = run_buttons("Generate")
                 status = gr.Markdown(elem_id="generate-status")
             with gr.Column(scale=6):
@@ -145,9 +198,11 @@ def build_generate_tab(ctx: AppContext) -> CreateTab:
     def work(values: dict, owner: str, progress, cancel) -> GenerationResult:
         fields = controls.request_fields(values)
         return ctx.actions.generate(owner, values[prompt], style=values[style], category=values[category] or "",
-                                    tags=values[tags] or "", progress=progress, cancel=cancel, **fields)
+                                    tags=values[tags] or "", progress=progress, cancel=cancel, **fields,
+                                    **finishing.fields(values))
 
-    wire_run(ctx, go, stop, prompt, controls.inputs() | {prompt, style, category, tags}, status, work)
+    wire_run(ctx, go, stop, prompt, controls.inputs() | finishing.inputs() | {prompt, style, category, tags}, status,
+             work)
     return CreateTab(panel, status)
 
 
@@ -164,6 +219,7 @@ def build_edit_tab(ctx: AppContext) -> CreateTab:
                 source_id = gr.State(None)
                 prompt = gr.Textbox(label="What to make", lines=2, placeholder="a red door")
                 controls = ModelControls.build(ctx.studio, "edit")
+                finishing = Finishing.build()
                 go, stop = run_buttons("Edit")
                 status = gr.Markdown(elem_id="edit-status")
             with gr.Column(scale=6):
@@ -175,9 +231,9 @@ def build_edit_tab(ctx: AppContext) -> CreateTab:
             raise InvalidRequest("upload an image to edit (or pick one in a gallery and press \"Edit selected\")")
         source = picked_or_uploaded(ctx, owner, values[source_id], value["background"])
         return ctx.actions.edit(owner, values[prompt], mask=mask_from_editor(value), progress=progress,
-                                cancel=cancel, **source, **controls.request_fields(values))
+                                cancel=cancel, **source, **controls.request_fields(values), **finishing.fields(values))
 
-    wire_run(ctx, go, stop, prompt, controls.inputs() | {editor, source_id, prompt}, status, work)
+    wire_run(ctx, go, stop, prompt, controls.inputs() | finishing.inputs() | {editor, source_id, prompt}, status, work)
     return CreateTab(panel, status, source_id, source_note, editor)
 
 
@@ -194,6 +250,7 @@ def build_variations_tab(ctx: AppContext) -> CreateTab:
                     count = gr.Slider(1, 8, value=4, step=1, label="Variations")
                     scene = gr.Checkbox(label="Scene variations (framing and lighting)", value=False)
                 controls = ModelControls.build(ctx.studio, "variation")
+                finishing = Finishing.build()
                 go, stop = run_buttons("Make variations")
                 status = gr.Markdown(elem_id="variations-status")
             with gr.Column(scale=6):
@@ -207,7 +264,8 @@ def build_variations_tab(ctx: AppContext) -> CreateTab:
             with Image.open(io.BytesIO(upload_bytes(values[source], "source image"))) as shown:
                 picked = picked_or_uploaded(ctx, owner, values[source_id], shown)
         return ctx.actions.variations(owner, prompt=values[prompt], n=int(values[count]), scene=values[scene],
-                                      progress=progress, cancel=cancel, **picked, **fields)
+                                      progress=progress, cancel=cancel, **picked, **fields, **finishing.fields(values))
 
-    wire_run(ctx, go, stop, prompt, controls.inputs() | {source, source_id, prompt, count, scene}, status, work)
+    wire_run(ctx, go, stop, prompt, controls.inputs() | finishing.inputs() | {source, source_id, prompt, count, scene},
+             status, work)
     return CreateTab(panel, status, source_id, source_note, source)

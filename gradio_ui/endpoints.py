@@ -34,7 +34,8 @@ log = logging.getLogger("studio.gradio")
 
 # Optional request fields an API caller may put in ``options``; the core validates the values.
 OPTION_NAMES = ("negative_prompt", "style", "size", "width", "height", "n", "seed", "steps", "guidance",
-                "strength", "quality", "output_format", "compression", "category", "tags", "extra", "cache")
+                "strength", "quality", "output_format", "compression", "category", "tags", "extra", "postprocess",
+                "cache")
 # What a batch caller may set in ``options`` (studio.jobs.BatchOptions, less what the app decides).
 BATCH_OPTION_NAMES = ("style", "negative_prompt", "size", "width", "height", "n", "steps", "guidance", "quality",
                       "output_format", "compression", "category", "tags", "extra", "seed_policy", "seed",

@@ -149,6 +149,13 @@ def test_generate_returns_the_stored_files_and_clean_json(app, echo):
         assert "path" not in image and str(app.studio.home) not in str(image)  # no server paths
 
 
+def test_generate_applies_post_processing_from_options(app, echo):
+    files, result = app.client().predict("a tiny moth", "echo", "", {"size": "64x64", "postprocess": {"upscale": 2}},
+                                         api_name="/generate")
+    assert (result["images"][0]["width"], result["images"][0]["height"]) == (128, 128)
+    assert Image.open(files[0]).size == (128, 128)
+
+
 def test_a_submitted_job_reports_status_and_progress_before_its_result(app, echo):
     echo.latency = 0.6
     job = app.client().submit("a slow lighthouse", "echo", "", {"seed": 1}, api_name="/generate")
