@@ -1,6 +1,7 @@
 """GeminiProvider against the loopback Gemini API (tests/fakes/gemini_fake.py).
 
 The real ``google-genai`` SDK is pointed at the fake through ``GOOGLE_GEMINI_BASE_URL``; nothing is mocked.
+A missing key is tested with the other providers in test_provider_contract.py.
 """
 
 from __future__ import annotations
@@ -149,14 +150,6 @@ def test_google_api_key_is_accepted_too(fake, provider, monkeypatch):
     monkeypatch.setenv("GOOGLE_API_KEY", KEY)
     assert provider.status().state == "ready"
     assert len(provider.generate(prepared(), RunContext(timeout=10)).images) == 1
-
-
-def test_a_missing_key_fails_before_any_request(fake, provider, monkeypatch):
-    monkeypatch.delenv("GEMINI_API_KEY")
-    assert provider.status().state == "missing_key"
-    with pytest.raises(NotConfigured, match="GEMINI_API_KEY or GOOGLE_API_KEY"):
-        provider.generate(prepared(), RunContext(timeout=10))
-    assert fake.server.requests == []
 
 
 def test_permission_denied_is_not_configured(fake, provider):

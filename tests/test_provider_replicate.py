@@ -1,6 +1,7 @@
 """ReplicateProvider against the loopback Replicate (tests/fakes/replicate_fake.py).
 
 The real ``replicate`` SDK is pointed at the fake through ``REPLICATE_BASE_URL``; nothing is mocked.
+A missing token is tested with the other providers in test_provider_contract.py.
 """
 
 from __future__ import annotations
@@ -184,14 +185,6 @@ def test_a_rejected_token_is_not_configured_and_never_shown(fake, provider, monk
     assert "REPLICATE_API_TOKEN" in str(caught.value)
     assert "r8_wrong_secret_value_42" not in str(caught.value)
     assert len(creates(fake)) == 1  # an auth error is not retried
-
-
-def test_a_missing_token_fails_before_any_request(fake, provider, monkeypatch):
-    monkeypatch.delenv("REPLICATE_API_TOKEN")
-    assert provider.status().state == "missing_key"
-    with pytest.raises(NotConfigured, match="REPLICATE_API_TOKEN"):
-        provider.generate(prepared(SCHNELL), RunContext(timeout=10))
-    assert fake.server.requests == []
 
 
 def test_the_safety_checker_blocking_the_image_is_content_blocked(fake, provider):

@@ -1,24 +1,19 @@
-"""StabilityProvider against a loopback Stable Image API, reached through STABILITY_BASE_URL."""
+"""StabilityProvider against a loopback Stable Image API, reached through STABILITY_BASE_URL.
+
+Shared behaviour (missing or wrong key, retries, timeouts, cancel) is tested in test_provider_contract.py.
+"""
 
 from __future__ import annotations
-
-import subprocess
-import sys
-import threading
-import time
-from pathlib import Path
 
 import httpx
 import pytest
 from PIL import Image
 
-from providers.base import MISSING_KEY, READY
+from providers.base import READY
 from providers.stability import StabilityProvider
-from studio.errors import (Cancelled, ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure,
-                           ProviderTimeout, QuotaExhausted)
+from studio.errors import ContentBlocked, InvalidRequest, QuotaExhausted
 from studio.types import RunContext
 from tests.fakes.http import Response
-from tests.fakes.loopback import FAST_RETRIES
 from tests.fakes.prepared import prepared
 from tests.fakes.stability_fake import error_body
 from tests.helpers import decoded
@@ -165,23 +160,6 @@ def test_a_filtered_image_among_several_is_dropped_and_not_charged(provider, fak
 
 # -- errors ------------------------------------------------------------------------------------
 
-def test_wrong_key_is_not_configured_and_not_retried(provider, fake, monkeypatch):
-    secret = "sk-wrong-stability-key-0123456789"
-    monkeypatch.setenv("STABILITY_API_KEY", secret)
-    with pytest.raises(NotConfigured, match="invalid API key") as caught:
-        provider.generate(prepared(provider.model(None)), RunContext())
-    assert secret not in str(caught.value)
-    assert len(fake.server.requests) == 1
-
-
-def test_missing_key_fails_before_any_request(provider, fake, monkeypatch):
-    monkeypatch.delenv("STABILITY_API_KEY")
-    assert provider.status().state == MISSING_KEY
-    with pytest.raises(NotConfigured, match="STABILITY_API_KEY"):
-        provider.generate(prepared(provider.model(None)), RunContext())
-    assert fake.server.requests == []
-
-
 def test_status_is_ready_with_a_key(provider, fake):
     assert provider.status().state == READY
 
@@ -192,13 +170,6 @@ def test_content_moderation_carries_stabilitys_reason(provider, fake):
     assert len(fake.server.requests) == 1
 
 
-def test_rate_limit_is_retried(provider, fake):
-    fake.rate_limit(retry_after="0")
-    result = provider.generate(prepared(provider.model(None)), RunContext())
-    assert len(result.images) == 1
-    assert len(fake.server.requests) == 2
-
-
 def test_out_of_credits_is_not_retried(provider, fake):
     fake.out_of_credits()
     with pytest.raises(QuotaExhausted, match="out of credits"):
@@ -206,39 +177,10 @@ def test_out_of_credits_is_not_retried(provider, fake):
     assert len(fake.server.requests) == 1
 
 
-def test_server_errors_are_retried_then_reported(provider, fake):
-    for _ in range(FAST_RETRIES.max_tries):
-        fake.server_error()
-    with pytest.raises(ProviderFailure, match="server error 500") as caught:
-        provider.generate(prepared(provider.model(None)), RunContext())
-    assert caught.value.retryable
-    assert len(fake.server.requests) == FAST_RETRIES.max_tries
-
-
 def test_bad_requests_surface_stabilitys_words(provider, fake):
     with pytest.raises(InvalidRequest, match="strength: must be between 0 and 1"):
         provider.generate(prepared(provider.model(None), mode="image-to-image", init_image=photo(), strength=1.5),
                           RunContext())
-
-
-def test_timeout_is_reported_and_not_retried(provider, fake):
-    fake.slow(5)
-    started = time.monotonic()
-    with pytest.raises(ProviderTimeout, match="within 0.5 s"):
-        provider.generate(prepared(provider.model(None)), RunContext(timeout=0.5))
-    assert time.monotonic() - started < 2.5
-    assert len(fake.server.requests) == 1
-
-
-def test_cancel_stops_waiting_for_a_slow_answer(provider, fake):
-    fake.slow(5)
-    ctx = RunContext()
-    threading.Timer(0.2, ctx.cancel.set).start()
-    started = time.monotonic()
-    with pytest.raises(Cancelled):
-        provider.generate(prepared(provider.model(None), n=2), ctx)
-    assert time.monotonic() - started < 1.5
-    assert len(fake.server.requests) == 1  # the second image was never asked for
 
 
 def test_images_already_paid_for_are_kept_when_a_later_call_fails(provider, fake):
@@ -257,13 +199,6 @@ def test_an_echoed_key_is_scrubbed_from_messages(provider, fake):
     assert fake.api_key not in str(caught.value) and "***" in str(caught.value)
 
 
-def test_unreachable_server_is_a_provider_failure(provider, monkeypatch):
-    monkeypatch.setenv("STABILITY_API_KEY", "sk-test-unreachable-0000000000")
-    monkeypatch.setenv("STABILITY_BASE_URL", "http://127.0.0.1:9")  # the discard port: nothing listens
-    with pytest.raises(ProviderFailure, match="could not reach Stability AI"):
-        provider.generate(prepared(provider.model(None)), RunContext(timeout=5))
-
-
 # -- the fake behaves like the service -----------------------------------------------------------
 
 def test_the_fake_refuses_bodies_that_are_not_multipart(fake):
@@ -274,8 +209,3 @@ def test_the_fake_refuses_bodies_that_are_not_multipart(fake):
     assert answer.json()["errors"] == ["content-type: must be multipart/form-data"]
     answer = httpx.post(url, files={"prompt": (None, "a cat")}, headers={**headers, "accept": "application/json"})
     assert answer.status_code == 200 and answer.json()["finish_reason"] == "SUCCESS"
-
-
-def test_importing_the_provider_does_not_import_httpx():
-    code = "import sys, providers, providers.stability; assert 'httpx' not in sys.modules, 'httpx imported'"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(Path(__file__).parents[1]))
