@@ -43,3 +43,12 @@ def decoded(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()
     return image
+
+
+def assert_no_key_under(home: Path, *keys: str) -> None:
+    """No file under ``home`` (images, thumbnails, the index, logs) contains any of ``keys``."""
+    for path in home.rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            for key in keys:
+                assert key.encode() not in content, f"API key found in {path}"

@@ -19,6 +19,7 @@ from studio.cli import main
 from studio.errors import ContentBlocked, QuotaExhausted
 from studio.service import Studio
 from studio.types import GenerationRequest
+from tests.helpers import assert_no_key_under
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,14 +34,6 @@ def studio(studio_home, fakes):
     instance = Studio(home=studio_home)
     yield instance
     instance.close()
-
-
-def assert_no_key_under(home: Path, *keys: str) -> None:
-    for path in home.rglob("*"):
-        if path.is_file():
-            content = path.read_bytes()
-            for key in keys:
-                assert key.encode() not in content, f"API key found in {path}"
 
 
 def test_openai_through_the_studio_records_token_cost(studio, fakes, studio_home):

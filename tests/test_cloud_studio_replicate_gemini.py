@@ -20,6 +20,7 @@ from tests.fakes.gemini_fake import KEY as GEMINI_KEY
 from tests.fakes.gemini_fake import rate_limited
 from tests.fakes.replicate_fake import SDXL_VERSION
 from tests.fakes.replicate_fake import TOKEN as REPLICATE_TOKEN
+from tests.helpers import assert_no_key_under
 
 SDXL = f"stability-ai/sdxl:{SDXL_VERSION}"
 
@@ -34,14 +35,6 @@ def studio(studio_home, fakes):
     instance = Studio(home=studio_home)
     yield instance
     instance.close()
-
-
-def assert_no_key_under(home: Path) -> None:
-    for path in home.rglob("*"):
-        if path.is_file():
-            content = path.read_bytes()
-            for key in (REPLICATE_TOKEN, GEMINI_KEY):
-                assert key.encode() not in content, f"API key found in {path}"
 
 
 def failed_row(studio: Studio) -> tuple:
@@ -62,7 +55,7 @@ def test_flux_schnell_through_the_studio_records_the_per_image_price(studio, fak
     assert all(Path(r.abs_path).is_file() for r in result.images)
     assert result.cost == pytest.approx(0.006)
     assert studio.storage.index.generations()[0]["status"] == "completed"
-    assert_no_key_under(studio_home)
+    assert_no_key_under(studio_home, REPLICATE_TOKEN, GEMINI_KEY)
 
 
 def test_sdxl_inpaint_through_the_studio_is_billed_by_gpu_time(studio, fakes, tmp_path):
@@ -91,7 +84,7 @@ def test_a_blocked_replicate_image_records_nothing(studio, fakes, studio_home):
         studio.generate(GenerationRequest(prompt="a beach", provider="replicate"))
     assert studio.history().total == 0
     assert failed_row(studio) == ("failed", 0, "content_blocked")
-    assert_no_key_under(studio_home)
+    assert_no_key_under(studio_home, REPLICATE_TOKEN, GEMINI_KEY)
 
 
 def test_a_replicate_timeout_cancels_the_prediction_and_records_nothing(studio, fakes):
@@ -117,7 +110,7 @@ def test_gemini_through_the_studio_records_token_cost_and_seeds(studio, fakes, s
     expected = (usage["prompt_tokens"] * 0.5 + usage["text_tokens"] * 3.0 + usage["image_tokens"] * 60.0) / 1e6
     assert usage["image_tokens"] == 2 * 1120
     assert result.cost == pytest.approx(expected, abs=2e-6)
-    assert_no_key_under(studio_home)
+    assert_no_key_under(studio_home, REPLICATE_TOKEN, GEMINI_KEY)
 
 
 def test_gemini_variations_of_a_stored_image(studio, fakes):
@@ -142,7 +135,7 @@ def test_an_exhausted_gemini_quota_records_nothing_and_is_not_retried(studio, fa
     assert len(gemini_fake.server.requests) == 1
     assert studio.history().total == 0
     assert failed_row(studio) == ("failed", 0, "quota_exhausted")
-    assert_no_key_under(studio_home)
+    assert_no_key_under(studio_home, REPLICATE_TOKEN, GEMINI_KEY)
 
 
 def test_cli_generate_with_replicate_and_gemini(fakes, capsys):
