@@ -124,3 +124,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def app_home(studio_home, monkeypatch):
+    """A studio for Streamlit AppTests: the echo provider as default, one local visitor, and
+    Streamlit's process-wide caches cleared around the test."""
+    import streamlit as st
+
+    from tests.fakes import echo_provider
+
+    echo_provider.install(studio_home / "catalog")
+    monkeypatch.setenv("STUDIO_DEFAULT_PROVIDER", "echo")
+    monkeypatch.setenv("STUDIO_VISITORS", "local")
+    st.cache_resource.clear()
+    yield studio_home
+    st.cache_resource.clear()

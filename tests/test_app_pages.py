@@ -35,19 +35,8 @@ GALLERY_STATE = "_studio_gallery"
 
 
 @pytest.fixture
-def home(studio_home, monkeypatch):
-    """An empty studio whose default provider is the echo test provider; caches cleared around each test."""
-    echo_provider.install(studio_home / "catalog")
-    monkeypatch.setenv("STUDIO_DEFAULT_PROVIDER", "echo")
-    monkeypatch.setenv("STUDIO_VISITORS", "local")
-    st.cache_resource.clear()
-    yield studio_home
-    st.cache_resource.clear()
-
-
-@pytest.fixture
-def studio(home):
-    s = Studio(home)
+def studio(app_home):
+    s = Studio(app_home)
     yield s
     s.close()
 
@@ -112,7 +101,7 @@ def test_home_shows_providers_spend_and_recent_images(studio):
     assert len(at.main.image) >= 2
 
 
-def test_home_opens_without_torch_or_cloud_sdks(home):
+def test_home_opens_without_torch_or_cloud_sdks(app_home):
     """Run the home page in a fresh interpreter: no torch, diffusers or cloud SDK gets imported."""
     script = (
         "import sys, time, resource\n"
@@ -173,7 +162,7 @@ def test_generate_with_echo_shows_results_gallery_and_history(studio):
     assert Boards(studio).items("local", boards[0].id)[0].image_id in {first, page_.items[1].id}
 
 
-def test_only_supported_controls_are_shown(home, monkeypatch):
+def test_only_supported_controls_are_shown(app_home, monkeypatch):
     at = page(GENERATE)
     labels = {w.label for kind in ("slider", "number_input", "selectbox") for w in at.get(kind)}
     assert {"Steps", "Guidance", "Seed", "Width", "Height", "Images"} <= labels  # echo has them all
@@ -191,7 +180,7 @@ def test_only_supported_controls_are_shown(home, monkeypatch):
     (RateLimited("too many requests", retry_after=3), "Try again in about 3 s"),
     (ContentBlocked("the prompt was refused by the safety system"), "Blocked by the provider's safety system"),
 ])
-def test_provider_errors_are_messages_and_inputs_survive(home, failure, expected):
+def test_provider_errors_are_messages_and_inputs_survive(app_home, failure, expected):
     echo_provider.EchoProvider.failures = [failure]
     at = page(GENERATE)
     at.text_area(key="gen_prompt").input("a stormy harbour").run()
@@ -203,7 +192,7 @@ def test_provider_errors_are_messages_and_inputs_survive(home, failure, expected
     assert at.session_state[GALLERY_STATE].ids == []
 
 
-def test_missing_key_budget_and_empty_prompt_are_messages(home, monkeypatch):
+def test_missing_key_budget_and_empty_prompt_are_messages(app_home, monkeypatch):
     at = page(GENERATE)
     button(at, "Generate").click().run()
     assert "prompt is empty" in at.error[0].value
@@ -226,14 +215,14 @@ def test_missing_key_budget_and_empty_prompt_are_messages(home, monkeypatch):
 
 
 @pytest.mark.slow
-def test_generate_with_the_tiny_local_model(home, monkeypatch, tiny_model_dir):
+def test_generate_with_the_tiny_local_model(app_home, monkeypatch, tiny_model_dir):
     monkeypatch.setenv("STUDIO_LOCAL_MODEL", str(tiny_model_dir))
     monkeypatch.setenv("STUDIO_DEFAULT_PROVIDER", "local")
     st.cache_resource.clear()
     at = page(GENERATE)
     no_crash(at)
     assert at.selectbox(key="gen_provider").value == "local"
-    studio = Studio(home)
+    studio = Studio(app_home)
     model = studio.provider("local").model(None)
     at.text_area(key="gen_prompt").input("tiny noise").run()
     assert "free" in texts(at)
@@ -286,7 +275,7 @@ def test_generate_with_the_tiny_local_model(home, monkeypatch, tiny_model_dir):
     studio.close()
 
 
-def test_generate_through_the_openai_fake_with_a_key_pasted_for_the_session(home, monkeypatch):
+def test_generate_through_the_openai_fake_with_a_key_pasted_for_the_session(app_home, monkeypatch):
     from tests.fakes.http import FakeServer
     from tests.fakes.openai_fake import OpenAIFake
 
@@ -299,7 +288,7 @@ def test_generate_through_the_openai_fake_with_a_key_pasted_for_the_session(home
         at.button(key="FormSubmitter:session_keys_form-Use for this session").click().run()
         at.selectbox(key="gen_provider").select("openai").run()
         at.selectbox(key="gen_model_openai").select("gpt-image-1-mini").run()
-        model = Studio(home).provider("openai").model("gpt-image-1-mini")
+        model = Studio(app_home).provider("openai").model("gpt-image-1-mini")
         at.selectbox(key=control_key("gen", "quality", model)).select("low").run()
         at.text_area(key="gen_prompt").input("a forbidden thing").run()
         assert "Estimated cost: **$0.0050**" in texts(at)
@@ -314,17 +303,17 @@ def test_generate_through_the_openai_fake_with_a_key_pasted_for_the_session(home
         assert "1 image(s)" in texts(at)
         answered = [r for r in server.requests if r.path == "/v1/images/generations"]
         assert answered[-1].headers["authorization"] == f"Bearer {fake.api_key}"
-    studio = Studio(home)
+    studio = Studio(app_home)
     record = studio.history(owner="local").items[0]
     assert record.provider == "openai" and record.model == "gpt-image-1-mini" and record.cost > 0
-    assert not any(fake.api_key in p.read_bytes().decode("latin-1") for p in Path(home).rglob("*") if p.is_file())
+    assert not any(fake.api_key in p.read_bytes().decode("latin-1") for p in Path(app_home).rglob("*") if p.is_file())
     studio.close()
 
 
 # -- sessions, keys, users, refresh ----------------------------------------------------------------
 
 
-def test_two_sessions_keep_separate_galleries_and_private_visitors_separate_history(home, monkeypatch):
+def test_two_sessions_keep_separate_galleries_and_private_visitors_separate_history(app_home, monkeypatch):
     monkeypatch.setenv("STUDIO_VISITORS", "private")
     first, second = page(GENERATE), page(GENERATE)
     first.text_area(key="gen_prompt").input("only mine").run()
@@ -349,7 +338,7 @@ def test_two_sessions_keep_separate_galleries_and_private_visitors_separate_hist
     assert forged.query_params["visitor"] != "local" and "No images yet" in texts(forged)
 
 
-def test_refresh_reattaches_running_work_for_the_same_visitor_only(home, monkeypatch):
+def test_refresh_reattaches_running_work_for_the_same_visitor_only(app_home, monkeypatch):
     monkeypatch.setenv("STUDIO_VISITORS", "private")
     echo_provider.EchoProvider.latency = 1.0
     at = page(GENERATE)
@@ -372,7 +361,7 @@ def test_refresh_reattaches_running_work_for_the_same_visitor_only(home, monkeyp
     assert "1 image(s)" not in texts(stranger) and not any(b.label == "Cancel" for b in stranger.button)
 
 
-def test_session_key_is_used_for_this_session_only_and_never_shown(home):
+def test_session_key_is_used_for_this_session_only_and_never_shown(app_home):
     secret = "sk-test-session-only-123456"
     at = page(GENERATE)
     at.selectbox(key="session_key_name").select("OPENAI_API_KEY")
@@ -387,11 +376,11 @@ def test_session_key_is_used_for_this_session_only_and_never_shown(home):
     other.selectbox(key="gen_provider").select("openai").run()
     assert "OPENAI_API_KEY" in other.warning[0].value
     assert secret not in json.dumps(dict(os.environ))
-    assert not any(secret in p.read_text(errors="ignore") for p in Path(home).rglob("*") if p.is_file()
+    assert not any(secret in p.read_text(errors="ignore") for p in Path(app_home).rglob("*") if p.is_file()
                    and p.stat().st_size < 5_000_000)
 
 
-def test_signed_in_user_owns_their_images_and_signed_out_sees_login(home):
+def test_signed_in_user_owns_their_images_and_signed_out_sees_login(app_home):
     at = AppTest.from_file(str(ROOT / GENERATE), default_timeout=30)
     at.user = {"is_logged_in": True, "email": "Alice@Example.com", "name": "Alice"}
     at.run()
@@ -399,7 +388,7 @@ def test_signed_in_user_owns_their_images_and_signed_out_sees_login(home):
     at.text_area(key="gen_prompt").input("alice's picture").run()
     button(at, "Generate").click().run()
     settle(at)
-    studio = Studio(home)
+    studio = Studio(app_home)
     assert studio.history(owner="user:alice@example.com").total == 1
     assert studio.history(owner="local").total == 0
     studio.close()

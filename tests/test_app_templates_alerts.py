@@ -6,7 +6,15 @@ import pytest
 
 from studio.errors import ProviderFailure
 from tests.fakes import echo_provider
-from tests.test_app_pages import GENERATE, HOME, button, home, no_crash, page, settle, studio, texts  # noqa: F401
+from studio.service import Studio
+from tests.test_app_pages import GENERATE, HOME, button, no_crash, page, settle, texts
+
+
+@pytest.fixture
+def studio(app_home):
+    instance = Studio(app_home)
+    yield instance
+    instance.close()
 
 
 def test_template_fills_the_prompt_style_and_category(studio):

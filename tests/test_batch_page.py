@@ -7,27 +7,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from studio.jobs import JobManager, JobStatus
 from studio.service import Studio
-from tests.fakes import echo_provider
 from tests.fakes.echo_provider import EchoProvider
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = str(ROOT / "pages" / "5_Batch.py")
-
-
-@pytest.fixture
-def home(studio_home, monkeypatch):
-    echo_provider.install(studio_home / "catalog")
-    monkeypatch.setenv("STUDIO_DEFAULT_PROVIDER", "echo")
-    monkeypatch.setenv("STUDIO_VISITORS", "local")
-    st.cache_resource.clear()
-    yield studio_home
-    st.cache_resource.clear()
 
 
 def open_page(**params) -> AppTest:
@@ -57,7 +44,7 @@ def no_crash(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
 
 
-def test_paste_preview_run_watch_and_download(home):
+def test_paste_preview_run_watch_and_download(app_home):
     EchoProvider.latency = 0.1
     at = open_page()
     no_crash(at)
@@ -81,8 +68,8 @@ def test_paste_preview_run_watch_and_download(home):
     assert markdown(refreshed).count("✅ completed") == 3
 
 
-def test_someone_elses_job_id_shows_nothing(home):
-    studio = Studio(home)
+def test_someone_elses_job_id_shows_nothing(app_home):
+    studio = Studio(app_home)
     manager = JobManager(studio)
     foreign = manager.create("a secret scene", provider="echo", user="someone-else")
     manager.close()
@@ -93,7 +80,7 @@ def test_someone_elses_job_id_shows_nothing(home):
     assert "a secret scene" not in markdown(at)
 
 
-def test_malformed_script_names_the_line_and_cannot_run(home):
+def test_malformed_script_names_the_line_and_cannot_run(app_home):
     at = open_page()
     at.text_area(key="batch_script").set_value("fine scene\nbroken --seed many\n").run()
     no_crash(at)
@@ -101,7 +88,7 @@ def test_malformed_script_names_the_line_and_cannot_run(home):
     assert not any(label.startswith("Run") for label in labels(at))
 
 
-def test_cancel_from_the_page(home):
+def test_cancel_from_the_page(app_home):
     EchoProvider.latency = 5.0
     at = open_page()
     at.text_area(key="batch_script").set_value("one\ntwo\nthree").run()
@@ -112,8 +99,8 @@ def test_cancel_from_the_page(home):
     no_crash(at)
 
 
-def test_jobs_left_running_by_a_dead_process_finish_when_the_page_loads(home):
-    studio = Studio(home)
+def test_jobs_left_running_by_a_dead_process_finish_when_the_page_loads(app_home):
+    studio = Studio(app_home)
     manager = JobManager(studio)
     job = manager.create("one\ntwo", provider="echo")
     manager.store.update_job(job.id, status=JobStatus.RUNNING, runner="gone:1:x", heartbeat_at=time.time() - 60)

@@ -4,13 +4,11 @@ echoes the request headers back in its error body."""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
