@@ -480,8 +480,12 @@ def test_zip_names_scenes_by_order_and_timestamp_with_manifests_and_enriched_scr
     segments = script_json["segments"]
     assert [s["timestamp"] for s in segments] == ["00:00:05", "01:02.5", None]
     assert segments[0]["image"]["file"] == names[0] and len(segments[2]["images"]) == 2
-    assert segments[0]["image"]["path"] and segments[0]["status"] == "COMPLETED"
+    assert segments[0]["image"]["id"] and segments[0]["status"] == "COMPLETED"
     assert jobs.enriched_script(job.id)["segments"][1]["image"]["file"] == names[1]
+    # What a visitor downloads never reveals server paths; the local CLI/library may ask for them.
+    assert all("path" not in image for segment in segments for image in segment["images"])
+    local = jobs.enriched_script(job.id, with_paths=True)["segments"][1]["image"]
+    assert Path(local["path"]).is_file()
 
 
 # -- CLI and library -----------------------------------------------------------------------------
@@ -553,3 +557,11 @@ def test_generate_takes_a_request_id_that_its_images_carry(echo_studio):
     assert echo_studio.storage.index.images_for_request("other") == []
     with pytest.raises(InvalidRequest, match="request_id"):
         echo_studio.generate(GenerationRequest(prompt="a fox", provider="echo"), request_id="bad id; drop table")
+
+
+def test_scene_tags_given_as_text_are_split_on_commas(jobs):
+    from studio.jobs.runner import build_request
+
+    job = jobs.create("a lighthouse", provider="echo", tags="coast, night")
+    request = build_request(job, job.items[0] if job.items else jobs.get(job.id).items[0])
+    assert request.tags == ["coast", "night", f"job-{job.id}"]

@@ -38,8 +38,11 @@ def item_records(studio, items: list[JobItem]) -> dict[str, ImageRecord]:
     return {r.id: studio.storage.with_path(r) for r in records}
 
 
-def enriched_script(studio, job: Job, names: dict[tuple[int, str], str] | None = None) -> dict[str, Any]:
-    """The script as segments, each with its status and images (file names match the zip's)."""
+def enriched_script(studio, job: Job, names: dict[tuple[int, str], str] | None = None, *,
+                    with_paths: bool = False) -> dict[str, Any]:
+    """The script as segments, each with its status and images (file names match the zip's).
+    Server file paths are included only with ``with_paths`` (the CLI and library on the same machine);
+    what a visitor downloads never reveals them."""
     items = job.items or []
     records = item_records(studio, items)
     segments = []
@@ -48,8 +51,11 @@ def enriched_script(studio, job: Job, names: dict[tuple[int, str], str] | None =
         present = [records[i] for i in item.image_ids if i in records]
         for position, record in enumerate(present):
             name = (names or {}).get((item.index, record.id)) or file_name(item, record, position, len(present))
-            images.append({"id": record.id, "file": name, "path": record.abs_path or record.path, "seed": record.seed,
-                           "width": record.width, "height": record.height, "cost": round(record.cost, 6)})
+            image = {"id": record.id, "file": name, "seed": record.seed, "width": record.width,
+                     "height": record.height, "cost": round(record.cost, 6)}
+            if with_paths:
+                image["path"] = record.abs_path or record.path
+            images.append(image)
         segments.append({"index": item.index, "timestamp": item.timestamp, "start": item.start, "end": item.end,
                          "text": item.text, "prompt": item.prompt, "status": item.status.value,
                          "error": item.error if item.status.value != "COMPLETED" else None,

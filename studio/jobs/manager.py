@@ -248,8 +248,8 @@ class JobManager:
     def export_zip(self, job_id: str, user: str = "local") -> bytes:
         return job_zip(self.studio, self.get(job_id, user))
 
-    def enriched_script(self, job_id: str, user: str = "local") -> dict[str, Any]:
-        return enriched_script(self.studio, self.get(job_id, user))
+    def enriched_script(self, job_id: str, user: str = "local", *, with_paths: bool = False) -> dict[str, Any]:
+        return enriched_script(self.studio, self.get(job_id, user), with_paths=with_paths)
 
     # -- control ------------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from studio.errors import BudgetExceeded, Cancelled, RateLimited, StudioError
 from studio.jobs.model import STAGE_STATUS, ItemStatus, Job, JobItem, JobStatus
 from studio.jobs.store import JobStore, now_iso
 from studio.types import GenerationRequest, ProgressEvent
+from studio.validation import clean_tags
 
 MAX_ATTEMPTS = 3  # tries for an item that failed with a retryable error (timeout, 5xx)
 MAX_RATE_LIMITED_ATTEMPTS = 10  # a rate limit is not the item's fault: it may come back more often
@@ -107,7 +108,7 @@ def build_request(job: Job, item: JobItem) -> GenerationRequest:
     options = {k: v for k, v in job.options.items() if k in REQUEST_FIELDS}
     options.update({k: v for k, v in item.overrides.items() if k in REQUEST_FIELDS})
     style = options.pop("style", job.style)
-    tags = [*options.pop("tags", []), f"job-{job.id}"]
+    tags = [*clean_tags(options.pop("tags", None)), f"job-{job.id}"]  # a "a, b" string is two tags
     return GenerationRequest(prompt=item.text, provider=job.provider, model=job.model, style=style, seed=item.seed,
                              user=job.owner, tags=tags, **options)
 
