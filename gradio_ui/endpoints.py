@@ -340,15 +340,8 @@ class Actions:
         if isinstance(script, str) and not script.strip():
             raise InvalidRequest("the script is empty: paste it or upload a file")
         options = {k: v for k, v in options.items() if v is not None and v != ""}
-        if isinstance(options.get("tags"), str):
-            options["tags"] = [tag.strip() for tag in options["tags"].split(",") if tag.strip()]
-        if options.get("webhook"):
-            # A shared server only calls public webhook addresses (no probing of its own network).
-            # Checked here: the batch core's own webhook_public_only flag leaks into the scene's
-            # GenerationRequest (studio.jobs.runner.build_request) and breaks every scene.
-            from studio.webhooks import check_url
-
-            check_url(str(options["webhook"]), public_only=True)
+        # A shared server only calls public webhook addresses (no probing of its own network).
+        options["webhook_public_only"] = True
         return self.jobs.preview(script, user=owner, name=name, format=format or None, **options)
 
     def run_batch(self, owner: str, script: str | bytes, **options: Any):

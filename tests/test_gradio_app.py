@@ -229,6 +229,14 @@ def test_batch_illustrates_a_script_keeping_timestamps(app, echo):
     assert all("path" not in image for item in job["items"] for image in item["images"])
 
 
+def test_batch_webhooks_must_be_public_on_a_shared_server(app, echo):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="private|public|refus"):
+        app.client().predict("one scene", "", "", "echo", "", {"webhook": "http://127.0.0.1:9/hook"},
+                             api_name="/batch")
+
+
 # -- who sees what -------------------------------------------------------------------------------------
 
 
