@@ -127,6 +127,12 @@ class Studio:
         estimate = costs.estimate(prepared.model, width=prepared.width, height=prepared.height, n=prepared.n,
                                   quality=prepared.quality)
         request_id = request_id or secrets.token_hex(8)
+        try:  # the operator's policy applies to stored results too
+            self.content_filter.check(prepared.prompt)
+        except ContentBlocked as error:
+            self._log(request_id, prepared, prepared_all.record_mode, "failed", error=error, estimate=estimate,
+                      duration=time.monotonic() - started)
+            raise
         cache_key = self._cache_key(prepared)
         use_cache = request.cache if request.cache is not None else (request.seed is not None and prepared.model.seed)
         if use_cache:
@@ -137,12 +143,6 @@ class Studio:
                 return GenerationResult([self.storage.with_path(r) for r in hits[:prepared.n]], 0.0, estimate,
                                         True, request_id, time.monotonic() - started, prepared_all.warnings)
 
-        try:
-            self.content_filter.check(prepared.prompt)
-        except ContentBlocked as error:
-            self._log(request_id, prepared, prepared_all.record_mode, "failed", error=error, estimate=estimate,
-                      duration=time.monotonic() - started)
-            raise
         reservation = self._reserve_budget(request_id, estimate)
         ctx = RunContext(progress=_staged(progress), cancel=cancel or threading.Event(),
                          timeout=timeout or self.settings.request_timeout)

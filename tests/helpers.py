@@ -10,14 +10,23 @@ from PIL import Image
 
 
 def tree_snapshot(root: Path) -> dict[str, str]:
-    """Every file under ``root`` with a hash of its content (the SQLite WAL/SHM files excluded,
-    since merely opening the database may touch them)."""
+    """Every file under ``root`` with a hash of its content. A SQLite database is hashed by its
+    logical content (a dump of every row), since a WAL checkpoint rewrites the file's bytes without
+    changing any data; its -wal/-shm companions are left out for the same reason."""
     if not root.exists():
         return {}
     snapshot = {}
     for path in sorted(root.rglob("*")):
-        if path.is_file() and not path.name.endswith(("-wal", "-shm")):
-            snapshot[path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+        if not path.is_file() or path.name.endswith(("-wal", "-shm")):
+            continue
+        if path.suffix == ".sqlite3":
+            import sqlite3
+
+            with sqlite3.connect(path) as conn:
+                content = "\n".join(conn.iterdump()).encode()
+        else:
+            content = path.read_bytes()
+        snapshot[path.relative_to(root).as_posix()] = hashlib.sha256(content).hexdigest()
     return snapshot
 
 

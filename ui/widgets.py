@@ -15,7 +15,7 @@ import streamlit as st
 from studio import costs
 from studio.catalog import ModelInfo
 from studio.errors import StudioError
-from studio.imaging import EXTENSIONS, MIME_TYPES
+from studio.imaging import EXTENSIONS, MIME_TYPES, load_image
 from studio.types import GenerationRequest, ImageRecord
 from studio.validation import MAX_SEED
 
@@ -356,6 +356,11 @@ def image_source(ctx, prefix: str) -> tuple[Any, bytes | None, ImageRecord | Non
         if upload is None:
             return None, None, None
         data = upload.getvalue()
+        try:  # checked before anything (preview, mask canvas) decodes it: bombs and junk stop here
+            load_image(data, "uploaded image")
+        except StudioError as error:
+            show_error(error)
+            return None, None, None
         return data, data, None
     if kind == "Session gallery":
         records = ctx.gallery.records(ctx.studio, ctx.user)
