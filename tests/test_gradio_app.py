@@ -309,6 +309,28 @@ def test_a_file_that_is_not_an_image_and_a_path_for_an_id_are_refused(app, tmp_p
         client.predict(None, "x", None, "../../etc/passwd", "echo", "", {}, api_name="/edit")
 
 
+def test_bomb_truncated_and_mismatched_uploads_are_clear_errors(app, echo, tmp_path):
+    from PIL import Image
+
+    from tests.helpers import png
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20000, 20000)).save(bomb)
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(png(64, 64)[:60])
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(png(64, 64))
+    small_mask = tmp_path / "mask.png"
+    small_mask.write_bytes(png(32, 32, mode="L"))
+    client = app.client()
+    for path, message in ((bomb, "pixel limit|decompression bomb"), (truncated, "truncated or corrupt|readable")):
+        with pytest.raises(AppError, match=message):
+            client.predict(handle_file(str(path)), "x", None, "", "echo", "", {}, api_name="/edit")
+    with pytest.raises(AppError, match="mask is 32x32 but the image is 64x64"):
+        client.predict(handle_file(str(photo)), "x", handle_file(str(small_mask)), "", "echo", "", {},
+                       api_name="/edit")
+
+
 def test_a_provider_failure_is_a_clear_error_and_records_nothing(app, echo):
     echo.failures = [QuotaExhausted("echo: the account is out of credit; add credit", provider="echo")]
     client = app.client()
