@@ -400,6 +400,42 @@ def test_killed_worker_process_then_resume_loses_and_repeats_nothing(studio_home
     assert max(calls.values()) <= 2
 
 
+@pytest.mark.slow
+def test_kill_minus_9_at_random_points_many_times_then_the_job_finishes_intact(studio_home, tmp_path):
+    import random
+
+    rng = random.Random(2026)
+    texts = [f"frame {i}" for i in range(16)]
+    path = tmp_path / "script.txt"
+    path.write_text("\n".join(texts))
+    log = tmp_path / "calls.log"
+    env = {"ECHO_LATENCY": "0.15", "ECHO_CALL_LOG": str(log)}
+    kills = 0
+    job_id = None
+    for _round in range(6):
+        args = ("batch", "--resume", job_id, "--quiet") if job_id else (
+            "batch", str(path), "--provider", "echo", "--concurrency", "2", "--quiet")
+        proc = run_cli(studio_home, *args, env=env)
+        time.sleep(rng.uniform(0.3, 1.0))  # while loading, generating, saving or between scenes
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=30)
+        if job_id is None:
+            job_id = wait_until(lambda: (db(studio_home, "SELECT id FROM jobs") or [[None]])[0][0], timeout=10)
+        if db(studio_home, "SELECT status FROM jobs") == [("COMPLETED",)]:
+            break
+    assert kills >= 3
+    final = run_cli(studio_home, "batch", "--resume", job_id, "--json", env=env)
+    out, err = final.communicate(timeout=120)
+    assert final.returncode == 0, err
+    check_nothing_lost_or_duplicated(studio_home, texts, json.loads(out))
+    calls = calls_per_prompt(log)
+    assert set(calls) == set(texts)
+    # Only scenes whose provider call a kill cut off run again: at most two per kill (concurrency 2).
+    assert sum(count - 1 for count in calls.values()) <= 2 * kills
+
+
 def test_process_dying_between_image_files_and_rows_adopts_them_on_resume(studio_home, tmp_path):
     texts = [f"shot {i}" for i in range(5)]
     path = tmp_path / "script.txt"
