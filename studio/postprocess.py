@@ -35,26 +35,25 @@ def clean_options(options: Any, width: int, height: int) -> dict[str, Any]:
                              "autocontrast or enhance")
     cleaned: dict[str, Any] = {}
     if options.get("upscale") not in (None, False, 1, 1.0):
-        try:
-            factor = float(options["upscale"])
-        except (TypeError, ValueError):
-            raise InvalidRequest(f"upscale must be a number, not {options['upscale']!r}") from None
-        if not 1.0 <= factor <= 4.0:
-            raise InvalidRequest(f"upscale {factor:g} is outside 1-4")
+        factor = _number_in(options, "upscale", 1.0, 4.0)
         if width * height * factor * factor > MAX_PIXELS:
             raise InvalidRequest(f"upscaling {width}x{height} by {factor:g} exceeds the {MAX_PIXELS:,}-pixel limit")
         cleaned["upscale"] = factor
     if options.get("sharpen") not in (None, False, 0):
-        try:
-            amount = float(options["sharpen"])
-        except (TypeError, ValueError):
-            raise InvalidRequest(f"sharpen must be a number, not {options['sharpen']!r}") from None
-        if not 0.0 <= amount <= 3.0:
-            raise InvalidRequest(f"sharpen {amount:g} is outside 0-3")
-        cleaned["sharpen"] = amount
+        cleaned["sharpen"] = _number_in(options, "sharpen", 0.0, 3.0)
     if options.get("autocontrast"):
         cleaned["autocontrast"] = True
     return cleaned
+
+
+def _number_in(options: dict[str, Any], name: str, low: float, high: float) -> float:
+    try:
+        value = float(options[name])
+    except (TypeError, ValueError):
+        raise InvalidRequest(f"{name} must be a number, not {options[name]!r}") from None
+    if not low <= value <= high:
+        raise InvalidRequest(f"{name} {value:g} is outside {low:g}-{high:g}")
+    return value
 
 
 def apply(image: Image.Image, options: dict[str, Any]) -> Image.Image:
