@@ -207,7 +207,7 @@ class ModelControls:
     def on_model(self, provider: str, model_id: str):
         try:
             handler = self.studio.provider(provider)
-            model = handler.model(model_id or None)
+            model = handler.model(model_id or None, mode=run_mode(self.mode))
             status = handler.status()
         except (StudioError, LookupError, ImportError):
             return [gr.update() for _ in self.SETTINGS]
@@ -226,7 +226,7 @@ class ModelControls:
     def request_fields(self, values: dict) -> dict[str, Any]:
         """GenerationRequest fields from the widgets' values, keeping only what the model offers."""
         provider = values[self.provider]
-        model = self.studio.provider(provider).model(values[self.model] or None)
+        model = self.studio.provider(provider).model(values[self.model] or None, mode=run_mode(self.mode))
         fields: dict[str, Any] = {"provider": provider, "model": values[self.model] or None,
                                   "output_format": values[self.output_format] or "png"}
         if values[self.size]:
@@ -280,6 +280,11 @@ def provider_choices_for(studio: Studio) -> tuple[list[tuple[str, str]], dict[st
     return choices, reasons
 
 
+def run_mode(mode: str) -> str:
+    """The catalog mode whose default model a tab of kind ``mode`` starts with."""
+    return CREATE_MODES.get(mode, (mode,))[0]
+
+
 def models_for(studio: Studio, provider: str | None, mode: str) -> list[ModelInfo]:
     """The provider's models that can do ``mode`` (the tab's kind of work), default model first."""
     if not provider:
@@ -287,7 +292,7 @@ def models_for(studio: Studio, provider: str | None, mode: str) -> list[ModelInf
     try:
         handler = studio.provider(provider)
         models = handler.models()
-        default = handler.default_model()
+        default = handler.default_model(mode=run_mode(mode))
     except (StudioError, LookupError, ImportError):
         return []
     wanted = CREATE_MODES.get(mode, (mode,))

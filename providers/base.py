@@ -55,15 +55,18 @@ class Provider:
     def models(self) -> list[ModelInfo]:
         return self.catalog.models(self.name)
 
-    def default_model(self, user: str = "local") -> ModelInfo:
-        model = self.catalog.default_model(self.name)
+    def default_model(self, user: str = "local", mode: str = "text-to-image") -> ModelInfo:
+        """The catalog's default model of this provider for ``mode`` (see ``Catalog.default_model``).
+        Raises LookupError when no listed model can do ``mode``."""
+        model = self.catalog.default_model(self.name, mode)
         if model is None:
-            raise LookupError(f"the catalog lists no models for {self.name}")
+            raise LookupError(f"the catalog lists no {mode} model for {self.name}")
         return model
 
-    def model(self, model_id: str | None, user: str = "local") -> ModelInfo:
+    def model(self, model_id: str | None, user: str = "local", mode: str = "text-to-image") -> ModelInfo:
+        """``model_id``'s catalog entry, or the default model for ``mode`` when no id is given."""
         if not model_id:
-            return self.default_model(user)
+            return self.default_model(user, mode)
         return self.catalog.model(self.name, model_id)
 
     def api_key(self) -> str | None:

@@ -370,12 +370,17 @@ class LocalProvider(Provider):
             models.insert(0, dataclasses.replace(self.catalog.model(self.name, default_id), default=True))
         return models
 
-    def default_model(self, user: str = "local") -> ModelInfo:
-        return self.catalog.model(self.name, self.settings.model_for_user(user))
+    def default_model(self, user: str = "local", mode: str = "text-to-image") -> ModelInfo:
+        # The operator's (or user's) chosen model leads; the catalog's default for ``mode`` only
+        # when the chosen one cannot do it.
+        chosen = self.catalog.model(self.name, self.settings.model_for_user(user))
+        if chosen.supports(mode):
+            return chosen
+        return super().default_model(user, mode)
 
-    def model(self, model_id: str | None, user: str = "local") -> ModelInfo:
+    def model(self, model_id: str | None, user: str = "local", mode: str = "text-to-image") -> ModelInfo:
         if not model_id:
-            return self.default_model(user)
+            return self.default_model(user, mode)
         return self.catalog.model(self.name, model_id)
 
     def status(self) -> ProviderStatus:

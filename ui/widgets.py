@@ -105,7 +105,7 @@ def provider_picker(ctx, prefix: str, modes: tuple[str, ...] = ("text-to-image",
     model_key = f"{prefix}_model_{provider}"
     if st.session_state.get(model_key) not in by_id:
         st.session_state.pop(model_key, None)
-    default_id = next((m.id for m in models if m.default), models[0].id)
+    default_id = _default_model_id(ctx, provider, modes, list(by_id))
     model_id = st.selectbox("Model", list(by_id), index=list(by_id).index(default_id), key=model_key,
                             persist_state=PERSIST,
                             format_func=lambda i: f"{by_id[i].label or i} · {costs.describe_price(by_id[i])}")
@@ -113,6 +113,15 @@ def provider_picker(ctx, prefix: str, modes: tuple[str, ...] = ("text-to-image",
     if model.notes:
         st.caption(model.notes)
     return provider, model
+
+
+def _default_model_id(ctx, provider: str, modes: tuple[str, ...], listed: list[str]) -> str:
+    """The provider's default model for the page's first mode (from the catalog), when listed."""
+    try:
+        wanted = ctx.studio.provider(provider).default_model(ctx.user, modes[0]).id
+    except (StudioError, LookupError):
+        wanted = None
+    return wanted if wanted in listed else listed[0]
 
 
 def _models_for(ctx, provider: str, modes: tuple[str, ...]) -> list[ModelInfo]:

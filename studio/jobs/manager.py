@@ -45,6 +45,7 @@ class BatchOptions:
     category: str = ""
     tags: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    postprocess: dict[str, Any] = field(default_factory=dict)  # as GenerationRequest.postprocess
     seed_policy: str = "per-scene"  # per-scene: seed, seed+1, ...; fixed: one seed for every scene
     seed: int | None = None  # the base seed; random when not given
     concurrency: int | None = None  # at most the provider's limit; default: that limit

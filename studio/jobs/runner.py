@@ -99,7 +99,7 @@ class Outcome:
 
 # What a job's options and a scene's overrides may set on a scene's request.
 REQUEST_FIELDS = ("negative_prompt", "width", "height", "n", "steps", "guidance", "quality", "output_format",
-                  "compression", "category", "tags", "extra", "style")
+                  "compression", "category", "tags", "extra", "style", "postprocess")
 
 
 def build_request(job: Job, item: JobItem) -> GenerationRequest:
