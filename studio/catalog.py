@@ -3,6 +3,11 @@
 One JSON file per provider lives in ``studio/data/catalog/``. A file of the same name under
 ``$STUDIO_HOME/catalog/`` adds models or overrides fields, so a retired or new model is a data
 change. A model id that is in no file is still accepted: it gets the provider's ``"*"`` template.
+
+Each file names the provider's default model per mode under ``"defaults"`` (``{"text-to-image": id,
+"image-to-image": id, "inpaint": id, "variation": id}``): a request that names no model gets the one
+for its mode, so ``edit`` on a provider whose text-to-image default cannot edit still works. A model
+entry with ``"default": true`` (older override files) becomes the default for every mode it can do.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 BUILTIN_DIR = Path(__file__).parent / "data" / "catalog"
+MODES = ("text-to-image", "image-to-image", "inpaint", "variation")
 
 
 @dataclass(frozen=True)
@@ -127,7 +133,8 @@ class Catalog:
 
     def _load(self) -> None:
         for path in sorted(BUILTIN_DIR.glob("*.json")):
-            self._providers[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+            self._providers[path.stem] = {"models": []}
+            self._merge(path.stem, json.loads(path.read_text(encoding="utf-8")))
         if self.user_dir and self.user_dir.is_dir():
             for path in sorted(self.user_dir.glob("*.json")):
                 try:
@@ -138,8 +145,16 @@ class Catalog:
 
     def _merge(self, provider: str, overlay: dict[str, Any]) -> None:
         base = self._providers.setdefault(provider, {"models": []})
+        for name, value in overlay.items():
+            if name not in ("models", "*", "defaults"):
+                base[name] = value
+        defaults = base.setdefault("defaults", {})
+        defaults.update(overlay.get("defaults", {}))
         by_id = {m["id"]: m for m in base.get("models", [])}
         for entry in overlay.get("models", []):
+            entry = dict(entry)
+            if entry.pop("default", False):  # the older per-model flag: default for what it can do
+                defaults.update({mode: entry["id"] for mode in entry.get("modes", ("text-to-image",))})
             if entry["id"] in by_id:
                 by_id[entry["id"]].update(entry)
             else:
@@ -151,26 +166,32 @@ class Catalog:
         return list(self._providers)
 
     def models(self, provider: str, *, include_retired: bool = False) -> list[ModelInfo]:
+        """The provider's models; ``default`` is set on its text-to-image default."""
         entries = self._providers.get(provider, {}).get("models", [])
-        models = [_model_from_entry(provider, e) for e in entries]
+        models = [self._model(provider, e) for e in entries]
         return [m for m in models if include_retired or not m.retired]
 
-    def default_model(self, provider: str) -> ModelInfo | None:
-        models = self.models(provider)
-        for model in models:
-            if model.default:
-                return model
-        return models[0] if models else None
+    def default_model(self, provider: str, mode: str = "text-to-image") -> ModelInfo | None:
+        """The model a ``mode`` request gets when it names none: the provider's ``defaults[mode]``
+        when that model is listed, not retired and can do ``mode``; else the first listed model
+        that can; None when none can (or the provider is unknown). ``mode`` is one of ``MODES``."""
+        capable = [m for m in self.models(provider) if m.supports(mode)]
+        named = self._providers.get(provider, {}).get("defaults", {}).get(mode)
+        return next((m for m in capable if m.id == named), capable[0] if capable else None)
 
     def model(self, provider: str, model_id: str) -> ModelInfo:
         """The catalog entry for ``model_id``, or the provider's template for an unknown id."""
         for entry in self._providers.get(provider, {}).get("models", []):
             if entry["id"] == model_id:
-                return _model_from_entry(provider, entry)
+                return self._model(provider, entry)
         template = copy.deepcopy(self._providers.get(provider, {}).get("*", {}))
         template["id"] = model_id
         template.setdefault("label", model_id)
         return _model_from_entry(provider, template, known=False)
+
+    def _model(self, provider: str, entry: dict[str, Any]) -> ModelInfo:
+        text_default = self._providers.get(provider, {}).get("defaults", {}).get("text-to-image")
+        return _model_from_entry(provider, {**entry, "default": entry["id"] == text_default})
 
 
 @lru_cache(maxsize=8)

@@ -25,11 +25,13 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _add_generation_options(parser: argparse.ArgumentParser) -> None:
+def add_generation_options(parser: argparse.ArgumentParser, *, images_help: str = "number of images") -> None:
+    """The options every generating command offers (generate, edit, variations, batch); read them
+    back with ``generation_options``."""
     parser.add_argument("--provider", "-p", help="provider name (see `providers`)")
-    parser.add_argument("--model", "-m", help="model id (see `providers`)")
+    parser.add_argument("--model", "-m", help="model id (default: the provider's default for this kind of work)")
     parser.add_argument("--size", help="WIDTHxHEIGHT, e.g. 512x512")
-    parser.add_argument("-n", "--n", type=int, default=None, help="number of images")
+    parser.add_argument("-n", "--n", type=int, default=None, help=images_help)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--steps", type=int)
     parser.add_argument("--guidance", type=float)
@@ -56,21 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = commands.add_parser("generate", help="text-to-image")
     gen.add_argument("prompt")
-    _add_generation_options(gen)
+    add_generation_options(gen)
 
     edit = commands.add_parser("edit", help="image-to-image, or inpaint with --mask")
     edit.add_argument("image", help="image file or stored image id")
     edit.add_argument("prompt")
     edit.add_argument("--mask", help="mask file (white = repaint)")
     edit.add_argument("--strength", type=float)
-    _add_generation_options(edit)
+    add_generation_options(edit)
 
     var = commands.add_parser("variations", help="variations of an image or a prompt")
     var.add_argument("source", nargs="?", help="image file or stored image id")
     var.add_argument("--prompt")
     var.add_argument("--strength", type=float)
     var.add_argument("--scene", action="store_true", help="vary framing and lighting of the scene")
-    _add_generation_options(var)
+    add_generation_options(var)
 
     prov = commands.add_parser("providers", help="providers, their status and models")
     prov.add_argument("--json", action="store_true")
@@ -120,7 +122,9 @@ def _emit(args: argparse.Namespace, payload: dict[str, Any], text: Callable[[], 
         print(text())
 
 
-def _options(args: argparse.Namespace) -> dict[str, Any]:
+def generation_options(args: argparse.Namespace) -> dict[str, Any]:
+    """GenerationRequest fields from ``add_generation_options``' arguments (only ``n`` and the size
+    are left out when not given). Raises InvalidRequest for a malformed size or --option."""
     from studio.validation import parse_size
 
     options: dict[str, Any] = {
@@ -183,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     if command in ("generate", "edit", "variations"):
         from studio.types import GenerationRequest
 
-        options = _options(args)
+        options = generation_options(args)
         progress = _progress_printer(args)
         if command == "generate":
             result = studio.generate(GenerationRequest(prompt=args.prompt, **options), progress=progress)

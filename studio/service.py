@@ -100,7 +100,8 @@ class Studio:
             if is_url(getattr(request, name)):
                 request = request.replace(**{name: fetch_url(getattr(request, name))})
         provider = self.provider(request.provider)
-        model = provider.model(request.model, request.user)
+        # No model named: the provider's default for this kind of work (its text-to-image default may not edit).
+        model = provider.model(request.model, request.user, Mode.parse(request.mode).value)
         return prepare(request, provider.name, model, self.styles)
 
     def estimate(self, request: GenerationRequest) -> float:
@@ -299,6 +300,8 @@ class Studio:
         if is_url(source):
             return fetch_url(source), None
         if isinstance(source, str) and not Path(source).exists():
+            if _looks_like_path(source):  # ids are hex; calling a missing file an "image id" misleads
+                raise NotFound(f"file not found: {source}")
             record = self.get_image(source, user)
             return self.storage.read(record), record
         return source, None
@@ -321,14 +324,16 @@ class Studio:
         user = options.get("user", "local")
         record = None
         init = None
+        made_with = None
         if source is not None:
             init, record = self.resolve_image(source, user)
-        if record is not None:
+            made_with = self._made_with(init, record, user)
+        if made_with is not None:
             # Re-use what made the source unless the caller says otherwise (None means "not said").
-            prompt = prompt or record.user_prompt or record.prompt
-            inherited = {"provider": record.provider, "model": record.model, "style": record.style,
-                         "negative_prompt": "" if record.style else record.negative_prompt}
-            if options.get("provider") not in (None, record.provider):
+            prompt = prompt or made_with.prompt
+            inherited = {"provider": made_with.provider, "model": made_with.model, "style": made_with.style,
+                         "negative_prompt": made_with.negative_prompt}
+            if options.get("provider") not in (None, made_with.provider):
                 inherited["model"] = None  # another provider: its own default model
             for name, value in inherited.items():
                 if options.get(name) in (None, ""):
@@ -353,6 +358,18 @@ class Studio:
             estimated_cost=sum(r.estimated_cost for r in results), cached=all(r.cached for r in results),
             request_id=results[0].request_id, duration=sum(r.duration for r in results),
             warnings=sorted({w for r in results for w in r.warnings}))
+
+    def _made_with(self, image: Any, record: ImageRecord | None, user: str) -> GenerationRequest | None:
+        """What made a variation's source: its stored record, else the generation parameters embedded
+        in the file (as History reads them); None when the image carries none."""
+        if record is not None:
+            return GenerationRequest(prompt=record.user_prompt or record.prompt, provider=record.provider,
+                                     model=record.model, style=record.style,
+                                     negative_prompt="" if record.style else record.negative_prompt, user=user)
+        try:
+            return self.request_from_image(image, user)
+        except InvalidRequest:  # no parameters inside (or unreadable ones): the caller must give a prompt
+            return None
 
     # -- history ------------------------------------------------------------------------------
 
@@ -420,28 +437,11 @@ class Studio:
     def request_from_image(self, source: ImageInput | str, user: str = "local") -> GenerationRequest:
         """A request that re-runs an image with the same parameters (from its embedded metadata)."""
         meta = self.info(source, user)
-        data = meta.get("studio") or {}
-        if data:
-            params = data.get("params", {})
-            return GenerationRequest(
-                prompt=data.get("user_prompt") or data["prompt"], provider=data.get("provider"),
-                model=data.get("model"), negative_prompt="" if data.get("style") else data.get("negative_prompt", ""),
-                style=data.get("style"), width=params.get("width"), height=params.get("height"),
-                seed=data.get("seed"), steps=params.get("steps"), guidance=params.get("guidance"),
-                quality=params.get("quality"), output_format=data.get("format", "png"), user=user,
-                category=data.get("category", ""), tags=list(data.get("tags", [])),
-                extra=params.get("extra") or {}, postprocess=params.get("postprocess") or {})
-        parsed = meta.get("parsed")
-        if not parsed:
-            raise InvalidRequest("this image carries no generation parameters")
-        pairs = parsed["pairs"]
-        width, height = (pairs.get("Size", "x").split("x") + [None])[:2] if "Size" in pairs else (None, None)
-        return GenerationRequest(
-            prompt=parsed["prompt"], negative_prompt=parsed["negative_prompt"],
-            width=int(width) if width else None, height=int(height) if height else None,
-            seed=int(pairs["Seed"]) if pairs.get("Seed", "").isdigit() else None,
-            steps=int(pairs["Steps"]) if pairs.get("Steps", "").isdigit() else None,
-            guidance=float(pairs["CFG scale"]) if pairs.get("CFG scale") else None, user=user)
+        try:
+            return _request_from_metadata(meta, user)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a file can carry anything
+            raise InvalidRequest(f"this image's generation parameters are unreadable "
+                                 f"({type(exc).__name__}: {exc})") from exc
 
     # -- housekeeping -------------------------------------------------------------------------
 
@@ -467,6 +467,40 @@ class Studio:
         for provider in self._providers.values():
             provider.close()
         self.storage.index.close()
+
+
+def _request_from_metadata(meta: dict[str, Any], user: str) -> GenerationRequest:
+    """The request that made an image, from ``read_metadata``'s answer (studio JSON, else the
+    parameters text). Raises InvalidRequest when there is neither; malformed values raise
+    KeyError/TypeError/ValueError/AttributeError."""
+    data = meta.get("studio") or {}
+    if data:
+        params = data.get("params", {})
+        return GenerationRequest(
+            prompt=data.get("user_prompt") or data["prompt"], provider=data.get("provider"),
+            model=data.get("model"), negative_prompt="" if data.get("style") else data.get("negative_prompt", ""),
+            style=data.get("style"), width=params.get("width"), height=params.get("height"),
+            seed=data.get("seed"), steps=params.get("steps"), guidance=params.get("guidance"),
+            quality=params.get("quality"), output_format=data.get("format", "png"), user=user,
+            category=data.get("category", ""), tags=list(data.get("tags", [])),
+            extra=params.get("extra") or {}, postprocess=params.get("postprocess") or {})
+    parsed = meta.get("parsed")
+    if not parsed:
+        raise InvalidRequest("this image carries no generation parameters")
+    pairs = parsed["pairs"]
+    width, height = (pairs.get("Size", "x").split("x") + [None])[:2] if "Size" in pairs else (None, None)
+    return GenerationRequest(
+        prompt=parsed["prompt"], negative_prompt=parsed["negative_prompt"],
+        width=int(width) if width else None, height=int(height) if height else None,
+        seed=int(pairs["Seed"]) if pairs.get("Seed", "").isdigit() else None,
+        steps=int(pairs["Steps"]) if pairs.get("Steps", "").isdigit() else None,
+        guidance=float(pairs["CFG scale"]) if pairs.get("CFG scale") else None, user=user)
+
+
+def _looks_like_path(text: str) -> bool:
+    """Whether ``text`` names a file rather than a stored image id (ids are hex, with no separators
+    or extension)."""
+    return any(mark in text for mark in ("/", "\\", "~")) or bool(Path(text.strip()).suffix)
 
 
 def embedded_json(record: ImageRecord) -> dict[str, Any]:

@@ -63,9 +63,18 @@ def clean_text(value: Any, what: str, *, required: bool, max_chars: int = MAX_PR
 
 
 def parse_size(value: str) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*", str(value))
+    """``"WIDTHxHEIGHT"`` (``x``, ``X`` or ``×``, spaces allowed) as (width, height) in pixels.
+
+    Raises InvalidRequest saying which is wrong: the text is not of that shape, or a side is outside
+    MIN_SIDE-MAX_SIDE (a well-formed but huge size is out of range, not malformed)."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", str(value))
     if not match:
         raise InvalidRequest(f"size {value!r} is not WIDTHxHEIGHT, e.g. 512x512")
+    for digits, name in zip(match.groups(), ("width", "height")):
+        # Length first: int() of thousands of digits is slow or refused, and such a side is out of range anyway.
+        if len(digits.lstrip("0")) > len(str(MAX_SIDE)) or not MIN_SIDE <= int(digits) <= MAX_SIDE:
+            shown = digits if len(digits) <= 12 else digits[:12] + "…"
+            raise InvalidRequest(f"{name} {shown} is outside {MIN_SIDE}-{MAX_SIDE} pixels")
     return int(match.group(1)), int(match.group(2))
 
 

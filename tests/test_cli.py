@@ -78,8 +78,11 @@ def test_generate_json_then_history_info_variations_delete(echo, capsys, studio_
     (["generate", "x", "--provider", "echo", "-n", "9"], "number of images must be 1-4"),
     (["generate", "x", "--provider", "nope"], "unknown provider"),
     (["generate", "x", "--steps", "abc"], "invalid int value"),
-    (["edit", "/no/such/file.png", "x", "--provider", "echo"], "no image with id"),
-    (["info", "/no/such/file.png"], "no image with id"),
+    (["generate", "x", "--provider", "echo", "--size", "100000x3"], "width 100000 is outside 64-4096 pixels"),
+    (["edit", "/no/such/file.png", "x", "--provider", "echo"], "file not found: /no/such/file.png"),
+    (["info", "/no/such/file.png"], "file not found: /no/such/file.png"),
+    (["info", "missing.png"], "file not found: missing.png"),
+    (["variations", "~/no/such.webp", "--provider", "echo"], "file not found: ~/no/such.webp"),
     (["delete", "ffffffffffffffff"], "no image with id"),
     (["frobnicate"], "invalid choice"),
 ])
@@ -158,3 +161,90 @@ def test_library_generate_uses_studio_home(echo, studio_home):
     result = studio.generate("a bridge", provider="echo", seed=3)
     assert result.images[0].abs_path.startswith(str(studio_home))
     assert studio.history(owner="local").total == 1
+
+
+def test_variations_of_a_file_the_studio_made_reuse_its_prompt_and_settings(echo, capsys, tmp_path):
+    assert main(["generate", "a red lighthouse", "--provider", "echo", "--negative", "fog", "--json"]) == 0
+    made = json_out(capsys)["images"][0]
+    shared = tmp_path / "shared.png"  # a copy, as someone would pass the file around: not a stored id
+    shared.write_bytes(Path(made["path"]).read_bytes())
+
+    assert main(["variations", str(shared), "-n", "2", "--json"]) == 0  # no --prompt, no --provider
+    variations = json_out(capsys)["images"]
+    assert len(variations) == 2
+    for image in variations:
+        assert main(["info", image["path"], "--json"]) == 0
+        embedded = json_out(capsys)["studio"]
+        assert (embedded["prompt"], embedded["negative_prompt"]) == ("a red lighthouse", "fog")
+        assert (embedded["provider"], embedded["model"], embedded["mode"]) == ("echo", "echo-1", "variation")
+
+
+@pytest.mark.parametrize("studio_text", [None, '{"provider": "echo"}', '{"prompt": "x", "params": "oops"}',
+                                         '{"prompt": "x", "tags": 5}'])
+def test_variations_of_a_file_without_usable_parameters_ask_for_a_prompt(echo, capsys, studio_home, tmp_path,
+                                                                         studio_text):
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    if studio_text is not None:
+        info.add_text("studio", studio_text)  # what a hand-edited or foreign file may carry
+    source = tmp_path / "foreign.png"
+    Image.new("RGB", (64, 64), (40, 80, 120)).save(source, pnginfo=info)
+    assert main(["history", "--json"]) == 0  # the data directory exists before the snapshot
+    capsys.readouterr()
+    before = tree_snapshot(studio_home)
+    assert main(["variations", str(source), "--provider", "echo"]) == 2
+    assert capsys.readouterr().err.startswith("error: a variation needs a prompt")
+    assert tree_snapshot(studio_home) == before
+    assert main(["variations", str(source), "--provider", "echo", "--prompt", "a boat", "-n", "1", "--json"]) == 0
+    assert json_out(capsys)["images"][0]["provider"] == "echo"
+
+
+@pytest.mark.parametrize("extra, model", [
+    ([], "black-forest-labs/flux-dev"),
+    (["--mask", "MASK"], "stability-ai/sdxl:39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b"),
+])
+def test_edit_without_model_takes_the_providers_default_for_that_mode(cloud_fake, capsys, tmp_path, extra, model):
+    cloud_fake("replicate")  # its text-to-image default, flux-schnell, takes no input image
+    source = tmp_path / "src.png"
+    source.write_bytes(png(512, 512))
+    mask = tmp_path / "mask.png"
+    mask.write_bytes(png(512, 512, color=(255, 255, 255), mode="L"))
+    args = [str(mask) if a == "MASK" else a for a in extra]
+    code = main(["edit", str(source), "the same street at dusk", "--provider", "replicate", *args, "--json"])
+    assert code == 0, capsys.readouterr().err
+    assert json_out(capsys)["images"][0]["model"] == model
+
+
+def test_every_generating_command_offers_every_generation_option():
+    from studio.cli import build_parser
+
+    def destinations(command: str) -> set[str]:
+        sub = next(a for a in build_parser()._actions if a.dest == "command").choices[command]
+        return {a.dest for a in sub._actions}
+
+    generate = destinations("generate") - {"prompt", "help"}
+    for command in ("edit", "variations", "batch"):
+        assert generate <= destinations(command), (command, generate - destinations(command))
+
+
+def test_batch_size_out_of_range_is_called_out_of_range(echo, capsys, tmp_path):
+    script = tmp_path / "scenes.txt"
+    script.write_text("a harbour at dawn\n")
+    assert main(["batch", str(script), "--provider", "echo", "--size", "64x100000"]) == 2
+    assert capsys.readouterr().err == "error: height 100000 is outside 64-4096 pixels\n"
+
+
+def test_batch_applies_steps_guidance_options_and_postprocessing(echo, capsys, studio_home, tmp_path):
+    from studio.service import Studio
+
+    script = tmp_path / "scenes.txt"
+    script.write_text("a harbour at dawn\na market at noon\n")
+    assert main(["batch", str(script), "--provider", "echo", "--steps", "9", "--guidance", "3.5",
+                 "--size", "64x64", "--upscale", "2", "--json"]) == 0, capsys.readouterr().err
+    assert json_out(capsys)["status"] == "COMPLETED"
+    records = Studio(studio_home).history(owner="local").items
+    assert len(records) == 2
+    for record in records:
+        assert (record.params["steps"], record.params["guidance"]) == (9, 3.5)
+        assert (record.width, record.height) == (128, 128)  # 64x64 made, then upscaled x2

@@ -123,3 +123,26 @@ def test_unsupported_options_are_dropped_with_a_warning(studio_home):
     joined = " ".join(result.warnings)
     assert "does not take a seed" in joined and "no steps setting" in joined and "no negative prompt" in joined
     assert result.images[0].seed is None and result.images[0].negative_prompt == ""
+
+
+@pytest.mark.parametrize("text, message", [
+    ("100000x3", "width 100000 is outside 64-4096 pixels"),
+    ("512x100000", "height 100000 is outside 64-4096 pixels"),
+    ("12x512", "width 12 is outside 64-4096 pixels"),
+    ("9" * 5000 + "x512", "width 999999999999… is outside 64-4096 pixels"),  # not a ValueError from int()
+    ("12by4", "size '12by4' is not WIDTHxHEIGHT, e.g. 512x512"),
+    ("-512x512", "is not WIDTHxHEIGHT"),
+])
+def test_size_text_says_whether_it_is_malformed_or_out_of_range(text, message):
+    from studio.validation import parse_size
+
+    with pytest.raises(InvalidRequest) as raised:
+        parse_size(text)
+    assert message in raised.value.message
+
+
+def test_size_text_accepts_the_usual_spellings():
+    from studio.validation import parse_size
+
+    assert [parse_size(t) for t in ("512x768", " 64 X 4096 ", "1024×576", "0512x0512")] == [
+        (512, 768), (64, 4096), (1024, 576), (512, 512)]

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from studio.cli import add_generation_options, generation_options
 from studio.errors import InvalidRequest, StudioError
 
 COMMANDS = ("batch", "jobs", "job")
@@ -24,25 +25,13 @@ def add_commands(commands) -> None:
     batch = commands.add_parser("batch", help="one image per scene of a script (text, CSV, JSON, SRT, WebVTT)")
     batch.add_argument("script", nargs="?", help="script file, or - for stdin")
     batch.add_argument("--resume", metavar="JOB", help="finish a job that was interrupted or paused")
-    batch.add_argument("--provider", "-p")
-    batch.add_argument("--model", "-m")
-    batch.add_argument("--style")
-    batch.add_argument("--negative", default="", help="negative prompt for every scene")
-    batch.add_argument("--size", help="WIDTHxHEIGHT")
-    batch.add_argument("-n", "--n", type=int, default=1, help="images per scene")
-    batch.add_argument("--quality")
-    batch.add_argument("--format", dest="output_format", default="png", help="png, jpeg or webp")
+    # The same generation options as generate/edit/variations (--seed is the base seed of the job).
+    add_generation_options(batch, images_help="images per scene (default 1)")
     batch.add_argument("--script-format", help="text, lines, paragraphs, csv, json, srt or vtt (default: guessed)")
     batch.add_argument("--concurrency", type=int, help="scenes at once (at most the provider's limit)")
     batch.add_argument("--seed-policy", choices=("per-scene", "fixed"), default="per-scene")
-    batch.add_argument("--seed", type=int, help="base seed (default: random)")
-    batch.add_argument("--category", default="")
-    batch.add_argument("--tag", action="append", default=[])
     batch.add_argument("--webhook", help="POST progress and results here (signed with STUDIO_WEBHOOK_SECRET)")
     batch.add_argument("--dry-run", action="store_true", help="only show the preview: prompts, seeds, cost")
-    batch.add_argument("--user", default="local", help=argparse.SUPPRESS)
-    batch.add_argument("--json", action="store_true")
-    batch.add_argument("--quiet", "-q", action="store_true")
 
     jobs = commands.add_parser("jobs", help="batch jobs, newest first")
     jobs.add_argument("--limit", type=int, default=20)
@@ -105,15 +94,9 @@ def _batch(manager, args: argparse.Namespace) -> int:
         if not path.is_file():
             raise InvalidRequest(f"script file not found: {path}")
         source, name = path, path.name
-    options: dict[str, Any] = dict(
-        provider=args.provider, model=args.model, style=args.style, negative_prompt=args.negative, n=args.n,
-        quality=args.quality, output_format=args.output_format, seed_policy=args.seed_policy, seed=args.seed,
-        concurrency=args.concurrency, webhook=args.webhook, category=args.category, tags=args.tag, user=args.user,
-        name=name, format=args.script_format)
-    if args.size:
-        from studio.validation import parse_size
-
-        options["width"], options["height"] = parse_size(args.size)
+    options: dict[str, Any] = dict(generation_options(args), seed_policy=args.seed_policy,
+                                   concurrency=args.concurrency, webhook=args.webhook, name=name,
+                                   format=args.script_format)
     preview = manager.preview(source, **options)
     if args.dry_run:
         _emit(args, preview.to_dict(), lambda: _preview_text(preview))
