@@ -22,11 +22,10 @@ from __future__ import annotations
 import hashlib
 import heapq
 import hmac
-import ipaddress
 import itertools
 import json
+import logging
 import secrets
-import socket
 import threading
 import time
 from collections import deque
@@ -34,7 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
+from studio import netfetch
 from studio.errors import InvalidRequest
+
+log = logging.getLogger("studio.webhooks")
 
 SIGNATURE_HEADER = "X-Studio-Signature"
 TIMESTAMP_HEADER = "X-Studio-Timestamp"
@@ -42,6 +44,7 @@ EVENT_HEADER = "X-Studio-Event"
 DELIVERY_HEADER = "X-Studio-Delivery"
 DEFAULT_TOLERANCE = 300  # seconds: the replay window receivers should use
 USER_AGENT = "image-studio-webhooks/0.1"
+JOB_SECRET_OPTION = "webhook_secret"  # a job's own signing secret, in its stored options (never in to_dict)
 _RETRY_STATUSES = {408, 425, 429}
 
 
@@ -57,12 +60,15 @@ def sign(secret: str, timestamp: int | str, body: bytes | str) -> str:
 
 def signed_headers(secret: str | None, body: bytes, event: str, delivery_id: str,
                    now: float | None = None) -> dict[str, str]:
+    """The headers of one delivery attempt. There are no unsigned webhooks: without a secret this
+    raises ``InvalidRequest``."""
+    if not secret:
+        raise InvalidRequest("webhooks are always signed, and this one has no secret: set STUDIO_WEBHOOK_SECRET "
+                             "or let the job make its own")
     timestamp = int(now if now is not None else time.time())
-    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, EVENT_HEADER: event,
-               DELIVERY_HEADER: delivery_id, TIMESTAMP_HEADER: str(timestamp)}
-    if secret:
-        headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
-    return headers
+    return {"Content-Type": "application/json", "User-Agent": USER_AGENT, EVENT_HEADER: event,
+            DELIVERY_HEADER: delivery_id, TIMESTAMP_HEADER: str(timestamp),
+            SIGNATURE_HEADER: sign(secret, timestamp, body)}
 
 
 def verify_signature(secret: str, headers: Mapping[str, str], body: bytes | str, tolerance: float = DEFAULT_TOLERANCE,
@@ -88,15 +94,12 @@ def verify_signature(secret: str, headers: Mapping[str, str], body: bytes | str,
 # -- where we may send -------------------------------------------------------------------------
 
 
-def check_url(url: str, *, public_only: bool = False, resolve: Callable[[str], list[str]] | None = None) -> str:
-    """A webhook URL we are willing to POST to, or ``InvalidRequest``.
-
-    Only http(s) with a host and no user:password part. Link-local addresses (the cloud metadata
-    service at 169.254.169.254) are always refused; with ``public_only`` (a shared, multi-user
-    deployment) every address the host resolves to must be public."""
+def validate_url(url: str) -> str:
+    """The webhook URL with surrounding spaces removed, if its form is acceptable (no DNS here):
+    http(s), a host, a valid port and no user:password part. Otherwise ``InvalidRequest``."""
     text = (url or "").strip()
     parts = urlsplit(text)
-    if parts.scheme not in ("http", "https"):
+    if parts.scheme.lower() not in ("http", "https"):
         raise InvalidRequest(f"a webhook URL must start with http:// or https://, not {text[:40]!r}")
     if not parts.hostname:
         raise InvalidRequest("the webhook URL has no host")
@@ -106,28 +109,25 @@ def check_url(url: str, *, public_only: bool = False, resolve: Callable[[str], l
         parts.port
     except ValueError:
         raise InvalidRequest("the webhook URL has an invalid port") from None
-    resolve = resolve or _resolve
-    try:
-        addresses = [ipaddress.ip_address(parts.hostname.strip("[]"))]
-    except ValueError:
-        addresses = None
-    if addresses is None and public_only:
-        addresses = [ipaddress.ip_address(a.split("%")[0]) for a in resolve(parts.hostname)]
-    for address in addresses or []:
-        embedded = getattr(address, "ipv4_mapped", None)
-        address = embedded or address
-        if address.is_link_local or address.is_multicast or address.is_unspecified:
-            raise InvalidRequest(f"refusing to send webhooks to {parts.hostname!r} (a link-local or reserved address)")
-        if public_only and not address.is_global:
-            raise InvalidRequest(f"refusing to send webhooks to {parts.hostname!r}: it is a private address")
     return text
 
 
-def _resolve(host: str) -> list[str]:
-    try:
-        return list(dict.fromkeys(info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)))
-    except socket.gaierror as exc:
-        raise InvalidRequest(f"cannot resolve the webhook host {host!r}: {exc.strerror or exc}") from None
+def check_url(url: str, *, public_only: bool = False, resolver: netfetch.Resolver = netfetch.system_resolver) -> str:
+    """A webhook URL we are willing to POST to (as given, stripped), or ``InvalidRequest``.
+
+    The form is checked (``validate_url``) and the host resolved and checked by the studio's one
+    outbound guard (``studio.netfetch``): link-local and cloud metadata addresses are always
+    refused, in any spelling; with ``public_only`` (a shared, multi-user deployment) every address
+    must be public. Each delivery checks again and connects to the address it checked."""
+    text = validate_url(url)
+    netfetch.check_address(text, allowed=netfetch.policy(public_only), resolver=resolver,
+                           purpose="send webhooks to")
+    return text
+
+
+def new_secret() -> str:
+    """A fresh signing secret for one job (``whsec_`` + 32 random bytes, URL-safe base64)."""
+    return "whsec_" + secrets.token_urlsafe(32)
 
 
 # -- delivering --------------------------------------------------------------------------------
@@ -144,6 +144,7 @@ class _Delivery:
     job_id: str | None = field(compare=False, default=None)
     attempts: int = field(compare=False, default=0)
     public_only: bool = field(compare=False, default=False)
+    secret: str | None = field(compare=False, default=None, repr=False)  # this job's own; else the dispatcher's
 
     @property
     def lane(self) -> tuple[str, str]:
@@ -188,19 +189,22 @@ class WebhookDispatcher:
         self._busy = 0
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._client = None
+        self._clients: dict[bool, Any] = {}  # public_only -> a client through the outbound guard
 
     def send(self, url: str, event: str, payload: dict[str, Any], *, job_id: str | None = None,
-             public_only: bool = False) -> str:
-        """Queue a delivery; the payload gains ``event``, ``delivery_id``, ``sequence`` and ``sent_at``."""
-        check_url(url, public_only=False)
+             public_only: bool = False, secret: str | None = None) -> str:
+        """Queue a delivery; the payload gains ``event``, ``delivery_id``, ``sequence`` and ``sent_at``.
+
+        ``secret`` signs this delivery (a job's own secret); without it the dispatcher's secret
+        does, and with neither the delivery fails unsent. The address is checked when sent."""
+        validate_url(url)
         with self._cond:
             sequence = next(self._sequence.setdefault(job_id or "", itertools.count(1)))
             delivery_id = secrets.token_hex(8)
             body = json.dumps({"event": event, "delivery_id": delivery_id, "sequence": sequence,
                                "sent_at": time.time(), **payload}, ensure_ascii=False, default=str).encode("utf-8")
             delivery = _Delivery(time.monotonic(), next(self._order), delivery_id, url, event, body, job_id,
-                                 public_only=public_only)
+                                 public_only=public_only, secret=secret)
             lane = self._lanes.setdefault(delivery.lane, deque())
             last = lane[-1] if lane else None
             if event == "job.progress" and last is not None and last.event == event and last.attempts == 0:
@@ -228,8 +232,10 @@ class WebhookDispatcher:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        if self._client is not None:
-            self._client.close()
+        with self._cond:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
 
     # -- the background thread -----------------------------------------------------------------
 
@@ -252,6 +258,11 @@ class WebhookDispatcher:
                 self._busy += 1
             try:
                 result = self._attempt(delivery, body)
+            except Exception as exc:  # a bug, not the receiver's answer: log it, give up on this one, go on
+                # (the URL is not logged: it may carry a token)
+                log.exception("webhook %s (%s): unexpected error", delivery.id, delivery.event)
+                result = DeliveryResult(delivery.id, delivery.url, delivery.event, delivery.job_id, False,
+                                        delivery.attempts, error=f"unexpected {type(exc).__name__}: {exc}")
             finally:
                 with self._cond:
                     self._busy -= 1
@@ -276,8 +287,8 @@ class WebhookDispatcher:
             if result is not None and not result.superseded and self.on_result is not None:
                 try:
                     self.on_result(result)
-                except Exception:
-                    pass
+                except Exception:  # the delivery is settled; the loop goes on for the others
+                    log.exception("webhook %s: the on_result callback failed", delivery.id)
 
     def _attempt(self, delivery: _Delivery, body: bytes) -> DeliveryResult | None:
         """One try. A result when done (delivered, or failed for good); None to retry later, with
@@ -287,12 +298,10 @@ class WebhookDispatcher:
         status: int | None = None
         retry_after: float | None = None
         try:
-            if delivery.public_only:
-                check_url(delivery.url, public_only=True)  # the name may point elsewhere by now
-            if self._client is None:
-                self._client = httpx.Client(timeout=self.timeout, follow_redirects=False, trust_env=False)
-            headers = signed_headers(self._secret(), body, delivery.event, delivery.id)
-            response = self._client.post(delivery.url, content=body, headers=headers)
+            headers = signed_headers(delivery.secret or self._secret(), body, delivery.event, delivery.id)
+            # The guard resolves the host now, checks every address and connects to the one it
+            # checked: a name that pointed somewhere public at submit time may not point inside now.
+            response = self._client(delivery.public_only).post(delivery.url, content=body, headers=headers)
             status = response.status_code
             if 200 <= status < 300:
                 return DeliveryResult(delivery.id, delivery.url, delivery.event, delivery.job_id, True,
@@ -301,7 +310,11 @@ class WebhookDispatcher:
             retryable = status >= 500 or status in _RETRY_STATUSES
             header = response.headers.get("retry-after", "")
             retry_after = float(header) if header.replace(".", "", 1).isdigit() else None
-        except InvalidRequest as exc:
+        except httpx.InvalidURL as exc:  # a spelling httpx cannot send (e.g. an octal IPv4 host)
+            error, retryable = f"the webhook URL cannot be sent to: {exc}", False
+        except netfetch.UnresolvableHost as exc:  # DNS may be back later
+            error, retryable = exc.message, True
+        except InvalidRequest as exc:  # refused address, no secret: final
             error, retryable = exc.message, False
         except httpx.HTTPError as exc:
             error, retryable = f"{type(exc).__name__}: {exc}", True
@@ -312,6 +325,14 @@ class WebhookDispatcher:
         return DeliveryResult(delivery.id, delivery.url, delivery.event, delivery.job_id, False, delivery.attempts,
                               status, error)
 
+    def _client(self, public_only: bool):
+        with self._cond:
+            client = self._clients.get(public_only)
+            if client is None:
+                client = self._clients[public_only] = netfetch.guarded_client(
+                    allowed=netfetch.policy(public_only), timeout=self.timeout, purpose="send webhooks to")
+            return client
 
-__all__ = ["sign", "signed_headers", "verify_signature", "check_url", "WebhookDispatcher", "DeliveryResult",
+
+__all__ = ["sign", "signed_headers", "verify_signature", "check_url", "validate_url", "new_secret", "JOB_SECRET_OPTION", "WebhookDispatcher", "DeliveryResult",
            "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "EVENT_HEADER", "DELIVERY_HEADER", "DEFAULT_TOLERANCE"]

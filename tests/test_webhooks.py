@@ -4,6 +4,7 @@ job, final errors recorded, and which URLs are refused."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 
@@ -12,8 +13,8 @@ import pytest
 from studio.errors import InvalidRequest
 from studio.jobs import JobManager, JobStatus
 from studio.service import Studio
-from studio.webhooks import (DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookDispatcher,
-                             check_url, sign, verify_signature)
+from studio.webhooks import (DELIVERY_HEADER, EVENT_HEADER, JOB_SECRET_OPTION, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+                             WebhookDispatcher, check_url, sign, verify_signature)
 from tests.fakes import echo_provider
 from tests.fakes.echo_provider import EchoProvider
 from tests.fakes.http import FakeServer, Response
@@ -85,20 +86,121 @@ def test_signature_roundtrip_tampering_wrong_secret_and_replay_window():
     assert not verify_signature("", headers, body, now=now)
 
 
+def _no_dns(host, port):
+    raise AssertionError(f"a numeric host must not be resolved: {host!r}")
+
+
 def test_only_http_urls_without_credentials_or_link_local_hosts():
     assert check_url(" http://127.0.0.1:9000/hook ") == "http://127.0.0.1:9000/hook"
-    assert check_url("https://hooks.example.com/x", public_only=True, resolve=lambda host: ["93.184.216.34"])
+    assert check_url("https://hooks.example.com/x", public_only=True, resolver=lambda host, port: ["93.184.216.34"])
     for url, message in (("ftp://example.com/x", "http:// or https://"), ("file:///etc/passwd", "http:// or https://"),
                          ("http:///nohost", "no host"), ("https://user:pw@example.com/", "no user:password"),
                          ("http://169.254.169.254/latest/meta-data", "link-local"),
                          ("http://[::ffff:169.254.169.254]/", "link-local"),
                          ("http://example.com:99999/", "invalid port")):
         with pytest.raises(InvalidRequest, match=message):
-            check_url(url)
-    with pytest.raises(InvalidRequest, match="private address"):
+            check_url(url, resolver=_no_dns)
+    with pytest.raises(InvalidRequest, match="private or reserved"):
         check_url("http://127.0.0.1/hook", public_only=True)
-    with pytest.raises(InvalidRequest, match="private address"):
-        check_url("http://intranet.example/hook", public_only=True, resolve=lambda host: ["10.0.0.8"])
+    with pytest.raises(InvalidRequest, match="private or reserved"):
+        check_url("http://intranet.example/hook", public_only=True, resolver=lambda host, port: ["10.0.0.8"])
+
+
+@pytest.mark.parametrize("host", ["0xa9fea9fe", "0XA9FEA9FE", "2852039166", "0251.0376.0251.0376", "169.254.43518",
+                                  "0xa9.0xfe.0xa9.0xfe", "169.254.169.254.", "[::ffff:a9fe:a9fe]", "[::169.254.169.254]",
+                                  "[2002:a9fe:a9fe::]", "[64:ff9b::a9fe:a9fe]", "[fe80::1]", "[fd00:ec2::254]",
+                                  "100.100.100.200", "0.0.0.0", "0"])
+def test_link_local_and_metadata_in_every_spelling_are_refused_even_locally(host):
+    with pytest.raises(InvalidRequest, match="link-local|multicast|unspecified"):
+        check_url(f"http://{host}/latest/meta-data/", resolver=_no_dns)
+
+
+def test_a_name_for_the_metadata_service_is_refused_even_locally():
+    with pytest.raises(InvalidRequest, match="link-local"):
+        check_url("http://metadata.google.internal/", resolver=lambda host, port: ["169.254.169.254"])
+
+
+@pytest.mark.parametrize("host", ["127.1", "0x7f000001", "2130706433", "017700000001", "127.0.0.1.", "012.0.0.1",
+                                  "[::1]", "[::127.0.0.1]", "[::ffff:127.0.0.1]", "[::ffff:0:127.0.0.1]",
+                                  "[2002:7f00:1::]", "[2002:c0a8:101::]", "[64:ff9b::7f00:1]", "[64:ff9b::a00:1]",
+                                  "[64:ff9b:1:7f00:0:100::]", "[2001:0:4136:e378:8000:63bf:80ff:fffe]", "[fd12::1]"])
+def test_private_and_loopback_in_every_spelling_are_refused_on_a_shared_server(host):
+    with pytest.raises(InvalidRequest, match="private or reserved"):
+        check_url(f"http://{host}:8080/hook", public_only=True, resolver=_no_dns)
+
+
+def test_each_delivery_is_checked_again_and_nothing_reaches_a_refused_address():
+    receiver = Receiver()
+    dispatcher = WebhookDispatcher(SECRET, base_delay=0.05)
+    with FakeServer(receiver) as server:
+        port = server.url.rsplit(":", 1)[1]
+        dispatcher.send(f"http://[::127.0.0.1]:{port}/hook", "job.completed", {}, job_id="j", public_only=True)
+        dispatcher.send(f"http://0x7f000001:{port}/hook", "job.completed", {}, job_id="k", public_only=True)
+        assert dispatcher.flush(10)
+        assert server.requests == []
+    dispatcher.close()
+    assert [(r.ok, r.attempts) for r in dispatcher.results] == [(False, 1), (False, 1)]
+    assert all("refusing to send webhooks" in r.error for r in dispatcher.results)
+
+
+class Rebinding:
+    """``socket.getaddrinfo`` for one name whose first answer is public and every later one is the
+    loopback listener, and ``socket.create_connection`` recording where connections really go (the
+    public address answers "refused": the test machine has no internet)."""
+
+    PUBLIC = "93.184.216.34"
+
+    def __init__(self, monkeypatch, name: str):
+        self.lookups, self.connections = 0, []
+        real_getaddrinfo, real_connect = socket.getaddrinfo, socket.create_connection
+
+        def getaddrinfo(host, port, *args, **kwargs):
+            if host != name:
+                return real_getaddrinfo(host, port, *args, **kwargs)
+            self.lookups += 1
+            address = self.PUBLIC if self.lookups == 1 else "127.0.0.1"
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, int(port or 0)))]
+
+        def create_connection(address, *args, **kwargs):
+            self.connections.append(address[0])
+            if address[0] == self.PUBLIC:
+                raise ConnectionRefusedError(111, "refused (no internet here)")
+            return real_connect(address, *args, **kwargs)
+
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+        monkeypatch.setattr(socket, "create_connection", create_connection)
+
+
+def test_a_rebinding_name_never_reaches_the_loopback_listener(monkeypatch):
+    receiver = Receiver()
+    dispatcher = WebhookDispatcher(SECRET, max_attempts=1, timeout=5)
+    with FakeServer(receiver) as server:
+        port = server.url.rsplit(":", 1)[1]
+        rebinding = Rebinding(monkeypatch, "hooks.example")
+        url = check_url(f"http://hooks.example:{port}/hook", public_only=True)  # passes: the first answer is public
+        dispatcher.send(url, "job.completed", {"job_id": "j"}, job_id="j", public_only=True)
+        assert dispatcher.flush(10)
+        assert server.requests == []  # the second answer (127.0.0.1) was checked and refused, never connected
+    dispatcher.close()
+    [result] = dispatcher.results
+    assert not result.ok and "refusing to send webhooks" in result.error
+    assert rebinding.lookups == 2 and rebinding.connections == []
+
+
+def test_a_delivery_connects_to_the_address_it_checked(monkeypatch):
+    receiver = Receiver()
+    dispatcher = WebhookDispatcher(SECRET, max_attempts=1, timeout=5)
+    with FakeServer(receiver) as server:
+        port = server.url.rsplit(":", 1)[1]
+        rebinding = Rebinding(monkeypatch, "hooks.example")
+        dispatcher.send(f"http://hooks.example:{port}/hook", "job.completed", {"job_id": "j"}, job_id="j",
+                        public_only=True)  # the delivery's own lookup is the first: public
+        assert dispatcher.flush(10)
+        assert server.requests == []
+    dispatcher.close()
+    [result] = dispatcher.results
+    assert not result.ok and "ConnectError" in result.error
+    assert rebinding.lookups == 1 and rebinding.connections == [Rebinding.PUBLIC]
 
 
 # -- delivering from jobs ----------------------------------------------------------------------
@@ -176,22 +278,72 @@ def test_unreachable_receiver_gives_up_after_the_retries(studio):
     assert "after 3 attempt(s)" in manager.get(job.id).webhook_error
 
 
-def test_without_a_secret_deliveries_carry_no_signature(studio, monkeypatch):
+class JobSecretReceiver(Receiver):
+    """Verifies with the job's own secret, learned once the job is made (``know``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.secret: str | None = None
+        self.known = threading.Event()
+
+    def know(self, secret: str) -> None:
+        self.secret = secret
+        self.known.set()
+
+    def __call__(self, request):
+        assert self.known.wait(10)
+        if not verify_signature(self.secret, request.headers, request.body):
+            self.rejected += 1
+            return Response(401, {"error": "bad signature"})
+        with self.lock:
+            self.accepted.append(json.loads(request.body))
+        return Response(200, {})
+
+
+def test_without_an_operator_secret_a_job_signs_with_its_own_shown_once(studio, monkeypatch):
     monkeypatch.delenv("STUDIO_WEBHOOK_SECRET")
-    seen = []
+    receiver = JobSecretReceiver()
     manager = manager_for(studio)
-    with FakeServer(lambda request: seen.append(request) or Response(200, {})) as server:
-        manager.wait(manager.submit("one", provider="echo", webhook=server.url).id, timeout=10)
+    with FakeServer(receiver) as server:
+        job = manager.submit("one", provider="echo", webhook=server.url)
+        secret = job.options[JOB_SECRET_OPTION]
+        assert secret.startswith("whsec_") and len(secret) > 40
+        receiver.know(secret)
+        manager.wait(job.id, timeout=10)
         assert manager.webhooks.flush(10)
     manager.close()
-    assert seen and all(SIGNATURE_HEADER.lower() not in r.headers for r in seen)
-    assert all(TIMESTAMP_HEADER.lower() in r.headers for r in seen)
+    assert receiver.rejected == 0 and [b["event"] for b in receiver.accepted] == ["job.progress", "job.completed"]
+    assert all(SIGNATURE_HEADER.lower() in r.headers for r in server.requests)
+    # Shown once: no record of the job carries it.
+    assert secret not in json.dumps(manager.get(job.id).to_dict(), default=str)
+    assert secret not in json.dumps(manager.result(job.id), default=str)
+    assert secret not in json.dumps([body for body in receiver.accepted])
+
+
+def test_a_shared_server_job_never_uses_the_operator_secret(studio):
+    manager = manager_for(studio)
+    preview = manager.preview("one", provider="echo", webhook="https://93.184.216.34/x", webhook_public_only=True)
+    assert preview.job.options[JOB_SECRET_OPTION] not in ("", None, SECRET)
+    local = manager.preview("one", provider="echo", webhook="http://127.0.0.1:9/x")
+    assert JOB_SECRET_OPTION not in local.job.options  # the operator's own job: STUDIO_WEBHOOK_SECRET signs it
+    manager.close()
+
+
+def test_no_secret_at_all_means_nothing_is_sent():
+    with FakeServer(Receiver()) as server:
+        dispatcher = WebhookDispatcher(None, base_delay=0.05)
+        dispatcher.send(server.url, "job.completed", {"job_id": "j"}, job_id="j")
+        assert dispatcher.flush(10)
+        assert server.requests == []
+    dispatcher.close()
+    [result] = dispatcher.results
+    assert not result.ok and "always signed" in result.error
 
 
 def test_cancel_and_public_only_webhooks(studio):
     receiver = Receiver()
     manager = manager_for(studio)
-    with pytest.raises(InvalidRequest, match="private address"):
+    with pytest.raises(InvalidRequest, match="private or reserved"):
         manager.preview("one", provider="echo", webhook="http://127.0.0.1:1/", webhook_public_only=True)
     with FakeServer(receiver) as server:
         EchoProvider.latency = 5.0

@@ -21,7 +21,7 @@ from studio.jobs.runner import REQUEST_FIELDS, Runner, ThreadRunner, build_reque
 from studio.jobs.store import JobStore, SQLiteJobStore, now_iso
 from studio.scripts import Script, parse_script
 from studio.validation import ABSOLUTE_MAX_N, MAX_SEED
-from studio.webhooks import DeliveryResult, WebhookDispatcher, check_url
+from studio.webhooks import JOB_SECRET_OPTION, DeliveryResult, WebhookDispatcher, check_url, new_secret
 
 # The request fields a batch sets once for every scene (a scene's overrides may change some).
 JOB_REQUEST_FIELDS = tuple(f for f in REQUEST_FIELDS if f != "style")  # the style is a column of its own
@@ -148,6 +148,10 @@ class JobManager:
                   script_format=parsed.format, total=len(parsed.scenes))
         if opts.webhook_public_only:
             job.options["webhook_public_only"] = True
+        if opts.webhook and (opts.webhook_public_only or not self.studio.settings.secret("STUDIO_WEBHOOK_SECRET")):
+            # No unsigned webhooks. Visitors of a shared server cannot know (and must not share)
+            # the operator's secret, so such a job gets its own; the front end shows it once.
+            job.options[JOB_SECRET_OPTION] = new_secret()
         items, errors, warnings = [], [], []
         for scene in parsed.scenes:
             if "seed" in scene.overrides:
@@ -359,7 +363,8 @@ class JobManager:
             payload["items"] = summaries
             payload["images"] = [image for summary in summaries for image in summary["images"]]
         self.webhooks.send(job.webhook_url, event, payload, job_id=job.id,
-                           public_only=bool(job.options.get("webhook_public_only")))
+                           public_only=bool(job.options.get("webhook_public_only")),
+                           secret=job.options.get(JOB_SECRET_OPTION))
 
     def _webhook_result(self, result: DeliveryResult) -> None:
         if result.job_id:

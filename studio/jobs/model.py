@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
+from studio.webhooks import JOB_SECRET_OPTION
+
 
 class ItemStatus(str, Enum):
     PENDING = "PENDING"
@@ -122,6 +124,8 @@ class Job:
 
     def to_dict(self, items: bool = True) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "items"}
+        # A job's own webhook secret is shown once, when the job is made; never in its records.
+        data["options"] = {k: v for k, v in self.options.items() if k != JOB_SECRET_OPTION}
         data["status"] = self.status.value
         data["cost"] = round(self.cost, 6)
         data["progress"] = round(self.progress, 1)
