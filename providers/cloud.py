@@ -10,17 +10,23 @@ on a worker thread and stops waiting as soon as the user cancels.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
+import ipaddress
+import logging
 import threading
 import time
 from typing import Any, Callable, Hashable, TypeVar
+from urllib.parse import urlsplit
 
 from providers.base import Provider
 from providers.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
-from studio.errors import Cancelled, NotConfigured, ProviderTimeout, StudioError
+from studio.errors import Cancelled, NotConfigured, ProviderFailure, ProviderTimeout, StudioError, UnusableResult
 from studio.types import RunContext
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 # How often a waiting call looks at the cancel flag: short enough to feel instant to a person.
 _POLL_SECONDS = 0.05
@@ -55,6 +61,41 @@ class CloudProvider(Provider):
             if client is None:
                 client = self._clients[cache_key] = make()
             return client
+
+    def download_output(self, url: str, *, ctx: RunContext, deadline: Deadline, max_bytes: int,
+                        base_url: str | None = None, timeout: float = 60.0) -> bytes:
+        """The bytes of an output the provider answered with a link to: an ``https:``/``http:`` URL
+        or a base64 ``data:`` URI.
+
+        URLs go through the studio's outbound guard (``studio.netfetch.fetch_url``: public addresses
+        only, checked on every redirect, at most ``max_bytes``, within ``timeout`` seconds and the
+        deadline). The one exception is the host of ``base_url``, the endpoint the operator pointed
+        this provider at (a proxy or test server may sit on a private address). No key is sent.
+
+        The provider has billed the generation by now, so failing to get the bytes is an
+        ``UnusableResult``: never retried, since a new generation would be paid again. (Only the
+        download itself is retried, where the guard calls its failure retryable.)
+        """
+        if url.startswith("data:"):
+            return _data_uri_bytes(url, self.label, self.name)
+        from studio.netfetch import fetch_url
+
+        allowed = _public_or_host_of(base_url)
+
+        def fetch_once() -> bytes:
+            seconds = max(1.0, min(timeout, deadline.remaining()))
+            try:
+                return fetch_url(url, max_bytes=max_bytes, timeout=seconds, allowed=allowed)
+            except StudioError as error:
+                raise ProviderFailure(error.message, provider=self.name, retryable=error.retryable) from None
+
+        try:
+            return call_with_retry(fetch_once, policy=policy_within(self.retry_policy, deadline), cancel=ctx.cancel)
+        except Cancelled:
+            raise
+        except StudioError as error:
+            raise UnusableResult(f"{self.label} made the image and billed it, but it could not be downloaded: "
+                                 f"{error.message}", provider=self.name) from None
 
     def close(self) -> None:
         with self._clients_lock:
@@ -131,3 +172,38 @@ def keep_partial(images: list, error: StudioError) -> bool:
     Cancellation always wins: the person asked to stop. Otherwise paid images are kept.
     """
     return bool(images) and not isinstance(error, Cancelled)
+
+
+def _data_uri_bytes(uri: str, label: str, provider: str) -> bytes:
+    """The bytes of a base64 ``data:`` URI, or ``UnusableResult``."""
+    header, _, payload = uri.partition(",")
+    if ";base64" not in header:
+        raise UnusableResult(f"{label} answered with a data URI that is not base64", provider=provider)
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise UnusableResult(f"{label} answered with a data URI that is not valid base64",
+                             provider=provider) from None
+
+
+def _public_or_host_of(base_url: str | None) -> Callable[[Any], bool]:
+    """The guard's address check, widened to the addresses of ``base_url``'s host: an endpoint the
+    operator configured is trusted for the outputs it serves, wherever it is. Link-local addresses
+    (the cloud metadata service) are never allowed."""
+    from studio.netfetch import is_public_address, system_resolver
+
+    trusted: set[str] = set()
+    parts = urlsplit(base_url or "")
+    if parts.hostname:
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            trusted = {text.split("%")[0] for text in system_resolver(parts.hostname, port)}
+        except (StudioError, ValueError) as error:  # an unresolvable endpoint: nothing extra is trusted
+            logger.warning("cannot resolve the configured endpoint %s: %s", parts.hostname, error)
+
+    def allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        if address.is_link_local:
+            return False
+        return is_public_address(address) or str(address) in trusted
+
+    return allowed

@@ -23,7 +23,7 @@ from providers.common import nearest_aspect_ratio, scrub
 from providers.retry import parse_retry_after
 from studio.catalog import ModelInfo
 from studio.errors import (ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure, ProviderTimeout,
-                           QuotaExhausted, RateLimited, StudioError)
+                           QuotaExhausted, RateLimited, StudioError, UnusableResult)
 from studio.imaging import flatten, png_bytes
 from studio.types import Mode, PreparedRequest, ProviderImage, ProviderResult, RunContext
 
@@ -144,7 +144,10 @@ class GeminiProvider(CloudProvider):
             extra = f": {feedback.block_reason_message}" if feedback.block_reason_message else ""
             raise ContentBlocked(f"Gemini blocked the prompt ({reason}){extra}", provider=self.name)
         if not response.candidates:
-            raise ProviderFailure("Gemini answered with no candidates", provider=self.name, retryable=True)
+            if _billed(response.usage_metadata):
+                raise UnusableResult("Gemini answered (and billed the tokens) with no candidates", provider=self.name)
+            raise ProviderFailure("Gemini answered with no candidates and billed nothing", provider=self.name,
+                                  retryable=True)
 
         candidate = response.candidates[0]
         reason = _enum_text(candidate.finish_reason)
@@ -153,18 +156,22 @@ class GeminiProvider(CloudProvider):
                                  provider=self.name)
 
         parts = candidate.content.parts if candidate.content and candidate.content.parts else []
-        # Thinking models also return interim "thought" images; the answer is the first non-thought one.
         answer = [p for p in parts if not p.thought]
-        for part in answer:
-            blob = part.inline_data
-            if blob is not None and blob.data and (blob.mime_type or "").startswith("image/"):
-                text = " ".join(p.text for p in answer if p.text).strip()
-                return ProviderImage(data=blob.data, seed=seed,
-                                     info={"finish_reason": reason, "mime_type": blob.mime_type,
-                                           "model_text": text[:500], "model_version": response.model_version})
+        # Thinking models also return interim "thought" images; the answer is the first non-thought
+        # one. When the only image is flagged as a thought, it is still the image this call paid for:
+        # keep the last one rather than fail (and pay again for a retry).
+        images = [p for p in answer if _is_image(p)] or [p for p in parts if p.thought and _is_image(p)][-1:]
+        if images:
+            blob = images[0].inline_data
+            text = " ".join(p.text for p in answer if p.text).strip()
+            info = {"finish_reason": reason, "mime_type": blob.mime_type, "model_text": text[:500],
+                    "model_version": response.model_version}
+            if images[0].thought:
+                info["thought_image"] = True
+            return ProviderImage(data=blob.data, seed=seed, info=info)
         said = scrub(" ".join(p.text for p in answer if p.text).strip(), key) or "no text either"
-        raise ProviderFailure(f"Gemini answered without an image (finish reason {reason or 'unknown'}): {said[:300]}",
-                              provider=self.name)
+        raise UnusableResult(f"Gemini answered (and billed) without an image (finish reason {reason or 'unknown'}): "
+                             f"{said[:300]}", provider=self.name)
 
     # -- errors and cost ------------------------------------------------------------------------
 
@@ -251,13 +258,27 @@ def _quota_exhausted(details: list[dict[str, Any]], message: str) -> bool:
 
 
 def _retry_delay(details: list[dict[str, Any]], error) -> float | None:
+    """Seconds from the error's RetryInfo ``retryDelay`` ("37s", "1.5s"), else its Retry-After header."""
     for detail in details:
         if detail.get("@type", "").endswith("google.rpc.RetryInfo") and detail.get("retryDelay"):
-            try:
-                return float(str(detail["retryDelay"]).rstrip("s"))
-            except ValueError:
-                break
+            seconds = parse_retry_after({"retry-after": str(detail["retryDelay"]).rstrip("s")})
+            if seconds is not None:
+                return seconds
+            break
     return parse_retry_after(getattr(error.response, "headers", None))
+
+
+def _is_image(part) -> bool:
+    blob = part.inline_data
+    return blob is not None and bool(blob.data) and (blob.mime_type or "").startswith("image/")
+
+
+def _billed(metadata) -> bool:
+    """Whether an answer's usage shows tokens billed. An answer without usage is taken as billed:
+    not knowing is no reason to risk paying twice."""
+    if metadata is None:
+        return True
+    return bool(metadata.total_token_count or metadata.prompt_token_count or metadata.candidates_token_count)
 
 
 def _add_usage(usage: dict[str, int], metadata) -> None:

@@ -23,7 +23,7 @@ from providers.common import scrub
 from providers.retry import parse_retry_after
 from studio.catalog import ModelInfo
 from studio.errors import (ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure, ProviderTimeout,
-                           QuotaExhausted, RateLimited, StudioError)
+                           QuotaExhausted, RateLimited, StudioError, UnusableResult)
 from studio.imaging import load_image, png_bytes
 from studio.types import Mode, PreparedRequest, ProviderImage, ProviderResult, RunContext
 
@@ -38,6 +38,8 @@ EDIT_OPTIONS = ("background", "input_fidelity")
 BLOCKED_CODES = {"moderation_blocked", "content_policy_violation"}
 VARIATION_INSTRUCTION = ("Create a variation of this image: keep its subject, composition and style, "
                          "and change the details.")
+# Linked outputs (``data[].url``) are downloaded up to this size.
+MAX_OUTPUT_BYTES = 50 * 1024 * 1024
 TOKEN_KINDS = ("text_input", "image_input", "image_output", "text_output")
 
 
@@ -68,12 +70,12 @@ class OpenAIProvider(CloudProvider):
                 response = call_within(lambda: self._call(client, request.mode, params, count, deadline, key),
                                        ctx=ctx, deadline=deadline, policy=self.retry_policy,
                                        label="OpenAI", provider=self.name)
+                images.extend(self._images(response, ctx, deadline, str(client.base_url)))
             except StudioError as error:
                 if not keep_partial(images, error):
                     raise
                 usage["incomplete"] = f"{len(images)} of {request.n} images: {error.message}"
                 break
-            images.extend(_images(response))
             _add_usage(usage, response)
             ctx.report("generating", len(images) / request.n)
         return ProviderResult(images=images, cost=token_cost(model, usage), usage=usage)
@@ -125,6 +127,36 @@ class OpenAIProvider(CloudProvider):
         except openai.APIError as error:
             # ``from None``: the SDK's exception carries the request; keep it out of tracebacks and logs.
             raise self._studio_error(error, key, str(client.base_url), deadline) from None
+
+    # -- the answer -------------------------------------------------------------------------
+
+    def _images(self, response, ctx: RunContext, deadline: Deadline, base_url: str) -> list[ProviderImage]:
+        """The images of an answer: ``data[].b64_json`` (GPT image models), or ``data[].url`` (what
+        DALL·E-era and OpenAI-compatible servers send), downloaded through the outbound guard.
+
+        The answer is billed, so an item without a usable image is an ``UnusableResult``, never
+        retried: a retry would be paid again."""
+        images = []
+        for item in response.data or []:
+            if item.b64_json:
+                try:
+                    data = base64.b64decode(item.b64_json, validate=True)
+                except ValueError:
+                    raise UnusableResult("OpenAI answered (and billed) with an image that is not valid base64",
+                                         provider=self.name) from None
+            elif item.url:
+                data = self.download_output(item.url, ctx=ctx, deadline=deadline, max_bytes=MAX_OUTPUT_BYTES,
+                                            base_url=base_url)
+            else:
+                raise UnusableResult("OpenAI answered (and billed) an item with neither image data nor a link",
+                                     provider=self.name)
+            info = {k: v for k, v in {"size": response.size, "quality": response.quality,
+                                      "background": response.background, "output_format": response.output_format,
+                                      "revised_prompt": item.revised_prompt}.items() if v}
+            images.append(ProviderImage(data=data, seed=None, info=info))
+        if not images:
+            raise UnusableResult("OpenAI answered (and billed) without any image", provider=self.name)
+        return images
 
     def _studio_error(self, error, key: str, base_url: str, deadline: Deadline) -> StudioError:
         import openai
@@ -240,25 +272,6 @@ def _safety_identifier(user: str) -> str | None:
     if not user or user == "local":
         return None
     return "studio-" + hashlib.sha256(user.encode("utf-8")).hexdigest()[:32]
-
-
-def _images(response) -> list[ProviderImage]:
-    images = []
-    for item in response.data or []:
-        if not item.b64_json:
-            raise ProviderFailure("OpenAI answered without image data", provider="openai", retryable=True)
-        try:
-            data = base64.b64decode(item.b64_json, validate=True)
-        except ValueError as exc:
-            raise ProviderFailure("OpenAI returned an image that is not valid base64", provider="openai",
-                                  retryable=True) from exc
-        info = {k: v for k, v in {"size": response.size, "quality": response.quality,
-                                  "background": response.background, "output_format": response.output_format,
-                                  "revised_prompt": item.revised_prompt}.items() if v}
-        images.append(ProviderImage(data=data, seed=None, info=info))
-    if not images:
-        raise ProviderFailure("OpenAI answered without any image", provider="openai", retryable=True)
-    return images
 
 
 def _add_usage(usage: dict[str, Any], response) -> None:

@@ -22,7 +22,7 @@ from providers.common import nearest_aspect_ratio, scrub
 from providers.retry import call_with_retry, parse_retry_after
 from studio.catalog import ModelInfo
 from studio.errors import (Cancelled, ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure,
-                           ProviderTimeout, QuotaExhausted, RateLimited, StudioError)
+                           ProviderTimeout, QuotaExhausted, RateLimited, StudioError, UnusableResult)
 from studio.imaging import flatten, png_bytes
 from studio.types import Mode, PreparedRequest, ProviderImage, ProviderResult, RunContext
 
@@ -229,50 +229,31 @@ class ReplicateProvider(CloudProvider):
 
     def _download_outputs(self, prediction, request: PreparedRequest, ctx: RunContext,
                           deadline: Deadline) -> list[ProviderImage]:
+        """The images of a succeeded prediction. It is billed by now: an output with no image, or one
+        that cannot be downloaded, is an ``UnusableResult`` (never retried, so never paid twice)."""
         output = prediction.output
         items = output if isinstance(output, list) else [output]
         # An item is a URL string, or a FileOutput (``.url``) when the caller used replicate.run.
         urls = [str(getattr(item, "url", item)) for item in items if item]
         if not urls:
-            raise ProviderFailure(f"the prediction {prediction.id} succeeded but returned no image",
-                                  provider=self.name, retryable=True)
+            raise UnusableResult(f"the prediction {prediction.id} succeeded (and was billed) but its output holds "
+                                 f"no image ({_shape(output)})", provider=self.name)
+        for url in urls:
+            if not url.startswith(("https://", "http://", "data:")):
+                raise UnusableResult(f"Replicate returned an output that is not a file: {url[:80]!r}",
+                                     provider=self.name)
         images = []
         for index, url in enumerate(urls):
             ctx.report("generating", 0.85 + 0.1 * index / len(urls), message=f"downloading image {index + 1}")
-            data = call_with_retry(lambda: self._download(url, deadline),
-                                   policy=policy_within(self.retry_policy, deadline), cancel=ctx.cancel)
+            # A plain fetch without the token: output files are served from a delivery host that
+            # needs none, and the token should not travel anywhere it is not needed.
+            data = self.download_output(url, ctx=ctx, deadline=deadline, max_bytes=self.max_download_bytes,
+                                        base_url=os.environ.get("REPLICATE_BASE_URL"), timeout=self.download_timeout)
             # The outputs of one prediction share its seed: the same seed and n reproduce the set.
             images.append(ProviderImage(data=data, seed=request.seed,
                                         info={"prediction_id": prediction.id, "batch_index": index,
                                               "batch_size": len(urls)}))
         return images
-
-    def _download(self, url: str, deadline: Deadline) -> bytes:
-        import httpx
-
-        if url.startswith("data:"):
-            return base64.b64decode(url.split(",", 1)[1])
-        if not url.startswith(("https://", "http://")):
-            raise ProviderFailure(f"Replicate returned an output that is not a file URL: {url[:80]!r}",
-                                  provider=self.name)
-        seconds = max(1.0, min(self.download_timeout, deadline.remaining()))
-        limit = self.max_download_bytes
-        # A plain client: output files are served from a delivery host that needs no token, and the
-        # token should not travel anywhere it is not needed.
-        with httpx.Client(timeout=httpx.Timeout(seconds), follow_redirects=True) as http:
-            with http.stream("GET", url) as response:
-                if response.status_code >= 400:
-                    raise ProviderFailure(f"downloading a Replicate output failed with HTTP {response.status_code}",
-                                          provider=self.name, retryable=response.status_code >= 500)
-                if int(response.headers.get("content-length") or 0) > limit:
-                    raise ProviderFailure(f"a Replicate output is larger than {limit // MIB} MiB", provider=self.name)
-                buffer = bytearray()
-                for chunk in response.iter_bytes():
-                    buffer += chunk
-                    if len(buffer) > limit:
-                        raise ProviderFailure(f"a Replicate output is larger than {limit // MIB} MiB",
-                                              provider=self.name)
-        return bytes(buffer)
 
     # -- errors and cost ------------------------------------------------------------------------
 
@@ -334,3 +315,12 @@ class ReplicateProvider(CloudProvider):
     def _remember_retry_after(self, response) -> None:
         if response.status_code == 429:
             self._last_answer.retry_after = parse_retry_after(response.headers)
+
+
+def _shape(output: Any) -> str:
+    """A short description of an output without an image, for the error message."""
+    if output is None:
+        return "output is null"
+    if isinstance(output, list):
+        return f"a list of {len(output)} empty item(s)" if output else "an empty list"
+    return f"output is {type(output).__name__}"

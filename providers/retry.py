@@ -1,4 +1,5 @@
-"""Retrying a provider call: exponential backoff that honours Retry-After, bounded in tries and time.
+"""Retrying a provider call: the server's Retry-After waited in full, else exponential backoff,
+bounded in tries and time.
 
 Only errors marked ``retryable`` (rate limits, transient server errors) are retried. Quota, auth,
 content and validation errors surface at once: retrying them only burns time or money.
@@ -6,6 +7,7 @@ content and validation errors surface at once: retrying them only burns time or 
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -18,15 +20,20 @@ T = TypeVar("T")
 
 @dataclass
 class RetryPolicy:
+    """How often and how long to retry. ``max_delay`` caps only our own backoff: a wait the server
+    asks for (Retry-After) is kept whole, and when it does not fit in ``max_total_seconds`` the call
+    fails at once with "rate limited, retry after N s" instead of retrying early."""
+
     max_tries: int = 4
     max_total_seconds: float = 90.0
     base_delay: float = 1.0
     max_delay: float = 20.0
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
-        """Seconds to wait before try ``attempt + 1`` (attempt counts from 1)."""
+        """Seconds to wait before try ``attempt + 1`` (attempt counts from 1): the server's
+        ``retry_after`` when it gave one, else exponential backoff with jitter."""
         if retry_after is not None and retry_after >= 0:
-            return min(retry_after, self.max_delay)
+            return retry_after
         backoff = self.base_delay * (2 ** (attempt - 1))
         return min(backoff, self.max_delay) * random.uniform(0.8, 1.2)
 
@@ -42,7 +49,12 @@ def call_with_retry(
     sleep: Callable[[float], None] = time.sleep,
     on_retry: Callable[[StudioError, float], None] | None = None,
 ) -> T:
-    """Run ``call``; on a retryable ``StudioError`` wait and try again, within the policy's bounds."""
+    """Run ``call``; on a retryable ``StudioError`` wait and try again, within the policy's bounds.
+
+    Raises the last error when tries run out; a ``RateLimited`` whose Retry-After would pass
+    ``policy.max_total_seconds`` is raised at once as "rate limited, retry after N s" (carrying
+    ``retry_after``), so a batch can wait it out instead of this call sleeping past its deadline.
+    """
     started = time.monotonic()
     attempt = 0
     while True:
@@ -55,6 +67,8 @@ def call_with_retry(
             retry_after = error.retry_after if isinstance(error, RateLimited) else None
             wait = policy.delay(attempt, retry_after)
             if time.monotonic() - started + wait > policy.max_total_seconds:
+                if retry_after is not None:
+                    raise rate_limited_for(error, retry_after) from error
                 raise
             if on_retry is not None:
                 on_retry(error, wait)
@@ -65,26 +79,42 @@ def call_with_retry(
                 sleep(wait)
 
 
+def rate_limited_for(error: StudioError, retry_after: float) -> RateLimited:
+    """The error to raise when the wait the server asked for is longer than the time we have."""
+    seconds = math.ceil(retry_after)
+    return RateLimited(f"rate limited, retry after {seconds} s ({error.message})", provider=error.provider,
+                       retry_after=retry_after)
+
+
 def parse_retry_after(headers) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
+    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date); None when absent
+    or not a finite, non-negative number (a wait of "inf" or "nan" is no instruction we can follow)."""
     if headers is None:
         return None
-    value_ms = headers.get("retry-after-ms")
-    if value_ms:
-        try:
-            return float(value_ms) / 1000.0
-        except ValueError:
-            pass
+    milliseconds = _number(headers.get("retry-after-ms"))
+    if milliseconds is not None:
+        return milliseconds / 1000.0
     value = headers.get("retry-after")
     if not value:
         return None
-    try:
-        return float(value)
-    except ValueError:
-        from email.utils import parsedate_to_datetime
+    seconds = _number(value)
+    if seconds is not None:
+        return seconds
+    from email.utils import parsedate_to_datetime
 
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - time.time())
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _number(text: str | None) -> float | None:
+    """``text`` as a finite number of at least 0, else None."""
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None

@@ -20,7 +20,7 @@ from providers.cloud import CloudProvider, Deadline, call_within, keep_partial
 from providers.common import nearest_aspect_ratio, scrub
 from providers.retry import parse_retry_after
 from studio.errors import (ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure, ProviderTimeout,
-                           QuotaExhausted, RateLimited, StudioError)
+                           QuotaExhausted, RateLimited, StudioError, UnusableResult)
 from studio.imaging import flatten, png_bytes
 from studio.types import Mode, PreparedRequest, ProviderImage, ProviderResult, RunContext
 
@@ -169,6 +169,12 @@ class StabilityProvider(CloudProvider):
                                   provider=self.name, retryable=True) from None
         if response.status_code != 200:
             raise self._studio_error(response, path, key)
+        # A 200 is a billed generation: an answer that is not an image is unusable, and not retried.
+        content_type = response.headers.get("content-type", "")
+        if not response.content or not content_type.startswith("image/"):
+            raise UnusableResult(f"Stability AI answered (and billed) without an image "
+                                 f"({content_type or 'no content type'}, {len(response.content)} bytes)",
+                                 provider=self.name)
         seed = response.headers.get("seed")
         return Answer(data=response.content, finish_reason=response.headers.get("finish-reason", "SUCCESS"),
                       seed=int(seed) if seed and seed.isdigit() else None)

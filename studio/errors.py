@@ -90,6 +90,17 @@ class ProviderFailure(StudioError):
         self.retryable = retryable
 
 
+class UnusableResult(ProviderFailure):
+    """The provider answered, and billed the request, but the answer holds no image we can keep
+    (no output, an undecodable image, a link that cannot be downloaded...).
+
+    Never retryable: a retry would be paid again and would most likely be just as unusable. Its
+    ``kind`` stays "provider_failure", which is how front ends show it."""
+
+    def __init__(self, message: str, *, provider: str | None = None):
+        super().__init__(message, provider=provider, retryable=False)
+
+
 class Cancelled(StudioError):
     """The user (or a job) cancelled the work before it finished."""
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from studio.errors import InvalidRequest, NotFound, ProviderFailure
+from studio.errors import InvalidRequest, NotFound, UnusableResult
 from studio.types import ImageInput
 
 MAX_INPUT_BYTES = 50 * 1024 * 1024
@@ -124,16 +124,19 @@ def flatten(image: Image.Image) -> Image.Image:
 
 
 def decode_result(data: bytes, provider: str) -> Image.Image:
-    """Decode a provider's answer; broken bytes are the provider's failure, not the user's."""
+    """Decode a provider's answer; broken bytes are the provider's failure, not the user's.
+
+    The provider answered, so it billed: empty or undecodable bytes are an ``UnusableResult``, which
+    is never retried (a retry would be paid again)."""
     if not data:
-        raise ProviderFailure("the provider returned an empty image", provider=provider, retryable=True)
-    image = open_checked(data, "the provider's image", error=_provider_failure(provider))
+        raise UnusableResult("the provider answered with an empty image", provider=provider)
+    image = open_checked(data, "the provider's image", error=_unusable_result(provider))
     return _to_rgb_or_rgba(image)
 
 
-def _provider_failure(provider: str):
-    def make(message: str) -> ProviderFailure:
-        return ProviderFailure(message, provider=provider, retryable=True)
+def _unusable_result(provider: str):
+    def make(message: str) -> UnusableResult:
+        return UnusableResult(message, provider=provider)
 
     return make
 

@@ -81,7 +81,9 @@ class GeminiFake:
 
     ``block_prompt``: a blockReason for promptFeedback; ``finish_reason``: e.g. "IMAGE_SAFETY";
     ``blocks_from_call``: the first call (1-based) that those two apply to;
-    ``text_only``: answer this text and no image; ``delay``: seconds before answering;
+    ``text_only``: answer this text and no image; ``thought_image_only``: the answer's one image part
+    is flagged ``"thought": true`` (seen from thinking models); ``no_candidates``: a billed answer
+    with ``usageMetadata`` but no candidates and no ``promptFeedback``; ``delay``: seconds before answering;
     ``queue_error(response)``: answer the next calls with it.
     """
 
@@ -91,6 +93,8 @@ class GeminiFake:
         self.finish_reason: str | None = None
         self.blocks_from_call = 1
         self.text_only: str | None = None
+        self.thought_image_only = False
+        self.no_candidates = False
         self.delay = 0.0
         self.calls: list[Call] = []
         self.queued: list[Response] = []
@@ -195,6 +199,10 @@ class GeminiFake:
                                   "usageMetadata": {"promptTokenCount": prompt_tokens,
                                                     "totalTokenCount": prompt_tokens},
                                   "modelVersion": call.model})
+        if self.no_candidates:
+            return Response(200, {"usageMetadata": {"promptTokenCount": prompt_tokens,
+                                                    "totalTokenCount": prompt_tokens},
+                                  "modelVersion": call.model})
         modalities = call.config.get("responseModalities") or ["TEXT"]
         image_config = call.config.get("imageConfig") or {}
         tier = image_config.get("imageSize", "1K")
@@ -216,6 +224,9 @@ class GeminiFake:
             color = (seed * 37 % 256, seed * 91 % 256, 128)
             parts.append({"inlineData": {"mimeType": "image/png",
                                          "data": _b64(image_bytes(width, height, "PNG", color))}})
+            if self.thought_image_only:
+                parts = [p for p in parts if not ("inlineData" in p and p.get("thought"))]
+                parts[-1]["thought"] = True
             image_tokens = IMAGE_TOKENS[tier]
         text_tokens = len(text.split())
         details = [{"modality": "TEXT", "tokenCount": text_tokens}]

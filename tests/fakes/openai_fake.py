@@ -17,6 +17,11 @@ What it checks, on every request:
 It answers with real images of the requested size and format as ``data[].b64_json``, plus ``usage``
 token counts that grow with quality, size and ``n``. Tests script failures (429 rate limit with
 ``Retry-After``, 429 ``insufficient_quota``, 500, a slow answer) with the methods below.
+
+An OpenAI-compatible server (and DALL·E with ``response_format=url``) answers ``data[].url`` instead,
+a link valid for an hour: ``fake.links = True`` does that, serving the files at ``GET /files/<name>``
+without auth. ``fake.answer_items`` replaces ``data`` of the next billed answer (a shape without a
+usable image), usage still counted.
 """
 
 from __future__ import annotations
@@ -61,6 +66,10 @@ class OpenAIFake:
         self.scripted: list[Response | None] = []  # answered in order before normal handling; None: normally
         self.delay_next = 0.0
         self.calls: list[dict] = []  # the parameters of each image request that got past auth
+        self.links = False  # answer data[].url links instead of b64_json
+        self.files: dict[str, bytes] = {}  # what the links point at
+        self.downloads: list[Request] = []
+        self.answer_items: list[dict] | None = None  # the next answer's data[], billed as usual
 
     # -- scripting failures in OpenAI's real shapes ----------------------------------------
 
@@ -94,6 +103,12 @@ class OpenAIFake:
         return response
 
     def _answer(self, request: Request) -> Response:
+        if request.method == "GET" and request.path.startswith("/files/"):
+            self.downloads.append(request)
+            data = self.files.get(request.path.removeprefix("/files/"))
+            if data is None:
+                return Response(404, "BlobNotFound", {"content-type": "text/plain"})
+            return Response(200, data, {"content-type": "image/png"})
         endpoints = {"/v1/images/generations": "generations", "/v1/images/edits": "edits"}
         endpoint = endpoints.get(request.path)
         if request.method != "POST" or endpoint is None:
@@ -116,7 +131,7 @@ class OpenAIFake:
         try:
             params, images, mask = self._parse(request, endpoint)
             self.calls.append({"endpoint": endpoint, **params, "images": images, "mask": mask})
-            return self._generate(endpoint, params, images, mask)
+            return self._generate(endpoint, params, images, mask, f"http://{request.headers['host']}")
         except _Rejected as rejected:
             return rejected.response
 
@@ -151,7 +166,7 @@ class OpenAIFake:
                                 name)
         return params, images, mask
 
-    def _generate(self, endpoint: str, params: dict, images: list, mask) -> Response:
+    def _generate(self, endpoint: str, params: dict, images: list, mask, base: str) -> Response:
         model = params.get("model")
         if model not in GPT_IMAGE_MODELS:
             return Response(404, error_body(f"The model `{model}` does not exist or you do not have access to it.",
@@ -192,8 +207,17 @@ class OpenAIFake:
                             "moderation_blocked")
 
         color = next(COLORS)
-        data = [{"b64_json": base64.b64encode(image_bytes(width, height, fmt.upper(), color)).decode()}
-                for _ in range(n)]
+        pictures = [image_bytes(width, height, fmt.upper(), color) for _ in range(n)]
+        if self.answer_items is not None:
+            data, self.answer_items = self.answer_items, None
+        elif self.links:
+            data = []
+            for picture in pictures:
+                name = f"img-{uuid.uuid4().hex[:16]}.{fmt}"
+                self.files[name] = picture
+                data.append({"url": f"{base}/files/{name}", "revised_prompt": prompt})
+        else:
+            data = [{"b64_json": base64.b64encode(picture).decode()} for picture in pictures]
         per_image = round(OUTPUT_TOKENS[quality] * width * height / (1024 * 1024))
         text_tokens = max(1, len(prompt) // 4)
         image_tokens = IMAGE_INPUT_TOKENS * len(images)

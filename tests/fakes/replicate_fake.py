@@ -129,7 +129,9 @@ def problem(status: int, title: str, detail: str, headers: dict[str, str] | None
 class ReplicateFake:
     """The request handler for ``FakeServer``. Tests steer it through its attributes:
 
-    ``outcome``: "succeed" | "nsfw" | "fail" | "never" (stays processing until cancelled);
+    ``outcome``: "succeed" | "nsfw" | "fail" | "never" (stays processing until cancelled) |
+    "null_output" (succeeds, billed, with ``output: null``, as a model whose safety checker drops its
+    image does) | "empty_output" (succeeds with ``output: []``);
     ``polls_to_finish``: GETs in "processing" before the end; ``predict_time``: seconds reported;
     ``queue_error(kind, response)``: answer the next ``kind`` ("create", "get", "files") with it.
     """
@@ -265,6 +267,9 @@ class ReplicateFake:
         elif self.outcome == "fail":
             prediction.status = "failed"
             prediction.error = "CUDA out of memory. Tried to allocate 2.00 GiB"
+        elif self.outcome in ("null_output", "empty_output"):
+            prediction.status = "succeeded"
+            prediction.output = None if self.outcome == "null_output" else []
         else:
             prediction.status = "succeeded"
             prediction.logs += f"\n100%|##########| {steps}/{steps} [00:02<00:00, 2.00it/s]"

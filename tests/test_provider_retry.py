@@ -1,0 +1,139 @@
+"""Retry-After is honoured: the wait the server asks for is kept whole, and when it would pass the
+request's time budget the call fails at once with "rate limited, retry after N s", carrying the wait
+so that a batch's provider gate waits it out (in full, too)."""
+
+from __future__ import annotations
+
+import pytest
+
+from providers.gemini import GeminiProvider
+from providers.openai_images import OpenAIProvider
+from providers.replicate_models import ReplicateProvider
+from providers.retry import RetryPolicy, call_with_retry, parse_retry_after
+from providers.stability import StabilityProvider
+from studio.errors import RateLimited
+from studio.jobs import runner
+from studio.types import RunContext
+from tests.fakes.gemini_fake import rate_limited as gemini_rate_limited
+from tests.fakes.prepared import prepared
+from tests.fakes.replicate_fake import problem
+
+
+class Flaky:
+    """A call that raises the given errors in order, then returns "done"; counts its calls."""
+
+    def __init__(self, *errors):
+        self.errors = list(errors)
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "done"
+
+
+def slow_down(seconds: float) -> RateLimited:
+    return RateLimited("slow down", provider="fake", retry_after=seconds)
+
+
+def test_the_wait_the_server_asks_for_is_kept_whole():
+    waits = []
+    call = Flaky(slow_down(60))
+    # The default policy caps its own backoff at 20 s; the server's 60 s is not shortened.
+    assert call_with_retry(call, policy=RetryPolicy(), sleep=waits.append) == "done"
+    assert waits == [60] and call.calls == 2
+
+
+def test_a_wait_past_the_time_budget_fails_at_once_with_the_wait():
+    waits = []
+    call = Flaky(slow_down(60))
+    with pytest.raises(RateLimited) as caught:
+        call_with_retry(call, policy=RetryPolicy(max_total_seconds=30), sleep=waits.append)
+    assert str(caught.value).startswith("rate limited, retry after 60 s")
+    assert caught.value.retry_after == 60 and caught.value.provider == "fake"
+    assert waits == [] and call.calls == 1  # no early retry, no sleeping past the deadline
+
+
+def test_our_own_backoff_stays_capped():
+    waits = []
+    call = Flaky(RateLimited("slow down"), RateLimited("slow down"))
+    policy = RetryPolicy(base_delay=50, max_delay=2, max_total_seconds=30)
+    assert call_with_retry(call, policy=policy, sleep=waits.append) == "done"
+    assert len(waits) == 2 and all(wait <= 2 * 1.2 for wait in waits)
+
+
+@pytest.mark.parametrize("headers, seconds", [
+    ({"retry-after": "60"}, 60.0),
+    ({"retry-after-ms": "1500", "retry-after": "9"}, 1.5),
+    ({"retry-after": "inf"}, None),
+    ({"retry-after": "nan"}, None),
+    ({"retry-after": "-5"}, None),
+    ({"retry-after-ms": "nan"}, None),
+    ({"retry-after": "soon"}, None),
+    ({}, None),
+])
+def test_retry_after_must_be_a_finite_wait(headers, seconds):
+    assert parse_retry_after(headers) == seconds
+
+
+# -- every cloud provider, against its fake -------------------------------------------------------
+
+def answer_429(name: str, fake) -> None:
+    """Make the fake answer the next request with a 429 asking for 60 s, in its API's own shape."""
+    if name in ("openai", "stability"):
+        fake.rate_limit(retry_after="60")
+    elif name == "replicate":
+        fake.queue_error("create", problem(429, "Too Many Requests", "Request was throttled.",
+                                           {"retry-after": "60"}))
+    else:
+        fake.queue_error(gemini_rate_limited(retry_delay="60s"))
+
+
+@pytest.mark.parametrize("name, cls", [("openai", OpenAIProvider), ("stability", StabilityProvider),
+                                       ("replicate", ReplicateProvider), ("gemini", GeminiProvider)])
+def test_a_provider_asked_to_wait_longer_than_it_may_fails_at_once(cloud_fake, cloud_provider, name, cls):
+    fake = cloud_fake(name)
+    provider = cloud_provider(cls)  # quick retries: 5 s in all, our backoff capped at 0.5 s
+    answer_429(name, fake)
+    with pytest.raises(RateLimited) as caught:
+        provider.generate(prepared(provider.model(None)), RunContext(timeout=10))
+    assert "rate limited, retry after 60 s" in str(caught.value)
+    assert caught.value.retry_after == 60
+    assert len(fake.server.requests) == 1  # not retried after half a second
+
+
+# -- the batch's provider gate --------------------------------------------------------------------
+
+class Clock:
+    """Stands in for the ``time`` module inside the runner, so waits can be read without waiting."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = Clock()
+    monkeypatch.setattr(runner, "time", fake)
+    return fake
+
+
+def test_the_gate_waits_the_servers_retry_after_in_full(clock):
+    gate = runner.ProviderGate(4)
+    gate.rate_limited(600)  # longer than the gate's own backoff cap
+    assert gate.backoff_until == 1600
+    assert gate.limit == 2
+
+
+@pytest.mark.parametrize("retry_after", [None, float("inf"), float("nan"), -1])
+def test_without_a_usable_retry_after_the_gate_backs_off_by_itself(clock, retry_after):
+    gate = runner.ProviderGate(4)
+    gate.rate_limited(retry_after)
+    assert 1000 < gate.backoff_until <= 1000 + runner.MAX_BACKOFF
