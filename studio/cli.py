@@ -244,10 +244,11 @@ def _providers_text(statuses) -> str:
 
 
 def _stats_text(figures, found) -> str:
-    lines = [f"{'provider/model':<48} {'requests':>8} {'success':>8} {'median s':>9} {'$/image':>9}"]
+    lines = [f"{'provider/model':<48} {'requests':>8} {'success':>8} {'median s':>9} {'$/image':>9} "
+             f"{'vs estimate':>11}"]
     for f in figures:
         lines.append(f"{f.provider + '/' + f.model:<48} {f.requests:>8} {f.success_rate:>8.0%} "
-                     f"{f.median_seconds:>9.2f} {f.cost_per_image:>9.4f}")
+                     f"{f.median_seconds:>9.2f} {f.cost_per_image:>9.4f} {f.estimate_error:>+11.0%}")
     lines += [f"{a.level}: {a.message}" for a in found] or ["no alerts"]
     return "\n".join(lines)
 

@@ -30,6 +30,11 @@ class ModelStats:
     cost: float
     images: int
     cost_per_image: float
+    # How far estimates were off, over the requests that ran and were billed (completed or
+    # recovered): (actual - estimate) / estimate, so +0.5 means they cost half as much again as estimated.
+    estimated_cost: float = 0.0  # the estimates of those requests, summed
+    estimate_error: float = 0.0  # over all of them together
+    worst_estimate_error: float = 0.0  # the one request furthest above its estimate (or closest below)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,13 +68,18 @@ def model_stats(index, *, days: int = 7, owner: str | None = None) -> list[Model
         images = sum(r["n"] for r in done)
         cost = sum(r["cost"] for r in items)
         attempted = len(done) + len(failed)
+        estimated = sum(r["estimated_cost"] for r in done)
+        errors = [(r["cost"] - r["estimated_cost"]) / r["estimated_cost"] for r in done if r["estimated_cost"] > 0]
         result.append(ModelStats(
             provider=provider, model=model, requests=len(items), completed=len(done), failed=len(failed),
             cached=sum(1 for r in items if r["status"] == "cached"),
             success_rate=round(len(done) / attempted, 4) if attempted else 1.0,
             median_seconds=round(statistics.median(durations), 3),
             p95_seconds=round(durations[min(len(durations) - 1, int(0.95 * len(durations)))], 3),
-            cost=round(cost, 6), images=images, cost_per_image=round(cost / images, 6) if images else 0.0))
+            cost=round(cost, 6), images=images, cost_per_image=round(cost / images, 6) if images else 0.0,
+            estimated_cost=round(estimated, 6),
+            estimate_error=round(sum(r["cost"] for r in done) / estimated - 1, 4) if estimated > 0 else 0.0,
+            worst_estimate_error=round(max(errors), 4) if errors else 0.0))
     return result
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import secrets
 import threading
@@ -34,6 +35,7 @@ from studio.types import (GenerationRequest, ImageInput, ImageRecord, Mode, Prep
 from studio.validation import Prepared, clean_category, clean_tags, prepare
 
 STUDIO_VERSION = "image-studio 0.1"
+log = logging.getLogger(__name__)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -105,9 +107,14 @@ class Studio:
         return prepare(request, provider.name, model, self.styles)
 
     def estimate(self, request: GenerationRequest) -> float:
-        prepared = self.prepare(request).request
-        return costs.estimate(prepared.model, width=prepared.width, height=prepared.height, n=prepared.n,
-                              quality=prepared.quality)
+        """Expected USD of ``request``, input included (prompt and input-image tokens where billed):
+        the figure the UIs show before the click. Raises what ``prepare`` raises for a bad request."""
+        return self.quote(request).estimate
+
+    def quote(self, request: GenerationRequest, *, timeout: float | None = None) -> costs.CostQuote:
+        """Expected and most USD of ``request`` (``bound`` is what the daily budget reserves);
+        ``timeout`` in seconds, default the studio's request timeout."""
+        return costs.quote(self.prepare(request).request, timeout=timeout or self.settings.request_timeout)
 
     # -- generating ---------------------------------------------------------------------------
 
@@ -125,8 +132,9 @@ class Studio:
         tags = clean_tags(request.tags)
         category = clean_category(request.category)
         parent = self._visible_parent(request.parent_id, prepared.user)
-        estimate = costs.estimate(prepared.model, width=prepared.width, height=prepared.height, n=prepared.n,
-                                  quality=prepared.quality)
+        # The most this request can cost is reserved against the budget; the estimate is recorded beside it.
+        quote = costs.quote(prepared, timeout=timeout or self.settings.request_timeout)
+        estimate = quote.estimate
         request_id = request_id or secrets.token_hex(8)
         try:  # the operator's policy applies to stored results too
             self.content_filter.check(prepared.prompt)
@@ -144,7 +152,7 @@ class Studio:
                 return GenerationResult([self.storage.with_path(r) for r in hits[:prepared.n]], 0.0, estimate,
                                         True, request_id, time.monotonic() - started, prepared_all.warnings)
 
-        reservation = self._reserve_budget(request_id, estimate)
+        reservation = self._reserve_budget(request_id, quote)
         ctx = RunContext(progress=_staged(progress), cancel=cancel or threading.Event(),
                          timeout=timeout or self.settings.request_timeout)
         try:
@@ -155,7 +163,7 @@ class Studio:
             if not result.images:
                 raise ProviderFailure("the provider returned no images", provider=prepared.provider)
             ctx.report("saving", 0.0, message="saving images")
-            records = self._save(prepared, prepared_all.record_mode, result, estimate, request_id, cache_key,
+            records = self._save(prepared, prepared_all.record_mode, result, quote, request_id, cache_key,
                                  tags, category, parent, started)
         except StudioError as error:
             error.message = self.redact(error.message)
@@ -193,21 +201,25 @@ class Studio:
         }
         return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
-    def _reserve_budget(self, request_id: str, estimate: float) -> str | None:
+    def _reserve_budget(self, request_id: str, quote: costs.CostQuote) -> str | None:
+        """Set the most the request can cost aside, or refuse it (BudgetExceeded) when that does not
+        fit in what is left of today's budget. The reservation is replaced by the actual cost when the
+        request is recorded."""
         budget = self.settings.daily_budget
-        if budget is None or estimate <= 0:
+        if budget is None or quote.bound <= 0:
             return None
-        accepted, committed = self.storage.index.reserve(request_id, utc_now().date().isoformat(), estimate, budget)
+        accepted, committed = self.storage.index.reserve(request_id, utc_now().date().isoformat(), quote.bound,
+                                                         budget)
         if not accepted:
             raise BudgetExceeded(
                 f"today's budget of ${budget:.2f} would be exceeded: ${committed:.4f} is spent or running "
-                f"and this request is estimated at ${estimate:.4f}")
+                f"and this request may cost up to ${quote.bound:.4f} (estimated at ${quote.estimate:.4f})")
         return request_id
 
-    def _save(self, prepared: PreparedRequest, record_mode: Mode, result: ProviderResult, estimate: float,
+    def _save(self, prepared: PreparedRequest, record_mode: Mode, result: ProviderResult, quote: costs.CostQuote,
               request_id: str, cache_key: str, tags: list[str], category: str, parent: ImageRecord | None,
               started: float) -> list[ImageRecord]:
-        total_cost = result.cost if result.cost is not None else estimate
+        total_cost = self._booked_cost(prepared, result, quote, request_id)
         per_image = total_cost / len(result.images)
         created = utc_now()
         elapsed = time.monotonic() - started
@@ -240,11 +252,27 @@ class Studio:
         for record, (data, thumb) in zip(records, encoded):
             self.storage.write_image_files(record, data, thumb)
         generation = self._generation_row(request_id, prepared, record_mode, "completed", cost=total_cost,
-                                          estimate=estimate, duration=time.monotonic() - started)
+                                          estimate=quote.estimate, duration=time.monotonic() - started)
         generation["n"] = len(records)
         self.storage.index.finish_generation(request_id if self.settings.daily_budget is not None else None,
                                              records, generation)
         return records
+
+    @staticmethod
+    def _booked_cost(prepared: PreparedRequest, result: ProviderResult, quote: costs.CostQuote,
+                     request_id: str) -> float:
+        """USD to book for a finished request: the provider's actual cost; when it reports none, the
+        reserved bound (the most it can have cost), never less. An actual above the bound is booked as
+        it is and logged: today's spend then covers it, so no later request is admitted past the budget."""
+        if result.cost is None:
+            if quote.bound > quote.estimate:
+                log.warning("%s/%s request %s: the provider reported no cost; booking the reserved $%.6f",
+                            prepared.provider, prepared.model.id, request_id, quote.bound)
+            return quote.bound
+        if result.cost > quote.bound + 1e-9:
+            log.warning("%s/%s request %s cost $%.6f, above the $%.6f reserved for it (estimate $%.6f)",
+                        prepared.provider, prepared.model.id, request_id, result.cost, quote.bound, quote.estimate)
+        return float(result.cost)
 
     @staticmethod
     def _params(prepared: PreparedRequest, info: dict[str, Any], usage: dict[str, Any]) -> dict[str, Any]:

@@ -131,7 +131,7 @@ def test_inpaint_sends_image_and_mask_white_means_repaint(provider, fake):
     assert sent_mask.getpixel((10, 10)) == 255 and sent_mask.getpixel((700, 10)) == 0
     assert "aspect_ratio" not in call["fields"] and "strength" not in call["fields"]
     assert decoded(result.images[0].data).size == (768, 512)
-    assert result.cost == pytest.approx(0.03)
+    assert result.cost == pytest.approx(0.05)  # Stability's published flat 5 credits for inpaint
 
 
 # -- several images --------------------------------------------------------------------------

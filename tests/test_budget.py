@@ -1,0 +1,236 @@
+"""The daily budget caps what is booked, not what was estimated.
+
+Each request reserves the most it can cost (input text and input images included) and the reservation
+is replaced by the actual cost when it is recorded. The OpenAI cases run the real provider code, SDK
+and studio against the loopback fake, whose token usage follows OpenAI's published accounting (text
+tokens for the prompt, tokens per input image, output tokens by quality and size): its actual cost is
+above the output-only estimate the studio used to reserve.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+import pytest
+from PIL import Image
+
+from studio import costs
+from studio.catalog import BUILTIN_DIR, Catalog
+from studio.errors import BudgetExceeded
+from studio.service import Studio
+from studio.types import GenerationRequest, Mode, ProviderResult
+from tests.fakes import echo_provider
+from tests.fakes.prepared import prepared
+
+LONG_PROMPT = ("a lighthouse on a rocky coast at dusk, waves breaking, gulls, warm windows, " * 60)[:4000]
+WORKERS = 8
+
+
+@pytest.fixture
+def openai_studio(studio_home, cloud_fake):
+    fake = cloud_fake("openai")
+    studio = Studio(home=studio_home)
+    yield studio, fake
+    studio.close()
+
+
+def gate_until_all_settled(fake, workers: int):
+    """Hold every request that reaches the fake until each worker has either reached it or been
+    refused by the budget, so all admitted requests hold their reservations at the same time.
+    Returns ``refused()``, which a worker calls when the studio refuses it."""
+    state = threading.Condition()
+    settled = [0]
+    answer = fake._answer
+
+    def settle():
+        with state:
+            settled[0] += 1
+            state.notify_all()
+
+    def gated(request):
+        if request.path.startswith("/v1/images/"):
+            settle()
+            with state:
+                if not state.wait_for(lambda: settled[0] >= workers, timeout=60):
+                    raise AssertionError("the workers never all settled")
+        return answer(request)
+
+    fake._answer = gated
+    return settle
+
+
+def run_concurrently(studio: Studio, fake, make_call) -> list[str]:
+    refused = gate_until_all_settled(fake, WORKERS)
+    barrier = threading.Barrier(WORKERS)
+    outcomes: list[str] = []
+    errors: list[BaseException] = []
+
+    def worker(index: int):
+        barrier.wait()
+        try:
+            make_call(index)
+            outcomes.append("ok")
+        except BudgetExceeded:
+            outcomes.append("refused")
+            refused()
+        except BaseException as error:  # noqa: BLE001 - reported by the test below
+            errors.append(error)
+            refused()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(WORKERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    return outcomes
+
+
+@pytest.fixture
+def source_image(tmp_path):
+    path = tmp_path / "harbour.png"
+    Image.new("RGB", (1024, 1024), (90, 120, 160)).save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("case, model, budget", [
+    ("long prompts", "gpt-image-2.5-flare", 0.10),
+    ("edits with an input image", "gpt-image-1-mini", 0.045),
+    ("edits with an input image", "gpt-image-2.5-flare", 0.15),
+])
+def test_eight_concurrent_openai_requests_never_book_past_the_budget(openai_studio, source_image, case, model,
+                                                                      budget):
+    studio, fake = openai_studio
+    studio.settings.daily_budget = budget
+
+    def call(index: int):
+        if case == "long prompts":
+            studio.generate(GenerationRequest(prompt=f"{index} {LONG_PROMPT}"[:4000], provider="openai",
+                                              model=model, quality="low"))
+        else:
+            studio.edit(source_image, f"{index} {LONG_PROMPT}"[:4000], provider="openai", model=model,
+                        quality="low")
+
+    outcomes = run_concurrently(studio, fake, call)
+    booked = studio.spent_today()
+    rows = [r for r in studio.storage.index.generations() if r["status"] == "completed"]
+    assert outcomes.count("ok") == len(rows) >= 1
+    assert booked <= budget + 1e-9, f"booked ${booked:.4f} against a ${budget:.3f} budget"
+    # The fake really bills more than the per-image price: the input is what the old estimate left out.
+    output_only = costs.estimate(studio.catalog.model("openai", model), width=1024, height=1024, n=1,
+                                 quality="low")
+    assert all(row["cost"] > output_only * 1.15 for row in rows)
+    assert not studio.storage.index.connection().execute("SELECT COUNT(*) FROM reservations").fetchone()[0]
+
+
+def test_the_estimate_shown_before_the_click_includes_input_costs(openai_studio, source_image):
+    studio, _fake = openai_studio
+    for request in (GenerationRequest(prompt=LONG_PROMPT, provider="openai", quality="low"),
+                    GenerationRequest(prompt=LONG_PROMPT, provider="openai", quality="low", mode=Mode.IMAGE_TO_IMAGE,
+                                      init_image=source_image)):
+        shown = studio.estimate(request)
+        actual = studio.generate(request).cost
+        assert abs(actual - shown) / actual < 0.10, (shown, actual)
+
+
+def test_stats_show_how_far_estimates_were_off_per_model(echo_studio, monkeypatch):
+    generate = echo_provider.EchoProvider.generate
+
+    def twice_the_price(self, request, ctx):
+        result = generate(self, request, ctx)
+        return ProviderResult(images=result.images, cost=0.02 * len(result.images), usage=result.usage)
+
+    echo_studio.generate(GenerationRequest(prompt="a fox", provider="echo"))  # on estimate
+    monkeypatch.setattr(echo_provider.EchoProvider, "generate", twice_the_price)
+    echo_studio.generate(GenerationRequest(prompt="a fox", provider="echo", n=2))  # twice the estimate
+    (figures,) = echo_studio.stats()
+    assert figures.estimated_cost == pytest.approx(0.03)
+    assert figures.cost == pytest.approx(0.05)
+    assert figures.estimate_error == pytest.approx(0.05 / 0.03 - 1, abs=1e-3)
+    assert figures.worst_estimate_error == pytest.approx(1.0)
+
+
+def test_a_provider_billing_past_its_reservation_is_booked_in_full_and_stops_new_requests(
+        echo_studio, monkeypatch, caplog):
+    echo_studio.settings.daily_budget = 0.03
+    generate = echo_provider.EchoProvider.generate
+
+    def overbilled(self, request, ctx):
+        result = generate(self, request, ctx)
+        return ProviderResult(images=result.images, cost=0.05, usage=result.usage)
+
+    monkeypatch.setattr(echo_provider.EchoProvider, "generate", overbilled)
+    with caplog.at_level(logging.WARNING, logger="studio.service"):
+        result = echo_studio.generate(GenerationRequest(prompt="a fox", provider="echo"))
+    assert result.cost == pytest.approx(0.05)  # the actual, not the $0.01 reserved
+    assert echo_studio.spent_today() == pytest.approx(0.05)
+    assert any("above the $0.010000 reserved" in message for message in caplog.messages)
+    with pytest.raises(BudgetExceeded, match="may cost up to \\$0.0100"):
+        echo_studio.generate(GenerationRequest(prompt="another fox", provider="echo"))
+    assert [a.kind for a in echo_studio.alerts()] == ["budget"]
+
+
+def test_a_request_whose_bound_does_not_fit_is_refused_before_any_call(openai_studio, source_image):
+    studio, fake = openai_studio
+    quote = studio.quote(GenerationRequest(prompt=LONG_PROMPT, provider="openai", quality="low",
+                                           mode=Mode.IMAGE_TO_IMAGE, init_image=source_image))
+    assert quote.estimate < quote.bound
+    studio.settings.daily_budget = (quote.estimate + quote.bound) / 2  # the estimate fits, the bound does not
+    with pytest.raises(BudgetExceeded, match="may cost up to"):
+        studio.edit(source_image, LONG_PROMPT, provider="openai", quality="low")
+    assert fake.calls == [] and studio.spent_today() == 0
+
+
+# -- the bound of each kind of price -------------------------------------------------------------
+
+
+@pytest.fixture
+def catalog():
+    return Catalog()
+
+
+def test_per_second_prices_are_bounded_by_the_request_timeout(catalog):
+    model = catalog.model("replicate", "stability-ai/sdxl:39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b")
+    quote = costs.quote(prepared(model, n=2), timeout=120)
+    assert quote.estimate == pytest.approx(0.000975 * 8 * 2)
+    assert quote.bound == pytest.approx(0.000975 * 120)  # the provider cancels the run at the deadline
+
+
+def test_fixed_prices_are_their_own_bound(catalog):
+    inpaint = catalog.model("stability", "stable-image-inpaint")
+    quote = costs.quote(prepared(inpaint, mode=Mode.INPAINT, n=2), timeout=300)
+    assert (quote.estimate, quote.bound, quote.exact) == (pytest.approx(0.10), pytest.approx(0.10), True)
+    schnell = catalog.model("replicate", "black-forest-labs/flux-schnell")
+    assert costs.quote(prepared(schnell, n=4), timeout=300).bound == pytest.approx(0.012)
+
+
+def test_gemini_tiers_follow_the_image_size_option_and_count_input(catalog):
+    flash = catalog.model("gemini", "gemini-3.1-flash-image")
+    small = costs.quote(prepared(flash), timeout=300)
+    large = costs.quote(prepared(flash, extra={"image_size": "4K"}), timeout=300)
+    assert small.estimate == pytest.approx(0.067, abs=0.001)
+    assert large.estimate == pytest.approx(0.151, abs=0.001)
+    edit = costs.quote(prepared(flash, mode=Mode.INPAINT, init_image=Image.new("RGB", (64, 64)),
+                                mask=Image.new("L", (64, 64))), timeout=300)
+    assert edit.bound - small.bound == pytest.approx(2 * 2240 * 0.5 / 1e6)  # two input images at most
+    assert not small.exact  # Gemini may write (and bill) text and thinking beyond any bound
+
+
+def test_openai_auto_quality_reserves_the_dearest_quality(catalog):
+    flare = catalog.model("openai", "gpt-image-2.5-flare")
+    auto = costs.quote(prepared(flare, quality="auto"), timeout=300)
+    assert auto.bound >= 0.25  # "max" costs $0.25 a 1024x1024 image
+
+
+def test_every_catalog_price_records_when_it_was_checked():
+    for path in sorted(BUILTIN_DIR.glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        entries = [("*", data["*"])] if "*" in data else []
+        entries += [(m["id"], m) for m in data["models"]]
+        for model_id, entry in entries:
+            price = entry["price"]
+            assert "checked_on" in price, f"{path.stem}/{model_id}: no checked_on"
+            assert price["checked_on"] or price.get("unverified"), f"{path.stem}/{model_id}: unchecked, no reason"
+    assert Catalog().model("stability", "stable-image-inpaint").price["credits"] == 5
