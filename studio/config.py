@@ -47,6 +47,7 @@ class Settings:
     local_cache_size: int = 2  # loaded pipelines kept in memory
     user_models: dict[str, str] = field(default_factory=dict)  # user -> local model id or path
     request_timeout: float = 300.0
+    job_stale_seconds: float = 15.0  # a batch runner whose heartbeat is older than this is presumed dead
     session_keys: dict[str, str] = field(default_factory=dict, repr=False)  # pasted by a user, never stored
 
     @classmethod
@@ -69,6 +70,8 @@ class Settings:
             local_cache_size=int(env.get("STUDIO_LOCAL_CACHE_SIZE") or local.get("cache_size") or 2),
             user_models=dict(local.get("user_models", {})),
             request_timeout=float(env.get("STUDIO_REQUEST_TIMEOUT") or file_values.get("request_timeout") or 300),
+            job_stale_seconds=float(env.get("STUDIO_JOB_STALE_SECONDS") or file_values.get("job_stale_seconds")
+                                    or 15),
         )
         for name, value in overrides.items():
             setattr(settings, name, value)

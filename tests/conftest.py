@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,54 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
     yield home
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "background_errors: this test provokes errors in background threads on "
+                                       "purpose (they are logged, and do not fail it)")
+
+
+class _BackgroundErrors(logging.Handler):
+    """Collects what background threads report: an exception no one caught, or an ERROR our own
+    code logged (``studio.*``, ``image_studio.*`` loggers) from a thread other than the test's."""
+
+    OUR_LOGGERS = ("studio", "image_studio")
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.found: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        ours = record.name.split(".", 1)[0] in self.OUR_LOGGERS
+        if ours and record.thread != threading.main_thread().ident:
+            self.found.append(f"[{record.threadName}] {record.name}: {record.getMessage()}"
+                              + (f" ({record.exc_info[0].__name__}: {record.exc_info[1]})" if record.exc_info else ""))
+
+    def excepthook(self, args) -> None:
+        name = args.thread.name if args.thread is not None else "?"
+        self.found.append(f"[{name}] uncaught {args.exc_type.__name__}: {args.exc_value}")
+
+
+@pytest.fixture(autouse=True)
+def fail_on_background_errors(request, monkeypatch):
+    """No background loop may swallow an exception: it logs it, and here a logged error or an
+    uncaught exception in any other thread fails the test (unless marked ``background_errors``)."""
+    collector = _BackgroundErrors()
+    previous_hook = threading.excepthook
+
+    def hook(args):
+        collector.excepthook(args)
+        previous_hook(args)
+
+    monkeypatch.setattr(threading, "excepthook", hook)
+    root = logging.getLogger()
+    root.addHandler(collector)
+    try:
+        yield collector
+    finally:
+        root.removeHandler(collector)
+    if collector.found and request.node.get_closest_marker("background_errors") is None:
+        pytest.fail("errors in background threads:\n" + "\n".join(collector.found), pytrace=False)
 
 
 @pytest.fixture

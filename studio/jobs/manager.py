@@ -6,6 +6,7 @@ items) and a ``WebhookDispatcher``. Front ends (CLI, library, Streamlit page) on
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -26,6 +27,7 @@ from studio.webhooks import JOB_SECRET_OPTION, DeliveryResult, WebhookDispatcher
 # The request fields a batch sets once for every scene (a scene's overrides may change some).
 JOB_REQUEST_FIELDS = tuple(f for f in REQUEST_FIELDS if f != "style")  # the style is a column of its own
 _SEED_SPACE = MAX_SEED - ABSOLUTE_MAX_N  # seed + image number must stay a valid seed
+log = logging.getLogger("studio.jobs")
 
 
 @dataclass
@@ -171,8 +173,8 @@ class JobManager:
                 continue
             prepared = prepared_all.request
             item.prompt, item.negative_prompt = prepared.prompt, prepared.negative_prompt
-            # Input included (prompt and input-image tokens), as the single-request estimate.
-            item.estimated_cost = costs.quote(prepared, timeout=self.studio.settings.request_timeout).estimate
+            item.estimated_cost = costs.estimate(prepared.model, width=prepared.width, height=prepared.height,
+                                                 n=prepared.n, quality=prepared.quality)
             warnings += [w for w in prepared_all.warnings if w not in warnings]
             items.append(item)
         job.estimated_cost = round(sum(i.estimated_cost for i in items), 6)
@@ -224,7 +226,17 @@ class JobManager:
 
     def _mark_interrupted(self, job: Job) -> None:
         job.interrupted = (job.status is JobStatus.RUNNING and not self.runner.running(job.id)
-                           and not runner_alive(job.runner, job.heartbeat_at))
+                           and not self._holder_alive(job))
+
+    def _holder_alive(self, job: Job) -> bool:
+        """Is the runner the store names for ``job`` alive (fresh heartbeat, process there)?"""
+        return runner_alive(job.runner, job.heartbeat_at, stale_after=self.runner.stale_after)
+
+    def _refuse_if_held_elsewhere(self, job: Job) -> None:
+        """A job a live runner of another manager or process holds is never run here too."""
+        if job.runner and job.runner != self.runner.runner_id and self._holder_alive(job):
+            raise InvalidRequest(f"job {job.id} is running in another process ({job.runner}); "
+                                 "pause or cancel it there, or wait for it")
 
     def wait(self, job_id: str, user: str = "local", timeout: float | None = None) -> Job:
         """Block until the job stops running (finished, paused, or interrupted); returns it."""
@@ -268,7 +280,7 @@ class JobManager:
         self.store.update_job(job.id, status=JobStatus.PAUSED)
         if self.runner.running(job.id):
             self.runner.stop(job.id)  # items in flight finish; the runner reports job.paused
-        elif not runner_alive(job.runner, job.heartbeat_at):
+        elif not self._holder_alive(job):
             self._on_event("job.paused", job.id, None)
         return self.get(job.id, user)
 
@@ -284,9 +296,7 @@ class JobManager:
             if self.runner.running(job.id):
                 self.runner.start(job.id)
                 return self.get(job.id, user)
-            if job.runner and job.runner != self.runner.runner_id and runner_alive(job.runner, job.heartbeat_at):
-                raise InvalidRequest(f"job {job.id} is running in another process ({job.runner}); "
-                                     "pause or cancel it there, or wait for it")
+            self._refuse_if_held_elsewhere(job)
             if not self.store.take_over(job.id, self.runner.runner_id, job.runner):
                 raise InvalidRequest(f"job {job.id} was just taken over by another process")
             reconcile(self.studio, self.store, job)
@@ -297,12 +307,12 @@ class JobManager:
         """Resume every job whose runner died (call once when the studio starts)."""
         resumed = []
         for job in self.store.list(None, limit=10_000, statuses=[JobStatus.RUNNING]):
-            if not self.runner.running(job.id) and not runner_alive(job.runner, job.heartbeat_at):
+            if not self.runner.running(job.id) and not self._holder_alive(job):
                 try:
                     self.resume(job.id, job.owner)
                     resumed.append(job.id)
-                except StudioError:
-                    continue  # another process got there first
+                except StudioError as error:  # another process got there first
+                    log.info("batch job %s: not recovered here: %s", job.id, error.message)
         return resumed
 
     def cancel(self, job_id: str, user: str = "local", index: int | None = None) -> Job:
@@ -319,7 +329,9 @@ class JobManager:
         self.store.update_job(job.id, status=JobStatus.CANCELLED, finished_at=now_iso())
         if self.runner.running(job.id):
             self.runner.stop(job.id, cancel=True)  # the runner reports job.cancelled when its workers stop
-        elif not runner_alive(job.runner, job.heartbeat_at):
+        elif not self._holder_alive(job):
+            # Its process is gone: no one else will settle what it had in flight (saved: kept).
+            reconcile(self.studio, self.store, job, rerun=False)
             self._on_event("job.cancelled", job.id, None)
         return self.get(job.id, user)
 
@@ -327,6 +339,8 @@ class JobManager:
               include_cancelled: bool = False) -> Job:
         """Run failed items (and cancelled ones, if asked) again."""
         job = self.get(job_id, user, items=False)
+        if not self.runner.running(job.id):
+            self._refuse_if_held_elsewhere(job)  # before anything changes
         statuses = [ItemStatus.FAILED] + ([ItemStatus.CANCELLED] if include_cancelled else [])
         if self.store.reset(job.id, statuses, indexes) == 0:
             raise InvalidRequest(f"job {job.id} has no {' or '.join(s.value.lower() for s in statuses)} items to retry")
@@ -371,8 +385,8 @@ class JobManager:
             try:
                 self.store.note_webhook(result.job_id, result.ok, None if result.ok else
                                         f"{result.event}: {result.error} after {result.attempts} attempt(s)")
-            except Exception:
-                pass
+            except Exception:  # the delivery itself is done; only its note on the job is missing
+                log.exception("batch job %s: could not record a webhook delivery", result.job_id)
 
 
 def _item_summary(item: JobItem, records: dict) -> dict[str, Any]:

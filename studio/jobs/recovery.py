@@ -9,17 +9,19 @@ An item in flight when its process died is found by the request id its attempt p
    have started before the other one died.
 2. An item whose request has images in the index completes with them: the generation finished
    and was paid; only the item's own row was not updated.
-3. An item with nothing saved runs again, after its budget reservation is released.
+3. An item with nothing saved runs again, after its budget reservation is released (or, when
+   the job is being cancelled, ``rerun=False``, it is cancelled).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from studio.jobs.model import ACTIVE, Job
+from studio.jobs.model import ACTIVE, ItemStatus, Job
 from studio.jobs.store import JobStore
 
 RECOVERED_NOTE = "recovered after an interruption: its images were saved before the process stopped"
+CANCELLED_NOTE = "cancelled while its process was gone; nothing of it had been saved"
 
 
 @dataclass
@@ -29,7 +31,8 @@ class RecoveryReport:
     adopted: list[str] = field(default_factory=list)  # image ids the storage re-indexed
 
 
-def reconcile(studio, store: JobStore, job: Job) -> RecoveryReport:
+def reconcile(studio, store: JobStore, job: Job, *, rerun: bool = True) -> RecoveryReport:
+    """Settle the job's active items; call only when no live runner holds the job."""
     report = RecoveryReport()
     interrupted = store.items(job.id, ACTIVE)  # active items always carry their attempt's request id
     if not interrupted:
@@ -42,7 +45,9 @@ def reconcile(studio, store: JobStore, job: Job) -> RecoveryReport:
             store.complete_item(job.id, item.index, item.request_id, [r.id for r in records],
                                 sum(r.cost for r in records), RECOVERED_NOTE)
             report.completed.append(item.index)
-        else:
+        elif rerun:
             store.requeue_item(job.id, item.index, item.request_id, "interrupted; running it again")
             report.requeued.append(item.index)
+        else:
+            store.fail_item(job.id, item.index, item.request_id, ItemStatus.CANCELLED, "cancelled", CANCELLED_NOTE)
     return report

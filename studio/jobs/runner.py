@@ -14,6 +14,7 @@ one task per pending item, each task calls ``execute_item`` below with a store b
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import secrets
@@ -31,23 +32,27 @@ from studio.validation import clean_tags
 
 MAX_ATTEMPTS = 3  # tries for an item that failed with a retryable error (timeout, 5xx)
 MAX_RATE_LIMITED_ATTEMPTS = 10  # a rate limit is not the item's fault: it may come back more often
-HEARTBEAT_STALE_SECONDS = 15.0  # a runner silent for this long is presumed dead
+HEARTBEAT_STALE_SECONDS = 15.0  # a runner silent for this long is presumed dead (Settings.job_stale_seconds)
 DEFAULT_BACKOFF = 2.0
-MAX_BACKOFF = 60.0
+MAX_BACKOFF = 60.0  # our own backoff's cap; a server's Retry-After is waited in full
 
 EventCallback = Callable[[str, str, "JobItem | None"], None]  # (event, job id, item)
+
+log = logging.getLogger("studio.jobs")
 
 
 def new_runner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def runner_alive(runner: str | None, heartbeat_at: float | None, now: float | None = None) -> bool:
-    """Is the runner that holds a job still there? Its heartbeat must be fresh, and on this host
-    its process must exist (so a killed worker is noticed at once, not after the stale period)."""
+def runner_alive(runner: str | None, heartbeat_at: float | None, now: float | None = None, *,
+                 stale_after: float = HEARTBEAT_STALE_SECONDS) -> bool:
+    """Is the runner that holds a job still there? Its heartbeat (``time.time()`` seconds) must be
+    at most ``stale_after`` seconds old, and on this host its process must exist (so a killed
+    worker is noticed at once, not after the stale period)."""
     if not runner or heartbeat_at is None:
         return False
-    if (now or time.time()) - heartbeat_at > HEARTBEAT_STALE_SECONDS:
+    if (now or time.time()) - heartbeat_at > stale_after:
         return False
     host, _, rest = runner.partition(":")
     pid_text = rest.split(":", 1)[0]
@@ -66,6 +71,7 @@ class Runner(ABC):
     """Runs the pending items of jobs kept in a ``JobStore``."""
 
     runner_id: str
+    stale_after: float = HEARTBEAT_STALE_SECONDS  # seconds without a heartbeat before a holder is presumed dead
 
     @abstractmethod
     def start(self, job_id: str) -> None:
@@ -193,16 +199,11 @@ class ProviderGate:
             self._cond.notify_all()
 
     def rate_limited(self, retry_after: float | None) -> None:
-        """A request was rate limited: every worker waits the server's ``retry_after`` in full (it
-        knows when its window reopens; waiting less only earns more 429s), or without one an
-        exponential delay capped at ``MAX_BACKOFF``."""
         with self._cond:
             self._penalty += 1
-            if retry_after is not None and 0 <= retry_after < float("inf"):  # NaN fails both
-                delay = retry_after
-            else:
-                delay = min(MAX_BACKOFF, DEFAULT_BACKOFF * 2 ** (self._penalty - 1))
-            self.backoff_until = max(self.backoff_until, time.monotonic() + delay)
+            delay = retry_after if retry_after is not None and retry_after >= 0 else min(
+                MAX_BACKOFF, DEFAULT_BACKOFF * 2 ** (self._penalty - 1))
+            self.backoff_until = max(self.backoff_until, time.monotonic() + min(delay, MAX_BACKOFF))
             self.limit = max(1, self.limit // 2)
             self._streak = 0
             self._cond.notify_all()
@@ -231,12 +232,27 @@ class _Run:
 
 
 class ThreadRunner(Runner):
+    """Worker threads in this process, plus one monitor thread that refreshes the heartbeat of every
+    job held here and applies pause/cancel requests that other processes wrote to the store.
+
+    ``stale_after`` (seconds; default ``studio.settings.job_stale_seconds``) is how long a silent
+    runner is trusted; the heartbeat is refreshed every ``poll_interval`` seconds (default: a fifth
+    of it, at most 0.5), so a live runner is never taken for a dead one."""
+
     def __init__(self, studio, store: JobStore, *, on_event: EventCallback | None = None,
-                 poll_interval: float = 0.5, runner_id: str | None = None):
+                 poll_interval: float | None = None, runner_id: str | None = None,
+                 stale_after: float | None = None):
         self.studio = studio
         self.store = store
         self.on_event = on_event
-        self.poll_interval = poll_interval
+        settings = getattr(studio, "settings", None)
+        self.stale_after = float(stale_after if stale_after is not None else
+                                 getattr(settings, "job_stale_seconds", HEARTBEAT_STALE_SECONDS))
+        if self.stale_after <= 0:
+            raise ValueError(f"stale_after must be positive, not {self.stale_after}")
+        self.poll_interval = poll_interval if poll_interval is not None else min(0.5, self.stale_after / 5)
+        if not 0 < self.poll_interval < self.stale_after:
+            raise ValueError(f"poll_interval must be between 0 and stale_after ({self.stale_after} s)")
         self.runner_id = runner_id or new_runner_id()
         self._lock = threading.RLock()
         self._runs: dict[str, _Run] = {}
@@ -308,13 +324,16 @@ class ThreadRunner(Runner):
                 item = None
                 if not run.stopping.is_set() and gate.acquire(run.stopping):
                     try:
-                        item = self.store.claim(run.job.id)
+                        # Only while the job is RUNNING and still ours: a pause, cancel or takeover
+                        # written by any process stops new items at once.
+                        item = self.store.claim(run.job.id, self.runner_id)
                         if item is not None:
                             self._run_item(run, item, gate)
                     finally:
                         gate.release()
                     if item is not None:
                         continue
+                    self._apply_control(run)  # nothing claimed: find out whether the job is still ours
                 with self._lock:
                     if not run.stopping.is_set() and self.store.has_pending(run.job.id):
                         continue  # items came back (retry, rate limit) while we looked
@@ -324,13 +343,14 @@ class ThreadRunner(Runner):
                     self._finish(run)
                     return
         except Exception as exc:  # the store itself failed: stop this job, leave it resumable
+            log.exception("batch job %s: a worker stopped on an unexpected error", run.job.id)
             with self._lock:
                 run.workers -= 1
                 run.stopping.set()
                 try:
                     self.store.update_job(run.job.id, error=f"the job stopped: {type(exc).__name__}: {exc}")
                 except Exception:
-                    pass
+                    log.exception("batch job %s: could not record why it stopped", run.job.id)
                 if not run.workers:
                     self._finish(run)
 
@@ -376,6 +396,7 @@ class ThreadRunner(Runner):
                 # (still RUNNING with work left: the runner was shut down; the job stays resumable)
                 self.store.update_job(run.job.id, **fields)
         except Exception:  # the store is unreachable: the stale heartbeat will free the job later
+            log.exception("batch job %s: could not settle its status when its workers stopped", run.job.id)
             event = None
         finally:
             run.done.set()
@@ -387,8 +408,8 @@ class ThreadRunner(Runner):
             return
         try:
             self.on_event(event, job_id, item)
-        except Exception:  # a notification must never break the job
-            pass
+        except Exception:  # a notification must never break the job, but it is not hidden either
+            log.exception("batch job %s: the %s notification failed", job_id, event)
 
     # -- the monitor: heartbeat, and control from other processes ---------------------------
 
@@ -398,26 +419,36 @@ class ThreadRunner(Runner):
             self._monitor.start()
 
     def _watch(self) -> None:
+        """Every ``poll_interval``: refresh the heartbeat of the jobs held here (so no other process
+        takes a live job over), then apply pause and cancel requests from any process. A failing
+        tick is logged and the next one tries again; the loop itself never stops before shutdown."""
         while not self._closed.wait(self.poll_interval):
             with self._lock:
                 runs = list(self._runs.values())
             if not runs:
                 continue
             try:
-                self.store.heartbeat([r.job_id for r in runs], self.runner_id, time.time())
-                for run in runs:
+                self.store.heartbeat([run.job.id for run in runs], self.runner_id, time.time())
+            except Exception:
+                log.exception("batch runner %s: could not refresh the heartbeat", self.runner_id)
+            for run in runs:
+                try:
                     self._apply_control(run)
-            except Exception:  # a busy database now and then: try again next tick
-                continue
+                except Exception:
+                    log.exception("batch job %s: could not read its pause/cancel requests", run.job.id)
 
     def _apply_control(self, run: _Run) -> None:
-        job = self.store.get(run.job.id, items=False)
-        if job is None or job.runner not in (self.runner_id, None) or job.status in (JobStatus.PAUSED,
-                                                                                    JobStatus.CANCELLED):
-            run.stopping.set()  # paused or cancelled elsewhere, or taken over by another process
-        cancel_all = job is None or job.status is JobStatus.CANCELLED
-        flagged = {index for index, _rid in self.store.cancel_requests(run.job.id)}
-        with self._lock:
+        """Stop taking items when the stored job is no longer RUNNING here (paused, cancelled or
+        taken over, by this process or another), and interrupt items whose cancel was asked for."""
+        with self._lock:  # so that a resume (``start``) in between is never undone by a stale read
+            job = self.store.get(run.job.id, items=False)
+            if job is None or job.runner != self.runner_id or job.status is not JobStatus.RUNNING:
+                if not run.stopping.is_set():
+                    log.info("batch job %s: stopping here (%s)", run.job.id,
+                             "deleted" if job is None else f"{job.status.value.lower()}, held by {job.runner}")
+                run.stopping.set()
+            cancel_all = job is None or job.status is JobStatus.CANCELLED
+            flagged = {index for index, _rid in self.store.cancel_requests(run.job.id)}
             for index, event in run.cancels.items():
                 if cancel_all or index in flagged:
                     event.set()

@@ -126,8 +126,10 @@ class JobStore(ABC):
     def item(self, job_id: str, index: int) -> JobItem | None: ...
 
     @abstractmethod
-    def claim(self, job_id: str) -> JobItem | None:
-        """The next PENDING item, now INITIALIZING with a new attempt and request id; None if none."""
+    def claim(self, job_id: str, runner: str | None = None) -> JobItem | None:
+        """The next PENDING item, now INITIALIZING with a new attempt and request id; None if none.
+        With ``runner``, only while the job is RUNNING and held by that runner (checked in the same
+        transaction): a pause, cancel or takeover written by any process stops new items at once."""
 
     @abstractmethod
     def has_pending(self, job_id: str) -> bool: ...
@@ -281,9 +283,13 @@ class SQLiteJobStore(JobStore):
                                               (job_id, index)).fetchone()
         return _item_from_row(row) if row else None
 
-    def claim(self, job_id: str) -> JobItem | None:
+    def claim(self, job_id: str, runner: str | None = None) -> JobItem | None:
         now = now_iso()
         with self.index.write() as conn:
+            if runner is not None and conn.execute(
+                    "SELECT 1 FROM jobs WHERE id = ? AND status = ? AND runner = ?",
+                    (job_id, JobStatus.RUNNING.value, runner)).fetchone() is None:
+                return None
             row = conn.execute("SELECT idx, attempts FROM job_items WHERE job_id = ? AND status = ? "
                                "ORDER BY idx LIMIT 1", (job_id, ItemStatus.PENDING.value)).fetchone()
             if row is None:

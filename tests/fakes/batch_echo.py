@@ -4,6 +4,9 @@
 - ``ECHO_LATENCY``: seconds per call (as for ``CatalogedEchoProvider``);
 - ``ECHO_CALL_LOG``: a file that gets one line per provider call (the scene's prompt), appended
   atomically, so calls are counted across the killed process and the one that resumes;
+- ``ECHO_HOLD_FROM=N``: the Nth provider call of this process, and every later one, waits until
+  the file ``ECHO_RELEASE_FILE`` exists (if that is not set: forever), or its item is cancelled,
+  or the process is killed; so a test decides when the process is mid-job, whatever the load;
 - ``ECHO_CRASH_ON_SAVE=N``: the process dies (``os._exit``, like SIGKILL: no cleanup) on the Nth
   time the core commits a generation's rows, i.e. after that request's image files are written and
   before its rows exist. The prompt of that request is written to ``ECHO_CRASH_LOG``.
@@ -11,6 +14,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 
@@ -19,6 +23,7 @@ from tests.fakes.echo_provider import CatalogedEchoProvider
 
 _saves = 0
 _saves_lock = threading.Lock()
+_call_numbers = itertools.count(1)  # next() is atomic under the GIL
 
 
 class CountingEcho(CatalogedEchoProvider):
@@ -30,6 +35,13 @@ class CountingEcho(CatalogedEchoProvider):
                 os.write(fd, (request.user_prompt + "\n").encode("utf-8"))
             finally:
                 os.close(fd)
+        hold_from = int(os.environ.get("ECHO_HOLD_FROM") or 0)
+        if hold_from and next(_call_numbers) >= hold_from:
+            release = os.environ.get("ECHO_RELEASE_FILE")
+            pause = threading.Event()  # never set: only a timed wait between looks
+            while not (release and os.path.exists(release)):
+                ctx.check_cancelled()
+                pause.wait(0.05)
         return super().generate(request, ctx)
 
 
