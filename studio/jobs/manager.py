@@ -173,8 +173,8 @@ class JobManager:
                 continue
             prepared = prepared_all.request
             item.prompt, item.negative_prompt = prepared.prompt, prepared.negative_prompt
-            item.estimated_cost = costs.estimate(prepared.model, width=prepared.width, height=prepared.height,
-                                                 n=prepared.n, quality=prepared.quality)
+            # Input included (prompt and input-image tokens), as the single-request estimate.
+            item.estimated_cost = costs.quote(prepared, timeout=self.studio.settings.request_timeout).estimate
             warnings += [w for w in prepared_all.warnings if w not in warnings]
             items.append(item)
         job.estimated_cost = round(sum(i.estimated_cost for i in items), 6)

@@ -199,11 +199,16 @@ class ProviderGate:
             self._cond.notify_all()
 
     def rate_limited(self, retry_after: float | None) -> None:
+        """A request was rate limited: every worker waits the server's ``retry_after`` in full (it
+        knows when its window reopens; waiting less only earns more 429s), or without one an
+        exponential delay capped at ``MAX_BACKOFF``."""
         with self._cond:
             self._penalty += 1
-            delay = retry_after if retry_after is not None and retry_after >= 0 else min(
-                MAX_BACKOFF, DEFAULT_BACKOFF * 2 ** (self._penalty - 1))
-            self.backoff_until = max(self.backoff_until, time.monotonic() + min(delay, MAX_BACKOFF))
+            if retry_after is not None and 0 <= retry_after < float("inf"):  # NaN fails both
+                delay = retry_after
+            else:
+                delay = min(MAX_BACKOFF, DEFAULT_BACKOFF * 2 ** (self._penalty - 1))
+            self.backoff_until = max(self.backoff_until, time.monotonic() + delay)
             self.limit = max(1, self.limit // 2)
             self._streak = 0
             self._cond.notify_all()
