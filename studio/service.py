@@ -24,7 +24,9 @@ from studio import costs, postprocess
 from studio.catalog import Catalog
 from studio.contentfilter import ContentFilter
 from studio.config import SECRET_NAMES, Settings
-from studio.errors import BudgetExceeded, ContentBlocked, InvalidRequest, NotFound, ProviderFailure, StudioError
+from studio.errors import (BudgetExceeded, ContentBlocked, InvalidRequest, NotFound, ProviderFailure, StudioError,
+                           UnusableResult)
+from studio.identity import visible_to
 from studio.imaging import decode_result, load_image, png_bytes, thumbnail_bytes
 from studio.netfetch import fetch_url, is_url
 from studio.metadata import encode_image, format_parameters, read_metadata
@@ -153,6 +155,7 @@ class Studio:
                                         True, request_id, time.monotonic() - started, prepared_all.warnings)
 
         reservation = self._reserve_budget(request_id, quote)
+        result: ProviderResult | None = None  # what the provider answered, once it has
         ctx = RunContext(progress=_staged(progress), cancel=cancel or threading.Event(),
                          timeout=timeout or self.settings.request_timeout)
         try:
@@ -168,6 +171,7 @@ class Studio:
         except StudioError as error:
             error.message = self.redact(error.message)
             self._log(request_id, prepared, prepared_all.record_mode, "failed", error=error, estimate=estimate,
+                      cost=self._billed_on_failure(prepared, error, quote, request_id, result),
                       duration=time.monotonic() - started, reservation=reservation)
             raise
         except Exception as exc:
@@ -257,6 +261,20 @@ class Studio:
         self.storage.index.finish_generation(request_id if self.settings.daily_budget is not None else None,
                                              records, generation)
         return records
+
+    @staticmethod
+    def _billed_on_failure(prepared: PreparedRequest, error: StudioError, quote: costs.CostQuote,
+                           request_id: str, result: ProviderResult | None) -> float:
+        """USD to book for a failed request. A provider that answered and billed without a usable
+        image (UnusableResult) is booked at the cost it reported with its answer, else at the reserved
+        bound (the most it can have cost), so unusable answers still count against the budget. Other
+        failures were not billed: nothing."""
+        if not isinstance(error, UnusableResult):
+            return 0.0
+        billed = result.cost if result is not None and result.cost is not None else quote.bound
+        log.warning("%s/%s request %s was billed without a usable image; booking $%.6f",
+                    prepared.provider, prepared.model.id, request_id, billed)
+        return float(billed)
 
     @staticmethod
     def _booked_cost(prepared: PreparedRequest, result: ProviderResult, quote: costs.CostQuote,

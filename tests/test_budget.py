@@ -234,3 +234,18 @@ def test_every_catalog_price_records_when_it_was_checked():
             assert "checked_on" in price, f"{path.stem}/{model_id}: no checked_on"
             assert price["checked_on"] or price.get("unverified"), f"{path.stem}/{model_id}: unchecked, no reason"
     assert Catalog().model("stability", "stable-image-inpaint").price["credits"] == 5
+
+
+def test_an_answer_billed_without_a_usable_image_counts_against_the_budget(echo_studio):
+    from studio.errors import UnusableResult
+
+    echo_studio.settings.daily_budget = 0.03
+    for _ in range(3):
+        echo_provider.EchoProvider.failures = [UnusableResult("answered (and billed) without any image",
+                                                              provider="echo")]
+        with pytest.raises(UnusableResult):
+            echo_studio.generate(GenerationRequest(prompt="a fox", provider="echo"))
+    assert echo_studio.spent_today() == pytest.approx(0.03)  # each paid call is booked at its reservation
+    with pytest.raises(BudgetExceeded):
+        echo_studio.generate(GenerationRequest(prompt="a fox", provider="echo"))
+    assert echo_provider.EchoProvider.calls == 3
