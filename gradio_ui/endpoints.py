@@ -195,8 +195,8 @@ class Exporter:
                 try:
                     if item.stat().st_mtime < cutoff:
                         shutil.rmtree(item) if item.is_dir() else item.unlink()
-                except OSError:
-                    pass
+                except OSError as exc:  # gone already, or not ours to delete: the next sweep tries again
+                    log.warning("could not sweep an old export %s: %s", item.name, exc)
 
 
 # -- JSON shapes -------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import os
 import threading
 from typing import Any, Callable, TypeVar
@@ -25,6 +26,8 @@ from studio.errors import (Cancelled, ContentBlocked, InvalidRequest, NotConfigu
                            ProviderTimeout, QuotaExhausted, RateLimited, StudioError, UnusableResult)
 from studio.imaging import flatten, png_bytes
 from studio.types import Mode, PreparedRequest, ProviderImage, ProviderResult, RunContext
+
+log = logging.getLogger("studio.providers.replicate")
 
 T = TypeVar("T")
 
@@ -206,8 +209,10 @@ class ReplicateProvider(CloudProvider):
             return
         try:
             client.predictions.cancel(prediction.id)
-        except Exception:  # best effort: the error being raised already says what went wrong
-            pass
+        except Exception as exc:  # best effort: the error being raised already says what went wrong
+            # Only the type: the message of a client error may echo the request, token included.
+            log.warning("replicate: could not cancel prediction %s (%s); it may still run and bill",
+                        prediction.id, type(exc).__name__)
 
     def _retrying(self, call: Callable[[], T], ctx: RunContext, deadline: Deadline, token: str) -> T:
         """Run an SDK call, retrying the HTTP answers that say "try again" (429, 5xx).
