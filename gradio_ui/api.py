@@ -25,6 +25,7 @@ from gradio_ui.endpoints import (BATCH_OPTION_NAMES, public_image, request_field
                                  visitor_errors)
 from studio.errors import InvalidRequest
 from studio.service import GenerationResult
+from studio.webhooks import job_secret
 
 
 def _files_and_json(ctx: AppContext, owner: str, result: GenerationResult) -> tuple[list[str], dict[str, Any]]:
@@ -120,17 +121,23 @@ def build_api(ctx: AppContext) -> None:
         `format` forces one (text, lines, paragraphs, csv, json, srt, vtt); `name` is a file name to
         detect it from. `options`: style, negative_prompt, size, n, steps, guidance, quality,
         output_format, category, tags, extra, seed_policy (per-scene | fixed), seed, concurrency,
-        webhook (a public https URL called on progress, completion and failure, signed with
-        STUDIO_WEBHOOK_SECRET). Returns when the job stops; progress is reported per scene."""
+        webhook (a public http(s) URL called on progress, completion and failure; each request is
+        signed with a secret made for this job, returned once as `webhook_secret` in the answer:
+        X-Studio-Signature is sha256=HMAC-SHA256 of "<X-Studio-Timestamp>.<raw body>").
+        Returns when the job stops; progress is reported per scene."""
         with visitor_errors():
             owner = ctx.owner({}, request, profile)
             ctx.access.check_may_generate(owner)
             job = ctx.actions.run_batch(owner, script or "", name=_text(name), format=_text(format) or None,
                                         provider=_text(provider) or None, model=_text(model) or None,
                                         **request_fields(options, BATCH_OPTION_NAMES))
+            secret = job_secret(job)  # the job's own webhook secret: in this answer, nowhere else
             for job in ctx.actions.watch_batch(owner, job.id, progress=progress):
                 pass  # follow the job until it stops; `job` ends as its last state
-            return ctx.actions.files(ctx.actions.job_records(owner, job), owner), ctx.actions.job_json(owner, job.id)
+            answer = ctx.actions.job_json(owner, job.id)
+            if secret:
+                answer["webhook_secret"] = secret
+            return ctx.actions.files(ctx.actions.job_records(owner, job), owner), answer
 
     def providers_list():
         """Every provider with its state (ready / missing_key / unavailable), its models and their

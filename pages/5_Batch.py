@@ -18,12 +18,14 @@ from studio.errors import NotFound, StudioError
 from studio.jobs import ItemStatus, JobStatus, get_manager
 from studio.jobs.export import item_records
 from studio.scripts import FORMATS, MAX_SCENES
+from studio.webhooks import JOB_SECRET_NOTICE, job_secret
 from ui.setup import setup
 from ui.widgets import PERSIST, board_adder, image_bytes_or_none, model_controls, provider_picker, show_error, \
     style_picker
 
 JOB_PARAM = "job"
 JOB_STATE = "batch_job"
+WEBHOOK_SECRET_STATE = "batch_webhook_secret"  # (job id, the job's own webhook secret) for this session
 POLL_SECONDS = 1.0
 GRID_PAGE = 24
 STATUS_ICONS = {"PENDING": "⏳", "INITIALIZING": "⚙️", "GENERATING": "🎨", "SAVING": "💾", "COMPLETED": "✅",
@@ -97,8 +99,8 @@ with new_batch:
                                 help=f"{provider} allows up to {limit} requests at once")
         webhook = st.text_input("Webhook URL (optional)", key="batch_webhook", persist_state=PERSIST,
                                 placeholder="https://example.com/hooks/studio",
-                                help="POSTs progress and results, signed with STUDIO_WEBHOOK_SECRET "
-                                     "(X-Studio-Signature over timestamp and body)")
+                                help="POSTs progress and results, signed (X-Studio-Signature over timestamp and "
+                                     "body) with STUDIO_WEBHOOK_SECRET or a secret made for the job and shown once")
     controls = model_controls(model, "batch")
     base_seed = controls.pop("seed", None)
     if base_seed is None and model.seed:
@@ -151,6 +153,8 @@ with new_batch:
             except StudioError as error:
                 show_error(error)
             else:
+                if job_secret(started):  # shown in this session only; no record of the job keeps it
+                    st.session_state[WEBHOOK_SECRET_STATE] = (started.id, job_secret(started))
                 show_job(started.id)
                 st.session_state.pop("batch_random_seed", None)  # the next batch gets new seeds
                 st.session_state.pop("_batch_preview", None)  # and a new preview (a new job id)
@@ -202,6 +206,10 @@ def job_view(job_id: str, watching: bool) -> None:
                    "scenes already saved are not generated or paid again.")
     if job.error:
         st.warning(job.error)
+    shown_secret = st.session_state.get(WEBHOOK_SECRET_STATE)
+    if shown_secret and shown_secret[0] == job.id:
+        st.info(JOB_SECRET_NOTICE, icon=":material/key:")
+        st.code(shown_secret[1], language=None)
     if job.webhook_url and job.webhook_error:
         st.caption(f"Webhook: {job.webhook_error}")
     buttons = st.columns(5)

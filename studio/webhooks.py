@@ -130,6 +130,18 @@ def new_secret() -> str:
     return "whsec_" + secrets.token_urlsafe(32)
 
 
+def job_secret(job: Any) -> str | None:
+    """The job's own webhook signing secret, for the front end to show once, right after the job
+    is made; None when the operator's ``STUDIO_WEBHOOK_SECRET`` signs its webhooks (or it has none)."""
+    return (getattr(job, "options", None) or {}).get(JOB_SECRET_OPTION)
+
+
+# What every front end says next to a job's own secret (the secret itself shown as code).
+JOB_SECRET_NOTICE = (f"This job signs its webhooks with its own secret, shown only now: keep it. Receivers check "
+                     f"{SIGNATURE_HEADER} with it (sha256= the HMAC-SHA256 of the {TIMESTAMP_HEADER} value, a dot, "
+                     f"and the raw body).")
+
+
 # -- delivering --------------------------------------------------------------------------------
 
 
@@ -334,5 +346,6 @@ class WebhookDispatcher:
             return client
 
 
-__all__ = ["sign", "signed_headers", "verify_signature", "check_url", "validate_url", "new_secret", "JOB_SECRET_OPTION", "WebhookDispatcher", "DeliveryResult",
-           "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "EVENT_HEADER", "DELIVERY_HEADER", "DEFAULT_TOLERANCE"]
+__all__ = ["sign", "signed_headers", "verify_signature", "check_url", "validate_url", "new_secret", "job_secret",
+           "JOB_SECRET_OPTION", "JOB_SECRET_NOTICE", "WebhookDispatcher", "DeliveryResult", "SIGNATURE_HEADER",
+           "TIMESTAMP_HEADER", "EVENT_HEADER", "DELIVERY_HEADER", "DEFAULT_TOLERANCE"]

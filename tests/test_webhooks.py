@@ -369,3 +369,41 @@ def test_waiting_progress_updates_collapse_to_the_newest_and_order_is_kept():
     assert numbers == sorted(numbers) and steps[-2:] == [9, "done"]  # in order, newest state last
     assert len(steps) < 11  # updates waiting behind a slow receiver collapsed into the newest
     assert all(r.ok for r in dispatcher.results)
+
+
+# -- front ends that accept a webhook URL ---------------------------------------------------------
+
+
+@pytest.fixture
+def echo_cli(studio_home, monkeypatch):
+    monkeypatch.setenv("STUDIO_PROVIDER_PLUGINS", echo_provider.PLUGIN_SPEC)
+    monkeypatch.delenv("STUDIO_WEBHOOK_SECRET", raising=False)
+    echo_provider.install(studio_home / "catalog")
+
+
+def test_cli_batch_prints_the_jobs_own_secret_once_and_its_webhooks_verify_with_it(echo_cli, capsys, tmp_path):
+    from studio.cli import main
+
+    script = tmp_path / "script.txt"
+    script.write_text("00:00:01 a lighthouse\n")
+    with FakeServer(lambda request: Response(200, {})) as server:
+        assert main(["batch", str(script), "--provider", "echo", "--webhook", f"{server.url}/hook", "--json"]) == 0
+    captured = capsys.readouterr()
+    [secret] = [line.split(": ", 1)[1] for line in captured.err.splitlines() if line.startswith("webhook secret: ")]
+    assert server.requests and all(verify_signature(secret, r.headers, r.body) for r in server.requests)
+    assert secret not in captured.out  # the job's JSON does not carry it
+    assert main(["jobs", "--json"]) == 0
+    assert secret not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("url", ["http://0xa9fea9fe/latest/meta-data/", "http://[2002:a9fe:a9fe::]/", "ftp://x/"])
+def test_cli_batch_refuses_a_forbidden_webhook_in_one_line_and_starts_nothing(echo_cli, capsys, tmp_path, url):
+    from studio.cli import main
+
+    script = tmp_path / "script.txt"
+    script.write_text("one scene\n")
+    assert main(["batch", str(script), "--provider", "echo", "--webhook", url]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert main(["jobs", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["jobs"] == []

@@ -16,6 +16,7 @@ from typing import Any
 
 from studio.cli import add_generation_options, generation_options
 from studio.errors import InvalidRequest, StudioError
+from studio.webhooks import JOB_SECRET_NOTICE, job_secret
 
 COMMANDS = ("batch", "jobs", "job")
 WEBHOOK_FLUSH_SECONDS = 30.0
@@ -30,7 +31,8 @@ def add_commands(commands) -> None:
     batch.add_argument("--script-format", help="text, lines, paragraphs, csv, json, srt or vtt (default: guessed)")
     batch.add_argument("--concurrency", type=int, help="scenes at once (at most the provider's limit)")
     batch.add_argument("--seed-policy", choices=("per-scene", "fixed"), default="per-scene")
-    batch.add_argument("--webhook", help="POST progress and results here (signed with STUDIO_WEBHOOK_SECRET)")
+    batch.add_argument("--webhook", help="POST progress and results here, signed with STUDIO_WEBHOOK_SECRET or, "
+                       "without it, with a secret made for the job and printed once")
     batch.add_argument("--dry-run", action="store_true", help="only show the preview: prompts, seeds, cost")
 
     jobs = commands.add_parser("jobs", help="batch jobs, newest first")
@@ -105,6 +107,8 @@ def _batch(manager, args: argparse.Namespace) -> int:
     if not (args.quiet or args.json):
         print(f"job {job.id}: {job.total} scene(s) on {job.provider}/{job.model}, {job.concurrency} at a time, "
               f"estimated ${job.estimated_cost:.4f}", file=sys.stderr)
+    if job_secret(job):  # even with --quiet/--json: without it the webhooks cannot be checked
+        print(f"{JOB_SECRET_NOTICE}\nwebhook secret: {job_secret(job)}", file=sys.stderr)
     return _follow(manager, args, job.id)
 
 
