@@ -32,12 +32,30 @@ class FaultyHandler:
     inner: StabilityFake
     plan: FaultPlan
     counts: Counter = field(default_factory=Counter)
+    calls_per_scene: Counter = field(default_factory=Counter)  # every request, by prompt
+    # HTTP 200 answers delivered in time (each one is a paid generation), by prompt. Hung answers
+    # arrive after the client gave up and are counted under counts["hang"].
+    billed_per_scene: Counter = field(default_factory=Counter)
+    kinds_per_scene: dict = field(default_factory=dict)  # prompt -> the fault kinds its requests met
 
     def __post_init__(self):
         self._rng = random.Random(self.plan.seed)
         self._lock = threading.Lock()
 
     def __call__(self, request: Request) -> Response:
+        kind, response = self._answer(request)
+        try:
+            scene = request.multipart()["prompt"][0].text
+        except (ValueError, KeyError, IndexError):
+            scene = "(no prompt)"
+        with self._lock:
+            self.calls_per_scene[scene] += 1
+            self.kinds_per_scene.setdefault(scene, []).append(kind)
+            if response.status == 200 and kind != "hang":
+                self.billed_per_scene[scene] += 1
+        return response
+
+    def _answer(self, request: Request) -> tuple[str, Response]:
         with self._lock:
             roll = self._rng.random()
         plan = self.plan
@@ -52,9 +70,9 @@ class FaultyHandler:
         with self._lock:
             self.counts[kind] += 1
         if kind == "rate_limited":
-            return Response(429, error_body("rate_limit_exceeded", "slow down"), {"retry-after": "0"})
+            return kind, Response(429, error_body("rate_limit_exceeded", "slow down"), {"retry-after": "0"})
         if kind == "server_error":
-            return Response(500, error_body("internal_error", "An unexpected server error has occurred"))
+            return kind, Response(500, error_body("internal_error", "An unexpected server error has occurred"))
         response = self.inner(request)
         if kind == "hang":
             response.delay = plan.hang_seconds
@@ -62,7 +80,7 @@ class FaultyHandler:
             response.body = response.body[: len(response.body) // 3]
         elif kind == "invalid" and response.status == 200:
             response.body = b"<html>upstream proxy error</html>"
-        return response
+        return kind, response
 
 
 def run_fault_batch(home: Path, monkeypatch_env, *, scenes: int = 100, plan: FaultPlan | None = None,
@@ -88,4 +106,6 @@ def run_fault_batch(home: Path, monkeypatch_env, *, scenes: int = 100, plan: Fau
         result = manager.result(job.id)
         manager.close()
     return {"studio": studio, "job": job, "result": result, "elapsed": elapsed, "faults": dict(handler.counts),
-            "requests": sum(handler.counts.values()), "accepted_calls": len(inner.calls)}
+            "requests": sum(handler.counts.values()), "accepted_calls": len(inner.calls),
+            "calls_per_scene": dict(handler.calls_per_scene), "billed_per_scene": dict(handler.billed_per_scene),
+            "kinds_per_scene": handler.kinds_per_scene}
