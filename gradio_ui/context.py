@@ -12,6 +12,7 @@ from gradio_ui.endpoints import Actions, Exporter, StopSwitches
 from gradio_ui.identity import Access, owner_for
 from studio.boards import Boards
 from studio.gallery import Gallery
+from studio.identity import VisitorIds
 from studio.service import Studio
 
 
@@ -70,4 +71,6 @@ class AppContext:
         return [(board.name, board.id) for board in self.boards.list(owner)]
 
     def owner(self, values: dict, request: gr.Request | None, profile: Any = None) -> str:
-        return owner_for(request, profile, values.get(self.token), single_user=self.access.single_user)
+        """The owner id for one event (``gradio_ui.identity.owner_for``); never shown to anyone."""
+        return owner_for(request, profile, values.get(self.token), single_user=self.access.single_user,
+                         ids=VisitorIds.for_home(self.studio.home))

@@ -7,7 +7,6 @@ checks and the same messages. Nothing here builds widgets.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import logging
 import re
@@ -24,6 +23,7 @@ import gradio as gr
 
 from studio.errors import InvalidRequest, StudioError
 from studio.exports import build_zip
+from studio.identity import VisitorIds
 from studio.imaging import EXTENSIONS, MAX_INPUT_BYTES
 from studio.service import GenerationResult, Studio
 from studio.storage import HistoryQuery
@@ -146,7 +146,8 @@ class Exporter:
         self._last_sweep = time.monotonic()
 
     def _folder(self, owner: str) -> Path:
-        folder = self.root / hashlib.sha256(owner.encode()).hexdigest()[:20]
+        # Keyed: a plain hash of "hf:<name>" or "user:<email>" could be confirmed by anyone guessing it.
+        folder = self.root / VisitorIds.for_home(self.studio.home).opaque(owner, "export-folder")
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 

@@ -6,44 +6,41 @@ The owner is, in order of preference:
    ``hf_oauth: true``);
 2. the username itself for the app's own password login (``STUDIO_GRADIO_USERS``), so an operator
    who logs in as ``local`` sees the history the CLI writes;
-3. ``local`` for everyone when ``STUDIO_VISITORS=local`` (one person on their own machine: the
-   same history as the CLI and the Streamlit app's local mode);
-4. ``anon:<id>`` otherwise. In the browser the id is a random token kept in the visitor's
-   localStorage, so a reload keeps their images; an API client (no browser storage) gets one per
-   client session, derived from Gradio's session hash.
+3. ``local`` for everyone when the studio's visitor policy is ``local`` (``STUDIO_VISITORS=local``,
+   see ``studio.identity.visitor_policy``: one person on their own machine);
+4. otherwise an anonymous ``visitor:<32 hex>``: a keyed hash (``studio.identity.VisitorIds``) of a
+   random secret kept in the visitor's localStorage, so a reload keeps their images; an API client
+   (no browser storage) gets one per client session, hashed from Gradio's session hash.
 
-Anonymous ids are random and never shown to anyone else, so two visitors never share one: a public
-Space does not show one visitor's images to another.
+The secret is never stored or shown, and the stored owner id is never accepted as a secret, so
+nothing a visitor can read (an image's metadata, a download, an error) lets them act as another.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
-import secrets
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from studio.errors import InvalidRequest
+from studio.identity import (LOCAL, LOCAL_OWNER, VISITOR_PREFIX, VISITORS_SETTING, VisitorIds, is_anonymous,
+                             new_visitor_secret, valid_visitor_secret, visitor_policy)
 
 HF_PREFIX = "hf:"
-LOCAL_OWNER = "local"  # the CLI's and the library's default owner
-ANON_PREFIX = "anon:"
-_TOKEN = re.compile(r"[0-9a-f]{32}")
+ANON_PREFIX = "anon:"  # owners of anonymous Gradio visitors before keyed hashes; no longer given out
+_RESERVED_PREFIXES = (HF_PREFIX, ANON_PREFIX, VISITOR_PREFIX, "visitor-", "user:")
+
+# The browser's secret: the names gradio_app.py uses.
+new_token = new_visitor_secret
+valid_token = valid_visitor_secret
 
 
-def new_token() -> str:
-    return secrets.token_hex(16)
-
-
-def valid_token(token: Any) -> bool:
-    return isinstance(token, str) and _TOKEN.fullmatch(token) is not None
-
-
-def owner_for(request: Any, profile: Any = None, token: Any = None, *, single_user: bool = False) -> str:
+def owner_for(request: Any, profile: Any = None, token: Any = None, *, single_user: bool = False,
+              ids: VisitorIds | None = None) -> str:
     """The owner for one event: ``request`` is the event's ``gr.Request``, ``profile`` its
-    ``gr.OAuthProfile`` (None when signed out), ``token`` the browser's anonymous token if any."""
+    ``gr.OAuthProfile`` (None when signed out), ``token`` the browser's secret if any, ``ids`` the
+    studio's ``VisitorIds`` (needed for anonymous visitors). Raises ``InvalidRequest`` when nothing
+    tells who is asking."""
     username = getattr(profile, "username", None) if profile is not None else None
     if username:
         return HF_PREFIX + str(username)
@@ -52,17 +49,14 @@ def owner_for(request: Any, profile: Any = None, token: Any = None, *, single_us
         return str(username)
     if single_user:
         return LOCAL_OWNER
+    if ids is None:
+        raise InvalidRequest("cannot tell who is asking: no login, and anonymous visitors are not set up")
     if valid_token(token):
-        return ANON_PREFIX + token
+        return ids.owner_for_secret(token)
     session = getattr(request, "session_hash", None) if request is not None else None
     if session:
-        # The client chooses its session hash; hashing it gives every owner id the same tidy shape.
-        return ANON_PREFIX + hashlib.sha256(str(session).encode()).hexdigest()[:32]
+        return ids.owner_for_session(str(session))
     raise InvalidRequest("cannot tell who is asking: no login and no session")
-
-
-def is_anonymous(owner: str) -> bool:
-    return owner.startswith(ANON_PREFIX)
 
 
 def parse_users(text: str | None) -> list[tuple[str, str]]:
@@ -79,9 +73,9 @@ def parse_users(text: str | None) -> list[tuple[str, str]]:
         if not sep or not name or not password:
             # Never echo the item: it may hold a password.
             raise ValueError(f"STUDIO_GRADIO_USERS entry {position} is not user:password")
-        if name.startswith((HF_PREFIX, ANON_PREFIX)):
+        if name.startswith(_RESERVED_PREFIXES):
             raise ValueError(f"STUDIO_GRADIO_USERS entry {position}: a username may not start with "
-                             f"{HF_PREFIX!r} or {ANON_PREFIX!r}")
+                             + " or ".join(repr(prefix) for prefix in _RESERVED_PREFIXES))
         users.append((name, password))
     return users
 
@@ -104,7 +98,7 @@ class Access:
         env = os.environ if env is None else env
         # A Space with `hf_oauth: true` gets OAUTH_CLIENT_ID; elsewhere Gradio would need a local HF login.
         oauth = _flag(env.get("STUDIO_GRADIO_OAUTH")) or bool(env.get("OAUTH_CLIENT_ID") and env.get("SPACE_ID"))
-        single_user = (env.get("STUDIO_VISITORS") or "").strip().lower() in ("local", "shared", "single")
+        single_user = visitor_policy(env.get(VISITORS_SETTING) or "") == LOCAL  # ValueError: unknown value
         return cls(users=parse_users(env.get("STUDIO_GRADIO_USERS")), oauth=oauth,
                    require_login=_flag(env.get("STUDIO_REQUIRE_LOGIN")), single_user=single_user)
 

@@ -93,7 +93,7 @@ def details(record: ImageRecord) -> None:
         st.caption(describe(record) + f" · {record.created_at[:19].replace('T', ' ')} UTC")
         if record.parent_id:
             st.button(f"Parent: {record.parent_id}", key="hist_parent", on_click=select, args=(record.parent_id,))
-        shown = {k: v for k, v in record.to_dict().items() if k not in ("path", "key", "cache_key", "thumb_path")}
+        shown = record.public_dict()  # never the owner id: a shared image is seen by others
         with st.expander("All metadata"):
             st.json(shown)
         rerun, open_gen, open_edit = st.columns(3)

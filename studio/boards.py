@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from studio.errors import InvalidRequest, NotFound
 from studio.exports import build_zip
+from studio.identity import visible_to
 from studio.imaging import THUMBNAIL_SIDE, open_checked
 from studio.types import ImageRecord
 from studio.validation import clean_text
@@ -279,7 +280,7 @@ class Boards:
         pairs = []
         for item in items:
             record = records.get(item.image_id)
-            if record is not None and (record.owner == owner or record.shared):
+            if record is not None and visible_to(record, owner):
                 pairs.append((item, self.studio.storage.with_path(record)))
         return pairs
 

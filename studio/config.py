@@ -18,7 +18,7 @@ from typing import Any
 
 # Every secret the studio may read; used to scrub them from any text that leaves the process.
 SECRET_NAMES = ("OPENAI_API_KEY", "REPLICATE_API_TOKEN", "STABILITY_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY",
-                "STUDIO_WEBHOOK_SECRET")
+                "STUDIO_WEBHOOK_SECRET", "STUDIO_IDENTITY_KEY")
 
 
 def default_home() -> Path:

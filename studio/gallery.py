@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from studio.errors import InvalidRequest
 from studio.exports import build_zip
+from studio.identity import visible_to
 from studio.types import ImageRecord
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ class Gallery:
         Ids whose image is gone are dropped from the gallery, so it heals itself after deletes."""
         wanted = list(self.ids if ids is None else ids)
         found = studio.storage.index.get_many(wanted)
-        visible = [studio.storage.with_path(r) for r in found if r.owner == user or r.shared]
+        visible = [studio.storage.with_path(r) for r in found if visible_to(r, user)]
         present = {r.id for r in found}
         for missing in [i for i in wanted if i not in present]:
             self.remove(missing)

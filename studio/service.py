@@ -252,7 +252,8 @@ class Studio:
         # Say which files are about to be written, then write them, then commit their rows (which
         # clears the intent). A crash anywhere in between is finished on the next start.
         self.storage.index.add_pending(request_id, [key for r in records
-                                                    for key in (self.storage.image_key(r), self.storage.thumb_key(r))])
+                                                    for key in (self.storage.image_key(r), self.storage.thumb_key(r))],
+                                       owner=prepared.user)
         for record, (data, thumb) in zip(records, encoded):
             self.storage.write_image_files(record, data, thumb)
         generation = self._generation_row(request_id, prepared, record_mode, "completed", cost=total_cost,
@@ -424,7 +425,7 @@ class Studio:
 
     def get_image(self, image_id: str, user: str = "local") -> ImageRecord:
         record = self.storage.get(str(image_id).strip())
-        if record is None or (record.owner != user and not record.shared):
+        if record is None or not visible_to(record, user):
             raise NotFound(f"no image with id {image_id!r}")
         return record
 
@@ -478,7 +479,10 @@ class Studio:
             image = path.read_bytes()
         if not isinstance(image, (bytes, bytearray)):
             image = png_bytes(load_image(image))
-        return read_metadata(bytes(image))
+        meta = read_metadata(bytes(image))
+        if isinstance(meta.get("studio"), dict):
+            meta["studio"].pop("owner", None)  # files written before owners left the metadata still name one
+        return meta
 
     def request_from_image(self, source: ImageInput | str, user: str = "local") -> GenerationRequest:
         """A request that re-runs an image with the same parameters (from its embedded metadata)."""
@@ -550,9 +554,10 @@ def _looks_like_path(text: str) -> bool:
 
 
 def embedded_json(record: ImageRecord) -> dict[str, Any]:
-    """What goes into the image's ``studio`` metadata: the record, minus file facts it cannot know."""
-    data = record.to_dict()
-    for name in ("path", "key", "sha256", "size_bytes", "thumb_path", "cache_key"):
+    """What goes into the image's ``studio`` metadata: what anyone holding the file may know
+    (``ImageRecord.public_dict``: no owner), minus file facts it cannot know about itself."""
+    data = record.public_dict()
+    for name in ("sha256", "size_bytes"):
         data.pop(name, None)
     return data
 

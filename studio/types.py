@@ -163,6 +163,10 @@ class RunContext:
             raise Cancelled("cancelled by the user")
 
 
+# What an ImageRecord knows that must never leave the server (see ``ImageRecord.public_dict``).
+PRIVATE_RECORD_FIELDS = ("owner", "path", "abs_path", "thumb_path", "cache_key")
+
+
 @dataclass
 class ImageRecord:
     """One stored image and everything known about it."""
@@ -202,6 +206,15 @@ class ImageRecord:
         data["path"] = self.abs_path or self.path
         data["key"] = self.path
         data.pop("abs_path", None)
+        return data
+
+    def public_dict(self) -> dict[str, Any]:
+        """The record as anyone who can see the image may learn it: no owner id (it names a visitor or
+        an e-mail address) and no server paths or cache keys. Image metadata, the History page's
+        details and other answers that leave the server start from this."""
+        data = dataclasses.asdict(self)
+        for name in PRIVATE_RECORD_FIELDS:
+            data.pop(name, None)
         return data
 
     def summary(self) -> dict[str, Any]:

@@ -324,7 +324,7 @@ def test_two_sessions_keep_separate_galleries_and_private_visitors_separate_hist
     assert len(second.session_state[GALLERY_STATE]) == 0
     assert len(first.sidebar.checkbox) == 1 and len(second.sidebar.checkbox) == 0
     visitor_a, visitor_b = first.query_params["visitor"], second.query_params["visitor"]
-    assert visitor_a != visitor_b and len(visitor_a) == 32
+    assert visitor_a != visitor_b and len(visitor_a) == 43
 
     history_b = page(HISTORY, **{"_studio_visitor": visitor_b})
     assert "No images yet" in texts(history_b)

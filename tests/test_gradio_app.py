@@ -26,7 +26,8 @@ from gradio_ui.context import Limits
 from gradio_ui.controls import model_props, size_choices
 from gradio_ui.create_tabs import mask_from_editor
 from gradio_ui.endpoints import Actions, Exporter, StopSwitches, request_fields, visitor_errors
-from gradio_ui.identity import ANON_PREFIX, HF_PREFIX, Access, owner_for, parse_users
+from gradio_ui.identity import HF_PREFIX, Access, new_token, owner_for, parse_users
+from studio.identity import VISITOR_PREFIX, VisitorIds
 from studio.catalog import Catalog
 from studio.config import Settings
 from studio.errors import InvalidRequest, QuotaExhausted
@@ -252,7 +253,7 @@ def test_two_clients_never_see_each_others_images(app, echo):
     assert searched["total"] == 0
     with pytest.raises(AppError, match=f"no image with id '{image_id}'"):
         second.predict(None, "steal it", None, image_id, "echo", "", {}, api_name="/edit")
-    assert app.studio.storage.get(image_id).owner.startswith(ANON_PREFIX)
+    assert app.studio.storage.get(image_id).owner.startswith(VISITOR_PREFIX)
 
 
 def test_with_password_login_each_user_owns_their_history(tmp_path, monkeypatch):
@@ -372,15 +373,20 @@ class _Profile:
     username = "octocat"
 
 
-def test_the_owner_is_the_hf_account_then_the_login_then_an_anonymous_id():
-    token = "0123456789abcdef0123456789abcdef"
-    assert owner_for(_Request("alice", "s1"), _Profile(), token) == HF_PREFIX + "octocat"
-    assert owner_for(_Request("alice", "s1"), None, token) == "alice"
-    assert owner_for(_Request(None, "s1"), None, token) == ANON_PREFIX + token
-    by_session = owner_for(_Request(None, "s1"), None, "not-a-token")
-    assert by_session.startswith(ANON_PREFIX) and by_session != owner_for(_Request(None, "s2"), None, None)
+def test_the_owner_is_the_hf_account_then_the_login_then_an_anonymous_id(tmp_path):
+    ids = VisitorIds.for_home(tmp_path)
+    token = new_token()
+    assert owner_for(_Request("alice", "s1"), _Profile(), token, ids=ids) == HF_PREFIX + "octocat"
+    assert owner_for(_Request("alice", "s1"), None, token, ids=ids) == "alice"
+    anonymous = owner_for(_Request(None, "s1"), None, token, ids=ids)
+    assert anonymous.startswith(VISITOR_PREFIX) and token not in anonymous  # stored: a keyed hash, not the secret
+    assert owner_for(_Request(None, "s2"), None, token, ids=ids) == anonymous  # the browser's secret decides
+    assert owner_for(_Request(None, "s1"), None, anonymous, ids=ids) != anonymous  # an owner id is no secret
+    by_session = owner_for(_Request(None, "s1"), None, "not-a-token", ids=ids)
+    assert by_session.startswith(VISITOR_PREFIX) and by_session != owner_for(_Request(None, "s2"), None, None, ids=ids)
+    assert "s1" not in by_session
     with pytest.raises(InvalidRequest):
-        owner_for(None, None, None)
+        owner_for(None, None, None, ids=ids)
     assert owner_for(_Request(None, "s1"), None, token, single_user=True) == "local"
     assert owner_for(_Request("alice", "s1"), None, token, single_user=True) == "alice"
 
@@ -394,13 +400,16 @@ def test_login_settings_come_from_the_environment_without_echoing_passwords():
         parse_users("carol")
     assert "carol" not in str(raised.value)
     with pytest.raises(InvalidRequest, match="to generate images"):
-        access.check_may_generate(ANON_PREFIX + "x")
+        access.check_may_generate(VISITOR_PREFIX + "x")
     access.check_may_generate("alice")
 
 
 def test_the_mask_is_the_alpha_of_the_painted_layers():
     background = Image.new("RGB", (40, 30), "white")
     layer = Image.new("RGBA", (40, 30), (0, 0, 0, 0))
+    assert not Access.from_env({"SPACE_ID": "me/studio"}).single_user
+    with pytest.raises(ValueError, match="'lcoal' is not a visitor policy"):
+        Access.from_env({"STUDIO_VISITORS": "lcoal"})
     layer.paste((255, 0, 255, 128), (10, 5, 20, 15))
     mask = mask_from_editor({"background": background, "layers": [layer], "composite": background})
     assert mask.mode == "L" and mask.size == (40, 30)

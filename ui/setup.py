@@ -18,12 +18,12 @@ therefore begins with::
   1. Streamlit's built-in login (OIDC, ``[auth]`` in secrets) when configured: ``user:<email>``;
      visitors who are not signed in see a log-in button and nothing else.
   2. ``server.trustedUserHeaders`` set (an authenticating proxy in front): ``user:<email>``.
-  3. Otherwise ``STUDIO_VISITORS`` decides: ``local`` — everyone is ``local`` (one person on their
-     own machine; the same history as the CLI); ``private`` — each visitor gets an anonymous,
-     unguessable id (``visitor-<32 hex>``), kept in the URL (``?visitor=``) so a refresh keeps it.
-     Unset: ``local`` for a browser on this machine (loopback), ``private`` for anyone else and on
-     Hugging Face Spaces. Behind a reverse proxy on the same host everyone looks local: set
-     ``STUDIO_VISITORS=private`` there.
+  3. Otherwise the studio's one visitor policy (``studio.identity.visitor_policy``) decides:
+     ``private`` (the default, whatever the client address) — each visitor gets a random secret, kept
+     in the URL (``?visitor=``) so a refresh keeps it; the stored owner is a keyed hash of it
+     (``visitor:<32 hex>``), so no stored or shown value lets anyone else in. ``local`` only when the
+     operator sets ``STUDIO_VISITORS=local``: everyone is ``local`` (one person on their own
+     machine; the same history as the CLI).
 * ``gallery`` — this browser session's ``studio.gallery.Gallery`` (in ``st.session_state``).
 
 Extra providers (plugins, test fakes) come from ``STUDIO_PROVIDER_PLUGINS``, read by the provider
@@ -35,18 +35,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import re
-import secrets
 from dataclasses import dataclass
 import streamlit as st
 
 from studio.config import default_home
 from studio.gallery import Gallery
+from studio.identity import VISITORS_SETTING, VisitorIds, new_visitor_secret, valid_visitor_secret, visitor_policy
 from studio.service import Studio
 
 APP_NAME = "Image Studio"
 VISITOR_PARAM = "visitor"
-_VISITOR_RE = re.compile(r"^[0-9a-f]{32}$")
 _KEYS_STATE = "_studio_session_keys"
 _KEYED_STUDIO_STATE = "_studio_with_session_keys"
 _GALLERY_STATE = "_studio_gallery"
@@ -133,22 +131,23 @@ def _secret(name: str) -> str | None:
 
 
 def visitor_mode() -> str:
-    """``local`` or ``private`` (see the module docstring)."""
-    configured = (_secret("STUDIO_VISITORS") or "").strip().lower()
-    if configured in ("local", "shared", "single"):
-        return "local"
-    if configured in ("private", "visitor", "visitors", "anonymous"):
-        return "private"
-    if os.environ.get("SPACE_ID"):
-        return "private"
-    return "local" if st.context.ip_address is None else "private"
+    """``local`` or ``private``: ``studio.identity.visitor_policy`` over ``STUDIO_VISITORS`` from the
+    environment or Streamlit secrets. Stops the page with the reason when the setting is not valid."""
+    try:
+        return visitor_policy(_secret(VISITORS_SETTING) or "")
+    except ValueError as exc:
+        st.error(str(exc))
+        st.stop()
+        raise
 
 
 def _visitor_token() -> str:
+    """This visitor's secret: from this session, else the URL, else a new one. Old-format ids (32 hex,
+    embedded in images made before) are refused: they may have been read from a shared file."""
     token = st.session_state.get(_VISITOR_STATE)
-    if not token:
+    if not valid_visitor_secret(token):
         from_url = st.query_params.get(VISITOR_PARAM, "")
-        token = from_url if _VISITOR_RE.match(from_url or "") else secrets.token_hex(16)
+        token = from_url if valid_visitor_secret(from_url) else new_visitor_secret()
         st.session_state[_VISITOR_STATE] = token
     # Page switches drop query parameters; put it back so a refresh finds the same visitor.
     if st.query_params.get(VISITOR_PARAM) != token:
@@ -174,8 +173,8 @@ def current_user() -> tuple[str, str, str]:
         return f"user:{identity}", identity, "proxy"
     if visitor_mode() == "local":
         return "local", "local studio", "local"
-    token = _visitor_token()
-    return f"visitor-{token}", f"private visitor {token[:6]}…", "visitor"
+    owner = VisitorIds.for_home(get_studio().home).owner_for_secret(_visitor_token())
+    return owner, "private visitor", "visitor"
 
 
 def _login_gate() -> None:

@@ -365,7 +365,7 @@ class JobManager:
             "total": job.total, "cost": round(job.cost, 6),
             "metadata": {"provider": job.provider, "model": job.model, "style": job.style,
                          "seed_policy": job.seed_policy, "base_seed": job.base_seed, "script": job.script_name,
-                         "format": job.script_format, "owner": job.owner, "created_at": job.created_at,
+                         "format": job.script_format, "created_at": job.created_at,
                          "finished_at": job.finished_at, "error": job.error}}
         items = [item] if item is not None else (job.items or [])
         records = item_records(self.studio, items)

@@ -133,13 +133,15 @@ class Storage:
     # -- repair -------------------------------------------------------------------------------
 
     def repair(self, fix: bool = False) -> RepairReport:
-        """Compare the index with the files. With ``fix``: re-index orphans that carry our metadata,
-        quarantine the rest, drop rows whose file is gone, restore or purge the trash, rebuild
+        """Compare the index with the files. With ``fix``: re-index orphans that carry our metadata
+        and whose owner is known (from the write intent; older files also name it inside), quarantine
+        the rest, drop rows whose file is gone, restore or purge the trash, rebuild
         missing thumbnails, and delete temp files from interrupted writes."""
         from studio.metadata import read_metadata
 
         report = RepairReport(fixed=fix)
         by_path = self.index.all_paths()
+        intended_owner = {intent["key"]: intent.get("owner") for intent in self.index.pending()}
         for key in list(self.files.keys(TRASH_PREFIX)):
             original = key[len(TRASH_PREFIX) + 1:]
             if original in by_path:  # crash between moving to trash and deleting the row
@@ -160,7 +162,7 @@ class Storage:
                 if prefix == IMAGES_PREFIX and key not in by_path:
                     report.orphan_files.append(key)
                     if fix:
-                        self._adopt_orphan(key, read_metadata, report)
+                        self._adopt_orphan(key, read_metadata, report, owner=intended_owner.get(key))
         thumbs = self.index.all_thumbs()
         for path, image_id in by_path.items():
             if not self.files.exists(path):
@@ -205,7 +207,7 @@ class Storage:
             if not self.files.exists(key):
                 continue
             report = RepairReport(fixed=True)
-            self._adopt_orphan(key, read_metadata, report)
+            self._adopt_orphan(key, read_metadata, report, owner=intent.get("owner"))
             adopted += report.reindexed
             if report.reindexed:
                 record = self.index.get(report.reindexed[0])
@@ -227,7 +229,9 @@ class Storage:
             self.index.clear_pending(done_keys)
         return adopted
 
-    def _adopt_orphan(self, key: str, read_metadata, report: RepairReport) -> None:
+    def _adopt_orphan(self, key: str, read_metadata, report: RepairReport, owner: str | None = None) -> None:
+        """Index a stored file nobody indexed, or move it to the orphans folder. ``owner`` comes from
+        the write intent; without one only files written before owners left the metadata are adopted."""
         data = self.files.get(key)
         try:
             meta = read_metadata(data)
@@ -235,7 +239,7 @@ class Storage:
             meta = None
         studio_json = (meta or {}).get("studio") or {}
         try:
-            record = record_from_metadata(studio_json, key, data, meta)
+            record = record_from_metadata(studio_json, key, data, meta, owner=owner)
         except (KeyError, TypeError, ValueError):
             record = None
         if record is None or self.index.get(record.id) is not None:
@@ -261,15 +265,22 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def record_from_metadata(studio_json: dict, key: str, data: bytes, meta: dict | None) -> ImageRecord | None:
-    """Rebuild an index row from the JSON embedded in an image file."""
-    if not studio_json.get("id") or not studio_json.get("created_at"):
+def record_from_metadata(studio_json: dict, key: str, data: bytes, meta: dict | None,
+                         owner: str | None = None) -> ImageRecord | None:
+    """Rebuild an index row from the JSON embedded in an image file; None when it is not ours.
+
+    ``owner`` is who the write intent says the file belongs to; files no longer carry it (only
+    files written by older versions do). Without either the owner is unknown and nothing is
+    guessed: None (the caller quarantines the file rather than give it to the wrong person)."""
+    owner = owner or studio_json.get("owner")
+    if not studio_json.get("id") or not studio_json.get("created_at") or not owner:
         return None
     fields = {name: studio_json[name] for name in ImageRecord.__dataclass_fields__
               if name in studio_json
-              and name not in ("path", "abs_path", "sha256", "size_bytes", "thumb_path", "width", "height")}
+              and name not in ("owner", "path", "abs_path", "sha256", "size_bytes", "thumb_path", "width", "height")}
     record = ImageRecord(
         **{"status": "completed", **fields},
+        owner=owner,
         path=key,
         sha256=hashlib.sha256(data).hexdigest(),
         size_bytes=len(data),

@@ -91,7 +91,8 @@ CREATE TABLE IF NOT EXISTS pending_writes (
     request_id TEXT NOT NULL,
     pid INTEGER NOT NULL,
     host TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    owner TEXT  -- whose files these are: image metadata no longer names the owner (studio/identity.py)
 );
 CREATE INDEX IF NOT EXISTS idx_pending_request ON pending_writes(request_id);
 CREATE TABLE IF NOT EXISTS boards (
@@ -168,6 +169,16 @@ class SQLiteIndex:
         self._local = threading.local()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.connection().executescript(SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Columns added after a data directory was created (CREATE TABLE IF NOT EXISTS skips them)."""
+        conn = self.connection()
+        columns = {row["name"] for row in conn.execute("PRAGMA table_info(pending_writes)")}
+        if "owner" not in columns:
+            with self.write() as writing:
+                if "owner" not in {row["name"] for row in writing.execute("PRAGMA table_info(pending_writes)")}:
+                    writing.execute("ALTER TABLE pending_writes ADD COLUMN owner TEXT")
 
     # -- connections and transactions ---------------------------------------------------------
 
@@ -397,14 +408,17 @@ class SQLiteIndex:
 
     # -- write intents: files about to be written, so a crash can be finished cheaply on restart --
 
-    def add_pending(self, request_id: str, keys: list[str]) -> None:
+    def add_pending(self, request_id: str, keys: list[str], owner: str | None = None) -> None:
+        """Record that ``keys`` are about to be written for ``owner`` (kept here because the files
+        themselves do not name their owner)."""
         import os
         import socket
 
         with self.write() as conn:
             conn.executemany(
-                "INSERT OR REPLACE INTO pending_writes (key, request_id, pid, host, created_at) VALUES (?, ?, ?, ?, ?)",
-                [(key, request_id, os.getpid(), socket.gethostname(), time.time()) for key in keys])
+                "INSERT OR REPLACE INTO pending_writes (key, request_id, pid, host, created_at, owner) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(key, request_id, os.getpid(), socket.gethostname(), time.time(), owner) for key in keys])
 
     def pending(self) -> list[dict[str, Any]]:
         rows = self.connection().execute("SELECT * FROM pending_writes ORDER BY created_at").fetchall()
