@@ -249,9 +249,12 @@ def _check_host(host: str, port: int, allowed: AddressCheck, resolver: Resolver,
         except ValueError:
             raise InvalidRequest(f"host {host!r} resolved to something that is not an address") from None
     for address in addresses:
-        if not allowed(address):
-            problem = (address_problem(address, public_only=False) or address_problem(address, public_only=True)
-                       or "an address this server may not reach")
+        # Link-local, metadata and the other always-refused addresses stay refused whatever the
+        # caller's policy allows (a caller widening it for a trusted endpoint cannot open them).
+        problem = address_problem(address, public_only=False)
+        if problem is None and not allowed(address):
+            problem = address_problem(address, public_only=True) or "an address this server may not reach"
+        if problem is not None:
             raise InvalidRequest(f"refusing to {purpose} {host!r}: it points to {problem}")
     return Target(host, port, str(addresses[0]))
 
@@ -374,6 +377,7 @@ def fetch_url(url: str, *, max_bytes: int = MAX_INPUT_BYTES, timeout: float = DE
         raise InvalidRequest(f"cannot fetch {shown!r}: {type(exc).__name__}") from None
 
 
-__all__ = ["fetch_url", "is_url", "guarded_client", "UnresolvableHost", "GuardedTransport", "check_address", "split_url", "Target", "numeric_host",
-           "embedded_ipv4", "address_problem", "is_public_address", "is_allowed_locally", "policy",
-           "system_resolver", "METADATA_ADDRESSES", "IMAGE_CONTENT_TYPES", "MAX_REDIRECTS", "DEFAULT_TIMEOUT"]
+__all__ = ["fetch_url", "is_url", "guarded_client", "GuardedTransport", "check_address", "split_url", "Target",
+           "UnresolvableHost", "numeric_host", "embedded_ipv4", "address_problem", "is_public_address",
+           "is_allowed_locally", "policy", "system_resolver", "METADATA_ADDRESSES", "IMAGE_CONTENT_TYPES",
+           "MAX_REDIRECTS", "DEFAULT_TIMEOUT"]

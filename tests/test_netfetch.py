@@ -354,3 +354,12 @@ def test_studio_refuses_private_init_image_url_and_writes_nothing(studio_home):
     with pytest.raises(InvalidRequest, match="link-local"):
         studio.edit("http://0xa9fea9fe/latest/meta-data/", "x", provider="echo")
     assert tree_snapshot(studio_home) == before
+
+
+def test_a_caller_widening_the_policy_still_cannot_reach_metadata():
+    anything_goes = lambda address: True  # noqa: E731 - e.g. a provider trusting its configured endpoint
+    for url in ("http://169.254.169.254/", "http://0xa9fea9fe/", "http://[fd00:ec2::254]/", "http://[2002:a9fe:a9fe::]/"):
+        with pytest.raises(InvalidRequest, match="link-local"):
+            fetch_url(url, allowed=anything_goes, resolver=_no_dns)
+    with pytest.raises(InvalidRequest, match="link-local"):
+        fetch_url("http://metadata.internal/", allowed=anything_goes, resolver=lambda h, p: ["169.254.169.254"])
