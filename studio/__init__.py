@@ -134,14 +134,21 @@ def batch(script, *, home: str | Path | None = None, wait: bool = True, timeout:
     ``{"timestamp", "text"}`` segments. Options: provider, model, style, n, width, height, quality,
     negative_prompt, seed_policy ("per-scene" | "fixed"), seed, concurrency, webhook, user, format.
     Returns ``{"job_id", "status", "items": [{"index", "timestamp", "text", "status", "images"}], ...}``;
-    with ``wait=False`` it returns as soon as the job is running (poll ``job(job_id)``)."""
+    with ``wait=False`` it returns as soon as the job is running (poll ``job(job_id)``). Webhooks are
+    always signed: with STUDIO_WEBHOOK_SECRET, or else with a secret made for this job, returned here
+    once as ``"webhook_secret"`` (no later answer carries it)."""
+    from studio.webhooks import job_secret
+
     manager = job_manager(home=home)
     source, name = _script_source(script)
     options.setdefault("name", name)
     created = manager.submit(source, **options)
     if wait:
         manager.wait(created.id, created.owner, timeout=timeout)
-    return manager.result(created.id, created.owner)
+    result = manager.result(created.id, created.owner)
+    if job_secret(created):
+        result["webhook_secret"] = job_secret(created)
+    return result
 
 
 def job(job_id: str, *, home: str | Path | None = None, user: str = "local") -> dict[str, Any]:

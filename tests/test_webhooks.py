@@ -407,3 +407,15 @@ def test_cli_batch_refuses_a_forbidden_webhook_in_one_line_and_starts_nothing(ec
     assert len(err) == 1 and err[0].startswith("error: ")
     assert main(["jobs", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["jobs"] == []
+
+
+def test_library_batch_returns_the_jobs_own_secret_once(echo_cli, studio_home):
+    import studio as library
+
+    with FakeServer(lambda request: Response(200, {})) as server:
+        result = library.batch("one scene", home=studio_home, provider="echo", webhook=f"{server.url}/hook")
+        assert library.job_manager(home=studio_home).webhooks.flush(10)
+    secret = result["webhook_secret"]
+    assert server.requests and all(verify_signature(secret, r.headers, r.body) for r in server.requests)
+    assert "webhook_secret" not in library.job(result["job_id"], home=studio_home)
+    assert secret not in json.dumps(library.list_jobs(home=studio_home), default=str)
