@@ -12,7 +12,6 @@ request runs, so listing providers never imports it.
 from __future__ import annotations
 
 import base64
-import hashlib
 import math
 from typing import Any
 
@@ -24,6 +23,7 @@ from providers.retry import parse_retry_after
 from studio.catalog import ModelInfo
 from studio.errors import (ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure, ProviderTimeout,
                            QuotaExhausted, RateLimited, StudioError, UnusableResult)
+from studio.identity import VisitorIds
 from studio.imaging import load_image, png_bytes
 from studio.types import Mode, PreparedRequest, ProviderImage, ProviderResult, RunContext
 
@@ -101,7 +101,7 @@ class OpenAIProvider(CloudProvider):
         params.update(_options(model, request.extra, allowed))
         if params.get("background") == "transparent" and output_format == "jpeg":
             raise InvalidRequest("a transparent background needs png or webp output, not jpeg", provider=self.name)
-        identifier = _safety_identifier(request.user)
+        identifier = _safety_identifier(request.user, self.settings.home)
         if identifier:
             params["safety_identifier"] = identifier
         if request.mode is not Mode.TEXT_TO_IMAGE:
@@ -267,11 +267,12 @@ def openai_mask(mask: Image.Image) -> bytes:
     return png_bytes(rgba)
 
 
-def _safety_identifier(user: str) -> str | None:
-    """A stable, anonymous id per studio user, for OpenAI's abuse monitoring (never the name itself)."""
+def _safety_identifier(user: str, home) -> str | None:
+    """A stable, anonymous id per studio user, for OpenAI's abuse monitoring: a keyed hash, so it is
+    neither the owner id nor something anyone could confirm by hashing a guessed e-mail address."""
     if not user or user == "local":
         return None
-    return "studio-" + hashlib.sha256(user.encode("utf-8")).hexdigest()[:32]
+    return "studio-" + VisitorIds.for_home(home).opaque(user, "openai-safety-identifier", 32)
 
 
 def _add_usage(usage: dict[str, Any], response) -> None:

@@ -94,6 +94,8 @@ def test_negative_prompt_becomes_an_instruction_and_users_are_anonymised(provide
     body = fake.server.requests[0].json()
     assert body["prompt"] == "a harbour\n\nAvoid: people, text"
     assert body["safety_identifier"].startswith("studio-") and "alice" not in body["safety_identifier"]
+    # Keyed: not a plain hash anyone could recompute from a guessed owner id or e-mail address.
+    assert body["safety_identifier"] != "studio-" + __import__("hashlib").sha256(b"alice").hexdigest()[:32]
 
 
 def test_transparent_background_with_jpeg_is_refused_locally(provider, fake):
