@@ -80,7 +80,8 @@ def build_batch_tab(ctx: AppContext) -> None:
                                      buttons=["download", "fullscreen"], interactive=False)
                 items = gr.Dataframe(headers=STATUS_COLUMNS, interactive=False, wrap=True, max_height=320)
                 zip_file = gr.File(label="Zip", visible=False, interactive=False)
-    job_id = gr.State(None)
+        # Inside the tab: a component between two tabs of a gr.Tabs breaks the tab bar in the browser.
+        job_id = gr.State(None)
     who = {ctx.token}
 
     def options(values: dict) -> dict:

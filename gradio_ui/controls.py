@@ -16,6 +16,7 @@ import gradio as gr
 
 from studio import costs
 from studio.catalog import ModelInfo
+from studio.controls import Bounds, setting_bounds
 from studio.errors import InvalidRequest, StudioError
 from studio.service import Studio
 from studio.validation import parse_size
@@ -90,11 +91,16 @@ def model_props(model: ModelInfo, mode: str, status: str = "") -> dict[str, dict
     """Visibility, ranges and defaults of every setting for ``model``, as widget keyword arguments
     keyed by the control's name. Used both to build the widgets and to update them."""
 
-    def ranged(value_range, visible: bool = True, step: float = 1) -> dict[str, Any]:
-        if value_range is None or not visible:
+    bounds = setting_bounds(model, run_mode(mode))
+
+    def ranged(setting: Bounds | None) -> dict[str, Any]:
+        # Gradio refuses a slider whose minimum equals its maximum: a setting with one possible value
+        # is hidden, and request_fields sends that value.
+        if setting is None or setting.fixed:
             return {"visible": False}
-        return {"visible": True, "minimum": value_range.min, "maximum": value_range.max,
-                "value": value_range.default, "step": step}
+        return {"visible": True, "minimum": setting.min, "maximum": setting.max, "value": setting.default,
+                "step": setting.step}
+
 
     formats = list(model.output_formats) or ["png"]
     choices = size_choices(model)
@@ -104,11 +110,11 @@ def model_props(model: ModelInfo, mode: str, status: str = "") -> dict[str, dict
         "negative": {"visible": model.negative_prompt},
         "size": {"choices": choices, "value": model.default_size if model.default_size in values else values[0],
                  "allow_custom_value": bool(model.size_range)},
-        "n": {"visible": model.max_images > 1, "maximum": max(2, model.max_images), "value": 1},
+        "n": ranged(bounds["n"]),
         "seed": {"visible": model.seed},
-        "steps": ranged(model.steps),
-        "guidance": ranged(model.guidance, step=0.1),
-        "strength": ranged(model.strength, visible=mode != "text-to-image", step=0.05),
+        "steps": ranged(bounds["steps"]),
+        "guidance": ranged(bounds["guidance"]),
+        "strength": ranged(bounds["strength"]),
         "quality": {"visible": bool(model.qualities), "choices": list(model.qualities),
                     "value": model.default_quality or (model.qualities[0] if model.qualities else None)},
         "output_format": {"choices": formats, "value": "png" if "png" in formats else formats[0]},
@@ -166,7 +172,7 @@ class ModelControls:
                               **props["negative"])
         with gr.Row():
             size = gr.Dropdown(label="Size (W x H)", scale=2, **props["size"])
-            n = gr.Slider(1, step=1, label="Images", scale=1, **props["n"])
+            n = gr.Slider(label="Images", scale=1, **props["n"])
             quality = gr.Dropdown(label="Quality", scale=1, **props["quality"])
             output_format = gr.Radio(label="Format", scale=1, **props["output_format"])
         strength = gr.Slider(label="Strength (how much to change)", **props["strength"])
@@ -231,18 +237,15 @@ class ModelControls:
                                   "output_format": values[self.output_format] or "png"}
         if values[self.size]:
             fields["width"], fields["height"] = parse_size(values[self.size])
-        if model.max_images > 1:
-            fields["n"] = int(values[self.n] or 1)
         if model.negative_prompt:
             fields["negative_prompt"] = values[self.negative] or ""
         if model.seed and values[self.seed] not in (None, ""):
             fields["seed"] = int(values[self.seed])
-        if model.steps is not None:
-            fields["steps"] = int(values[self.steps])
-        if model.guidance is not None:
-            fields["guidance"] = float(values[self.guidance])
-        if model.strength is not None and self.mode != "text-to-image":
-            fields["strength"] = float(values[self.strength])
+        for name, bounds in setting_bounds(model, run_mode(self.mode)).items():
+            if bounds is None or (name == "n" and bounds.fixed):  # one image per request: nothing to say
+                continue
+            value = bounds.default if bounds.fixed else values[getattr(self, name)]
+            fields[name] = int(value or 1) if bounds.integer else float(value)
         if model.qualities and values[self.quality]:
             fields["quality"] = values[self.quality]
         if model.options and (values[self.options] or "").strip():

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import streamlit as st
 
+from studio.controls import variation_count_bounds
 from studio.errors import InvalidRequest, NotConfigured, StudioError
 from studio.types import GenerationRequest, Mode
 from ui import tasks
 from ui.setup import setup
-from ui.widgets import (PERSIST, image_source, model_controls, provider_picker, provider_statuses, show_error,
-                        show_estimate, show_outcome, style_picker)
+from ui.widgets import (PERSIST, bounded_slider, image_source, model_controls, provider_picker, provider_statuses,
+                        show_error, show_estimate, show_outcome, style_picker)
 
 PAGE = "variations"
 ctx = setup("Variations", "🎲")
@@ -33,10 +34,8 @@ with right:
     style = style_picker(ctx, "var_style")
     scene = st.checkbox("Vary the framing and light (wide shot, close-up, low angle, golden hour…)",
                         key="var_scene", persist_state=PERSIST)
-    limit = len(ctx.studio.styles.scene_variations()) if scene else min(model.max_images, 10)
-    count = st.slider("How many", 1, max(2, limit), min(4, max(2, limit)), key=f"var_n_{scene}_{limit}",
-                      disabled=limit < 2)
-    count = min(count, limit)
+    how_many = variation_count_bounds(model, len(ctx.studio.styles.scene_variations()) if scene else None)
+    count = int(bounded_slider("How many", how_many, f"var_n_{scene}_{how_many.max:g}"))
 controls = model_controls(model, "var", mode="variation" if from_image else "text-to-image", size=not from_image,
                           count=False)
 controls.pop("seed", None)  # every variation gets its own new seed

@@ -14,14 +14,15 @@ import secrets
 import pandas as pd
 import streamlit as st
 
+from studio.controls import concurrency_bounds
 from studio.errors import NotFound, StudioError
 from studio.jobs import ItemStatus, JobStatus, get_manager
 from studio.jobs.export import item_records
 from studio.scripts import FORMATS, MAX_SCENES
 from studio.webhooks import JOB_SECRET_NOTICE, job_secret
 from ui.setup import setup
-from ui.widgets import PERSIST, board_adder, image_bytes_or_none, model_controls, provider_picker, show_error, \
-    style_picker
+from ui.widgets import PERSIST, board_adder, bounded_slider, image_bytes_or_none, model_controls, provider_picker, \
+    show_error, style_picker
 
 JOB_PARAM = "job"
 JOB_STATE = "batch_job"
@@ -93,10 +94,9 @@ with new_batch:
                                persist_state=PERSIST,
                                help="per-scene: seed, seed+1, … (each scene its own); fixed: the same seed for "
                                     "every scene (a consistent look). The seed box below sets the first one.")
-        limit = max(1, int(getattr(ctx.studio.provider(provider), "max_concurrency", 1) or 1))
-        concurrency = st.slider("Scenes at once", 1, limit, limit, key=f"batch_concurrency_{provider}",
-                                disabled=limit == 1,
-                                help=f"{provider} allows up to {limit} requests at once")
+        scenes_at_once = concurrency_bounds(ctx.studio.provider(provider))
+        concurrency = int(bounded_slider("Scenes at once", scenes_at_once, f"batch_concurrency_{provider}",
+                                         help=f"{provider} allows up to {scenes_at_once.max:g} request(s) at once"))
         webhook = st.text_input("Webhook URL (optional)", key="batch_webhook", persist_state=PERSIST,
                                 placeholder="https://example.com/hooks/studio",
                                 help="POSTs progress and results, signed (X-Studio-Signature over timestamp and "

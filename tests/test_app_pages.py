@@ -651,6 +651,7 @@ def test_mood_boards_page_create_add_reorder_remove_and_export(studio):
 # -- the task registry -----------------------------------------------------------------------------
 
 
+@pytest.mark.background_errors  # the failing task's error is logged from its thread, on purpose
 def test_task_registry_progress_cancel_errors_and_owner_limits():
     registry = ui_tasks.TaskRegistry(max_running_per_owner=1)
     gate = threading.Event()

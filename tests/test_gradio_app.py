@@ -111,6 +111,17 @@ def test_the_api_lists_exactly_the_named_endpoints_with_named_parameters(app):
     assert edit == ["image", "prompt", "mask", "image_id", "provider", "model", "options"]
 
 
+def test_every_child_of_a_tab_bar_is_a_tab(app):
+    """Anything else between two tabs (a gr.State made inside gr.Tabs() but outside a tab) makes the
+    browser's tab bar lose a tab after a switch ("History, History", Mood boards gone)."""
+    bars = [block for block in app.demo.blocks.values() if isinstance(block, gr.Tabs)]
+    assert bars
+    for bar in bars:
+        assert [type(child).__name__ for child in bar.children if not isinstance(child, gr.Tab)] == []
+    assert [child.label for child in bars[0].children] == ["Generate", "Edit", "Variations", "Batch from script",
+                                                          "History", "Mood boards"]
+
+
 def test_queue_has_a_size_limit_and_generations_share_one_concurrency_group(app):
     queue = app.demo._queue
     assert queue.max_size == Limits().queue_size

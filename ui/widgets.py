@@ -14,6 +14,7 @@ import streamlit as st
 
 from studio import costs
 from studio.catalog import ModelInfo
+from studio.controls import DEFAULT_SIZE_RANGE, Bounds, free_size_bounds, setting_bounds
 from studio.errors import StudioError
 from studio.imaging import EXTENSIONS, MIME_TYPES, load_image
 from studio.types import GenerationRequest, ImageRecord
@@ -155,24 +156,21 @@ def model_controls(model: ModelInfo, prefix: str, *, mode: str = "text-to-image"
         values["negative_prompt"] = st.text_area("Negative prompt", key=key("negative"), height=68,
                                                  persist_state=PERSIST,
                                                  placeholder="what the image should not show")
+    bounds = setting_bounds(model, mode)
     columns = st.columns(3)
     with columns[0]:
         if size:
             values.update(_size_control(model, key))
-        if count and model.max_images > 1:
-            values["n"] = st.slider("Images", 1, min(model.max_images, 10), 1, key=key("n"), persist_state=PERSIST)
+        if count and not bounds["n"].fixed:  # one image per request needs no control
+            values["n"] = bounded_slider("Images", bounds["n"], key("n"))
     with columns[1]:
-        if model.steps is not None:
-            values["steps"] = st.slider("Steps", int(model.steps.min), int(model.steps.max),
-                                        int(model.steps.default), key=key("steps"), persist_state=PERSIST)
-        if model.guidance is not None:
-            values["guidance"] = st.slider("Guidance", float(model.guidance.min), float(model.guidance.max),
-                                           float(model.guidance.default), step=0.5, key=key("guidance"),
-                                           persist_state=PERSIST)
-        if mode in ("image-to-image", "inpaint", "variation") and model.strength is not None:
-            values["strength"] = st.slider(
-                "Strength", max(0.05, float(model.strength.min)), float(model.strength.max),
-                max(0.05, float(model.strength.default)), step=0.05, key=key("strength"), persist_state=PERSIST,
+        if bounds["steps"] is not None:
+            values["steps"] = bounded_slider("Steps", bounds["steps"], key("steps"))
+        if bounds["guidance"] is not None:
+            values["guidance"] = bounded_slider("Guidance", bounds["guidance"], key("guidance"))
+        if bounds["strength"] is not None:
+            values["strength"] = bounded_slider(
+                "Strength", bounds["strength"], key("strength"),
                 help="How much the result may differ from the input image (1 = ignore it).")
     with columns[2]:
         if model.seed:
@@ -200,6 +198,20 @@ def model_controls(model: ModelInfo, prefix: str, *, mode: str = "text-to-image"
     return values
 
 
+def bounded_slider(label: str, bounds: Bounds, key: str, *, help: str | None = None) -> float:
+    """A slider over ``bounds`` (from ``studio.controls``), or, when only one value is possible, that
+    value as a caption: Streamlit refuses a slider whose minimum equals its maximum."""
+    if bounds.fixed:
+        st.caption(f"{label}: **{bounds.default:g}** (the only value allowed here)", help=help)
+        return bounds.default
+    remembered = st.session_state.get(key)
+    if isinstance(remembered, (int, float)) and bounds.clamp(remembered) != remembered:
+        st.session_state[key] = bounds.clamp(remembered)  # a remembered value these bounds no longer allow
+    kind = int if bounds.integer else float
+    return st.slider(label, kind(bounds.min), kind(bounds.max), kind(bounds.default), step=kind(bounds.step),
+                     key=key, persist_state=PERSIST, help=help)
+
+
 def _size_control(model: ModelInfo, key) -> dict[str, Any]:
     if model.sizes:
         sizes = list(model.sizes)
@@ -211,13 +223,10 @@ def _size_control(model: ModelInfo, key) -> dict[str, Any]:
         ratio = st.selectbox("Aspect ratio", ratios, key=key("ratio"), persist_state=PERSIST)
         width, height = ratio_size(ratio)
         return {"width": width, "height": height}
-    limits = model.size_range or {"min": 64, "max": 2048, "multiple": 8}
-    step = int(limits.get("multiple", 8))
-    low, high = int(limits["min"]), int(limits["max"])
-    width = st.number_input("Width", low, high, min(high, max(low, model.default_width)), step=step, key=key("w"),
-                            persist_state=PERSIST)
-    height = st.number_input("Height", low, high, min(high, max(low, model.default_height)), step=step,
-                             key=key("h"), persist_state=PERSIST)
+    width_bounds, height_bounds = free_size_bounds(model)
+    width, height = (st.number_input(label, bounds.min, bounds.max, bounds.default, step=bounds.step, key=key(name),
+                                     persist_state=PERSIST)
+                     for label, name, bounds in (("Width", "w", width_bounds), ("Height", "h", height_bounds)))
     return {"width": int(width), "height": int(height)}
 
 
@@ -465,7 +474,7 @@ def apply_prefill(ctx, prefix: str, request: GenerationRequest) -> None:
         if model.sizes and size in model.sizes:
             state[key("size")] = size
         elif not model.sizes and not model.aspect_ratios:
-            limits = model.size_range or {"min": 64, "max": 2048}
+            limits = model.size_range or DEFAULT_SIZE_RANGE
             if all(limits["min"] <= side <= limits["max"] for side in (request.width, request.height)):
                 state[key("w")], state[key("h")] = int(request.width), int(request.height)
     for name, value in (request.extra or {}).items():
