@@ -85,7 +85,9 @@ class CloudProvider(Provider):
         def fetch_once() -> bytes:
             seconds = max(1.0, min(timeout, deadline.remaining()))
             try:
-                return fetch_url(url, max_bytes=max_bytes, timeout=seconds, allowed=allowed)
+                # Any content type: the bytes are decoded and checked as an image afterwards, and a
+                # delivery host that labels a paid image oddly should not cost us the image.
+                return fetch_url(url, max_bytes=max_bytes, timeout=seconds, allowed=allowed, content_types=None)
             except StudioError as error:
                 raise ProviderFailure(error.message, provider=self.name, retryable=error.retryable) from None
 
@@ -187,10 +189,10 @@ def _data_uri_bytes(uri: str, label: str, provider: str) -> bytes:
 
 
 def _public_or_host_of(base_url: str | None) -> Callable[[Any], bool]:
-    """The guard's address check, widened to the addresses of ``base_url``'s host: an endpoint the
-    operator configured is trusted for the outputs it serves, wherever it is. Link-local addresses
-    (the cloud metadata service) are never allowed."""
-    from studio.netfetch import is_public_address, system_resolver
+    """The guard's public-only address check, widened to the addresses of ``base_url``'s host: an
+    endpoint the operator configured is trusted for the outputs it serves, on a private network or
+    this machine too (the guard's local policy). Link-local and metadata addresses never pass."""
+    from studio.netfetch import is_allowed_locally, is_public_address, system_resolver
 
     trusted: set[str] = set()
     parts = urlsplit(base_url or "")
@@ -202,8 +204,6 @@ def _public_or_host_of(base_url: str | None) -> Callable[[Any], bool]:
             logger.warning("cannot resolve the configured endpoint %s: %s", parts.hostname, error)
 
     def allowed(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-        if address.is_link_local:
-            return False
-        return is_public_address(address) or str(address) in trusted
+        return is_public_address(address) or (str(address) in trusted and is_allowed_locally(address))
 
     return allowed

@@ -312,8 +312,16 @@ class ReplicateProvider(CloudProvider):
         base_url = os.environ.get("REPLICATE_BASE_URL") or None  # read by the SDK too; part of the cache key
 
         def make():
-            return replicate.Client(api_token=token, base_url=base_url, timeout=httpx.Timeout(30.0, connect=5.0),
-                                    event_hooks={"response": [self._remember_retry_after]})
+            client = replicate.Client(api_token=token, base_url=base_url, timeout=httpx.Timeout(30.0, connect=5.0),
+                                      event_hooks={"response": [self._remember_retry_after]})
+            # The SDK wraps its HTTP client in a RetryTransport that retries GETs (every poll) on
+            # 429/503/504 up to 10 times, sleeping whatever Retry-After says: past our deadline and
+            # deaf to a cancel. ``_retrying`` already retries those answers within the deadline, so
+            # the SDK's transport makes one attempt.
+            transport = getattr(client._client, "_transport", None)
+            if hasattr(transport, "max_attempts"):
+                transport.max_attempts = 1
+            return client
 
         return self.cached_client((token, base_url), make)
 

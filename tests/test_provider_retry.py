@@ -137,3 +137,15 @@ def test_without_a_usable_retry_after_the_gate_backs_off_by_itself(clock, retry_
     gate = runner.ProviderGate(4)
     gate.rate_limited(retry_after)
     assert 1000 < gate.backoff_until <= 1000 + runner.MAX_BACKOFF
+
+
+def test_a_replicate_poll_asked_to_wait_too_long_fails_at_once(cloud_fake, cloud_provider):
+    """The SDK's own transport would sleep the 60 s on a GET, past the deadline and deaf to cancel."""
+    fake = cloud_fake("replicate")
+    provider = cloud_provider(ReplicateProvider)
+    fake.queue_error("get", problem(429, "Too Many Requests", "Request was throttled.", {"retry-after": "60"}))
+    with pytest.raises(RateLimited, match="rate limited, retry after 60 s"):
+        provider.generate(prepared(provider.model(None)), RunContext(timeout=10))
+    polls = [r for r in fake.server.requests if r.method == "GET" and r.path.startswith("/v1/predictions/")]
+    assert len(polls) == 1
+    assert fake.cancelled == list(fake.predictions)  # the prediction we gave up on is not left running

@@ -61,7 +61,8 @@ def test_openai_url_answers_are_downloaded_without_the_key(cloud_fake, cloud_pro
 
 
 @pytest.mark.parametrize("items, words", [
-    ([{"url": "http://169.254.169.254/latest/meta-data/"}], "could not be downloaded"),  # the guard refuses it
+    ([{"url": "http://169.254.169.254/latest/meta-data/"}], "link-local or cloud metadata"),  # the guard refuses
+    ([{"url": "http://10.1.2.3/image.png"}], "private or reserved"),  # not the configured endpoint's host
     ([{"revised_prompt": "a fox"}], "neither image data nor a link"),
     ([], "without any image"),
     ([{"b64_json": "not base64 at all!"}], "not valid base64"),
