@@ -241,16 +241,18 @@ def style_picker(ctx, key: str) -> str | None:
 def show_estimate(ctx, request: GenerationRequest, *, count: int = 1) -> float | None:
     """The estimated cost, shown before the click. ``count`` multiplies it (e.g. scene variations)."""
     try:
-        amount = ctx.studio.estimate(request) * count
+        quote = ctx.studio.quote(request)  # input (prompt, images) included; the bound is what the budget holds
+        amount = quote.estimate * count
     except StudioError as error:
-        st.warning(f"{error.message}")
+        st.warning(markdown_literal(error.message))
         return None
     if amount <= 0:
         st.caption("Estimated cost: **free** (runs on this machine)")
     else:
         budget = ctx.studio.settings.daily_budget
         left = f" · ${max(0.0, budget - ctx.studio.spent_today()):.2f} left of today's budget" if budget else ""
-        st.caption(f"Estimated cost: **${amount:.4f}**{left}")
+        held = f" · up to ${quote.bound * count:.4f} is held while it runs" if budget and quote.bound > quote.estimate else ""
+        st.caption(f"Estimated cost: **${amount:.4f}**{held}{left}")
     return amount
 
 
