@@ -244,7 +244,7 @@ def show_estimate(ctx, request: GenerationRequest, *, count: int = 1) -> float |
         quote = ctx.studio.quote(request)  # input (prompt, images) included; the bound is what the budget holds
         amount = quote.estimate * count
     except StudioError as error:
-        st.warning(markdown_literal(error.message))
+        st.warning(f"{error.message}")
         return None
     if amount <= 0:
         st.caption("Estimated cost: **free** (runs on this machine)")
