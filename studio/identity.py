@@ -38,6 +38,7 @@ import os
 import re
 import secrets
 import threading
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +180,73 @@ def _load_key(home: Path) -> bytes:
     return key.encode("ascii")
 
 
+# -- files written before owners left the metadata ------------------------------------------------
+
+# json.dumps(..., ensure_ascii=True) wrote it exactly like this; the value is ASCII, escapes included.
+_EMBEDDED_OWNER = re.compile(rb'"owner": "(?:[^"\\\x00-\x1f]|\\.)*"')
+_BLANK_OWNER = b'"owner": ""'
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def without_embedded_owner(data: bytes) -> bytes:
+    """``data``, an image file the studio wrote, with the owner id that earlier versions embedded in
+    its ``studio`` metadata blanked out. Edited in place, byte for byte the same length, so EXIF
+    offsets and RIFF sizes hold and pixels are untouched; a PNG text chunk gets its CRC recomputed.
+    Only metadata is looked at (PNG text chunks, JPEG APP1, WEBP EXIF). Files without one come back
+    as they are (the same object)."""
+    if b'"owner": "' not in data:
+        return data
+    edited = bytearray(data)
+    for start, end in _metadata_spans(data):
+        changed = False
+        for match in _EMBEDDED_OWNER.finditer(data, start, end):
+            padding = b" " * (match.end() - match.start() - len(_BLANK_OWNER))  # JSON allows the spaces
+            edited[match.start():match.end()] = _BLANK_OWNER + padding
+            changed = True
+        if changed and data.startswith(_PNG_SIGNATURE):  # the span is a chunk's data: its CRC covers type + data
+            crc = zlib.crc32(bytes(edited[start - 4:end]))
+            edited[end:end + 4] = crc.to_bytes(4, "big")
+    return bytes(edited)
+
+
+def _metadata_spans(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each region that may hold the studio's JSON: PNG tEXt/iTXt chunk data, JPEG
+    APP1 segments, the WEBP EXIF chunk. Stops quietly at anything malformed (nothing is edited there)."""
+    spans: list[tuple[int, int]] = []
+    if data.startswith(_PNG_SIGNATURE):
+        position = len(_PNG_SIGNATURE)
+        while position + 12 <= len(data):
+            length = int.from_bytes(data[position:position + 4], "big")
+            kind = data[position + 4:position + 8]
+            start, end = position + 8, position + 8 + length
+            if end + 4 > len(data):
+                break
+            if kind in (b"tEXt", b"iTXt"):
+                spans.append((start, end))
+            if kind == b"IEND":
+                break
+            position = end + 4
+    elif data[:2] == b"\xff\xd8":
+        position = 2
+        while position + 4 <= len(data) and data[position] == 0xFF:
+            marker = data[position + 1]
+            if marker == 0xDA:  # start of scan: entropy-coded data follows, no more metadata
+                break
+            length = int.from_bytes(data[position + 2:position + 4], "big")
+            if marker == 0xE1:
+                spans.append((position + 4, min(len(data), position + 2 + length)))
+            position += 2 + length
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        position = 12
+        while position + 8 <= len(data):
+            kind = data[position:position + 4]
+            length = int.from_bytes(data[position + 4:position + 8], "little")
+            if kind == b"EXIF":
+                spans.append((position + 8, min(len(data), position + 8 + length)))
+            position += 8 + length + (length & 1)
+    return spans
+
+
 # -- visibility ------------------------------------------------------------------------------------
 
 
@@ -189,4 +257,5 @@ def visible_to(record: Any, user: str) -> bool:
 
 
 __all__ = ["LOCAL", "PRIVATE", "LOCAL_OWNER", "VISITOR_PREFIX", "LEGACY_ANONYMOUS_PREFIXES", "VisitorIds",
-           "visitor_policy", "new_visitor_secret", "valid_visitor_secret", "is_anonymous", "visible_to"]
+           "visitor_policy", "new_visitor_secret", "valid_visitor_secret", "is_anonymous", "visible_to",
+           "without_embedded_owner"]

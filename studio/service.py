@@ -26,7 +26,7 @@ from studio.contentfilter import ContentFilter
 from studio.config import SECRET_NAMES, Settings
 from studio.errors import (BudgetExceeded, ContentBlocked, InvalidRequest, NotFound, ProviderFailure, StudioError,
                            UnusableResult)
-from studio.identity import visible_to
+from studio.identity import visible_to, without_embedded_owner
 from studio.imaging import decode_result, load_image, png_bytes, thumbnail_bytes
 from studio.netfetch import fetch_url, is_url
 from studio.metadata import encode_image, format_parameters, read_metadata
@@ -430,7 +430,9 @@ class Studio:
         return record
 
     def image_bytes(self, record: ImageRecord) -> bytes:
-        return self.storage.read(record)
+        """The image file as it may leave the server: what is stored, minus the owner id that files
+        written by earlier versions embedded (blanked in place; pixels and size unchanged)."""
+        return without_embedded_owner(self.storage.read(record))
 
     def delete_image(self, image_id: str, user: str = "local") -> None:
         record = self.get_image(image_id, user)

@@ -287,3 +287,53 @@ def test_nothing_a_gradio_visitor_takes_away_names_them_or_lets_another_in(priva
 
         get_manager(studio).close(wait=2)
         studio.close()
+
+
+# -- files written by earlier versions --------------------------------------------------------------
+
+
+def _old_embedded_json(record):
+    """What versions before this fix embedded: the whole record, owner included."""
+    data = record.to_dict()
+    for name in ("path", "key", "sha256", "size_bytes", "thumb_path", "cache_key"):
+        data.pop(name, None)
+    return data
+
+
+@pytest.mark.parametrize("output_format", ["png", "jpeg", "webp"])
+def test_images_stored_by_earlier_versions_leave_without_their_owner(app_home, monkeypatch, output_format):
+    from PIL import Image, ImageChops
+
+    import studio.service as service_module
+
+    owner = 'user:alice@example.com'
+    studio = Studio(app_home)
+    try:
+        with monkeypatch.context() as old_version:
+            old_version.setattr(service_module, "embedded_json", _old_embedded_json)
+            [record] = studio.generate(GenerationRequest(prompt="an old picture", provider="echo", user=owner,
+                                                         width=64, height=64, output_format=output_format)).images
+        stored = studio.storage.read(record)
+        assert owner.encode() in stored  # the file on disk is as the old version wrote it
+
+        served = studio.image_bytes(record)
+        assert len(served) == len(stored) and owner.encode() not in served
+        meta = read_metadata(served)  # still a valid file whose metadata reads back
+        assert meta["studio"]["prompt"] == "an old picture" and not meta["studio"].get("owner")
+        with Image.open(io.BytesIO(stored)) as before, Image.open(io.BytesIO(served)) as after:
+            assert ImageChops.difference(before.convert("RGB"), after.convert("RGB")).getbbox() is None
+        gallery = Gallery()
+        gallery.add([record.id])
+        gallery.select_all()
+        outputs = {"gallery zip": gallery.zip_selection(studio, owner), "info": json.dumps(studio.info(record.id, owner)),
+                   "board zip": _board_zip(studio, owner, record)}
+        assert not _leaks(outputs, {owner, "alice@example.com"})
+    finally:
+        studio.close()
+
+
+def _board_zip(studio: Studio, owner: str, record) -> bytes:
+    boards = Boards(studio)
+    board = boards.create(owner, "old")
+    boards.add(owner, board.id, [record.id])
+    return boards.export_zip(owner, board.id)

@@ -77,7 +77,7 @@ def job_zip(studio, job: Job) -> bytes:
     names = {(item.index, record.id): name for item, record, name in entries}
     script = enriched_script(studio, job, names)
     return build_zip(
-        [record for _, record, _ in entries], studio.storage.read,
+        [record for _, record, _ in entries], studio.image_bytes,  # as served: no owner id inside
         name_for=lambda position, _record: entries[position][2],
         extra_columns=lambda position, _record: {"scene": entries[position][0].index + 1,
                                                  "timestamp": entries[position][0].timestamp or "",
