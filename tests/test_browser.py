@@ -219,3 +219,45 @@ def test_generate_gallery_zip_board_and_inpaint_in_a_real_browser(server, browse
     elapsed = time.monotonic() - started
     print(f"browser walk-through: {elapsed:.1f}s")
     assert elapsed < 90
+
+
+# -- Gradio: switching tabs --------------------------------------------------------------------------
+
+GRADIO_TABS = ["Generate", "Edit", "Variations", "Batch from script", "History", "Mood boards"]
+
+
+@pytest.fixture
+def gradio_url(studio_home, tmp_path, monkeypatch):
+    """The Gradio app over a fresh install, on loopback."""
+    import gradio_app
+    from gradio_ui.identity import Access
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio-tmp"))
+    studio = Studio(studio_home)
+    demo = gradio_app.build_app(studio, access=Access(), export_dir=tmp_path / "exports")
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    yield url
+    demo.close()
+    studio.close()
+
+
+def test_gradio_tab_bar_keeps_every_tab_while_switching(gradio_url):
+    """Each tab, in turn and back again: the bar always lists all six once, and the tab clicked is
+    the one selected (a component between two tabs once made History replace Mood boards)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_context(viewport={"width": 1600, "height": 1000}).new_page()
+        page.set_default_timeout(20_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(gradio_url)
+        page.get_by_role("tab", name="Generate").wait_for()
+        for name in [*GRADIO_TABS[1:], "History", "Mood boards", "Generate", "History", "Batch from script"]:
+            page.get_by_role("tab", name=name, exact=True).click()
+            page.get_by_role("tab", name=name, exact=True, selected=True).first.wait_for()
+            assert page.locator("[role='tab']").all_inner_texts() == GRADIO_TABS, f"after opening {name}"
+            assert page.locator("[role='tab'][aria-selected='true']").all_inner_texts() == [name]
+        assert not errors, errors
+        browser.close()
