@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 5
 DEFAULT_TIMEOUT = 20.0
-IMAGE_CONTENT_TYPES = ("image/", "application/octet-stream")  # some CDNs serve images as octet-stream
+IMAGE_CONTENT_TYPES = ("image/", "application/octet-stream", "binary/octet-stream")  # CDNs and S3 defaults
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]  # (host, port) -> addresses as text
