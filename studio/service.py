@@ -31,6 +31,7 @@ from studio.imaging import decode_result, load_image, png_bytes, thumbnail_bytes
 from studio.netfetch import fetch_url, is_url
 from studio.metadata import encode_image, format_parameters, read_metadata
 from studio.storage import HistoryQuery, Page, RepairReport, Storage
+from studio.storage.index import RESERVATION_TTL_SECONDS
 from studio.styles import StyleBook
 from studio.types import (GenerationRequest, ImageInput, ImageRecord, Mode, PreparedRequest, ProgressCallback,
                           ProgressEvent, ProviderResult, RunContext)
@@ -38,6 +39,8 @@ from studio.validation import Prepared, clean_category, clean_tags, prepare
 
 STUDIO_VERSION = "image-studio 0.1"
 log = logging.getLogger(__name__)
+# A reservation outlives its request by this much: decoding, post-processing and saving the images.
+RESERVATION_SAVE_MARGIN_SECONDS = 600
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -154,7 +157,7 @@ class Studio:
                 return GenerationResult([self.storage.with_path(r) for r in hits[:prepared.n]], 0.0, estimate,
                                         True, request_id, time.monotonic() - started, prepared_all.warnings)
 
-        reservation = self._reserve_budget(request_id, quote)
+        reservation = self._reserve_budget(request_id, quote, timeout or self.settings.request_timeout)
         result: ProviderResult | None = None  # what the provider answered, once it has
         ctx = RunContext(progress=_staged(progress), cancel=cancel or threading.Event(),
                          timeout=timeout or self.settings.request_timeout)
@@ -205,15 +208,17 @@ class Studio:
         }
         return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
-    def _reserve_budget(self, request_id: str, quote: costs.CostQuote) -> str | None:
+    def _reserve_budget(self, request_id: str, quote: costs.CostQuote, timeout: float) -> str | None:
         """Set the most the request can cost aside, or refuse it (BudgetExceeded) when that does not
         fit in what is left of today's budget. The reservation is replaced by the actual cost when the
-        request is recorded."""
+        request is recorded; it is held at least as long as the request may run (``timeout`` seconds,
+        plus time to save its images)."""
         budget = self.settings.daily_budget
         if budget is None or quote.bound <= 0:
             return None
-        accepted, committed = self.storage.index.reserve(request_id, utc_now().date().isoformat(), quote.bound,
-                                                         budget)
+        accepted, committed = self.storage.index.reserve(
+            request_id, utc_now().date().isoformat(), quote.bound, budget,
+            hold_seconds=max(RESERVATION_TTL_SECONDS, timeout + RESERVATION_SAVE_MARGIN_SECONDS))
         if not accepted:
             raise BudgetExceeded(
                 f"today's budget of ${budget:.2f} would be exceeded: ${committed:.4f} is spent or running "

@@ -249,3 +249,41 @@ def test_an_answer_billed_without_a_usable_image_counts_against_the_budget(echo_
     with pytest.raises(BudgetExceeded):
         echo_studio.generate(GenerationRequest(prompt="a fox", provider="echo"))
     assert echo_provider.EchoProvider.calls == 3
+
+
+# -- reservations ----------------------------------------------------------------------------------
+
+
+def test_a_reservation_counts_as_long_as_its_request_may_run(echo_studio, monkeypatch):
+    import studio.storage.index as index_module
+
+    index = echo_studio.storage.index
+    start = index_module.time.time()
+    assert index.reserve("long-run", "2026-11-29", 0.04, 0.05, hold_seconds=7200)[0]
+    monkeypatch.setattr(index_module.time, "time", lambda: start + 5000)  # past the default hour
+    accepted, committed = index.reserve("next", "2026-11-29", 0.02, 0.05)
+    assert not accepted and committed == pytest.approx(0.04)
+    monkeypatch.setattr(index_module.time, "time", lambda: start + 7300)  # its process died long ago
+    assert index.reserve("later", "2026-11-29", 0.02, 0.05)[0]
+
+
+def test_the_studio_holds_a_reservation_for_the_whole_request_timeout(echo_studio, monkeypatch):
+    echo_studio.settings.daily_budget = 1.0
+    echo_studio.settings.request_timeout = 7200
+    held = {}
+    reserve = echo_studio.storage.index.reserve
+
+    def spy(*args, **kwargs):
+        held.update(kwargs)
+        return reserve(*args, **kwargs)
+
+    monkeypatch.setattr(echo_studio.storage.index, "reserve", spy)
+    echo_studio.generate(GenerationRequest(prompt="a fox", provider="echo"))
+    assert held["hold_seconds"] >= 7200
+
+
+def test_a_reservation_made_before_midnight_still_counts_after_it(echo_studio):
+    index = echo_studio.storage.index
+    assert index.reserve("before-midnight", "2026-11-28", 0.04, 0.05)[0]
+    accepted, committed = index.reserve("after-midnight", "2026-11-29", 0.02, 0.05)
+    assert not accepted and committed == pytest.approx(0.04)

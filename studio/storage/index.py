@@ -84,7 +84,8 @@ CREATE TABLE IF NOT EXISTS reservations (
     id TEXT PRIMARY KEY,
     day TEXT NOT NULL,
     amount REAL NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    expires_at REAL
 );
 CREATE TABLE IF NOT EXISTS pending_writes (
     key TEXT PRIMARY KEY,
@@ -121,6 +122,8 @@ IMAGE_COLUMNS = (
     "shared",
 )
 RESERVATION_TTL_SECONDS = 3600  # a reservation left by a crashed process stops counting after this
+# Columns added after a data directory was created: (table, column, SQL type).
+LATER_COLUMNS = (("pending_writes", "owner", "TEXT"), ("reservations", "expires_at", "REAL"))
 
 
 @dataclass
@@ -174,11 +177,11 @@ class SQLiteIndex:
     def _add_missing_columns(self) -> None:
         """Columns added after a data directory was created (CREATE TABLE IF NOT EXISTS skips them)."""
         conn = self.connection()
-        columns = {row["name"] for row in conn.execute("PRAGMA table_info(pending_writes)")}
-        if "owner" not in columns:
-            with self.write() as writing:
-                if "owner" not in {row["name"] for row in writing.execute("PRAGMA table_info(pending_writes)")}:
-                    writing.execute("ALTER TABLE pending_writes ADD COLUMN owner TEXT")
+        for table, column, sql_type in LATER_COLUMNS:
+            if column not in {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}:
+                with self.write() as writing:
+                    if column not in {row["name"] for row in writing.execute(f"PRAGMA table_info({table})")}:
+                        writing.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
 
     # -- connections and transactions ---------------------------------------------------------
 
@@ -371,23 +374,27 @@ class SQLiteIndex:
             args.append(owner)
         return float(self.connection().execute(sql, args).fetchone()[0])
 
-    def reserve(self, reservation_id: str, day: str, amount: float, limit: float) -> tuple[bool, float]:
-        """Atomically set ``amount`` aside if spend + open reservations + amount stays within ``limit``.
+    def reserve(self, reservation_id: str, day: str, amount: float, limit: float, *,
+                hold_seconds: float = RESERVATION_TTL_SECONDS) -> tuple[bool, float]:
+        """Atomically set ``amount`` (USD) aside if ``day``'s spend + open reservations + amount stays
+        within ``limit``. The reservation counts until ``finish_generation``/``release`` removes it, or
+        ``hold_seconds`` pass (for a process that died): give at least the longest the request can run.
 
-        Returns (accepted, committed) where committed is spend plus open reservations before this one.
-        """
+        Every open reservation counts, whatever day it was made: one made before midnight is booked
+        on the day its request finishes. Returns (accepted, committed) where committed is spend plus
+        open reservations before this one."""
         with self.write() as conn:
-            cutoff = time.time() - RESERVATION_TTL_SECONDS
-            conn.execute("DELETE FROM reservations WHERE created_at < ?", (cutoff,))
+            now = time.time()
+            conn.execute("DELETE FROM reservations WHERE COALESCE(expires_at, created_at + ?) < ?",
+                         (RESERVATION_TTL_SECONDS, now))
             spent = conn.execute("SELECT COALESCE(SUM(cost), 0) FROM generations WHERE day = ?",
                                  (day,)).fetchone()[0]
-            held = conn.execute("SELECT COALESCE(SUM(amount), 0) FROM reservations WHERE day = ?",
-                                (day,)).fetchone()[0]
+            held = conn.execute("SELECT COALESCE(SUM(amount), 0) FROM reservations").fetchone()[0]
             committed = float(spent) + float(held)
             if committed + amount > limit + 1e-9:
                 return False, committed
-            conn.execute("INSERT INTO reservations (id, day, amount, created_at) VALUES (?, ?, ?, ?)",
-                         (reservation_id, day, amount, time.time()))
+            conn.execute("INSERT INTO reservations (id, day, amount, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                         (reservation_id, day, amount, now, now + max(hold_seconds, 0.0)))
             return True, committed
 
     def release(self, reservation_id: str) -> None:
