@@ -12,7 +12,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -94,25 +93,46 @@ def test_server_errors_are_retried_then_reported(name, provider, fake):
     assert len(fake.server.requests) == FAST_RETRIES.max_tries
 
 
+class HeldAnswers:
+    """Wraps a fake: each request is held, unanswered, until ``release`` is set (at most 30 s), and
+    ``on_arrival`` runs as a request comes in. ``answered`` tells whether an answer has gone out, so
+    a test can see that the provider stopped waiting without measuring time."""
+
+    def __init__(self, fake, on_arrival=lambda: None):
+        self.fake, self.on_arrival = fake, on_arrival
+        self.release, self.answered = threading.Event(), threading.Event()
+
+    def __call__(self, request):
+        self.on_arrival()
+        self.release.wait(30)
+        self.answered.set()
+        return self.fake(request)
+
+
 @pytest.mark.parametrize("name", SCRIPTED_ALIKE)
 def test_timeout_is_reported_and_not_retried(name, provider, fake):
-    fake.slow(5)
-    started = time.monotonic()
-    with pytest.raises(ProviderTimeout, match="within 0.5 s"):
-        provider.generate(prepared(provider.model(None)), RunContext(timeout=0.5))
-    assert time.monotonic() - started < 2.5
+    held = HeldAnswers(fake)
+    fake.server.handler = held
+    try:
+        with pytest.raises(ProviderTimeout, match="within 0.5 s"):
+            provider.generate(prepared(provider.model(None)), RunContext(timeout=0.5))
+        assert not held.answered.is_set()  # it gave up at the deadline, without the answer
+    finally:
+        held.release.set()
     assert len(fake.server.requests) == 1
 
 
 @pytest.mark.parametrize("name", SCRIPTED_ALIKE)
 def test_cancel_stops_waiting_for_a_slow_answer(name, provider, fake):
-    fake.slow(5)
     ctx = RunContext()
-    threading.Timer(0.2, ctx.cancel.set).start()
-    started = time.monotonic()
-    with pytest.raises(Cancelled):
-        provider.generate(prepared(provider.model(None), n=2), ctx)
-    assert time.monotonic() - started < 1.5
+    held = HeldAnswers(fake, on_arrival=ctx.cancel.set)  # the user cancels once the request is out
+    fake.server.handler = held
+    try:
+        with pytest.raises(Cancelled):
+            provider.generate(prepared(provider.model(None), n=2), ctx)
+        assert not held.answered.is_set()  # it stopped waiting at the cancel, without the answer
+    finally:
+        held.release.set()
     assert len(fake.server.requests) == 1  # nothing more was asked for after the cancel
 
 

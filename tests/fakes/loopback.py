@@ -5,6 +5,7 @@ The ``cloud_fake`` and ``cloud_provider`` fixtures in tests/conftest.py build on
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -16,6 +17,19 @@ from tests.fakes.stability_fake import StabilityFake
 
 # Retries that take milliseconds, but still honour a Retry-After of a few tenths of a second.
 FAST_RETRIES = RetryPolicy(max_tries=3, max_total_seconds=5, base_delay=0.01, max_delay=0.5)
+
+
+class WaitLog(threading.Event):
+    """A cancel flag (``RunContext(cancel=WaitLog())``) that records every wait on it, in seconds:
+    retries wait on the cancel flag, so a test reads the waits instead of timing them."""
+
+    def __init__(self):
+        super().__init__()
+        self.waits: list[float | None] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout)
+        return super().wait(timeout)
 
 
 @dataclass(frozen=True)
