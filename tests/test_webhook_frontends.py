@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,20 @@ def open_batch_page(**params) -> AppTest:
     return at.run()
 
 
+class CountingReceiver:
+    """A webhook receiver that answers 200 and sets ``done`` once it has had ``expected`` requests."""
+
+    def __init__(self, expected: int):
+        self.expected, self.seen = expected, 0
+        self.done = threading.Event()
+
+    def __call__(self, request):
+        self.seen += 1
+        if self.seen >= self.expected:
+            self.done.set()
+        return Response(200, {})
+
+
 def no_crash(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
 
@@ -33,7 +47,8 @@ def no_crash(at: AppTest) -> None:
 def test_streamlit_batch_shows_the_jobs_own_secret_once_and_it_verifies_the_webhooks(app_home, monkeypatch):
     monkeypatch.delenv("STUDIO_WEBHOOK_SECRET", raising=False)
     EchoProvider.latency = 0.0
-    with FakeServer(lambda request: Response(200, {})) as server:
+    receiver = CountingReceiver(expected=2)  # progress, then completed
+    with FakeServer(receiver) as server:
         at = open_batch_page()
         at.text_area(key="batch_script").set_value("00:01 a lighthouse").run()
         at.text_input(key="batch_webhook").set_value(f"{server.url}/hook").run()
@@ -44,10 +59,7 @@ def test_streamlit_batch_shows_the_jobs_own_secret_once_and_it_verifies_the_webh
         [secret] = [c.value for c in at.code if c.value.startswith("whsec_")]
         job_id = at.query_params["job"]
         job_id = job_id[0] if isinstance(job_id, list) else job_id
-        deadline = time.monotonic() + 15
-        while len(server.requests) < 2:  # progress, then completed
-            assert time.monotonic() < deadline, "the webhooks never came"
-            time.sleep(0.05)
+        assert receiver.done.wait(15), "the webhooks never came"
         assert all(verify_signature(secret, r.headers, r.body) for r in server.requests)
     refreshed = open_batch_page(job=job_id)  # the same job in a new session: the secret is not shown again
     no_crash(refreshed)
@@ -100,17 +112,15 @@ def gradio_app(tmp_path, monkeypatch):
 
 
 def test_gradio_batch_answers_with_the_jobs_own_secret_and_the_webhooks_verify_with_it(gradio_app, monkeypatch):
-    with FakeServer(lambda request: Response(200, {})) as receiver:
+    counting = CountingReceiver(expected=2)  # progress, then completed
+    with FakeServer(counting) as receiver:
         PretendInternet(monkeypatch, receiver)
         files, answer = gradio_app.client().predict(
             "one scene", "", "", "echo", "", {"webhook": f"http://{PretendInternet.ADDRESS}:8080/hook"},
             api_name="/batch")
         secret = answer.pop("webhook_secret")
         assert secret.startswith("whsec_") and secret not in json.dumps(answer)
-        deadline = time.monotonic() + 15
-        while len(receiver.requests) < 2:  # progress, then completed
-            assert time.monotonic() < deadline, "the webhooks never came"
-            time.sleep(0.05)
+        assert counting.done.wait(15), "the webhooks never came"
     assert all(verify_signature(secret, r.headers, r.body) for r in receiver.requests)
     assert not any(verify_signature("the-operators-secret-0123456789", r.headers, r.body) for r in receiver.requests)
     assert {r.headers["host"] for r in receiver.requests} == {f"{PretendInternet.ADDRESS}:8080"}
