@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 5
 DEFAULT_TIMEOUT = 20.0
+DNS_TIMEOUT = 10.0  # seconds for one name lookup
 IMAGE_CONTENT_TYPES = ("image/", "application/octet-stream", "binary/octet-stream")  # CDNs and S3 defaults
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -190,12 +191,27 @@ class UnresolvableHost(InvalidRequest):
     """The host name has no address now (DNS may answer later: callers that retry may retry)."""
 
 
-def system_resolver(host: str, port: int) -> list[str]:
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise UnresolvableHost(f"cannot resolve host {host!r}: {getattr(exc, 'strerror', None) or exc}") from None
-    return list(dict.fromkeys(info[4][0] for info in infos))
+def system_resolver(host: str, port: int, *, timeout: float = DNS_TIMEOUT) -> list[str]:
+    """The host's addresses (as text, first answer first) from the system resolver, within
+    ``timeout`` seconds: ``getaddrinfo`` itself cannot be interrupted, so it runs on a daemon
+    thread that is left behind when it hangs (the webhook thread and the user's request go on)."""
+    answer: dict[str, object] = {}
+
+    def lookup() -> None:
+        try:
+            answer["infos"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:  # handed to the caller below, not swallowed
+            answer["error"] = exc
+
+    worker = threading.Thread(target=lookup, name=f"resolve {host[:40]}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise UnresolvableHost(f"cannot resolve host {host!r}: no answer within {timeout:g} s")
+    if "error" in answer:
+        exc = answer["error"]
+        raise UnresolvableHost(f"cannot resolve host {host!r}: {getattr(exc, 'strerror', None) or exc}")
+    return list(dict.fromkeys(info[4][0] for info in answer["infos"]))
 
 
 @dataclass(frozen=True)

@@ -363,3 +363,25 @@ def test_a_caller_widening_the_policy_still_cannot_reach_metadata():
             fetch_url(url, allowed=anything_goes, resolver=_no_dns)
     with pytest.raises(InvalidRequest, match="link-local"):
         fetch_url("http://metadata.internal/", allowed=anything_goes, resolver=lambda h, p: ["169.254.169.254"])
+
+
+def test_a_resolver_that_never_answers_is_given_up_on(monkeypatch):
+    from studio.netfetch import UnresolvableHost, system_resolver
+
+    release = threading.Event()
+    real_getaddrinfo = socket.getaddrinfo
+
+    def hanging(host, *args, **kwargs):
+        if host == "tarpit.example":
+            release.wait(30)  # a DNS server that never answers (released when the test ends)
+            raise socket.gaierror(-3, "Temporary failure in name resolution")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    try:
+        with pytest.raises(UnresolvableHost, match="no answer within 0.2 s"):
+            system_resolver("tarpit.example", 80, timeout=0.2)
+        with pytest.raises(UnresolvableHost, match="Name or service not known|not known|resolve"):
+            system_resolver("nonexistent.invalid", 80)
+    finally:
+        release.set()
