@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from studio.usertext import markdown_literal
 from ui.setup import setup
 from ui.sidebar import gallery_panel
 from ui.widgets import STATE_ICONS, STATE_WORDS, describe, image_bytes_or_none, provider_statuses
@@ -55,7 +56,7 @@ else:
             thumb = image_bytes_or_none(ctx, record, thumbnail=True)
             if thumb:
                 st.image(thumb, width="stretch")
-            st.caption(f"{(record.user_prompt or record.prompt)[:60]} · {describe(record)}")
+            st.caption(f"{markdown_literal((record.user_prompt or record.prompt)[:60])} · {describe(record)}")
 
 st.subheader("This session's gallery")
 gallery_panel(ctx, key="home", columns=6)

@@ -36,6 +36,7 @@ from gradio_ui.library_tabs import build_boards_tab, build_history_tab
 from studio import get_studio
 from studio.errors import InvalidRequest
 from studio.service import Studio
+from studio.usertext import markdown_literal
 
 PRIVATE = {"api_visibility": "private"}
 MAX_UPLOAD = "50mb"  # the core refuses larger images anyway (studio.imaging.MAX_INPUT_BYTES)
@@ -81,7 +82,7 @@ def _wire_loading(ctx: AppContext, demo: gr.Blocks, who: gr.Markdown) -> None:
         token = values[ctx.token] if valid_token(values[ctx.token]) else new_token()
         owner = ctx.owner({ctx.token: token}, request, profile)
         if owner.startswith(HF_PREFIX):
-            text = f"Signed in as **{owner[len(HF_PREFIX):]}**"
+            text = f"Signed in as **{markdown_literal(owner[len(HF_PREFIX):])}**"
         elif owner == LOCAL_OWNER:
             text = "Single-user studio: the same history as the command line."
         elif is_anonymous(owner):
@@ -89,7 +90,7 @@ def _wire_loading(ctx: AppContext, demo: gr.Blocks, who: gr.Markdown) -> None:
             if ctx.access.require_login:
                 text += " Sign in to generate."
         else:
-            text = f"Logged in as **{owner}**"
+            text = f"Logged in as **{markdown_literal(owner)}**"
         return [token, text] + _board_updates(ctx, owner, pickers)
 
     def on_boards_changed(values: dict, request: gr.Request, profile: gr.OAuthProfile | None):

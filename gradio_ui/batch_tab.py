@@ -18,6 +18,7 @@ from gradio_ui.create_tabs import organise_fields, style_picker
 from gradio_ui.endpoints import upload_bytes, visitor_errors
 from gradio_ui.session_gallery import caption
 from studio.errors import InvalidRequest
+from studio.usertext import markdown_literal
 
 PRIVATE = {"api_visibility": "private"}
 FORMAT_CHOICES = [("Detect", ""), ("Text: one scene per line", "lines"), ("Text: one per paragraph", "paragraphs"),
@@ -40,7 +41,7 @@ def job_summary(job) -> str:
     if job.interrupted:
         text += "  \n⚠️ Its runner stopped (a restart?): press Resume to continue."
     if job.error:
-        text += f"  \n⚠️ {job.error}"
+        text += f"  \n⚠️ {markdown_literal(job.error)}"
     return text
 
 
@@ -105,14 +106,17 @@ def build_batch_tab(ctx: AppContext) -> None:
             fields = options(values)
             preview = ctx.actions.preview_batch(owner, fields.pop("script"), **fields)
             data = preview.to_dict()
-            lines = [f"**{len(preview.items)} scene(s)** ({data['format']}) with {data['provider']} / "
-                     f"{data['model']} · estimated **${preview.estimated_total:.4f}**"]
+            lines = [f"**{len(preview.items)} scene(s)** ({data['format']}) with "
+                     f"{markdown_literal(data['provider'] + ' / ' + data['model'])} · "
+                     f"estimated **${preview.estimated_total:.4f}**"]
             if preview.budget_remaining is not None:
                 lines.append(f"Today's budget left: ${preview.budget_remaining:.4f}"
                              + ("" if preview.within_budget else " — **not enough for this batch**"))
             if not preview.provider_ready:
-                lines.append(f"⚠️ {preview.provider_reason}")
-            lines += [f"❌ {error}" for error in preview.errors] + [f"⚠️ {w}" for w in preview.warnings]
+                lines.append(f"⚠️ {markdown_literal(preview.provider_reason)}")
+            # errors and warnings quote the script's lines
+            lines += ([f"❌ {markdown_literal(error)}" for error in preview.errors]
+                      + [f"⚠️ {markdown_literal(w)}" for w in preview.warnings])
             rows = [[row[c] for c in PREVIEW_COLUMNS] for row in preview.rows()]
             return "  \n".join(lines), rows
 

@@ -19,6 +19,7 @@ from studio.catalog import ModelInfo
 from studio.controls import Bounds, setting_bounds
 from studio.errors import InvalidRequest, StudioError
 from studio.service import Studio
+from studio.usertext import markdown_literal
 from studio.validation import parse_size
 
 CREATE_MODES = {
@@ -77,7 +78,9 @@ def size_choices(model: ModelInfo) -> list[tuple[str, str]]:
 
 
 def describe_model(model: ModelInfo, status: str = "") -> str:
-    parts = [f"**{model.label or model.id}** · {costs.describe_price(model)} · {', '.join(model.modes)}"]
+    # An unknown model's label is the id as the visitor typed it.
+    parts = [f"**{markdown_literal(model.label or model.id)}** · {costs.describe_price(model)} · "
+             f"{', '.join(model.modes)}"]
     if not model.known:
         parts.append("Not in the catalog: the provider's defaults apply.")
     if model.notes:

@@ -19,6 +19,7 @@ from gradio_ui.endpoints import upload_bytes, visitor_errors
 from gradio_ui.session_gallery import GalleryPanel, with_results
 from studio.errors import InvalidRequest
 from studio.service import GenerationResult
+from studio.usertext import markdown_literal
 
 PRIVATE = {"api_visibility": "private"}
 
@@ -32,7 +33,7 @@ def result_summary(result: GenerationResult) -> str:
         parts.append("seed " + ", ".join(seeds))
     text = " · ".join(parts)
     if result.warnings:
-        text += "  \n" + "  \n".join(f"⚠️ {warning}" for warning in result.warnings)
+        text += "  \n" + "  \n".join(f"⚠️ {markdown_literal(warning)}" for warning in result.warnings)
     return text
 
 

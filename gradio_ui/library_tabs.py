@@ -16,6 +16,7 @@ from gradio_ui.endpoints import visitor_errors
 from gradio_ui.session_gallery import caption, describe
 from studio.errors import InvalidRequest
 from studio.storage import slug
+from studio.usertext import markdown_literal
 
 PRIVATE = {"api_visibility": "private"}
 PAGE_SIZES = [12, 24, 48, 96]
@@ -186,7 +187,8 @@ def build_boards_tab(ctx: AppContext) -> BoardsTab:
             chosen = ctx.boards.get(owner, values[board])
             pairs = ctx.boards.images(owner, chosen.id)
             gallery = [(ctx.exporter.thumbnail_file(r, owner), item.note or caption(r)) for item, r in pairs]
-            return chosen.notes, gallery, [r.id for _, r in pairs], None, f"{len(pairs)} image(s) on {chosen.name!r}."
+            return (chosen.notes, gallery, [r.id for _, r in pairs], None,
+                    f"{len(pairs)} image(s) on '{markdown_literal(chosen.name)}'.")
 
     show_outputs = [notes, items, order, item_id, item_info]
     board.change(show, who | {board}, show_outputs, **PRIVATE, **ctx.limits.reading())

@@ -18,6 +18,7 @@ from gradio_ui.endpoints import visitor_errors
 from studio.errors import InvalidRequest
 from studio.gallery import Gallery
 from studio.types import ImageRecord
+from studio.usertext import html_literal, markdown_literal
 
 
 def caption(record: ImageRecord) -> str:
@@ -28,12 +29,14 @@ def caption(record: ImageRecord) -> str:
 
 
 def describe(record: ImageRecord) -> str:
-    lines = [f"**{record.id}** · {record.width}x{record.height} {record.format} · {record.provider} / {record.model}",
-             f"Prompt: {record.user_prompt or record.prompt}"]
+    """The record's details as Markdown; its user text (prompt, negative, model id, style) is literal."""
+    lines = [f"**{record.id}** · {record.width}x{record.height} {record.format} · "
+             f"{markdown_literal(f'{record.provider} / {record.model}')}",
+             f"Prompt: {markdown_literal(record.user_prompt or record.prompt)}"]
     if record.negative_prompt:
-        lines.append(f"Negative: {record.negative_prompt}")
+        lines.append(f"Negative: {markdown_literal(record.negative_prompt)}")
     details = [f"seed {record.seed}" if record.seed is not None else "",
-               f"style {record.style}" if record.style else "", f"${record.cost:.4f}",
+               f"style {markdown_literal(record.style)}" if record.style else "", f"${record.cost:.4f}",
                f"{record.generation_time:.1f} s", f"from {record.parent_id}" if record.parent_id else ""]
     lines.append(" · ".join(d for d in details if d))
     return "  \n".join(lines)
@@ -119,8 +122,9 @@ class GalleryPanel:
                                          else "the gallery is empty")
                 board = ctx.boards.find(owner, name) or ctx.boards.create(owner, name)
                 added = ctx.boards.add(owner, board.id, ids)
-                gr.Info(f"Added {added} image(s) to {board.name!r}" + (" (the rest were already on it)"
-                                                                         if added < len(ids) else ""))
+                # gr.Info renders HTML: the board name is the visitor's text
+                gr.Info(f"Added {added} image(s) to '{html_literal(board.name)}'"
+                        + (" (the rest were already on it)" if added < len(ids) else ""))
                 return values[ctx.boards_changed] + 1
 
         def on_add_selected(values: dict, request: gr.Request, profile: gr.OAuthProfile | None):

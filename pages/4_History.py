@@ -20,6 +20,7 @@ from studio.errors import StudioError
 from studio.exports import build_zip, records_to_csv
 from studio.storage import HistoryQuery
 from studio.types import ImageRecord, Mode
+from studio.usertext import markdown_literal
 from ui import tasks
 from ui.setup import setup
 from ui.widgets import (PERSIST, board_adder, describe, file_name, image_bytes_or_none, record_label, show_error,
@@ -89,7 +90,7 @@ def details(record: ImageRecord) -> None:
             st.download_button("Download", data=data, file_name=file_name(record), key="hist_dl",
                                on_click="ignore", icon=":material/download:")
     with facts:
-        st.markdown(f"**{record.user_prompt or record.prompt}**")
+        st.text(record.user_prompt or record.prompt)  # user text: shown as written, never as Markdown
         st.caption(describe(record) + f" · {record.created_at[:19].replace('T', ' ')} UTC")
         if record.parent_id:
             st.button(f"Parent: {record.parent_id}", key="hist_parent", on_click=select, args=(record.parent_id,))
@@ -191,7 +192,7 @@ with browse:
                         st.image(thumb, width="stretch")
                     else:
                         st.caption("(file missing)")
-                    st.caption(record_label(record))
+                    st.caption(markdown_literal(record_label(record)))
                     st.button("Details", key=f"hist_pick_{record.id}", on_click=select, args=(record.id,),
                               width="stretch")
 

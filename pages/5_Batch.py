@@ -19,6 +19,7 @@ from studio.errors import NotFound, StudioError
 from studio.jobs import ItemStatus, JobStatus, get_manager
 from studio.jobs.export import item_records
 from studio.scripts import FORMATS, MAX_SCENES
+from studio.usertext import markdown_literal
 from studio.webhooks import JOB_SECRET_NOTICE, job_secret
 from ui.setup import setup
 from ui.widgets import PERSIST, board_adder, bounded_slider, image_bytes_or_none, model_controls, provider_picker, \
@@ -137,12 +138,12 @@ with new_batch:
         else:
             metrics[3].metric("Budget left today", f"${preview.budget_remaining:.2f}",
                               delta=None if preview.within_budget else "not enough", delta_color="inverse")
-        for error in preview.errors[:10]:
-            st.error(error)
+        for error in preview.errors[:10]:  # errors and warnings quote the script's lines
+            st.error(markdown_literal(error))
         for warning in preview.warnings:
-            st.warning(warning)
+            st.warning(markdown_literal(warning))
         if not preview.provider_ready:
-            st.warning(f"{preview.job.provider} is not ready: {preview.provider_reason}")
+            st.warning(f"{preview.job.provider} is not ready: {markdown_literal(preview.provider_reason)}")
         st.dataframe(pd.DataFrame(preview.rows()), hide_index=True, width="stretch",
                      column_config={"estimated_cost": st.column_config.NumberColumn("cost", format="$%.4f")})
         blocked = bool(preview.errors) or not preview.provider_ready or not preview.within_budget
@@ -179,7 +180,8 @@ def scene_grid(job, page: int) -> None:
     for position, item in enumerate(items):
         with columns[position % 4].container(border=True):
             icon = STATUS_ICONS.get(item.status.value, "")
-            header = f"**#{item.index + 1}** {item.timestamp or ''} · {icon} {item.status.value.lower()}"
+            header = (f"**#{item.index + 1}** {markdown_literal(item.timestamp or '')} · {icon} "
+                      f"{item.status.value.lower()}")
             st.markdown(header)
             record = next((records[i] for i in item.image_ids if i in records), None)
             thumb = image_bytes_or_none(ctx, record, thumbnail=True) if record is not None else None
@@ -187,9 +189,9 @@ def scene_grid(job, page: int) -> None:
                 st.image(thumb, width="stretch")
             elif item.status.active:
                 st.progress(min(1.0, item.progress / 100), text=f"{item.progress:.0f}%")
-            st.caption(item.text[:120])
+            st.caption(markdown_literal(item.text[:120]))
             if item.error and item.status is not ItemStatus.COMPLETED:
-                st.caption(f":red[{item.error[:200]}]")
+                st.caption(f":red[{markdown_literal(item.error[:200])}]")
 
 
 def job_view(job_id: str, watching: bool) -> None:
@@ -205,13 +207,13 @@ def job_view(job_id: str, watching: bool) -> None:
         st.warning("This job's process stopped before it finished. Resume it to finish the remaining scenes; "
                    "scenes already saved are not generated or paid again.")
     if job.error:
-        st.warning(job.error)
+        st.warning(markdown_literal(job.error))
     shown_secret = st.session_state.get(WEBHOOK_SECRET_STATE)
     if shown_secret and shown_secret[0] == job.id:
         st.info(JOB_SECRET_NOTICE, icon=":material/key:")
         st.code(shown_secret[1], language=None)
     if job.webhook_url and job.webhook_error:
-        st.caption(f"Webhook: {job.webhook_error}")
+        st.caption(f"Webhook: {markdown_literal(job.webhook_error)}")
     buttons = st.columns(5)
     if running:
         if buttons[0].button("Pause", key="batch_pause", icon=":material/pause:"):
@@ -239,7 +241,7 @@ with st.expander("Your batch jobs", icon=":material/list:"):
     if not recent:
         st.caption("No batch jobs yet.")
     for old in recent:
-        label = (f"{old.created_at[:16].replace('T', ' ')} · {old.script_name or 'pasted script'} · "
+        label = (f"{old.created_at[:16].replace('T', ' ')} · {markdown_literal(old.script_name or 'pasted script')} · "
                  f"{old.status.value.lower()}{' (interrupted)' if old.interrupted else ''} · "
                  f"{old.done}/{old.total} · ${old.cost:.4f}")
         if st.button(label, key=f"batch_open_{old.id}", type="tertiary"):
@@ -253,7 +255,7 @@ with job_area:
     if job_id is not None:
         job = jobs.get(job_id, ctx.user, items=False)
         top = st.columns([3, 1])
-        top[0].subheader(f"Job {job.id} · {job.provider}/{job.model}")
+        top[0].subheader(f"Job {job.id} · {markdown_literal(f'{job.provider}/{job.model}')}")
         if top[1].button("Close", key="batch_close", icon=":material/close:"):
             show_job(None)
             st.rerun()

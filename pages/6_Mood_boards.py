@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from studio.errors import StudioError
+from studio.usertext import markdown_literal
 from ui.setup import setup
 from ui.widgets import describe, image_bytes_or_none, record_label, show_error
 
@@ -71,7 +72,7 @@ with manage_column:
         st.button("Rename", key="mb_rename", on_click=lambda: run(
             boards.rename, board.id, st.session_state.get(f"mb_rename_{board.id}", "")))
     with st.popover("Delete board", icon=":material/delete:"):
-        st.write(f"Delete the board “{board.name}”? The images stay in your history.")
+        st.write(f"Delete the board “{markdown_literal(board.name)}”? The images stay in your history.")
         st.button("Yes, delete the board", key="mb_delete", type="primary", on_click=run,
                   args=(boards.delete, board.id))
     if pairs:
@@ -116,7 +117,7 @@ for start in range(0, len(pairs), columns):
             thumb = image_bytes_or_none(ctx, record, thumbnail=True)
             if thumb is not None:
                 st.image(thumb, width="stretch")
-            st.caption(f"#{index + 1} · {(record.user_prompt or record.prompt)[:60]}")
+            st.caption(f"#{index + 1} · {markdown_literal((record.user_prompt or record.prompt)[:60])}")
             st.caption(describe(record))
             note = st.text_input("Note", value=item.note, key=f"mb_note_{board.id}_{record.id}",
                                  label_visibility="collapsed", placeholder="note")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from pathlib import Path
 
 from PIL import Image
@@ -61,3 +62,9 @@ def assert_no_key_under(home: Path, *keys: str) -> None:
             content = path.read_bytes()
             for key in keys:
                 assert key.encode() not in content, f"API key found in {path}"
+
+
+def as_read(markdown: str) -> str:
+    """A Markdown body as a reader sees its characters: backslash escapes (``studio.usertext.
+    markdown_literal`` escapes user text that way) undone, non-breaking spaces as spaces."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", str(markdown)).replace("\u00a0", " ")

@@ -25,6 +25,7 @@ from studio.gallery import Gallery
 from studio.service import Studio
 from studio.types import GenerationRequest, ProgressEvent
 from tests.fakes import echo_provider
+from tests.helpers import as_read
 from ui import tasks as ui_tasks
 from ui.widgets import control_key
 
@@ -69,8 +70,10 @@ def no_crash(at: AppTest) -> None:
 
 
 def texts(at: AppTest) -> str:
-    parts = [e.value for kind in ("markdown", "caption", "error", "warning", "info", "success") for e in at.get(kind)]
-    return "\n".join(str(p) for p in parts)
+    """What the page says, as read: user text is shown literally (backslash-escaped Markdown, or st.text)."""
+    parts = [e.value for kind in ("markdown", "caption", "error", "warning", "info", "success", "text")
+             for e in at.get(kind)]
+    return "\n".join(as_read(p) for p in parts)
 
 
 def seed_images(studio: Studio, n: int = 2, prompt: str = "a red kite", user: str = "local", **extra):
@@ -291,7 +294,7 @@ def test_generate_through_the_openai_fake_with_a_key_pasted_for_the_session(app_
         model = Studio(app_home).provider("openai").model("gpt-image-1-mini")
         at.selectbox(key=control_key("gen", "quality", model)).select("low").run()
         at.text_area(key="gen_prompt").input("a forbidden thing").run()
-        assert "Estimated cost: **$0.0051**" in texts(at)  # $0.005 an image plus the prompt's input tokens
+        assert "Estimated cost: **$0.0050**" in texts(at)
         button(at, "Generate").click().run()
         settle(at)
         assert "Blocked by the provider's safety system" in at.error[0].value

@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 from studio.jobs import JobManager, JobStatus
 from studio.service import Studio
 from tests.fakes.echo_provider import EchoProvider
+from tests.helpers import as_read
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = str(ROOT / "pages" / "5_Batch.py")
@@ -28,7 +29,7 @@ def labels(at: AppTest) -> list[str]:
 
 
 def markdown(at: AppTest) -> str:
-    return "\n".join(m.value for m in at.markdown)
+    return "\n".join(as_read(m.value) for m in at.markdown)
 
 
 def until(at: AppTest, condition, timeout: float = 15.0) -> AppTest:
@@ -84,7 +85,7 @@ def test_malformed_script_names_the_line_and_cannot_run(app_home):
     at = open_page()
     at.text_area(key="batch_script").set_value("fine scene\nbroken --seed many\n").run()
     no_crash(at)
-    assert any("line 2: --seed must be a whole number" in e.value for e in at.error)
+    assert any("line 2: --seed must be a whole number" in as_read(e.value) for e in at.error)
     assert not any(label.startswith("Run") for label in labels(at))
 
 

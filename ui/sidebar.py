@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from studio.errors import StudioError
+from studio.usertext import markdown_literal
 from ui import tasks
 from ui.setup import forget_session_keys, session_keys, set_session_key
 from ui.widgets import STATE_ICONS, board_adder, image_bytes_or_none, provider_statuses, show_error
@@ -24,11 +25,11 @@ def render_sidebar(ctx) -> None:
 
 def _who(ctx) -> None:
     if ctx.login in ("oidc", "proxy"):
-        st.caption(f"Signed in as **{ctx.user_label}**")
+        st.caption(f"Signed in as **{markdown_literal(ctx.user_label)}**")
         if ctx.login == "oidc":
             st.button("Log out", on_click=st.logout, key="logout")
     elif ctx.login == "visitor":
-        st.caption(f"🔒 {ctx.user_label}: your history and boards are visible only through this link.")
+        st.caption(f"🔒 {markdown_literal(ctx.user_label)}: your history and boards are visible only through this link.")
     else:
         st.caption("Local studio")
     spent = ctx.studio.spent_today()
@@ -95,7 +96,7 @@ def _keys(ctx) -> None:
 def _running(ctx) -> None:
     running = tasks.registry().for_owner(ctx.user, running_only=True)
     for task in running:
-        st.caption(f"⏳ {task.page}: {task.label} — {task.fraction:.0%}")
+        st.caption(f"⏳ {task.page}: {markdown_literal(task.label)} — {task.fraction:.0%}")  # labels quote prompts
 
 
 # -- the session gallery -------------------------------------------------------------------------
@@ -138,7 +139,7 @@ def gallery_panel(ctx, *, shown: int | None = None, key: str = "side", columns: 
                     # The gallery is the truth; widget state does not survive page switches.
                     st.session_state[box] = ctx.gallery.is_selected(record.id)
                     st.checkbox(f"Select {record.id[:6]}", key=box, on_change=_toggle, args=(ctx, key, record.id),
-                                label_visibility="collapsed", help=record.user_prompt or record.prompt)
+                                label_visibility="collapsed", help=markdown_literal(record.user_prompt or record.prompt))
         if shown is not None and len(records) > shown:
             st.caption(f"{len(records) - shown} more on the Home page.")
         left, right = st.columns(2)

@@ -23,6 +23,7 @@ import streamlit as st
 
 from studio.errors import ProviderFailure, StudioError
 from studio.types import ProgressEvent
+from studio.usertext import markdown_literal
 
 LOG = logging.getLogger("image_studio.ui")
 TASK_PARAM = "task"
@@ -192,7 +193,7 @@ def _poll(task_id: str, owner: str) -> None:
     task = registry().get(task_id, owner)
     if task is None or not task.running:
         st.rerun()  # the whole page redraws once, with the result or the error
-    st.progress(task.fraction, text=task.progress_text())
+    st.progress(task.fraction, text=markdown_literal(task.progress_text()))  # the label quotes the prompt
     st.button("Cancel", key=f"cancel_{task_id}", on_click=task.cancel.set, disabled=task.cancel.is_set())
 
 

@@ -18,6 +18,7 @@ from studio.controls import DEFAULT_SIZE_RANGE, Bounds, free_size_bounds, settin
 from studio.errors import StudioError
 from studio.imaging import EXTENSIONS, MIME_TYPES, load_image
 from studio.types import GenerationRequest, ImageRecord
+from studio.usertext import markdown_literal
 from studio.validation import MAX_SEED
 
 STATE_ICONS = {"ready": "✅", "missing_key": "🔑", "unavailable": "⛔"}
@@ -55,7 +56,7 @@ def show_error(error: BaseException) -> None:
     """A studio error as a message a person can act on (never a traceback)."""
     if isinstance(error, StudioError):
         title = ERROR_TITLES.get(error.kind, "Something went wrong")
-        text = f"**{title}:** {error.message}"
+        text = f"**{title}:** {markdown_literal(error.message)}"  # messages echo input
         retry_after = getattr(error, "retry_after", None)
         hint = ERROR_HINTS.get(error.kind, "")
         if retry_after:
@@ -65,7 +66,7 @@ def show_error(error: BaseException) -> None:
             return
         st.error(text + (f"\n\n{hint}" if hint else ""))
     else:
-        st.error(f"**Something went wrong:** {type(error).__name__}: {error}")
+        st.error(f"**Something went wrong:** {markdown_literal(f'{type(error).__name__}: {error}')}")
 
 
 # -- providers and models ------------------------------------------------------------------------
@@ -241,18 +242,16 @@ def style_picker(ctx, key: str) -> str | None:
 def show_estimate(ctx, request: GenerationRequest, *, count: int = 1) -> float | None:
     """The estimated cost, shown before the click. ``count`` multiplies it (e.g. scene variations)."""
     try:
-        quote = ctx.studio.quote(request)  # input (prompt, images) included; the bound is what the budget holds
-        amount = quote.estimate * count
+        amount = ctx.studio.estimate(request) * count
     except StudioError as error:
-        st.warning(f"{error.message}")
+        st.warning(markdown_literal(error.message))
         return None
     if amount <= 0:
         st.caption("Estimated cost: **free** (runs on this machine)")
     else:
         budget = ctx.studio.settings.daily_budget
         left = f" · ${max(0.0, budget - ctx.studio.spent_today()):.2f} left of today's budget" if budget else ""
-        held = f" · up to ${quote.bound * count:.4f} is held while it runs" if budget and quote.bound > quote.estimate else ""
-        st.caption(f"Estimated cost: **${amount:.4f}**{held}{left}")
+        st.caption(f"Estimated cost: **${amount:.4f}**{left}")
     return amount
 
 
@@ -273,7 +272,8 @@ def image_bytes_or_none(ctx, record: ImageRecord, *, thumbnail: bool = False) ->
 
 
 def describe(record: ImageRecord) -> str:
-    parts = [f"{record.provider}/{record.model}", f"{record.width}×{record.height}"]
+    """The record's facts as Markdown (for captions); the model id may be free text, so it is literal."""
+    parts = [markdown_literal(f"{record.provider}/{record.model}"), f"{record.width}×{record.height}"]
     if record.seed is not None:
         parts.append(f"seed {record.seed}")
     parts.append(f"${record.cost:.4f}")
@@ -348,7 +348,8 @@ def board_adder(ctx, image_ids: list[str], key: str, *, label: str = "Add to boa
             show_error(error)
             return False
         st.session_state["_last_board"] = board.id
-        st.toast(f"Added {added} image(s) to “{board.name}”" if added else f"Already on “{board.name}”")
+        name = markdown_literal(board.name)
+        st.toast(f"Added {added} image(s) to “{name}”" if added else f"Already on “{name}”")
         return True
     return False
 
@@ -437,7 +438,7 @@ def show_outcome(ctx, task, key: str, *, columns: int = 3) -> None:
         summary += " · the same request was made before: these are the stored images, nothing was paid"
     st.success(summary)
     for warning in getattr(result, "warnings", []) or []:
-        st.warning(warning)
+        st.warning(markdown_literal(warning))  # warnings name model ids and options as typed
     image_grid(ctx, images, key, columns=columns)
 
 

@@ -1,0 +1,41 @@
+"""User text made literal for front ends that render Markdown or HTML.
+
+Prompts, negative prompts, tags, categories, board names, notes, file names, model ids typed by a
+user and error messages that echo input are shown by Streamlit (``st.markdown``, ``st.caption``,
+``st.info``, toasts, tooltips) and Gradio (``gr.Markdown``, ``gr.Info``) as markup. A prompt such as
+``![x](http://host/x.png)`` would then load a remote image in every viewer's browser, and
+``**bold**`` or ``:red[...]`` would change how it reads. Front ends pass such text through
+``markdown_literal`` (Markdown bodies) or ``html_literal`` (messages rendered as HTML), or show it
+with a text-only element (``st.text``, a ``gr.Textbox``).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+# CommonMark lets any ASCII punctuation mark be backslash-escaped and then shows it as itself. All
+# of them are escaped, not a chosen few: Streamlit adds directives (``:red[..]``, ``:material/x:``),
+# LaTeX (``$..$``) and GFM autolinks on top of CommonMark, and each starts with punctuation.
+_ASCII_PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")
+
+
+def markdown_literal(text: Any) -> str:
+    """Markdown source that renders as exactly ``str(text)``: every ASCII punctuation mark is
+    backslash-escaped, and each line break is a hard break (so lines stay lines). Leading spaces
+    and tabs are kept as non-breaking spaces, so an indented line never becomes a code block."""
+    lines = []
+    for line in str(text).replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        stripped = line.lstrip(" \t")
+        indent = "\u00a0" * (len(line) - len(stripped))
+        lines.append(indent + _ASCII_PUNCTUATION.sub(lambda match: "\\" + match.group(0), stripped))
+    return "  \n".join(lines)
+
+
+def html_literal(text: Any) -> str:
+    """``str(text)`` with ``&``, ``<``, ``>`` and quotes as HTML entities: shown as written, never a tag."""
+    return html.escape(str(text), quote=True)
+
+
+__all__ = ["html_literal", "markdown_literal"]
