@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from studio.errors import InvalidRequest
+from studio.errors import InvalidRequest, StudioError
 from studio.imaging import MAX_INPUT_BYTES
 
 log = logging.getLogger(__name__)
@@ -187,8 +187,21 @@ def policy(public_only: bool) -> AddressCheck:
 # -- resolving once and checking ---------------------------------------------------------------
 
 
+class FetchUnavailable(StudioError):
+    """The address was allowed but the request did not get through for a reason that may pass: a
+    timeout, a connection error, HTTP 408/429/5xx. Not bad input (the CLI exits 1, not 2), and
+    ``retryable``: a caller such as a provider-output download may try again. A refusal by the guard
+    is an ``InvalidRequest`` and never retryable."""
+
+    kind = "unavailable"
+    retryable = True
+
+
 class UnresolvableHost(InvalidRequest):
-    """The host name has no address now (DNS may answer later: callers that retry may retry)."""
+    """The host name has no address (most often a mistyped name: bad input), though DNS may answer
+    later, so callers that retry (webhooks) may retry."""
+
+    retryable = True
 
 
 def system_resolver(host: str, port: int, *, timeout: float = DNS_TIMEOUT) -> list[str]:
@@ -346,13 +359,15 @@ def fetch_url(url: str, *, max_bytes: int = MAX_INPUT_BYTES, timeout: float = DE
               resolver: Resolver = system_resolver, allowed: AddressCheck = is_public_address,
               headers: Mapping[str, str] | None = None,
               content_types: Iterable[str] | None = IMAGE_CONTENT_TYPES, verify=True) -> bytes:
-    """The body at ``url``: at most ``max_bytes`` bytes, within ``timeout`` seconds overall,
+    """The body at ``url``: at most ``max_bytes`` bytes, within ``timeout`` seconds overall (plus up
+    to ``DNS_TIMEOUT`` per name lookup),
     following up to five redirects, each checked like the first.
 
     ``headers`` are added to the request (e.g. a provider's ``Authorization``; httpx drops it when
     a redirect leaves the origin). ``content_types``: accepted ``Content-Type`` prefixes (a missing
     header is accepted; None accepts any). Every failure is an ``InvalidRequest`` that names the URL
-    as given (never the address it resolved to)."""
+    as given (never the address it resolved to), except failures that may pass (timeout,
+    connection, HTTP 408/429/5xx): ``FetchUnavailable``, retryable."""
     deadline = time.monotonic() + timeout
     shown = url.strip()[:200]
     request_headers = {"Accept": "image/*", **(dict(headers) if headers else {})}
@@ -365,7 +380,9 @@ def fetch_url(url: str, *, max_bytes: int = MAX_INPUT_BYTES, timeout: float = DE
                             verify=verify, follow_redirects=True) as client:
             with client.stream("GET", url.strip(), headers=request_headers) as response:
                 if response.status_code != 200:
-                    raise InvalidRequest(f"fetching {shown!r} failed: HTTP {response.status_code}")
+                    transient = response.status_code in (408, 425, 429) or response.status_code >= 500
+                    raise (FetchUnavailable if transient else InvalidRequest)(
+                        f"fetching {shown!r} failed: HTTP {response.status_code}")
                 kind = response.headers.get("content-type", "").split(";", 1)[0].strip().lower()
                 if content_types is not None and kind and not kind.startswith(tuple(content_types)):
                     raise InvalidRequest(f"{shown!r} is not an image (it is {kind[:60]})")
@@ -378,10 +395,10 @@ def fetch_url(url: str, *, max_bytes: int = MAX_INPUT_BYTES, timeout: float = DE
                     if len(body) > max_bytes:
                         raise InvalidRequest(too_big)
                     if time.monotonic() > deadline:
-                        raise InvalidRequest(f"fetching {shown!r} took longer than {timeout:g} s")
+                        raise FetchUnavailable(f"fetching {shown!r} took longer than {timeout:g} s")
                 return bytes(body)
     except httpx.TimeoutException:
-        raise InvalidRequest(f"fetching {shown!r} took longer than {timeout:g} s") from None
+        raise FetchUnavailable(f"fetching {shown!r} took longer than {timeout:g} s") from None
     except httpx.TooManyRedirects:
         raise InvalidRequest(f"{shown!r} redirected more than {MAX_REDIRECTS} times") from None
     except httpx.InvalidURL:
@@ -390,10 +407,10 @@ def fetch_url(url: str, *, max_bytes: int = MAX_INPUT_BYTES, timeout: float = DE
         raise InvalidRequest(f"{shown!r} redirected to a URL that is not http or https") from None
     except httpx.HTTPError as exc:
         log.info("fetching %s failed: %r", shown, exc)
-        raise InvalidRequest(f"cannot fetch {shown!r}: {type(exc).__name__}") from None
+        raise FetchUnavailable(f"cannot fetch {shown!r}: {type(exc).__name__}") from None
 
 
 __all__ = ["fetch_url", "is_url", "guarded_client", "GuardedTransport", "check_address", "split_url", "Target",
-           "UnresolvableHost", "numeric_host", "embedded_ipv4", "address_problem", "is_public_address",
+           "UnresolvableHost", "FetchUnavailable", "numeric_host", "embedded_ipv4", "address_problem", "is_public_address",
            "is_allowed_locally", "policy", "system_resolver", "METADATA_ADDRESSES", "IMAGE_CONTENT_TYPES",
            "MAX_REDIRECTS", "DEFAULT_TIMEOUT"]

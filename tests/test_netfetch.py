@@ -14,9 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from studio.errors import InvalidRequest
-from studio.netfetch import (address_problem, embedded_ipv4, fetch_url, guarded_client, is_allowed_locally,
-                             is_public_address, numeric_host)
+from studio.errors import InvalidRequest, StudioError
+from studio.netfetch import (FetchUnavailable, address_problem, embedded_ipv4, fetch_url, guarded_client,
+                             is_allowed_locally, is_public_address, numeric_host)
 from tests.fakes.http import FakeServer, Response, image_bytes
 
 # -- every spelling of an address ----------------------------------------------------------------
@@ -156,7 +156,7 @@ def test_a_rebinding_name_never_reaches_the_loopback_listener(monkeypatch):
     with FakeServer(lambda request: Response(200, image_bytes(8, 8), {"content-type": "image/png"})) as server:
         port = server.url.rsplit(":", 1)[1]
         rebinding = Rebinding(monkeypatch, "rebind.example")
-        with pytest.raises(InvalidRequest, match="cannot fetch"):
+        with pytest.raises(FetchUnavailable, match="cannot fetch"):
             fetch_url(f"http://rebind.example:{port}/a.png", timeout=5)
         assert server.requests == []
     assert rebinding.lookups == 1 and rebinding.connections == [Rebinding.PUBLIC]
@@ -223,10 +223,12 @@ def test_size_time_and_type_limits():
     with FakeServer(handler) as server:
         port = server.url.rsplit(":", 1)[1]
         resolver = lambda h, p: ["127.0.0.1"]  # noqa: E731
-        with pytest.raises(InvalidRequest, match="larger than"):
+        with pytest.raises(InvalidRequest, match="larger than") as big:
             fetch_url(f"http://a.example:{port}/big", max_bytes=1000, resolver=resolver, allowed=_LoopbackAsPublic())
-        with pytest.raises(InvalidRequest, match="longer than"):
+        assert not big.value.retryable
+        with pytest.raises(FetchUnavailable, match="longer than") as slow:
             fetch_url(f"http://a.example:{port}/slow", timeout=0.3, resolver=resolver, allowed=_LoopbackAsPublic())
+        assert slow.value.retryable  # may pass: a provider-output download may try again
         with pytest.raises(InvalidRequest, match="not an image"):
             fetch_url(f"http://a.example:{port}/page", resolver=resolver, allowed=_LoopbackAsPublic())
         assert fetch_url(f"http://a.example:{port}/page", resolver=resolver, allowed=_LoopbackAsPublic(),
@@ -325,7 +327,7 @@ def test_tls_sends_the_name_as_sni_and_checks_the_certificate_against_it(tmp_pat
         assert fetch_url(f"https://images.example:{server.port}/a.png", **options).startswith(b"\x89PNG")
         assert server.server_names == ["images.example"]
         # A name the certificate does not cover fails, although it resolves to the very same address.
-        with pytest.raises(InvalidRequest, match="cannot fetch"):
+        with pytest.raises(FetchUnavailable, match="cannot fetch"):
             fetch_url(f"https://other.example:{server.port}/a.png", **options)
 
 
@@ -385,3 +387,17 @@ def test_a_resolver_that_never_answers_is_given_up_on(monkeypatch):
             system_resolver("nonexistent.invalid", 80)
     finally:
         release.set()
+
+
+def test_server_errors_may_pass_and_client_errors_and_refusals_do_not():
+    statuses = iter([503, 429, 404])
+    with FakeServer(lambda request: Response(next(statuses))) as server:
+        port = server.url.rsplit(":", 1)[1]
+        options = dict(resolver=lambda h, p: ["127.0.0.1"], allowed=_LoopbackAsPublic())
+        for expected in (FetchUnavailable, FetchUnavailable, InvalidRequest):
+            with pytest.raises(StudioError, match="failed: HTTP") as failure:
+                fetch_url(f"http://a.example:{port}/x.png", **options)
+            assert type(failure.value) is expected and failure.value.retryable == (expected is FetchUnavailable)
+    with pytest.raises(InvalidRequest) as refused:
+        fetch_url("http://0xa9fea9fe/")
+    assert not refused.value.retryable
