@@ -3,12 +3,21 @@
 Signing (the scheme receivers check with ``verify_signature``)::
 
     X-Studio-Timestamp: 1767225600                    (Unix seconds when this attempt was sent)
-    X-Studio-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<raw body>" keyed by STUDIO_WEBHOOK_SECRET>
+    X-Studio-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<raw body>" keyed by the secret>
     X-Studio-Event: job.completed                     (job.progress | job.completed | job.failed | ...)
     X-Studio-Delivery: <unique id, the same on every retry of one delivery>
 
 The timestamp is inside the signed text, so a receiver that refuses timestamps older than a few
 minutes (the replay window) cannot be fed an old, captured request again.
+
+There are no unsigned webhooks. The secret is ``STUDIO_WEBHOOK_SECRET`` for the operator's own
+jobs; a job without it, and every job of a shared server (whose visitors must neither know nor share
+the operator's secret), gets its own (``new_secret``), which the front end shows once
+(``job_secret``) and no record of the job carries. A delivery without any secret is not sent.
+
+Every delivery goes through ``studio.netfetch``'s guard: the host is resolved once per attempt,
+every address checked (link-local and metadata always refused; shared servers only reach public
+addresses), and the connection made to the checked address.
 
 Deliveries run on one background thread: the job never waits for a receiver. A failed delivery
 (connection error, timeout, 408, 429, 5xx) is retried with exponential backoff; other 4xx answers
