@@ -48,6 +48,9 @@ def build_app(studio: Studio | None = None, *, access: Access | None = None, lim
     studio = studio or get_studio()
     access = access or Access.from_env()
     limits = limits or Limits()
+    # Private visitors choose local models only from the catalog and the operator's allowlist; free
+    # model paths (any file on this server) only when every visitor is the machine's own user.
+    studio.settings.local_free_paths = access.single_user
     ctx = AppContext.create(studio, access, limits, export_dir)
     with gr.Blocks(title="Image Studio", delete_cache=(3600, 24 * 3600)) as demo:
         ctx.make_session_state()

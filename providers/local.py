@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import importlib.util
+import logging
 import math
 import os
 import secrets
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from providers.base import READY, UNAVAILABLE, Provider, ProviderStatus
+from providers.local_models import (check_downloadable, describe_bytes, download, hub_offline, is_downloaded,
+                                    quiet_libraries, set_log_home)
 from studio.catalog import ModelInfo
 from studio.errors import (Cancelled, ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure, ProviderTimeout,
                            StudioError)
@@ -41,7 +44,9 @@ DTYPES = {"float16": "float16", "fp16": "float16", "half": "float16", "bfloat16"
           "float32": "float32", "fp32": "float32", "float": "float32"}
 LOW_MEMORY_GPU_BYTES = 8 * 1024**3  # below this, slice attention to lower the peak
 LARGE_IMAGE_PIXELS = 1024 * 1024  # above this, decode the VAE in tiles
+LOG = logging.getLogger("image_studio.local")
 INSTALL_HINT = "pip install torch diffusers transformers accelerate"
+Report = Callable[[str, float, str], None]  # (stage, fraction of that stage, message)
 
 
 # -- where a model comes from ----------------------------------------------------------------
@@ -54,13 +59,17 @@ class ModelSource:
     kind: str  # hub | folder | single_file
     location: str  # the repo id, or the absolute path
 
+    @staticmethod
+    def looks_like_path(model_id: str) -> bool:
+        """Whether ``model_id`` is written as a path (judged from the text alone, no disk access)."""
+        text = model_id.strip()
+        return text.startswith(("/", ".", "~")) or text.lower().endswith(SINGLE_FILE_SUFFIXES) or "\\" in text
+
     @classmethod
     def parse(cls, model_id: str) -> "ModelSource":
         text = model_id.strip()
         path = Path(text).expanduser()
-        looks_like_path = text.startswith(("/", ".", "~")) or text.lower().endswith(SINGLE_FILE_SUFFIXES) \
-            or path.exists()
-        if not looks_like_path:
+        if not (cls.looks_like_path(text) or path.exists()):
             return cls("hub", text)
         if path.is_dir():
             if not (path / "model_index.json").is_file():
@@ -217,24 +226,7 @@ def clear_cache() -> None:
 # -- loading ---------------------------------------------------------------------------------
 
 
-def _hub_offline() -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE"):
-        return True
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-def _not_available_offline(repo_id: str, reason: str = "") -> NotConfigured:
-    detail = f" ({reason})" if reason else ""
-    return NotConfigured(
-        f"the local model {repo_id!r} is not available on this machine{detail}. Download it once with "
-        f"`hf download {repo_id}` (on a machine with internet access), or set STUDIO_LOCAL_MODEL to a "
-        "local diffusers folder or .safetensors file.",
-        provider="local")
-
-
-def _load_text_to_image(source: ModelSource, dtype: Any, config: str | None, report: Callable[[str], None]):
+def _load_text_to_image(source: ModelSource, dtype: Any, config: str | None, report: Report):
     from diffusers import AutoPipelineForText2Image
 
     if source.kind == "folder":
@@ -242,17 +234,31 @@ def _load_text_to_image(source: ModelSource, dtype: Any, config: str | None, rep
     if source.kind == "single_file":
         return _load_single_file(source.location, dtype, config)
     # A Hugging Face id: use the local cache first, so a cached model never touches the network.
+    if is_downloaded(source.location):
+        try:
+            return AutoPipelineForText2Image.from_pretrained(source.location, dtype=dtype, local_files_only=True)
+        except OSError as missing:
+            LOG.info("%s is not completely in the Hugging Face cache: %s", source.location, missing)
+    # Not on this machine: ask the Hub first (seconds), then fetch exactly the pipeline's files with
+    # a progress bar, then load them from the cache as above.
+    remote = check_downloadable(source.location)  # the answer status got moments ago, if any
+    size = describe_bytes(remote.total_bytes)
+    report("downloading", 0.0, f"downloading {source.location} from Hugging Face ({remote.describe()})")
+
+    def on_bytes(done: int, total: int) -> None:
+        report("downloading", done / total if total else 1.0,
+               f"downloading {source.location}: {describe_bytes(done)} of {size}")
+
     try:
-        return AutoPipelineForText2Image.from_pretrained(source.location, dtype=dtype, local_files_only=True)
-    except OSError as missing:
-        if _hub_offline():
-            raise _not_available_offline(source.location, "HF_HUB_OFFLINE is set and it is not in the cache") \
-                from missing
-    report(f"downloading {source.location} from Hugging Face")
-    try:
-        return AutoPipelineForText2Image.from_pretrained(source.location, dtype=dtype)
-    except OSError as exc:
-        raise _not_available_offline(source.location, f"download failed: {str(exc)[:200]}") from exc
+        download(remote, on_bytes)
+    except Exception as exc:  # network drop, disk full, server error: the download did not complete
+        LOG.warning("downloading %s failed: %s: %s", source.location, type(exc).__name__, exc)
+        raise NotConfigured(
+            f"downloading the local model {source.location!r} ({size}) failed: {type(exc).__name__}: "
+            f"{str(exc)[:200]}. Try again (finished files are kept), or fetch it with `hf download "
+            f"{source.location}`.", provider="local") from exc
+    report("initializing", 0.0, f"loading {source.location}")
+    return AutoPipelineForText2Image.from_pretrained(source.location, dtype=dtype, local_files_only=True)
 
 
 def _load_single_file(path: str, dtype: Any, config: str | None):
@@ -268,7 +274,7 @@ def _load_single_file(path: str, dtype: Any, config: str | None):
     kwargs: dict[str, Any] = {"dtype": dtype}
     if config:
         kwargs["config"] = config
-    if _hub_offline():
+    if hub_offline():
         kwargs["local_files_only"] = True
     try:
         return pipeline_class.from_single_file(path, **kwargs)
@@ -293,23 +299,27 @@ def _is_sdxl_checkpoint(path: str) -> bool:
 
 
 def load_model(source: ModelSource, device: str, dtype: str, *, config: str | None = None,
-               report: Callable[[str], None] = lambda message: None) -> LoadedModel:
-    """Load ``source`` once and derive the image-to-image and inpainting pipelines from it."""
-    import torch
-    from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+               report: Report = lambda stage, fraction, message: None) -> LoadedModel:
+    """Load ``source`` once and derive the image-to-image and inpainting pipelines from it.
 
+    A Hub model that is not in the cache is downloaded first, reporting ("downloading", 0..1, text).
+    Raises ``NotConfigured`` when the model cannot be had (offline, unreachable, unreadable files)."""
     started = time.perf_counter()
-    try:
-        text_to_image = _load_text_to_image(source, getattr(torch, dtype), config, report)
-        text_to_image.to(device)
-    except StudioError:
-        raise
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise NotConfigured(f"cannot load the local model {source.location}: {str(exc)[:300]}",
-                            provider="local") from exc
-    # from_pipe hands the same component objects to the new pipelines: no second copy of any weight.
-    image_to_image = AutoPipelineForImage2Image.from_pipe(text_to_image)
-    inpaint = AutoPipelineForInpainting.from_pipe(text_to_image)
+    with quiet_libraries():  # library warnings and progress bars go to the log, not to the user
+        import torch
+        from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+        try:
+            text_to_image = _load_text_to_image(source, getattr(torch, dtype), config, report)
+            text_to_image.to(device)
+        except StudioError:
+            raise
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise NotConfigured(f"cannot load the local model {source.location}: {str(exc)[:300]}",
+                                provider="local") from exc
+        # from_pipe hands the same component objects to the new pipelines: no second copy of any weight.
+        image_to_image = AutoPipelineForImage2Image.from_pipe(text_to_image)
+        inpaint = AutoPipelineForInpainting.from_pipe(text_to_image)
     for pipe in (text_to_image, image_to_image, inpaint):
         pipe.set_progress_bar_config(disable=True)
     low_memory = device == "mps" or (
@@ -362,13 +372,29 @@ class LocalProvider(Provider):
 
     # -- models: the configured default (per user) leads, even when it is a path or unknown id --
 
+    def __init__(self, settings, catalog):
+        super().__init__(settings, catalog)
+        set_log_home(settings.home)
+
     def models(self) -> list[ModelInfo]:
+        """The catalog's local models, the operator's allowlist (``local_models``) and the default model."""
         catalog_models = self.catalog.models(self.name)
         default_id = self.settings.local_model
         models = [dataclasses.replace(m, default=(m.id == default_id)) for m in catalog_models]
-        if not any(m.id == default_id for m in models):
-            models.insert(0, dataclasses.replace(self.catalog.model(self.name, default_id), default=True))
+        listed = {m.id for m in models}
+        extra = [model_id for model_id in (default_id, *self.settings.local_models) if model_id not in listed]
+        for model_id in dict.fromkeys(extra):
+            entry = self.catalog.model(self.name, model_id)
+            if not entry.known and ModelSource.looks_like_path(model_id):
+                entry = dataclasses.replace(entry, label=Path(model_id).name)  # a file name, not a server path
+            models.insert(0 if model_id == default_id else len(models),
+                          dataclasses.replace(entry, default=(model_id == default_id)))
         return models
+
+    def allowed_model_ids(self) -> set[str]:
+        """Every model a visitor may choose when free model paths are off: catalog, allowlist, defaults."""
+        return ({m.id for m in self.catalog.models(self.name)} | set(self.settings.local_models)
+                | {self.settings.local_model} | set(self.settings.user_models.values()))
 
     def default_model(self, user: str = "local", mode: str = "text-to-image") -> ModelInfo:
         # The operator's (or user's) chosen model leads; the catalog's default for ``mode`` only
@@ -379,8 +405,16 @@ class LocalProvider(Provider):
         return super().default_model(user, mode)
 
     def model(self, model_id: str | None, user: str = "local", mode: str = "text-to-image") -> ModelInfo:
+        """The model for ``model_id``. Raises ``InvalidRequest`` when free model paths are off
+        (``Settings.local_free_paths``: web front ends with private visitors) and it is not one the
+        operator offers. The check is on the name alone, before anything looks at the disk, so the
+        answer is the same for a file, a folder or nothing at all."""
         if not model_id:
             return self.default_model(user, mode)
+        if not self.settings.local_free_paths and model_id not in self.allowed_model_ids():
+            offered = ", ".join(m.id for m in self.models() if not ModelSource.looks_like_path(m.id))
+            raise InvalidRequest(f"this server offers only its listed local models ({offered}); "
+                                 "choose one of them")
         return self.catalog.model(self.name, model_id)
 
     def status(self) -> ProviderStatus:
@@ -393,20 +427,23 @@ class LocalProvider(Provider):
         return ProviderStatus(self.name, self.label, state, reason, models)
 
     def _default_model_state(self) -> tuple[str, str]:
-        """Whether the default model can load, checked cheaply (paths and the Hugging Face cache only)."""
+        """Whether the default model can load: "ready" when its files are here; "ready" with the
+        reason "downloads on first use (size)" when the Hub has it; else "unavailable" with the reason
+        ("not available offline: ..."). Asking the Hub takes one request of a few seconds at most,
+        and the answer is remembered for minutes (``local_models.check_downloadable``)."""
         try:
             source = ModelSource.parse(self.settings.local_model)
         except NotConfigured as exc:
             return UNAVAILABLE, exc.message
         if source.kind != "hub":
             return READY, ""
-        from huggingface_hub import try_to_load_from_cache
-
-        if isinstance(try_to_load_from_cache(source.location, "model_index.json"), str):
+        if is_downloaded(source.location):
             return READY, ""
-        if _hub_offline():
-            return UNAVAILABLE, _not_available_offline(source.location, "offline and not in the cache").message
-        return READY, f"{source.location} is not downloaded yet: the first request downloads it from Hugging Face"
+        try:
+            remote = check_downloadable(source.location)
+        except NotConfigured as exc:
+            return UNAVAILABLE, exc.message
+        return READY, f"{source.location} downloads on first use ({describe_bytes(remote.total_bytes)})"
 
     # -- the cache --
 
@@ -416,12 +453,12 @@ class LocalProvider(Provider):
         source = ModelSource.parse(model_id)
         device, dtype = detect_device_and_dtype(self.settings.local_device, self.settings.local_dtype)
 
-        def report(message: str) -> None:
+        def report(stage: str, fraction: float, message: str) -> None:
             if ctx is not None:
-                ctx.report("initializing", 0.0, message=message)
+                ctx.report(stage, fraction, message=message)
 
         def load() -> LoadedModel:
-            report(f"loading {model_id} on {device} ({dtype})")
+            report("initializing", 0.0, f"loading {model_id} on {device} ({dtype})")
             return load_model(source, device, dtype, config=config, report=report)
 
         return CACHE.get((source.location, device, dtype), load, self.settings.local_cache_size)
@@ -545,7 +582,9 @@ class LocalProvider(Provider):
                 steps: int) -> list[ProviderImage]:
         from PIL import Image
 
-        flagged = output.nsfw_content_detected or [False] * len(output.images)
+        # SD 1.x/2.x outputs say which images their safety checker blacked out; SDXL outputs have no
+        # such field (the SDXL pipelines have no safety checker).
+        flagged = getattr(output, "nsfw_content_detected", None) or [False] * len(output.images)
         info = {"sampler": loaded.sampler, "device": loaded.device, "dtype": loaded.dtype, "steps": steps}
         images = []
         for picture, seed, blocked in zip(output.images, seeds, flagged):

@@ -36,6 +36,17 @@ def _float_or_none(value: Any) -> float | None:
     return float(value)
 
 
+def _names(env_value: str | None, file_value: Any) -> tuple[str, ...]:
+    """A list setting: comma-separated in the environment, a list in studio.toml."""
+    if env_value:
+        items = env_value.split(",")
+    elif isinstance(file_value, str):
+        items = file_value.split(",")
+    else:
+        items = list(file_value or [])
+    return tuple(dict.fromkeys(str(item).strip() for item in items if str(item).strip()))
+
+
 @dataclass
 class Settings:
     home: Path
@@ -46,6 +57,12 @@ class Settings:
     local_dtype: str | None = None  # float16 | bfloat16 | float32; None = pick for the device
     local_cache_size: int = 2  # loaded pipelines kept in memory
     user_models: dict[str, str] = field(default_factory=dict)  # user -> local model id or path
+    # Local models a visitor may pick besides the catalog's (ids or paths the operator vouches for).
+    local_models: tuple[str, ...] = ()
+    # Whether a request may name any local model id or server path. True for the CLI and the library;
+    # the web front ends set it False unless STUDIO_VISITORS=local (a remote visitor must not make the
+    # server open files of its choosing).
+    local_free_paths: bool = True
     request_timeout: float = 300.0
     job_stale_seconds: float = 15.0  # a batch runner whose heartbeat is older than this is presumed dead
     session_keys: dict[str, str] = field(default_factory=dict, repr=False)  # pasted by a user, never stored
@@ -69,6 +86,7 @@ class Settings:
             local_dtype=env.get("STUDIO_LOCAL_DTYPE") or local.get("dtype"),
             local_cache_size=int(env.get("STUDIO_LOCAL_CACHE_SIZE") or local.get("cache_size") or 2),
             user_models=dict(local.get("user_models", {})),
+            local_models=_names(env.get("STUDIO_LOCAL_MODELS"), local.get("allowed_models")),
             request_timeout=float(env.get("STUDIO_REQUEST_TIMEOUT") or file_values.get("request_timeout") or 300),
             job_stale_seconds=float(env.get("STUDIO_JOB_STALE_SECONDS") or file_values.get("job_stale_seconds")
                                     or 15),

@@ -215,6 +215,22 @@ def test_local_model_through_the_api_then_inpainting_with_a_mask_file(app, tmp_p
     assert Image.open(files[0]).size == (256, 256)
 
 
+def test_a_private_visitor_cannot_name_a_server_path_as_the_local_model(app, tmp_path):
+    # Free model paths are for the person at the machine; a remote visitor picks from the offered
+    # models, and the answer is the same whatever the path is (nothing tells what exists).
+    client = app.client()
+    checkpoint = tmp_path / "uploaded.ckpt"  # e.g. a file that came in through Gradio's upload route
+    checkpoint.write_bytes(b"pickle")
+    answers = set()
+    for model in (str(checkpoint), str(tmp_path), str(tmp_path / "missing.safetensors"), "/etc/passwd"):
+        with pytest.raises(AppError) as caught:
+            client.predict("a harbour", "local", model, {"size": "256x256", "steps": 2}, api_name="/generate")
+        answers.add(str(caught.value))
+    assert len(answers) == 1
+    (answer,) = answers
+    assert "offers only its listed local models" in answer and str(tmp_path) not in answer
+
+
 def test_edit_and_variations_by_image_id_chain_to_the_parent(app, echo):
     client = app.client()
     _files, made = client.predict("a blue door", "echo", "", {"seed": 2}, api_name="/generate")

@@ -96,16 +96,6 @@ def test_status_ready_for_a_model_folder_and_unavailable_for_missing_models(prov
     assert status.state == UNAVAILABLE and "hf download nobody/not-downloaded-model" in status.reason
 
 
-def test_status_online_says_the_first_request_downloads_the_model(provider, monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # read once when huggingface_hub was imported
-    provider.settings.local_model = "nobody/not-downloaded-model"
-    status = provider.status()
-    assert status.state == READY and "first request downloads" in status.reason
-
-
 def test_device_and_dtype_choice():
     assert choose_device(None, cuda=True, mps=True) == "cuda"
     assert choose_device(None, cuda=False, mps=True) == "mps"
@@ -393,3 +383,105 @@ def test_missing_mask_or_image_is_an_invalid_request(provider):
         provider.generate(prepared(provider, mode=Mode.INPAINT, init_image=gradient(), strength=0.5), RunContext())
     with pytest.raises(InvalidRequest, match="input image"):
         provider.generate(prepared(provider, mode=Mode.IMAGE_TO_IMAGE, strength=0.5), RunContext())
+
+
+# -- Stable Diffusion XL ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_sdxl_dir(tmp_path_factory) -> Path:
+    from tests.tiny_model import save_tiny_sdxl_model
+
+    return save_tiny_sdxl_model(tmp_path_factory.mktemp("tiny-sdxl"))
+
+
+@pytest.fixture
+def sdxl_provider(tiny_sdxl_dir, studio_home) -> LocalProvider:
+    return LocalProvider(Settings.load(studio_home, local_model=str(tiny_sdxl_dir)), Catalog())
+
+
+def test_sdxl_text_to_image_image_to_image_and_inpaint(sdxl_provider):
+    # SDXL pipelines' outputs have no nsfw_content_detected field: every SDXL run used to fail
+    # after its whole denoise with an AttributeError.
+    loaded, _ = sdxl_provider.load(sdxl_provider.settings.local_model)
+    assert type(loaded.text_to_image).__name__ == "StableDiffusionXLPipeline"
+    assert type(loaded.inpaint).__name__ == "StableDiffusionXLInpaintPipeline"
+
+    text = sdxl_provider.generate(prepared(sdxl_provider, n=2), RunContext())
+    assert [i.seed for i in text.images] == [42, 43]
+    assert all(pixels(i.data).shape == (256, 256, 3) for i in text.images)
+
+    init = gradient(300, 200)
+    redone = sdxl_provider.generate(prepared(sdxl_provider, mode=Mode.IMAGE_TO_IMAGE, init_image=init, strength=0.5),
+                                    RunContext())
+    assert pixels(redone.images[0].data).shape == (256, 256, 3)
+
+    square = gradient(256, 256)
+    mask = Image.new("L", (256, 256), 0)
+    mask.paste(255, (64, 64, 192, 192))
+    painted = sdxl_provider.generate(prepared(sdxl_provider, mode=Mode.INPAINT, init_image=square, mask=mask,
+                                              strength=1.0), RunContext())
+    out, original, keep = pixels(painted.images[0].data), np.asarray(square).astype(np.int16), np.asarray(mask) == 0
+    assert np.array_equal(out[keep], original[keep]) and np.abs(out[~keep] - original[~keep]).mean() > 10
+
+
+# -- which models a remote visitor may name ----------------------------------------------------
+
+
+def test_without_free_paths_only_offered_models_are_accepted_and_paths_are_not_probed(provider, tiny_model_dir,
+                                                                                     tmp_path):
+    provider.settings.local_free_paths = False
+    secret_file = tmp_path / "secret.ckpt"
+    secret_file.write_bytes(b"not a model")
+    (tmp_path / "folder").mkdir()
+    attempts = [str(secret_file), str(tmp_path / "folder"), str(tmp_path / "missing.safetensors"), "/etc/passwd",
+                "../../etc", "someone/any-hub-model", str(tiny_model_dir / SINGLE_FILE_NAME)]
+    answers = set()
+    for model_id in attempts:
+        with pytest.raises(InvalidRequest) as caught:
+            provider.model(model_id)
+        answers.add(caught.value.message)
+    # One answer for a file, a folder, a missing path and a hub id: nothing tells what exists.
+    assert len(answers) == 1
+    (answer,) = answers
+    assert "stabilityai/sd-turbo" in answer and str(tmp_path) not in answer and str(tiny_model_dir) not in answer
+
+    # The catalog, the operator's default, per-user models and the allowlist stay available.
+    assert provider.model("stabilityai/sdxl-turbo").id == "stabilityai/sdxl-turbo"
+    assert provider.model(str(tiny_model_dir)).id == str(tiny_model_dir)  # the configured default
+    provider.settings.local_models = (str(tiny_model_dir / SINGLE_FILE_NAME),)
+    allowed = provider.model(str(tiny_model_dir / SINGLE_FILE_NAME))
+    assert allowed.id == str(tiny_model_dir / SINGLE_FILE_NAME)
+    listed = {m.id: m.label for m in provider.models()}
+    assert listed[allowed.id] == SINGLE_FILE_NAME  # the picker shows a file name, not the server path
+
+
+def test_free_paths_stay_open_for_the_cli_and_library(provider, tiny_model_dir):
+    assert provider.settings.local_free_paths  # the default: the person at the machine names any path
+    assert provider.model(str(tiny_model_dir / SINGLE_FILE_NAME)).id == str(tiny_model_dir / SINGLE_FILE_NAME)
+
+
+def test_allowlist_setting_from_environment_and_file(studio_home, monkeypatch):
+    studio_home.mkdir(parents=True, exist_ok=True)
+    (studio_home / "studio.toml").write_text('[local]\nallowed_models = ["org/a", "/models/b.safetensors"]\n')
+    assert Settings.load(studio_home).local_models == ("org/a", "/models/b.safetensors")
+    monkeypatch.setenv("STUDIO_LOCAL_MODELS", " org/c , /models/d ,")
+    assert Settings.load(studio_home).local_models == ("org/c", "/models/d")
+
+
+def test_a_pickle_checkpoint_is_never_unpickled(provider, tmp_path):
+    # A .ckpt is a pickle: unpickling one can run any code. diffusers reads it with
+    # torch.load(weights_only=True), which refuses objects that are not tensors.
+    import pickle
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    checkpoint = tmp_path / "evil.ckpt"
+    checkpoint.write_bytes(pickle.dumps({"state_dict": Payload()}))
+    with pytest.raises(NotConfigured):
+        provider.load(str(checkpoint))
+    assert not marker.exists()

@@ -10,6 +10,9 @@ The VAE downsamples by 8 like the real one, so a 256x256 image is a 32x32 latent
 a fraction of a second on a CPU.
 
     python -m tests.tiny_model OUT_DIR [small]  # build it from the command line (the benchmarks do)
+
+``build_sdxl_pipeline`` / ``save_tiny_sdxl_model`` do the same for a tiny Stable Diffusion XL model
+(two text encoders, the size/crop conditioning), whose pipelines return no safety-checker field.
 """
 
 from __future__ import annotations
@@ -106,6 +109,65 @@ def build_pipeline(max_length: int = 32, preset: str = "tiny"):
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
+
+
+def build_sdxl_pipeline(max_length: int = 32):
+    """A tiny random StableDiffusionXLPipeline, in memory: SDXL's two text encoders (the second with a
+    projection, whose pooled output and the size/crop "time ids" condition the UNet through its
+    ``text_time`` embedding), cross-attention over both encoders' features side by side."""
+    import tempfile
+
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    with tempfile.TemporaryDirectory() as scratch:
+        write_tokenizer_files(Path(scratch))
+        tokenizer = CLIPTokenizer.from_pretrained(scratch, model_max_length=max_length)
+        tokenizer_2 = CLIPTokenizer.from_pretrained(scratch, model_max_length=max_length)
+
+    torch.manual_seed(SEED)
+    width, time_embed = 32, 8
+
+    def text_config() -> CLIPTextConfig:
+        return CLIPTextConfig(
+            vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+            num_attention_heads=4, max_position_embeddings=max_length, projection_dim=width,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id)
+
+    text_encoder = CLIPTextModel(text_config())
+    text_encoder_2 = CLIPTextModelWithProjection(text_config())
+    unet = UNet2DConditionModel(
+        sample_size=32, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        norm_num_groups=32, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4), use_linear_projection=True,
+        transformer_layers_per_block=(1, 1), cross_attention_dim=2 * width,
+        # SDXL's extra conditioning: 6 size/crop numbers embedded at ``time_embed`` each, plus the pooled text.
+        addition_embed_type="text_time", addition_time_embed_dim=time_embed,
+        projection_class_embeddings_input_dim=6 * time_embed + width,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, sample_size=256,
+        block_out_channels=(8, 8, 16, 16), norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", timestep_spacing="trailing",
+        steps_offset=1,
+    )
+    return StableDiffusionXLPipeline(
+        vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler, force_zeros_for_empty_prompt=True,
+    )
+
+
+def save_tiny_sdxl_model(folder: str | Path) -> Path:
+    """Build the tiny SDXL model and save it under ``folder`` in the diffusers layout. Returns the folder."""
+    folder = Path(folder)
+    if not (folder / "model_index.json").is_file():
+        build_sdxl_pipeline().save_pretrained(folder, safe_serialization=True)
+    return folder
 
 
 # -- a single-file checkpoint ----------------------------------------------------------------

@@ -75,6 +75,9 @@ def _shared_studio(home: str) -> Studio:
     from studio.jobs import get_manager
 
     studio = Studio(home)
+    # Private visitors choose local models only from the catalog and the operator's allowlist; free
+    # model paths (any file on this server) only when every visitor is the machine's own user.
+    studio.settings.local_free_paths = visitor_mode() == "local"
     get_manager(studio).recover()
     return studio
 
