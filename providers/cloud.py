@@ -21,7 +21,7 @@ from typing import Any, Callable, Hashable, TypeVar
 from urllib.parse import urlsplit
 
 from providers.base import Provider
-from providers.retry import DEFAULT_POLICY, RetryPolicy, call_with_retry
+from providers.retry import DEFAULT_POLICY, RetryAfterWindow, RetryPolicy, call_with_retry
 from studio.errors import Cancelled, NotConfigured, ProviderFailure, ProviderTimeout, StudioError, UnusableResult
 from studio.types import RunContext
 
@@ -46,12 +46,15 @@ class CloudProvider(Provider):
         # collected), so clients are kept for the provider's lifetime, one per key and endpoint.
         self._clients: dict[Hashable, Any] = {}
         self._clients_lock = threading.Lock()
+        # A Retry-After from this API holds every call to it in this process until it passes.
+        self.retry_window = RetryAfterWindow(self.name)
 
     def require_key(self) -> str:
         """The API key, or a ``NotConfigured`` error that says where to put one."""
         key = self.api_key()
         if not key:
-            raise NotConfigured(f"{self.label} needs an API key: {self.key_hint()}", provider=self.name)
+            raise NotConfigured(f"{self.label} needs an API key: {self.key_hint()}", provider=self.name,
+                                needs_key=True)
         return key
 
     def cached_client(self, cache_key: Hashable, make: Callable[[], T]) -> T:
@@ -154,13 +157,14 @@ def run_interruptibly(call: Callable[[], T], *, ctx: RunContext, deadline: Deadl
 
 
 def call_within(call: Callable[[], T], *, ctx: RunContext, deadline: Deadline, policy: RetryPolicy,
-                label: str, provider: str) -> T:
-    """``call`` with our bounded retries, each try interruptible, all of it inside ``deadline``."""
+                label: str, provider: str, window: RetryAfterWindow | None = None) -> T:
+    """``call`` with our bounded retries, each try interruptible, all of it inside ``deadline``;
+    with ``window`` (the provider's ``retry_window``), Retry-After holds every call to the API."""
 
     def one_try() -> T:
         return run_interruptibly(call, ctx=ctx, deadline=deadline, label=label, provider=provider)
 
-    return call_with_retry(one_try, policy=policy_within(policy, deadline), cancel=ctx.cancel)
+    return call_with_retry(one_try, policy=policy_within(policy, deadline), cancel=ctx.cancel, window=window)
 
 
 def policy_within(policy: RetryPolicy, deadline: Deadline) -> RetryPolicy:

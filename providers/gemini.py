@@ -63,7 +63,7 @@ class GeminiProvider(CloudProvider):
             seed = (request.seed + index) % SEED_LIMIT if request.model.seed and request.seed is not None else None
             try:
                 response = call_within(lambda: self._call(client, request, contents, seed, deadline, key),
-                                       ctx=ctx, deadline=deadline, policy=self.retry_policy,
+                                       ctx=ctx, deadline=deadline, policy=self.retry_policy, window=self.retry_window,
                                        label="Gemini", provider=self.name)
                 images.append(self._image_from(response, seed, key))
             except StudioError as error:
@@ -183,7 +183,7 @@ class GeminiProvider(CloudProvider):
         reasons = {d.get("reason") for d in details if d.get("@type", "").endswith("google.rpc.ErrorInfo")}
         if "API_KEY_INVALID" in reasons or code == 401 or status == "UNAUTHENTICATED":
             return NotConfigured("Gemini rejected the API key: check GEMINI_API_KEY or GOOGLE_API_KEY",
-                                 provider=self.name)
+                                 provider=self.name, needs_key=True)
         if code == 403 or status == "PERMISSION_DENIED":
             return NotConfigured(f"this Gemini API key may not use the model (is the API enabled for its "
                                  f"project?): {message}", provider=self.name)

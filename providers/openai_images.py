@@ -68,7 +68,7 @@ class OpenAIProvider(CloudProvider):
                        message=f"OpenAI: image {len(images) + 1}-{len(images) + count} of {request.n}")
             try:
                 response = call_within(lambda: self._call(client, request.mode, params, count, deadline, key),
-                                       ctx=ctx, deadline=deadline, policy=self.retry_policy,
+                                       ctx=ctx, deadline=deadline, policy=self.retry_policy, window=self.retry_window,
                                        label="OpenAI", provider=self.name)
                 images.extend(self._images(response, ctx, deadline, str(client.base_url)))
             except StudioError as error:
@@ -172,7 +172,7 @@ class OpenAIProvider(CloudProvider):
         status, code = error.status_code, error.code
         if status == 401:
             return NotConfigured("OpenAI rejected the API key (invalid API key): check OPENAI_API_KEY",
-                                 provider=self.name)
+                                 provider=self.name, needs_key=True)
         if status == 403:
             return NotConfigured(f"OpenAI refused access for this key: {detail}", provider=self.name)
         if code in BLOCKED_CODES:

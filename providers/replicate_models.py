@@ -228,7 +228,8 @@ class ReplicateProvider(CloudProvider):
             except ReplicateError as error:
                 raise self._api_error(error, token) from None
 
-        return call_with_retry(attempt, policy=policy_within(self.retry_policy, deadline), cancel=ctx.cancel)
+        return call_with_retry(attempt, policy=policy_within(self.retry_policy, deadline), cancel=ctx.cancel,
+                               window=self.retry_window)
 
     # -- outputs --------------------------------------------------------------------------------
 
@@ -267,7 +268,8 @@ class ReplicateProvider(CloudProvider):
         status = error.status or 0
         detail = scrub(error.detail or error.title or "no details", token)
         if status == 401:
-            return NotConfigured("Replicate rejected the API token: check REPLICATE_API_TOKEN", provider=self.name)
+            return NotConfigured("Replicate rejected the API token: check REPLICATE_API_TOKEN", provider=self.name,
+                                 needs_key=True)
         if status == 402:
             return QuotaExhausted(f"the Replicate account is out of credit; add credit at "
                                   f"https://replicate.com/account/billing ({detail})", provider=self.name)

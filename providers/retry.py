@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
@@ -41,6 +42,28 @@ class RetryPolicy:
 DEFAULT_POLICY = RetryPolicy()
 
 
+class RetryAfterWindow:
+    """Until when a server asked us to hold off (its Retry-After), shared by every call one provider
+    makes in this process: one 429 pauses all of them (other users, a batch's other workers), not
+    only the call that got it. Rate limits are per account, so one window covers the provider."""
+
+    def __init__(self, provider: str | None = None, clock: Callable[[], float] = time.monotonic):
+        self.provider = provider
+        self._clock = clock
+        self._until = 0.0
+        self._lock = threading.Lock()
+
+    def hold_off(self, seconds: float) -> None:
+        """The server asked to wait ``seconds`` from now (a later end never moves earlier)."""
+        with self._lock:
+            self._until = max(self._until, self._clock() + seconds)
+
+    def remaining(self) -> float:
+        """Seconds still to wait; 0 when calls may go out."""
+        with self._lock:
+            return max(0.0, self._until - self._clock())
+
+
 def call_with_retry(
     call: Callable[[], T],
     *,
@@ -48,23 +71,34 @@ def call_with_retry(
     cancel=None,
     sleep: Callable[[float], None] = time.sleep,
     on_retry: Callable[[StudioError, float], None] | None = None,
+    window: RetryAfterWindow | None = None,
 ) -> T:
     """Run ``call``; on a retryable ``StudioError`` wait and try again, within the policy's bounds.
 
     Raises the last error when tries run out; a ``RateLimited`` whose Retry-After would pass
     ``policy.max_total_seconds`` is raised at once as "rate limited, retry after N s" (carrying
     ``retry_after``), so a batch can wait it out instead of this call sleeping past its deadline.
+    With a ``window``, every Retry-After is recorded there, and each try first waits out what the
+    window still asks (or fails at once the same way when that would pass the time budget).
     """
     started = time.monotonic()
     attempt = 0
     while True:
+        held = window.remaining() if window is not None else 0.0
+        if held > 0:
+            if time.monotonic() - started + held > policy.max_total_seconds:
+                raise RateLimited(f"rate limited, retry after {math.ceil(held)} s (the provider asked every "
+                                  f"request to wait)", provider=window.provider, retry_after=held)
+            _pause(held, cancel, sleep)
         attempt += 1
         try:
             return call()
         except StudioError as error:
+            retry_after = error.retry_after if isinstance(error, RateLimited) else None
+            if window is not None and retry_after is not None:
+                window.hold_off(retry_after)
             if not error.retryable or attempt >= policy.max_tries:
                 raise
-            retry_after = error.retry_after if isinstance(error, RateLimited) else None
             wait = policy.delay(attempt, retry_after)
             if time.monotonic() - started + wait > policy.max_total_seconds:
                 if retry_after is not None:
@@ -72,11 +106,15 @@ def call_with_retry(
                 raise
             if on_retry is not None:
                 on_retry(error, wait)
-            if cancel is not None:
-                if cancel.wait(wait):
-                    raise Cancelled("cancelled while waiting to retry") from error
-            else:
-                sleep(wait)
+            _pause(wait, cancel, sleep, error)
+
+
+def _pause(seconds: float, cancel, sleep: Callable[[float], None], error: StudioError | None = None) -> None:
+    """Wait ``seconds``, on ``cancel`` when there is one (raising ``Cancelled`` if it is set)."""
+    if cancel is None:
+        sleep(seconds)
+    elif cancel.wait(seconds):
+        raise Cancelled("cancelled while waiting to retry") from error
 
 
 def rate_limited_for(error: StudioError, retry_after: float) -> RateLimited:

@@ -82,7 +82,7 @@ class StabilityProvider(CloudProvider):
                 form["seed"] = str((request.seed + index) % (MAX_SEED + 1))
             try:
                 answer = call_within(lambda: self._post(client, route.path, form, files, key, deadline),
-                                     ctx=ctx, deadline=deadline, policy=self.retry_policy,
+                                     ctx=ctx, deadline=deadline, policy=self.retry_policy, window=self.retry_window,
                                      label="Stability AI", provider=self.name)
             except StudioError as error:
                 if not keep_partial(images, error):
@@ -185,7 +185,7 @@ class StabilityProvider(CloudProvider):
         detail = scrub(detail, key)
         if status == 401:
             return NotConfigured("Stability AI rejected the API key (invalid API key): check STABILITY_API_KEY",
-                                 provider=self.name)
+                                 provider=self.name, needs_key=True)
         if status == 402:
             return QuotaExhausted("your Stability AI account is out of credits: buy more at "
                                   "platform.stability.ai/account/credits", provider=self.name)

@@ -164,7 +164,7 @@ def test_a_per_minute_rate_limit_is_retried_after_the_retry_delay(fake, provider
     result = provider.generate(prepared(), ctx)
 
     assert len(result.images) == 1 and len(fake.server.requests) == 2
-    assert ctx.cancel.waits == [0.3]  # RetryInfo.retryDelay was honoured
+    assert ctx.cancel.waits[0] == 0.3  # RetryInfo.retryDelay was honoured
 
 
 def test_a_daily_quota_is_exhausted_and_not_retried(fake, provider):

@@ -9,7 +9,7 @@ import pytest
 from providers.gemini import GeminiProvider
 from providers.openai_images import OpenAIProvider
 from providers.replicate_models import ReplicateProvider
-from providers.retry import RetryPolicy, call_with_retry, parse_retry_after
+from providers.retry import RetryAfterWindow, RetryPolicy, call_with_retry, parse_retry_after
 from providers.stability import StabilityProvider
 from studio.errors import RateLimited
 from studio.jobs import runner
@@ -63,6 +63,26 @@ def test_our_own_backoff_stays_capped():
     assert len(waits) == 2 and all(wait <= 2 * 1.2 for wait in waits)
 
 
+def test_a_retry_after_holds_every_call_that_shares_the_window():
+    window = RetryAfterWindow("fake")
+    with pytest.raises(RateLimited):
+        call_with_retry(Flaky(slow_down(60)), policy=RetryPolicy(max_total_seconds=30), window=window)
+    other = Flaky()  # another user's request, or another worker of a batch
+    with pytest.raises(RateLimited, match=r"rate limited, retry after 60 s") as caught:
+        call_with_retry(other, policy=RetryPolicy(max_total_seconds=30), window=window)
+    assert other.calls == 0  # nothing was sent while the server asked us to wait
+    assert caught.value.provider == "fake" and 59 < caught.value.retry_after <= 60
+
+
+def test_a_call_waits_out_the_window_when_it_has_the_time():
+    window = RetryAfterWindow("fake", clock=lambda: 100.0)
+    window.hold_off(5)
+    waits, call = [], Flaky()
+    assert call_with_retry(call, policy=RetryPolicy(max_total_seconds=30), sleep=waits.append,
+                           window=window) == "done"
+    assert waits == [5] and call.calls == 1
+
+
 @pytest.mark.parametrize("headers, seconds", [
     ({"retry-after": "60"}, 60.0),
     ({"retry-after-ms": "1500", "retry-after": "9"}, 1.5),
@@ -101,6 +121,20 @@ def test_a_provider_asked_to_wait_longer_than_it_may_fails_at_once(cloud_fake, c
     assert "rate limited, retry after 60 s" in str(caught.value)
     assert caught.value.retry_after == 60
     assert len(fake.server.requests) == 1  # not retried after half a second
+
+
+@pytest.mark.parametrize("name, cls", [("openai", OpenAIProvider), ("stability", StabilityProvider),
+                                       ("replicate", ReplicateProvider), ("gemini", GeminiProvider)])
+def test_after_a_retry_after_the_next_request_waits_too(cloud_fake, cloud_provider, name, cls):
+    fake = cloud_fake(name)
+    provider = cloud_provider(cls)
+    answer_429(name, fake)
+    with pytest.raises(RateLimited):
+        provider.generate(prepared(provider.model(None)), RunContext(timeout=10))
+    sent = len(fake.server.requests)
+    with pytest.raises(RateLimited, match="rate limited, retry after 60 s"):
+        provider.generate(prepared(provider.model(None)), RunContext(timeout=10))
+    assert len(fake.server.requests) == sent  # the second request never went out
 
 
 # -- the batch's provider gate --------------------------------------------------------------------
