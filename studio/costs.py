@@ -18,12 +18,16 @@ Price entry fields used here (all optional except ``kind`` and the kind's own fi
 - ``usd_per_1m_tokens`` (OpenAI: ``text_input``, ``image_input``, ``image_output``, ``text_output``)
   or ``usd_per_million_tokens`` (Gemini: ``input``, ``output_text``, ``output_image``): token rates.
 - ``input_image_tokens`` / ``max_input_image_tokens``: tokens one input image (init image, mask or
-  reference image) is typically / at most billed as.
+  reference image) is typically / at most billed as. OpenAI: 765 is a 1024x1024 image (85 + 170
+  per 512-px tile); any image is at most 1,445 at low fidelity (8 tiles once scaled to fit 2048 px
+  with its short side at 768), and high input fidelity adds up to 6,240, hence 8,000 (1,500 for
+  models without high fidelity). Gemini 3: 1,120 at the default media resolution, 2,240 the highest.
 - ``text_output_tokens`` / ``max_text_output_tokens``: text (or thinking) tokens a call is
   typically / at most expected to write besides the image.
 - ``images_per_call``: how many images one API call makes (input is billed once per call).
 - A per-second price is bounded by the request's own timeout, at which the provider cancels the run.
-- ``checked_on`` / ``source``: when and where the price was last compared with the provider's list.
+- ``checked_on`` / ``source``: when and where the price was last compared with the provider's list;
+  ``checked_on`` null with ``unverified`` saying why, where no published list could be read.
 """
 
 from __future__ import annotations
@@ -59,9 +63,6 @@ class CostQuote:
     estimate: float
     bound: float
     exact: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"estimate": self.estimate, "bound": self.bound, "exact": self.exact}
 
 
 def price_per_image(price: dict[str, Any], width: int, height: int, quality: str | None = None) -> float:
