@@ -18,6 +18,7 @@ import streamlit as st
 import providers as provider_registry
 from studio.errors import StudioError
 from studio.exports import build_zip, records_to_csv
+from studio.identity import may_change
 from studio.storage import HistoryQuery
 from studio.types import ImageRecord, Mode
 from studio.usertext import markdown_literal
@@ -124,7 +125,7 @@ def details(record: ImageRecord) -> None:
             st.toast("Added to the session gallery")
         with delete_col.popover("Delete", icon=":material/delete:"):
             st.write("Delete this image and its file for good?")
-            if st.button("Yes, delete", key="hist_delete", type="primary", disabled=record.owner != ctx.user):
+            if st.button("Yes, delete", key="hist_delete", type="primary", disabled=not may_change(record, ctx.user)):
                 try:
                     ctx.studio.delete_image(record.id, ctx.user)
                 except StudioError as error:

@@ -256,6 +256,11 @@ def visible_to(record: Any, user: str) -> bool:
     return record.owner == user or bool(record.shared)
 
 
+def may_change(record: Any, user: str) -> bool:
+    """Whether ``user`` may change or delete ``record``: only its owner (sharing lets others see, not edit)."""
+    return record.owner == user
+
+
 __all__ = ["LOCAL", "PRIVATE", "LOCAL_OWNER", "VISITOR_PREFIX", "LEGACY_ANONYMOUS_PREFIXES", "VisitorIds",
-           "visitor_policy", "new_visitor_secret", "valid_visitor_secret", "is_anonymous", "visible_to",
+           "visitor_policy", "new_visitor_secret", "valid_visitor_secret", "is_anonymous", "visible_to", "may_change",
            "without_embedded_owner"]

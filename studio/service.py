@@ -26,7 +26,7 @@ from studio.contentfilter import ContentFilter
 from studio.config import SECRET_NAMES, Settings
 from studio.errors import (BudgetExceeded, ContentBlocked, InvalidRequest, NotFound, ProviderFailure, StudioError,
                            UnusableResult)
-from studio.identity import visible_to, without_embedded_owner
+from studio.identity import may_change, visible_to, without_embedded_owner
 from studio.imaging import decode_result, load_image, png_bytes, thumbnail_bytes
 from studio.netfetch import fetch_url, is_url
 from studio.metadata import encode_image, format_parameters, read_metadata
@@ -441,13 +441,13 @@ class Studio:
 
     def delete_image(self, image_id: str, user: str = "local") -> None:
         record = self.get_image(image_id, user)
-        if record.owner != user:
+        if not may_change(record, user):
             raise NotFound(f"no image with id {image_id!r}")
         self.storage.delete(record)
 
     def update_image(self, image_id: str, user: str = "local", **fields: Any) -> ImageRecord:
         record = self.get_image(image_id, user)
-        if record.owner != user:
+        if not may_change(record, user):
             raise NotFound(f"no image with id {image_id!r}")
         if "tags" in fields:
             fields["tags"] = clean_tags(fields["tags"])

@@ -16,6 +16,7 @@ from studio import costs
 from studio.catalog import ModelInfo
 from studio.controls import DEFAULT_SIZE_RANGE, Bounds, free_size_bounds, setting_bounds
 from studio.errors import StudioError
+from studio.identity import may_change
 from studio.imaging import EXTENSIONS, MIME_TYPES, load_image
 from studio.types import GenerationRequest, ImageRecord
 from studio.usertext import markdown_literal
@@ -296,8 +297,8 @@ def image_card(ctx, record: ImageRecord, key: str, *, thumbnail: bool = False, a
                            mime=MIME_TYPES.get(record.format, "application/octet-stream"), key=f"{key}_dl",
                            on_click="ignore", icon=":material/download:")
         saved = SAVED_TAG in record.tags
-        if st.button("Saved" if saved else "Save", key=f"{key}_save", disabled=saved or record.owner != ctx.user,
-                     icon=":material/star:", help="Keep it: tags the image 'saved' in History"):
+        if st.button("Saved" if saved else "Save", key=f"{key}_save",
+                     disabled=saved or not may_change(record, ctx.user), icon=":material/star:", help="Keep it: tags the image 'saved' in History"):
             save_image(ctx, record)
         with st.popover("Add to mood board", icon=":material/dashboard:"):
             board_adder(ctx, [record.id], key=f"{key}_board")
