@@ -298,7 +298,8 @@ def image_card(ctx, record: ImageRecord, key: str, *, thumbnail: bool = False, a
                            on_click="ignore", icon=":material/download:")
         saved = SAVED_TAG in record.tags
         if st.button("Saved" if saved else "Save", key=f"{key}_save",
-                     disabled=saved or not may_change(record, ctx.user), icon=":material/star:", help="Keep it: tags the image 'saved' in History"):
+                     disabled=saved or not may_change(record, ctx.user), icon=":material/star:",
+                     help="Keep it: tags the image 'saved' in History"):
             save_image(ctx, record)
         with st.popover("Add to mood board", icon=":material/dashboard:"):
             board_adder(ctx, [record.id], key=f"{key}_board")
