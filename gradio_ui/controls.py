@@ -220,7 +220,8 @@ class ModelControls:
             status = handler.status()
         except (StudioError, LookupError, ImportError):
             return [gr.update() for _ in self.SETTINGS]
-        updates = model_updates(model, self.mode, "" if status.ready else status.reason)
+        # A ready provider's reason is worth seeing too ("... downloads on first use (2.6 GB)").
+        updates = model_updates(model, self.mode, status.reason)
         return [updates[name] for name in self.SETTINGS]
 
     def on_estimate(self, provider: str, model_id: str, size: str, n: float, quality: str | None):

@@ -159,7 +159,10 @@ def _progress_printer(args: argparse.Namespace):
 
     def show(event) -> None:
         step = f" step {event.step}/{event.total_steps}" if event.step and event.total_steps else ""
-        print(f"\r{event.stage:<12} {event.fraction * 100:5.1f}%{step}", end="", file=sys.stderr, flush=True)
+        if event.stage == "downloading":  # a model's first use: what comes down, and how far it got
+            step = f" {event.message}"
+        # \033[K clears what a longer previous line (a download message) left on the right.
+        print(f"\r{event.stage:<12} {event.fraction * 100:5.1f}%{step}\033[K", end="", file=sys.stderr, flush=True)
         if event.stage == "done":
             print(file=sys.stderr)
 

@@ -45,9 +45,17 @@ class BudgetExceeded(StudioError):
 
 
 class NotConfigured(StudioError):
-    """A provider lacks its key, its SDK or its model files."""
+    """A provider lacks its key, its SDK or its model files.
+
+    ``needs_key`` is True when the fix is an API key (missing or refused): front ends then add where
+    to put one. Other set-up problems (a local model not on the machine, a missing package) say
+    their own fix in the message, and no key hint is added: no key is involved."""
 
     kind = "not_configured"
+
+    def __init__(self, message: str, *, provider: str | None = None, needs_key: bool = False):
+        super().__init__(message, provider=provider)
+        self.needs_key = needs_key
 
 
 class ContentBlocked(StudioError):

@@ -99,7 +99,11 @@ class TaskRegistry:
 
     def _run(self, task: Task, work: Work) -> None:
         def progress(event: ProgressEvent) -> None:
-            task.fraction = max(task.fraction, min(1.0, event.fraction))
+            fraction = min(1.0, event.fraction)
+            # A model's first-use download has a bar of its own (0-100 %); the request's progress
+            # starts again from where it really is once the download is over.
+            leaving_download = task.stage == "downloading" and event.stage != "downloading"
+            task.fraction = fraction if leaving_download else max(task.fraction, fraction)
             task.stage = event.stage
             task.message = event.message
             if event.step is not None:  # later stages (saving) keep showing how far the steps got

@@ -39,9 +39,12 @@ ERROR_TITLES = {
     "budget_exceeded": "Daily budget reached",
     "cancelled": "Cancelled",
 }
+KEY_HINT = ("Set the key in the environment or Streamlit secrets, or paste one for this session under "
+            "**API keys** in the sidebar.")
+# Hints that hold for every error of a kind. "not_configured" has none: only a key problem
+# (``error.needs_key``) gets KEY_HINT; other set-up errors (a local model that is not on this
+# machine, a missing package) carry their own fix in the message.
 ERROR_HINTS = {
-    "not_configured": "Set the key in the environment or Streamlit secrets, or paste one for this session under "
-                      "**API keys** in the sidebar.",
     "content_blocked": "Rephrase the prompt (or use another image) and try again.",
     "rate_limited": "Wait a little and try again.",
     "quota_exhausted": "Add credit to the provider account, or pick another provider.",
@@ -59,7 +62,7 @@ def show_error(error: BaseException) -> None:
         title = ERROR_TITLES.get(error.kind, "Something went wrong")
         text = f"**{title}:** {markdown_literal(error.message)}"  # messages echo input
         retry_after = getattr(error, "retry_after", None)
-        hint = ERROR_HINTS.get(error.kind, "")
+        hint = KEY_HINT if getattr(error, "needs_key", False) else ERROR_HINTS.get(error.kind, "")
         if retry_after:
             hint = f"Try again in about {math.ceil(retry_after)} s."
         if error.kind == "cancelled":
@@ -103,6 +106,8 @@ def provider_picker(ctx, prefix: str, modes: tuple[str, ...] = ("text-to-image",
         st.warning(f"{status.label}: {status.reason}" + (
             " — or paste a key for this session under **API keys** in the sidebar."
             if status.state == "missing_key" else ""))
+    elif status.reason:  # ready, with something to know first (e.g. "... downloads on first use (2.6 GB)")
+        st.caption(f"{status.label}: {status.reason}")
     models = _models_for(ctx, provider, modes)
     by_id = {m.id: m for m in models}
     model_key = f"{prefix}_model_{provider}"
