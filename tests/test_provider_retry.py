@@ -4,6 +4,8 @@ so that a batch's provider gate waits it out (in full, too)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from providers.gemini import GeminiProvider
@@ -183,3 +185,36 @@ def test_a_replicate_poll_asked_to_wait_too_long_fails_at_once(cloud_fake, cloud
     polls = [r for r in fake.server.requests if r.method == "GET" and r.path.startswith("/v1/predictions/")]
     assert len(polls) == 1
     assert fake.cancelled == list(fake.predictions)  # the prediction we gave up on is not left running
+
+
+def test_a_batch_waits_out_the_servers_retry_after(cloud_fake, studio_home):
+    """The whole path: the provider fails fast with the wait, the scene goes back to the queue, and
+    the batch's gate holds every worker for the full 600 s (not its own 60 s cap)."""
+    from studio.jobs import get_manager
+    from studio.service import Studio
+
+    fake = cloud_fake("stability")
+    fake.rate_limit(retry_after="600")
+    studio = Studio(studio_home)
+    studio.settings.request_timeout = 5
+    manager = get_manager(studio)
+    try:
+        job = manager.submit("scene 1: a lighthouse at dusk\nscene 2: a harbour at dawn", provider="stability",
+                             model="stable-image-core", concurrency=1)
+        gate = manager.runner._gates["stability"]
+
+        def held_for_the_servers_wait() -> bool:  # the server's 600 s, not the gate's own 60 s cap
+            requeued = any("retry after 600 s" in (item.error or "") for item in manager.get(job.id).items)
+            return requeued and gate.backoff_until - time.monotonic() > 500
+
+        give_up = time.monotonic() + 30
+        while not held_for_the_servers_wait():
+            assert time.monotonic() < give_up, (manager.get(job.id).items, gate.backoff_until - time.monotonic())
+            time.sleep(0.02)  # polling the store and the gate for a state, not waiting in its place
+        assert len(fake.server.requests) == 1  # nothing sent since the 429
+        assert manager.get(job.id).status.value == "RUNNING"  # waiting, not failed
+        manager.cancel(job.id)
+        manager.wait(job.id, timeout=30)
+    finally:
+        manager.close()
+        studio.close()
