@@ -161,6 +161,9 @@ def test_nothing_a_streamlit_visitor_takes_away_names_them_or_lets_another_in(pr
         [record] = studio.history(owner=None).items
         owner = record.owner
         identifiers = _identifiers(secret, owner)
+        key_file = Path(private_home) / "identity.key"
+        if key_file.exists():  # the server's key must never leave either
+            identifiers.add(key_file.read_text().strip())
         assert secret not in owner  # what proves who A is is not what is stored
 
         page = _history_as(secret, hist_selected=record.id)
@@ -190,6 +193,62 @@ def test_an_old_style_visitor_id_from_a_shared_image_no_longer_opens_anything(pr
     page = _history_as(leaked)
     assert "No images yet" in _texts(page)
     assert page.query_params["visitor"] != leaked  # the browser was given a new secret
+
+
+def test_a_signed_in_users_e_mail_leaves_in_nothing(app_home, monkeypatch):
+    monkeypatch.setenv("STUDIO_WEBHOOK_SECRET", WEBHOOK_SECRET)
+    at = AppTest.from_file(str(ROOT / GENERATE), default_timeout=30)
+    at.user = {"is_logged_in": True, "email": "Alice@Example.com", "name": "Alice"}
+    at.run()
+    at.text_area(key="gen_prompt").input("alice's picture").run()
+    next(b for b in at.button if b.label == "Generate").click().run()
+    for _ in range(200):
+        if not any(b.label == "Cancel" for b in at.button):
+            break
+        at.run()
+    studio = Studio(app_home)
+    try:
+        [record] = studio.history(owner=None).items
+        outputs = _studio_outputs(studio, record.owner, record)
+        assert not _leaks(outputs, {"alice@example.com", record.owner})
+    finally:
+        studio.close()
+
+
+# -- the identity key ------------------------------------------------------------------------------
+
+
+def test_the_identity_key_is_made_once_private_to_the_owner_and_shared_by_racing_processes(tmp_path, monkeypatch):
+    from studio import identity
+
+    monkeypatch.delenv(identity.KEY_SETTING, raising=False)
+    start = threading.Barrier(8)
+    keys: list[bytes] = []
+
+    def load():
+        start.wait()
+        keys.append(identity._load_key(tmp_path))
+
+    threads = [threading.Thread(target=load) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    key_file = tmp_path / identity.KEY_FILE_NAME
+    assert len(set(keys)) == 1 and keys[0] == key_file.read_bytes().strip()
+    assert key_file.stat().st_mode & 0o077 == 0  # readable by the server's user only
+    assert [p.name for p in tmp_path.iterdir()] == [identity.KEY_FILE_NAME]  # no temporary files left
+    ids = identity.VisitorIds(keys[0])
+    secret = identity.new_visitor_secret()
+    assert ids.owner_for_secret(secret) == identity.VisitorIds(keys[0]).owner_for_secret(secret)
+    assert ids.owner_for_secret(secret) != identity.VisitorIds(b"another key, 32 characters long!").owner_for_secret(secret)
+    assert key_file.read_text().strip() not in repr(ids)
+
+    monkeypatch.setenv(identity.KEY_SETTING, "short")
+    with pytest.raises(ValueError, match="at least 32"):
+        identity._load_key(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match="not a visitor secret"):
+        ids.owner_for_secret("0123456789abcdef0123456789abcdef")  # the old format
 
 
 # -- the visitor policy ----------------------------------------------------------------------------
