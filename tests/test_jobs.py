@@ -532,6 +532,35 @@ def test_pause_and_cancel_reach_a_job_running_in_another_process(echo_studio, st
             proc.kill()
 
 
+def test_cancelling_a_job_whose_process_died_settles_its_scenes_in_flight(echo_studio, studio_home, tmp_path):
+    """The CLI running the job is killed with two scenes in flight; a cancel from another process
+    settles them (no scene stays GENERATING for ever) and keeps what was done."""
+    path = tmp_path / "script.txt"
+    path.write_text("\n".join(f"doomed scene {i}" for i in range(6)))
+    log = tmp_path / "calls.log"
+    proc = run_cli(studio_home, "batch", str(path), "--provider", "echo", "--concurrency", "2", "--quiet",
+                   env={"ECHO_CALL_LOG": str(log), "ECHO_HOLD_FROM": "3"})
+    try:
+        wait_until(lambda: proc.poll() is not None or call_count(log) >= 4, timeout=120)
+        assert proc.poll() is None, proc.communicate()[1]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    (job_id,), = db(studio_home, "SELECT id FROM jobs")
+    manager = JobManager(echo_studio)
+    try:
+        cancelled = manager.cancel(job_id)
+    finally:
+        manager.close()
+    assert cancelled.status is JobStatus.CANCELLED and cancelled.counts == {"COMPLETED": 2, "CANCELLED": 4}
+    in_flight = [item for item in cancelled.items if item.attempts]
+    assert [item.status for item in in_flight] == [ItemStatus.COMPLETED] * 2 + [ItemStatus.CANCELLED] * 2
+    assert "cancelled while its process was gone" in in_flight[2].error
+    assert db(studio_home, "SELECT COUNT(*) FROM reservations") == [(0,)]  # their budget holds were let go
+
+
 STALE = 2.0  # a shortened staleness window (seconds; the default is 15)
 
 
