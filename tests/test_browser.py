@@ -20,6 +20,7 @@ import sys
 import time
 import urllib.request
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -46,17 +47,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def server(studio_home):
-    """A real ``streamlit run app.py`` with the echo provider (registered through STUDIO_PROVIDER_PLUGINS)."""
-    echo_provider.install(studio_home / "catalog")  # writes the echo catalog into the studio's data dir
+@contextmanager
+def streamlit_server(studio_home: Path, **env_overrides: str):
+    """``streamlit run app.py`` as the README starts it (the project's .streamlit/config.toml, file
+    watcher included), on a free loopback port: yields (url, process)."""
     port = free_port()
-    env = {**os.environ, "STUDIO_HOME": str(studio_home), "STUDIO_PROVIDER_PLUGINS": echo_provider.PLUGIN_SPEC,
-           "STUDIO_DEFAULT_PROVIDER": "echo", "STUDIO_VISITORS": "local", "PYTHONPATH": str(ROOT)}
-    log = open(studio_home.parent / "streamlit.log", "w")
+    env = {**os.environ, "STUDIO_HOME": str(studio_home), "STUDIO_VISITORS": "local", "PYTHONPATH": str(ROOT),
+           **env_overrides}
+    log_path = studio_home.parent / "streamlit.log"
+    log = open(log_path, "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true", f"--server.port={port}",
-         "--server.address=127.0.0.1", "--server.fileWatcherType=none", "--browser.gatherUsageStats=false"],
+         "--server.address=127.0.0.1", "--browser.gatherUsageStats=false"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -69,15 +71,37 @@ def server(studio_home):
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            pytest.fail("streamlit did not start:\n" + (studio_home.parent / "streamlit.log").read_text()[-3000:])
+            pytest.fail("streamlit did not start:\n" + log_path.read_text()[-3000:])
         time.sleep(0.2)
-    yield url
-    process.terminate()
     try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+        yield url, process
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture
+def server(studio_home):
+    """A real ``streamlit run app.py`` with the echo provider (registered through STUDIO_PROVIDER_PLUGINS)."""
+    echo_provider.install(studio_home / "catalog")  # writes the echo catalog into the studio's data dir
+    with streamlit_server(studio_home, STUDIO_PROVIDER_PLUGINS=echo_provider.PLUGIN_SPEC,
+                          STUDIO_DEFAULT_PROVIDER="echo") as (url, _process):
+        yield url
+
+
+def inotify_watches(pid: int) -> int:
+    """How many inotify watches the process holds (one per watched folder)."""
+    count = 0
+    for descriptor in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            count += sum(line.startswith("inotify wd:") for line in descriptor.read_text().splitlines())
+        except OSError:  # a descriptor closed while we looked
+            continue
+    return count
 
 
 @pytest.fixture
@@ -261,3 +285,16 @@ def test_gradio_tab_bar_keeps_every_tab_while_switching(gradio_url):
             assert page.locator("[role='tab'][aria-selected='true']").all_inner_texts() == [name]
         assert not errors, errors
         browser.close()
+
+
+# -- Streamlit's file watcher and the README's .venv -------------------------------------------------
+
+
+def test_the_file_watcher_does_not_watch_the_project_tree_with_its_venv(studio_home, browser_page):
+    """The README puts .venv inside the project. Streamlit's default watcher put a recursive inotify
+    watch on the whole project, .venv included (1,475 watches; "inotify queue overflowed" in the log
+    and a slower server). With the project's config, a fresh install opened in a browser holds none."""
+    with streamlit_server(studio_home) as (url, process):
+        open_page(browser_page, url)
+        assert browser_page.get_by_role("heading", name="Image Studio").count()
+        assert inotify_watches(process.pid) == 0
