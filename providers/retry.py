@@ -87,8 +87,8 @@ def call_with_retry(
         held = window.remaining() if window is not None else 0.0
         if held > 0:
             if time.monotonic() - started + held > policy.max_total_seconds:
-                raise RateLimited(f"rate limited, retry after {math.ceil(held)} s (the provider asked every "
-                                  f"request to wait)", provider=window.provider, retry_after=held)
+                raise rate_limited_for(held, provider=window.provider,
+                                       reason="the provider asked every request to wait")
             _pause(held, cancel, sleep)
         attempt += 1
         try:
@@ -102,7 +102,7 @@ def call_with_retry(
             wait = policy.delay(attempt, retry_after)
             if time.monotonic() - started + wait > policy.max_total_seconds:
                 if retry_after is not None:
-                    raise rate_limited_for(error, retry_after) from error
+                    raise rate_limited_for(retry_after, provider=error.provider, reason=error.message) from error
                 raise
             if on_retry is not None:
                 on_retry(error, wait)
@@ -117,10 +117,10 @@ def _pause(seconds: float, cancel, sleep: Callable[[float], None], error: Studio
         raise Cancelled("cancelled while waiting to retry") from error
 
 
-def rate_limited_for(error: StudioError, retry_after: float) -> RateLimited:
-    """The error to raise when the wait the server asked for is longer than the time we have."""
-    seconds = math.ceil(retry_after)
-    return RateLimited(f"rate limited, retry after {seconds} s ({error.message})", provider=error.provider,
+def rate_limited_for(retry_after: float, *, provider: str | None, reason: str) -> RateLimited:
+    """The error to raise when the wait the server asked for (``retry_after`` seconds) is longer
+    than the time we have: "rate limited, retry after N s (reason)", carrying the wait."""
+    return RateLimited(f"rate limited, retry after {math.ceil(retry_after)} s ({reason})", provider=provider,
                        retry_after=retry_after)
 
 
