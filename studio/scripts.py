@@ -18,7 +18,9 @@ Anything malformed raises ``InvalidRequest`` naming the line, before any job exi
 
 from __future__ import annotations
 
+import codecs
 import csv
+import html
 import io
 import json
 import re
@@ -54,8 +56,6 @@ _TIME_COLUMNS = ("timestamp", "time", "start", "timecode")
 
 _LEADING_TIME = re.compile(r"^\[?((?:\d{1,2}:)?\d{1,2}:\d{2}(?:[.,]\d{1,3})?)\]?(?:\s*[-–—|:]\s*|\s+)(\S.*)$")
 _OPTIONS_START = re.compile(r"(?:^|\s)--[A-Za-z]")
-_CUE_TIMING = re.compile(r"^\s*(\S+)\s+-->\s+(\S+)")
-_MARKUP = re.compile(r"<[^>]*>|\{\\[^}]*\}")
 
 
 @dataclass
@@ -130,18 +130,15 @@ def detect_format(name: str, text: str) -> str:
     if suffix in by_suffix:
         return by_suffix[suffix]
     head = text.lstrip()
-    if head.startswith("WEBVTT"):
+    if _is_vtt_signature(head.split("\n", 1)[0]):
         return "vtt"
     if head.startswith(("[", "{")) and _looks_like_json(head):
         return "json"
-    first_lines = [line.strip() for line in head.split("\n", 3)[:2]]
-    if len(first_lines) == 2 and first_lines[0].isdigit() and "-->" in first_lines[1]:
+    first_lines = head.split("\n", 2)[:2]
+    if _srt_timing_at(first_lines, 0, after_blank=False) is not None:  # a complete timing line
         return "srt"
-    header = first_lines[0].lower() if first_lines else ""
-    if any(sep in header for sep in ",;\t"):
-        columns = {c.strip().strip('"') for c in re.split(r"[,;\t]", header)}
-        if columns & set(_TEXT_COLUMNS) and columns & set(_TIME_COLUMNS):
-            return "csv"
+    if _is_csv_header(first_lines[0] if first_lines else ""):
+        return "csv"
     return "text"
 
 
@@ -195,14 +192,27 @@ def _read_file(path: Path) -> bytes:
     return path.read_bytes()
 
 
+# Byte-order marks and the codec each one announces; UTF-32 LE first, since its mark begins with
+# UTF-16 LE's. Without a mark a script is UTF-8 (the codecs below drop the mark themselves).
+_BYTE_ORDER_MARKS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                     (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+                     (codecs.BOM_UTF16_BE, "utf-16"))
+
+
 def _decode(data: bytes) -> str:
+    """Text from a script's bytes: UTF-8, or UTF-8/16/32 announced by a byte-order mark.
+
+    Raises ``InvalidRequest`` naming the line of the first byte that is not text in that encoding."""
     if len(data) > MAX_SCRIPT_BYTES:
         raise InvalidRequest(f"the script is larger than {MAX_SCRIPT_BYTES // (1024 * 1024)} MiB")
+    codec = next((name for mark, name in _BYTE_ORDER_MARKS if data.startswith(mark)), "utf-8")
     try:
-        return data.decode("utf-8-sig")
+        return data.decode(codec)
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise InvalidRequest(f"line {line}: the script is not UTF-8 text (byte {exc.start})") from None
+        line = data[:exc.start].decode(codec, "replace").count("\n") + 1
+        label = {"utf-8-sig": "UTF-8", "utf-16": "UTF-16", "utf-32": "UTF-32"}.get(codec, "UTF-8")
+        hint = "" if codec != "utf-8" else " (UTF-16 and UTF-32 need a byte-order mark)"
+        raise InvalidRequest(f"line {line}: the script is not {label} text (byte {exc.start}){hint}") from None
 
 
 class _Collector:
@@ -342,10 +352,33 @@ def _parse_text(text: str, paragraphs: bool | None = None) -> list[Scene]:
 # -- CSV ---------------------------------------------------------------------------------------
 
 
+_COLUMN_NAME = re.compile(r"[a-z_][a-z0-9_ -]{0,39}")
+
+
+def _csv_delimiter(header_line: str) -> str:
+    """The separator a CSV header uses: the most frequent of comma, semicolon and tab."""
+    return max(",;\t", key=header_line.count) if any(c in header_line for c in ",;\t") else ","
+
+
+def _is_csv_header(line: str) -> bool:
+    """Whether a script's first line is a CSV header: separated column names, one a text column
+    and another a time or override column (``prompt,seed``, ``Time;Text``). A first scene such as
+    ``Prompt, dramatic light`` stays plain text."""
+    if not any(c in line for c in ",;\t"):
+        return False
+    try:
+        cells = next(csv.reader([line], delimiter=_csv_delimiter(line)))
+    except (csv.Error, StopIteration):
+        return False
+    columns = [cell.strip().lower() for cell in cells]
+    if len(columns) < 2 or not all(_COLUMN_NAME.fullmatch(c) for c in columns if c):
+        return False
+    known = set(_TIME_COLUMNS) | set(OVERRIDES)
+    return any(c in _TEXT_COLUMNS for c in columns) and any(c in known for c in columns)
+
+
 def _parse_csv(text: str) -> list[Scene]:
-    header_line = text.split("\n", 1)[0]
-    delimiter = max(",;\t", key=header_line.count) if any(c in header_line for c in ",;\t") else ","
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter, strict=True)
+    reader = csv.reader(io.StringIO(text), delimiter=_csv_delimiter(text.split("\n", 1)[0]), strict=True)
     try:
         header = next(reader)
     except StopIteration:
@@ -473,68 +506,146 @@ def _empty(where: str):
 
 
 # -- subtitles ---------------------------------------------------------------------------------
+#
+# SRT has no formal grammar: it is read as the `srt` library reads it. A cue is an optional index
+# line, a timing line (``00:00:01,000 --> 00:00:04,000``; ``.`` also before the milliseconds, an
+# arrow of ``-->``, ``- >`` or ``-- >``, anything after the end time ignored) and text up to the next
+# cue; a blank line followed by something that is not a cue stays inside the text. One addition to
+# `srt`: a complete timing line starts a new cue even without a blank line or an index before it
+# (`srt` would put it, and the cue, in the previous cue's text).
+#
+# WebVTT follows the W3C parsing algorithm (https://www.w3.org/TR/webvtt1/#file-parsing): a block's
+# timing is its first or second line containing "-->", text ends at a blank line or at the next line
+# containing "-->", and blocks without a timing (NOTE, STYLE, REGION) make no scene. Where the
+# algorithm would drop a cue silently (a broken timing, text without any), we refuse with its line.
+
+_SRT_INDEX = re.compile(r"\s*-?\d+(?:\.\d*)?\s*")
+_SRT_TIMING = re.compile(r"\s*(\d+[:：]\S*?) *-[ -] *> *(\S+)")  # start, end (anything after is ignored)
+_SRT_TIMESTAMP_START = re.compile(r"\s*\d+[:：]\d+[:：]\d+")  # a line that opens like a timing line
+_SRT_TIME = re.compile(r"(?:(\d+)[:：])?(\d{1,2})[:：](\d{1,2})(?:[,.:，．。：](\d{1,3}))?")
+# SRT's formatting tags (<i> <b> <u> <s> <font ...>) and ASS overrides ({\an8}); any other "<" is text.
+_SRT_MARKUP = re.compile(r"</?[ibus]>|<font(?:\s[^<>]*)?>|</font>|\{\\[^}]*\}", re.IGNORECASE)
+
+_VTT_TIMING = re.compile(r"[ \t\f]*(\S+?)[ \t\f]*-->[ \t\f]*(\S+)")  # start, end (then cue settings)
+_VTT_TIME = re.compile(r"(?:(\d+):)?(\d{2}):(\d{2})\.(\d{3})")
+_VTT_TAG = re.compile(r"<[^>]*(?:>|\Z)")  # the cue text tokenizer: any "<" opens a tag (text writes &lt;)
+_VTT_NON_CUE = re.compile(r"NOTE(?:[ \t].*)?|(?:STYLE|REGION)[ \t\f]*")  # a comment, style sheet or region
 
 
-def _cue_blocks(text: str) -> Iterable[tuple[int, list[str]]]:
-    """Blocks of non-blank lines with the number of their first line."""
-    block: list[str] = []
-    start = 0
-    for number, raw in enumerate(text.split("\n"), start=1):
-        if raw.strip():
-            if not block:
-                start = number
-            block.append(raw.rstrip())
-        elif block:
-            yield start, block
-            block = []
-    if block:
-        yield start, block
+def _srt_seconds(value: str, line: int) -> float:
+    match = _SRT_TIME.fullmatch(value)
+    if not match or int(match.group(2)) > 59 or int(match.group(3)) > 59:
+        raise InvalidRequest(f"line {line}: {value!r} is not a cue time like 00:00:01,000")
+    hours, minutes, seconds, millis = match.groups()
+    return int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds) + int((millis or "0").ljust(3, "0")) / 1000
 
 
-def _cue_time(value: str, line: int, example: str) -> float:
-    try:
-        seconds = parse_timestamp(value)
-    except ValueError:
-        seconds = None
-    if seconds is None:
-        raise InvalidRequest(f"line {line}: {value!r} is not a cue time like {example}")
-    return seconds
+def _vtt_seconds(value: str, line: int) -> float:
+    """A WebVTT timestamp as the algorithm collects one: ``[h...:]mm:ss.ttt``, minutes and seconds
+    at most 59."""
+    match = _VTT_TIME.fullmatch(value)
+    if not match or int(match.group(2)) > 59 or int(match.group(3)) > 59:
+        raise InvalidRequest(f"line {line}: {value!r} is not a cue time like 00:00:01.000 or 00:01.000")
+    hours, minutes, seconds, millis = match.groups()
+    return int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds) + int(millis) / 1000
 
 
-def _add_cue(collector: _Collector, block: list[str], timing_at: int, first_line: int, example: str) -> None:
-    match = _CUE_TIMING.match(block[timing_at])
+def _cue_timing(pattern: re.Pattern, to_seconds, text: str, line: int,
+                example: str) -> tuple[str, float, float]:
+    """(start as written, start, end) of a cue's timing line; ``line`` is its 1-based number."""
+    match = pattern.match(text)
     if not match:
-        raise InvalidRequest(f"line {first_line + timing_at}: expected a cue timing like "
-                             f"{example} --> {example}, found {block[timing_at].strip()!r}")
-    line = first_line + timing_at
-    start = _cue_time(match.group(1), line, example)
-    end = _cue_time(match.group(2), line, example)
+        raise InvalidRequest(f"line {line}: expected a cue timing like {example} --> {example}, "
+                             f"found {text.strip()!r}")
+    start, end = to_seconds(match.group(1), line), to_seconds(match.group(2), line)
     if end < start:
         raise InvalidRequest(f"line {line}: the cue ends before it starts")
-    text = " ".join(_MARKUP.sub("", part) for part in block[timing_at + 1:])
-    if text.strip():  # an empty cue (a pause) makes no scene
-        collector.add(line, text, match.group(1), end=end, start=start)
+    return match.group(1), start, end
+
+
+def _srt_timing_at(lines: list[str], index: int, *, after_blank: bool) -> int | None:
+    """Where the timing line is when a cue starts at ``lines[index]`` (an optional index line, then
+    the timing), or None when no cue starts there. A complete timing line starts a cue anywhere;
+    at the start and after a blank line, so does a line that merely opens with a time (it must then
+    be a timing line: an error, as in `srt`, rather than text)."""
+    timing = index + 1 if index + 1 < len(lines) and _SRT_INDEX.fullmatch(lines[index]) else index
+    if _SRT_TIMING.match(lines[timing]) or (after_blank and _SRT_TIMESTAMP_START.match(lines[timing])):
+        return timing
+    return None
 
 
 def _parse_srt(text: str) -> list[Scene]:
+    lines = text.split("\n")
     collector = _Collector()
-    for first, block in _cue_blocks(text):
-        timing_at = 1 if block[0].strip().isdigit() and len(block) > 1 else 0
-        _add_cue(collector, block, timing_at, first, "00:00:01,000")
+    index = next((number for number, line in enumerate(lines) if line.strip()), len(lines))
+    if index == len(lines):
+        return []
+    timing = _srt_timing_at(lines, index, after_blank=True)
+    if timing is None:
+        where = index + 1 if index + 1 < len(lines) and _SRT_INDEX.fullmatch(lines[index]) else index
+        raise InvalidRequest(f"line {where + 1}: expected a cue timing like 00:00:01,000 --> 00:00:04,000, "
+                             f"found {lines[where].strip()!r}")
+    while timing is not None:
+        label, start, end = _cue_timing(_SRT_TIMING, _srt_seconds, lines[timing], timing + 1, "00:00:01,000")
+        body: list[str] = []
+        following, index, after_blank = None, timing + 1, False
+        while index < len(lines):
+            if not lines[index].strip():
+                after_blank = True
+            else:
+                following = _srt_timing_at(lines, index, after_blank=after_blank)
+                if following is not None:
+                    break
+                body.append(_SRT_MARKUP.sub("", lines[index]))
+                after_blank = False
+            index += 1
+        if " ".join(body).strip():  # an empty cue (a pause) makes no scene
+            collector.add(timing + 1, " ".join(body), label, end=end, start=start)
+        timing = following
     return collector.scenes
 
 
+def _is_vtt_signature(line: str) -> bool:
+    return line == "WEBVTT" or line.startswith(("WEBVTT ", "WEBVTT\t"))
+
+
 def _parse_vtt(text: str) -> list[Scene]:
-    if not text.startswith("WEBVTT"):
+    """The WebVTT file parsing algorithm, block by block, on lines (``text`` has ``\n`` line ends)."""
+    lines = text.replace("\0", "\ufffd").split("\n")
+    if not _is_vtt_signature(lines[0]):
         raise InvalidRequest("line 1: a WebVTT file starts with \"WEBVTT\"")
     collector = _Collector()
-    for index, (first, block) in enumerate(_cue_blocks(text)):
-        if index == 0 or block[0].startswith(("NOTE", "STYLE", "REGION")):
-            continue  # the header block, comments and style sheets
-        timing_at = 0 if "-->" in block[0] else 1
-        if timing_at >= len(block):
-            raise InvalidRequest(f"line {first}: a cue needs a timing line like 00:01.000 --> 00:04.000")
-        _add_cue(collector, block, timing_at, first, "00:00:01.000")
+    position, in_header = 1, True  # the block after the signature line is the header
+    while position < len(lines):
+        first, previous, line_count = position, position, 0
+        timing: int | None = None
+        buffer: list[str] = []  # the identifier or comment until the timing, then the cue text
+        while position < len(lines):
+            line = lines[position]
+            position += 1
+            line_count += 1
+            if "-->" in line:
+                if not in_header and (line_count == 1 or (line_count == 2 and timing is None)):
+                    timing, buffer, previous = position - 1, [], position
+                    continue
+                position = previous  # the next cue starts on this line
+                break
+            if line == "":
+                break
+            buffer.append(line)
+            previous = position
+        if timing is not None:
+            label, start, end = _cue_timing(_VTT_TIMING, _vtt_seconds, lines[timing], timing + 1, "00:00:01.000")
+            cue_text = html.unescape(_VTT_TAG.sub("", "\n".join(buffer)))
+            if cue_text.strip():  # an empty cue (a pause) makes no scene
+                collector.add(timing + 1, cue_text, label, end=end, start=start)
+        elif buffer and not in_header and not _VTT_NON_CUE.fullmatch(buffer[0]):
+            where = first + min(1, len(buffer) - 1)
+            raise InvalidRequest(f"line {where + 1}: expected a cue timing like 00:00:01.000 --> 00:00:04.000, "
+                                 f"found {lines[where].strip()!r}")
+        in_header = False
+        while position < len(lines) and lines[position] == "":
+            position += 1
     return collector.scenes
 
 

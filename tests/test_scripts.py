@@ -207,3 +207,99 @@ def test_timestamps_parse_and_format():
     with pytest.raises(ValueError):
         parse_timestamp("00:61")
     assert format_seconds(3723.5) == "01:02:03.500" and format_seconds(5) == "00:00:05"
+
+
+# -- subtitle files as they really are (issue 11) ----------------------------------------------
+
+
+def cues(script):
+    return [(scene.start, scene.text, scene.line) for scene in script.scenes]
+
+
+@pytest.mark.parametrize("srt", [
+    "1\n00:00:01,000 --> 00:00:02,000\nA lighthouse\n2\n00:00:03,000 --> 00:00:04,500\nWaves\n",
+    "00:00:01,000 --> 00:00:02,000\nA lighthouse\n00:00:03,000 --> 00:00:04,500\nWaves\n",
+])
+def test_srt_cues_without_a_blank_line_between_them_stay_apart(srt):
+    script = parse_script(srt)
+    assert script.format == "srt"  # pasted without a name, with or without index lines
+    assert cues(script) == [(1.0, "A lighthouse", 2 if srt[0] == "1" else 1),
+                            (3.0, "Waves", 5 if srt[0] == "1" else 3)]
+
+
+def test_webvtt_cues_without_a_blank_line_between_them_stay_apart():
+    # the shape youtube-dl writes: header metadata, cue settings, no blank line between cues
+    vtt = ("WEBVTT\nKind: captions\nLanguage: en\n\n"
+           "00:00:01.000 --> 00:00:02.000 align:start position:0%\nA lighthouse\n"
+           "00:00:02.000 --> 00:00:04.000 align:start position:0%\nWaves<00:00:03.000><c> crash</c>\n"
+           "00:00:04.000 --> 00:00:05.000 align:start position:0%\n\n")
+    assert cues(parse_script(vtt)) == [(1.0, "A lighthouse", 5), (2.0, "Waves crash", 7)]
+
+
+def test_webvtt_cue_identifiers_that_start_like_note_style_or_region_are_cues():
+    vtt = ("WEBVTT\n\nSTYLE\n::cue { color: yellow }\n\nREGION\nid:fred width:40%\n\n"
+           "NOTES-1\n00:01.000 --> 00:02.000\nA lighthouse\n\n"
+           "STYLE-intro\n00:03.000 --> 00:04.000\nWaves\n\n"
+           "REGION-a\n00:05.000 --> 00:06.000\nA gull\n\n"
+           "NOTE a comment, even\nover two lines\n\nNOTE\n\n")
+    assert cues(parse_script(vtt, name="x.vtt")) == [(1.0, "A lighthouse", 10), (3.0, "Waves", 14),
+                                                    (5.0, "A gull", 18)]
+    only_such_cues = "WEBVTT\n\nNOTES-1\n00:01.000 --> 00:02.000\nA lighthouse\n"
+    assert texts(parse_script(only_such_cues)) == ["A lighthouse"]
+
+
+def test_webvtt_follows_the_parsing_algorithm_for_blocks_and_cue_text():
+    vtt = ("WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:0,LOCAL:00:00:00.000\n"
+           "00:01.000 --> 00:02.000\n"  # a timing line ends the header
+           "Fish &amp; chips &lt;3 <i>hot</i>\n"
+           "2\n"  # an identifier without a blank line before it is text of the cue above
+           "00:03.000-->00:04.000\n"
+           "first\n   \nsecond\n")  # a line of spaces is not a blank line
+    assert cues(parse_script(vtt)) == [(1.0, "Fish & chips <3 hot 2", 3), (3.0, "first second", 6)]
+
+
+def test_srt_text_keeps_angle_brackets_that_are_not_tags():
+    srt = ("1\n00:00:01,000 --> 00:00:02,000\nDistance < 5 km and > 2 km\n\n"
+           "2\n00:00:03,000 --> 00:00:04,000\n<i>if a<b and c>d</i> <font color=\"#ff0\">{\\an8}x</font><B>y</B>\n")
+    assert texts(parse_script(srt, name="s.srt")) == ["Distance < 5 km and > 2 km", "if a<b and c>d xy"]
+
+
+def test_srt_blank_lines_inside_a_cue_stay_in_it_as_the_srt_library_reads_them():
+    srt = "1\n00:00:01,000 --> 00:00:02,000\nA lighthouse\n\nat dusk\n\n\n2\n00:00:03.000 --> 00:00:04.000 X1:10\nWaves\n"
+    assert cues(parse_script(srt)) == [(1.0, "A lighthouse at dusk", 2), (3.0, "Waves", 9)]
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+def test_utf16_and_utf32_files_with_a_byte_order_mark_are_read(codec, tmp_path):
+    mark = {"utf-16-le": b"\xff\xfe", "utf-16-be": b"\xfe\xff", "utf-32-le": b"\xff\xfe\x00\x00",
+            "utf-32-be": b"\x00\x00\xfe\xff"}[codec]
+    path = tmp_path / "teaser.srt"
+    path.write_bytes(mark + "1\r\n00:00:01,000 --> 00:00:02,000\r\nUn phare, 灯台\r\n".encode(codec))
+    assert cues(read_script_file(path)) == [(1.0, "Un phare, 灯台", 2)]
+    assert texts(parse_script(mark + "a fox\nb owl\n".encode(codec))) == ["a fox", "b owl"]
+
+
+def test_a_broken_utf16_file_names_its_line():
+    data = b"\xff\xfe" + "fine\nstill fine\n".encode("utf-16-le") + b"\x00\xdc"  # a lone low surrogate
+    assert "line 3: the script is not UTF-16 text" in error_of(data)
+
+
+def test_a_csv_pasted_without_a_name_reads_as_the_same_csv_named():
+    pasted = 'prompt,seed\n"A lighthouse, at dusk",7\n"Waves\ncrash",\n'
+    script = parse_script(pasted)
+    assert script.format == "csv" and script.to_dict()["scenes"] == parse_script(pasted, name="s.csv").to_dict()["scenes"]
+    assert texts(script) == ["A lighthouse, at dusk", "Waves crash"] and script.scenes[0].overrides == {"seed": 7}
+    assert parse_script("Text;Style\nA fox;noir\n").scenes[0].overrides == {"style": "noir"}
+    # a first scene with a comma in it is still a plain-text script
+    assert texts(parse_script("Prompt, dramatic light\nA fox, running\n")) == ["Prompt, dramatic light",
+                                                                             "A fox, running"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("WEBVTT\n\n00:01.000 --> 00:02.000\nA\n\n00:03.000 --> 00:0x.000\nB\n", "line 6: '00:0x.000' is not a cue time"),
+    ("WEBVTT\n\n00:01,000 --> 00:02.000\nA\n", "line 3: '00:01,000' is not a cue time like 00:00:01.000"),
+    ("WEBVTT\n\n00:01.000 --> 00:02.000\nA\n\njust text\n", "line 6: expected a cue timing"),
+    ("1\n00:00:01,000 --> 00:00:02,000\nA\n\n2\n00:00:03 -> 00:00:04\nB\n", "line 6: expected a cue timing"),
+])
+def test_subtitle_cues_the_algorithms_would_drop_are_refused_with_their_line(text, message):
+    assert message in error_of(text)
