@@ -7,6 +7,7 @@ checks and the same messages. Nothing here builds widgets.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import logging
 import re
@@ -17,10 +18,11 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import gradio as gr
 
+from studio.copies import copies, copy_name, remove, remove_folder, write_ids
 from studio.errors import InvalidRequest, StudioError
 from studio.exports import build_zip
 from studio.identity import VisitorIds
@@ -136,14 +138,24 @@ class Exporter:
     Gradio copies what a handler returns into its own cache and serves only that copy (under a
     hash), never this folder or the studio's. The studio's folder is never added to Gradio's
     allowed paths: that would let anyone who guessed a path fetch another visitor's image. Each
-    visitor gets a sub-folder named by a hash of their owner id; old files are swept away."""
+    visitor gets a sub-folder named by a hash of their owner id; old files are swept away.
 
-    def __init__(self, studio: Studio, root: Path | None = None, max_age: float = 6 * 3600):
+    Deleting an image removes every copy that is still served (``forget``): ours and Gradio's cached
+    copies of them. Copies of images deleted elsewhere (the CLI, another server, while this one was
+    down) go at start and at each sweep (``purge``). The folder is the same for each data directory
+    across restarts, so exports of earlier runs are swept instead of piling up."""
+
+    def __init__(self, studio: Studio, root: Path | None = None, max_age: float = 6 * 3600,
+                 cache_dir: Path | None = None):
         self.studio = studio
-        self.root = Path(root or tempfile.mkdtemp(prefix="image-studio-gradio-"))
+        self.root = Path(root) if root else default_export_root(studio)
         self.root.mkdir(parents=True, exist_ok=True)
+        # Gradio's file cache (GRADIO_TEMP_DIR): where it keeps, and serves, its copy of each file we return.
+        self.cache_dir = Path(cache_dir or gr.utils.get_upload_folder())
         self.max_age = max_age
         self._last_sweep = time.monotonic()
+        self._sweep_old(time.time() - max_age)  # exports of an earlier run that are past their time
+        self.purge()
 
     def _folder(self, owner: str) -> Path:
         # Keyed: a plain hash of "hf:<name>" or "user:<email>" could be confirmed by anyone guessing it.
@@ -152,13 +164,14 @@ class Exporter:
         return folder
 
     def image_file(self, record: ImageRecord, owner: str) -> str:
-        target = self._folder(owner) / f"{record.id}.{EXTENSIONS.get(record.format, record.format)}"
+        self.sweep()
+        target = self._folder(owner) / copy_name(record)
         if not target.exists():
             self._write(target, self.studio.image_bytes(record))
         return str(target)
 
     def thumbnail_file(self, record: ImageRecord, owner: str) -> str:
-        target = self._folder(owner) / f"{record.id}.thumb.webp"
+        target = self._folder(owner) / copy_name(record, thumbnail=True)
         if not target.exists():
             self._write(target, self.studio.storage.read_thumbnail(record))
         return str(target)
@@ -177,20 +190,57 @@ class Exporter:
             raise InvalidRequest("there are no images to put in a zip")
         return self.bytes_file(build_zip(records, self.studio.image_bytes, **zip_options), owner, f"{name}.zip")
 
-    def bytes_file(self, data: bytes, owner: str, file_name: str) -> str:
-        """``data`` as a file named ``file_name`` in a folder of its own (downloads keep the name)."""
+    def bytes_file(self, data: bytes, owner: str, file_name: str, image_ids: Iterable[str] = ()) -> str:
+        """``data`` as a file named ``file_name`` in a folder of its own (downloads keep the name).
+        ``image_ids``: the stored images it was made from, when neither its name nor a zip manifest
+        says so (a collage), so that deleting one of them removes it too."""
         self.sweep()
         target = Path(tempfile.mkdtemp(prefix="f-", dir=self._folder(owner))) / file_name
-        target.write_bytes(data)
+        if image_ids:
+            write_ids(target, image_ids)
+        self._write(target, data)
         return str(target)
 
+    def forget(self, image_ids: Iterable[str]) -> None:
+        """Remove every served copy of these (just deleted) images: exported files, zips and
+        collages holding them, and Gradio's cached copies of each."""
+        gone = set(image_ids)
+        self._remove_copies(gone.__contains__)
+
+    def purge(self) -> None:
+        """Remove the served copies of every image that is no longer stored."""
+        storage = self.studio.storage
+        self._remove_copies(lambda image_id: storage.get(image_id) is None)
+
+    def _remove_copies(self, is_gone: Callable[[str], bool]) -> None:
+        for path in list(copies(self.root, is_gone)):
+            self._remove_cached_copy(path)
+            remove(path, root=self.root)
+        for path in list(copies(self.cache_dir, is_gone)):  # cached copies whose original went earlier
+            remove(path, root=self.cache_dir)
+
+    def _remove_cached_copy(self, path: Path) -> None:
+        """Gradio's cached copy of our file ``path``: its folder is named by a hash of the content."""
+        from gradio.processing_utils import hash_file
+
+        try:
+            cached = self.cache_dir / hash_file(path)
+        except OSError as exc:
+            log.warning("cannot hash the export %s to find its cached copy: %s", path.name, exc)
+            return
+        if cached.is_dir():
+            remove_folder(cached)
+
     def sweep(self) -> None:
-        """Delete exported files older than ``max_age`` (at most once a minute)."""
+        """Delete exported files older than ``max_age`` and copies of deleted images (at most once a minute)."""
         now = time.monotonic()
         if now - self._last_sweep < 60:
             return
         self._last_sweep = now
-        cutoff = time.time() - self.max_age
+        self._sweep_old(time.time() - self.max_age)
+        self.purge()
+
+    def _sweep_old(self, cutoff: float) -> None:
         for folder in self.root.iterdir():
             for item in folder.iterdir() if folder.is_dir() else []:
                 try:
@@ -198,6 +248,12 @@ class Exporter:
                         shutil.rmtree(item) if item.is_dir() else item.unlink()
                 except OSError as exc:  # gone already, or not ours to delete: the next sweep tries again
                     log.warning("could not sweep an old export %s: %s", item.name, exc)
+
+
+def default_export_root(studio: Studio) -> Path:
+    """The export folder of the studio at ``studio.home``: the same on every start, one per data directory."""
+    home = hashlib.sha256(str(Path(studio.home).resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"image-studio-gradio-{home}"
 
 
 # -- JSON shapes -------------------------------------------------------------------------------

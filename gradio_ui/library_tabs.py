@@ -121,6 +121,7 @@ def build_history_tab(ctx: AppContext) -> HistoryTab:
             if not values[selected]:
                 raise InvalidRequest("click an image first")
             ctx.studio.delete_image(values[selected], ctx.owner(values, request, profile))
+            ctx.exporter.forget([values[selected]])  # no copy of it stays downloadable
             gr.Info("Image deleted")
         items, state, text = load(values, request, profile, values[page]["offset"])
         return items, state, text, None, None, "Deleted."
@@ -257,7 +258,8 @@ def build_boards_tab(ctx: AppContext) -> BoardsTab:
             owner = ctx.owner(values, request, profile)
             board_id = _needs_board(values[board])
             data = ctx.boards.collage(owner, board_id)
-            path = ctx.exporter.bytes_file(data, owner, f"collage-{board_id}.png")
+            shown = [record.id for _item, record in ctx.boards.images(owner, board_id)]
+            path = ctx.exporter.bytes_file(data, owner, f"collage-{board_id}.png", image_ids=shown)
             return gr.update(value=path, visible=True)
 
     def on_zip(values: dict, request: gr.Request, profile: gr.OAuthProfile | None):

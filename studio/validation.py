@@ -65,17 +65,20 @@ def clean_text(value: Any, what: str, *, required: bool, max_chars: int = MAX_PR
 def parse_size(value: str) -> tuple[int, int]:
     """``"WIDTHxHEIGHT"`` (``x``, ``X`` or ``×``, spaces allowed) as (width, height) in pixels.
 
-    Raises InvalidRequest saying which is wrong: the text is not of that shape, or a side is outside
-    MIN_SIDE-MAX_SIDE (a well-formed but huge size is out of range, not malformed)."""
+    Raises InvalidRequest when the text is not of that shape. Whether the sides are in range is
+    checked with the model (``prepare``); a side of more digits than any valid one is refused here
+    already, as out of range (not as malformed)."""
     match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", str(value))
     if not match:
         raise InvalidRequest(f"size {value!r} is not WIDTHxHEIGHT, e.g. 512x512")
     for digits, name in zip(match.groups(), ("width", "height")):
-        # Length first: int() of thousands of digits is slow or refused, and such a side is out of range anyway.
-        if len(digits.lstrip("0")) > len(str(MAX_SIDE)) or not MIN_SIDE <= int(digits) <= MAX_SIDE:
-            shown = digits if len(digits) <= 12 else digits[:12] + "…"
-            raise InvalidRequest(f"{name} {shown} is outside {MIN_SIDE}-{MAX_SIDE} pixels")
+        if len(digits.lstrip("0")) > len(str(MAX_SIDE)):  # int() of thousands of digits is slow or refused
+            raise _outside(name, digits if len(digits) <= 12 else digits[:12] + "…")
     return int(match.group(1)), int(match.group(2))
+
+
+def _outside(name: str, side: Any) -> InvalidRequest:
+    return InvalidRequest(f"{name} {side} is outside {MIN_SIDE}-{MAX_SIDE} pixels")
 
 
 def _number(value: Any, what: str, kind=float) -> float | int:
@@ -95,7 +98,7 @@ def _number(value: Any, what: str, kind=float) -> float | int:
 def _check_size(model: ModelInfo, width: int, height: int) -> None:
     for side, name in ((width, "width"), (height, "height")):
         if not MIN_SIDE <= side <= MAX_SIDE:
-            raise InvalidRequest(f"{name} {side} is outside {MIN_SIDE}-{MAX_SIDE} pixels")
+            raise _outside(name, side)
     size = f"{width}x{height}"
     if model.sizes:
         if size not in model.sizes:
