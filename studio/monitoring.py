@@ -8,9 +8,12 @@ from __future__ import annotations
 import statistics
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from itertools import takewhile
+from typing import Any, Callable
 
 CONSECUTIVE_FAILURES = 3
+SUCCEEDED = ("completed", "recovered")  # audit-log statuses of a request that made its images
+SETUP_ERRORS = ("not_configured",)  # failures that setting the provider up (a key, the model) cures
 BUDGET_WARNING_SHARE = 0.8
 SLOW_SECONDS = 60.0  # median time per request above this is "slow"
 RATE_LIMITS_PER_HOUR = 3  # this many rate limits in an hour suggests the quota is near
@@ -62,7 +65,7 @@ def model_stats(index, *, days: int = 7, owner: str | None = None) -> list[Model
         groups.setdefault((row["provider"], row["model"]), []).append(row)
     result = []
     for (provider, model), items in sorted(groups.items()):
-        done = [r for r in items if r["status"] in ("completed", "recovered")]
+        done = [r for r in items if r["status"] in SUCCEEDED]
         failed = [r for r in items if r["status"] == "failed"]
         durations = sorted(r["duration"] for r in done) or [0.0]
         images = sum(r["n"] for r in done)
@@ -83,7 +86,12 @@ def model_stats(index, *, days: int = 7, owner: str | None = None) -> list[Model
     return result
 
 
-def alerts(index, *, daily_budget: float | None, today_spent: float, now: datetime | None = None) -> list[Alert]:
+def alerts(index, *, daily_budget: float | None, today_spent: float, now: datetime | None = None,
+           ready: Callable[[str], bool] | None = None) -> list[Alert]:
+    """What needs attention now, from the last day of the audit log. An alert describes the current
+    state: failures and an exhausted quota count only since the provider's latest success, and
+    failures caused by missing setup (``SETUP_ERRORS``: no key, model not available) stop counting
+    once ``ready(provider)`` says that provider is set up now."""
     now = now or datetime.now(timezone.utc)
     found: list[Alert] = []
     rows = index.generations(day_from=(now - timedelta(days=1)).date().isoformat(), limit=10_000)  # newest first
@@ -92,12 +100,16 @@ def alerts(index, *, daily_budget: float | None, today_spent: float, now: dateti
         if row["status"] != "cached":
             by_provider.setdefault(row["provider"], []).append(row)
     for provider, items in sorted(by_provider.items()):
-        latest = items[:CONSECUTIVE_FAILURES]
+        since_success = list(takewhile(lambda r: r["status"] not in SUCCEEDED, items))
+        if since_success and all(r["error_kind"] in SETUP_ERRORS for r in since_success) and ready is not None \
+                and ready(provider):
+            since_success = []  # the cause is fixed: a key was set, the model was installed
+        latest = since_success[:CONSECUTIVE_FAILURES]
         if len(latest) == CONSECUTIVE_FAILURES and all(r["status"] == "failed" for r in latest):
             found.append(Alert("error", "consecutive_failures", provider,
                                f"{provider}: the last {CONSECUTIVE_FAILURES} requests failed "
                                f"(latest: {latest[0]['error'] or latest[0]['error_kind']})"))
-        if any(r["error_kind"] == "quota_exhausted" for r in items[:20]):
+        if any(r["error_kind"] == "quota_exhausted" for r in since_success[:20]):
             found.append(Alert("error", "quota", provider,
                                f"{provider}: the account's quota or credit is exhausted; add credit at the provider"))
         hour_ago = (now - timedelta(hours=1)).isoformat()

@@ -472,7 +472,16 @@ class Studio:
         """What needs attention: repeated failures, budget, slow APIs, quota."""
         from studio.monitoring import alerts
 
-        return alerts(self.storage.index, daily_budget=self.settings.daily_budget, today_spent=self.spent_today())
+        return alerts(self.storage.index, daily_budget=self.settings.daily_budget, today_spent=self.spent_today(),
+                      ready=self._ready_now)
+
+    def _ready_now(self, provider: str) -> bool:
+        """Whether ``provider`` is set up now (an alert about its missing setup is then out of date)."""
+        try:
+            return self.provider(provider).status().ready
+        except Exception:  # an unknown or broken provider is not ready; its status says why elsewhere
+            log.debug("status of %s failed", provider, exc_info=True)
+            return False
 
     # -- metadata -----------------------------------------------------------------------------
 

@@ -51,3 +51,38 @@ def test_home_shows_alerts_after_three_failures(studio):
     at = page(HOME)
     no_crash(at)
     assert "echo: the last 3 requests failed (latest: upstream exploded)" in texts(at)
+
+
+def test_home_alert_about_keyless_attempts_clears_once_the_key_is_set(studio, monkeypatch):
+    """Three attempts without a key raise the alert; setting the key (no request since) clears it."""
+    import streamlit as st
+
+    from studio.errors import NotConfigured
+    from studio.types import GenerationRequest
+
+    for _ in range(3):
+        with pytest.raises(NotConfigured):
+            studio.generate(GenerationRequest(prompt="x", provider="openai"))
+    alert = "openai: the last 3 requests failed"
+    assert alert in texts(page(HOME))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    st.cache_resource.clear()  # a restarted server reads the new key
+    at = page(HOME)
+    no_crash(at)
+    assert alert not in texts(at)
+
+
+def test_home_alerts_clear_after_a_later_success(studio):
+    from studio.errors import QuotaExhausted
+    from studio.types import GenerationRequest
+
+    echo_provider.EchoProvider.failures = [QuotaExhausted("out of credit", provider="echo")] * 3
+    for _ in range(3):
+        with pytest.raises(QuotaExhausted):
+            studio.generate(GenerationRequest(prompt="x", provider="echo"))
+    shown = texts(page(HOME))
+    assert "echo: the last 3 requests failed" in shown and "quota or credit is exhausted" in shown
+    studio.generate(GenerationRequest(prompt="credit added", provider="echo"))
+    at = page(HOME)
+    no_crash(at)
+    assert "echo:" not in texts(at)
