@@ -303,3 +303,17 @@ def test_a_csv_pasted_without_a_name_reads_as_the_same_csv_named():
 ])
 def test_subtitle_cues_the_algorithms_would_drop_are_refused_with_their_line(text, message):
     assert message in error_of(text)
+
+
+def test_cli_batch_reads_a_utf16_script_from_stdin(studio_home, monkeypatch, capsys):
+    import io
+
+    from studio.cli import main
+    from tests.fakes import echo_provider
+
+    monkeypatch.setenv("STUDIO_PROVIDER_PLUGINS", echo_provider.PLUGIN_SPEC)
+    echo_provider.install(studio_home / "catalog")
+    script = "\ufeff1\r\n00:00:01,000 --> 00:00:02,000\r\nUn phare, 灯台\r\n".encode("utf-16-le")
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(script), encoding="utf-8"))
+    assert main(["batch", "-", "--provider", "echo", "--dry-run", "--json"]) == 0, capsys.readouterr().err
+    assert [scene["text"] for scene in json.loads(capsys.readouterr().out)["scenes"]] == ["Un phare, 灯台"]

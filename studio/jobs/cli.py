@@ -90,7 +90,8 @@ def _batch(manager, args: argparse.Namespace) -> int:
     if not args.script:
         raise InvalidRequest("name a script file (or - for stdin), or --resume JOB")
     if args.script == "-":
-        source, name = sys.stdin.read(), ""
+        # bytes: the script's byte-order mark decides its encoding (UTF-16 from Windows), not the locale
+        source, name = sys.stdin.buffer.read(), ""
     else:
         path = Path(args.script).expanduser()
         if not path.is_file():
