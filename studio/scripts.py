@@ -108,7 +108,7 @@ def parse_script(source: str | bytes | Path | Iterable, *, name: str = "", forma
                "paragraphs": lambda t: _parse_text(t, paragraphs=True), "csv": _parse_csv, "json": _parse_json,
                "srt": _parse_srt, "vtt": _parse_vtt, "webvtt": _parse_vtt}
     if kind not in parsers:
-        raise InvalidRequest(f"unknown script format {kind!r}; choose one of {', '.join(FORMATS)}")
+        raise InvalidRequest(f"unknown script format {_excerpt(kind)}; choose one of {', '.join(FORMATS)}")
     scenes = parsers[kind](text)
     if not scenes:
         raise InvalidRequest("the script has no scenes")
@@ -142,6 +142,13 @@ def detect_format(name: str, text: str) -> str:
     return "text"
 
 
+def _excerpt(value: Any, limit: int = 60) -> str:
+    """``value`` quoted for an error message, cut to ``limit`` characters (a script line can be
+    megabytes long)."""
+    text = str(value)
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
 def parse_timestamp(value: Any) -> float | None:
     """Seconds from ``HH:MM:SS(.mmm)``, ``MM:SS(.mmm)`` (``,`` also accepted) or a number; None when
     the value is a label rather than a time. Raises ``ValueError`` for a broken time like ``00:6x``."""
@@ -160,10 +167,10 @@ def parse_timestamp(value: Any) -> float | None:
         return None  # a label such as "intro"
     match = re.fullmatch(r"(?:(\d{1,3}):)?(\d{1,2}):(\d{1,2})(?:[.,](\d{1,3}))?", text)
     if not match:
-        raise ValueError(f"timestamp {text!r} is not HH:MM:SS or MM:SS")
+        raise ValueError(f"timestamp {_excerpt(text)} is not HH:MM:SS or MM:SS")
     hours, minutes, seconds, fraction = match.groups()
     if int(minutes) > 59 or int(seconds) > 59:
-        raise ValueError(f"timestamp {text!r} has minutes or seconds above 59")
+        raise ValueError(f"timestamp {_excerpt(text)} has minutes or seconds above 59")
     total = int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds)
     return total + (int(fraction.ljust(3, "0")) / 1000 if fraction else 0.0)
 
@@ -266,7 +273,7 @@ def _convert_override(key: str, value: Any, line: int) -> tuple[str, Any]:
             converted = str(value).strip()
     except (TypeError, ValueError):
         raise InvalidRequest(f"line {line}: --{name} must be a {'whole ' if kind is int else ''}number, "
-                             f"not {value!r}") from None
+                             f"not {_excerpt(value)}") from None
     return target, converted
 
 
@@ -292,7 +299,7 @@ def _split_options(text: str, line: int) -> tuple[str, dict[str, Any]]:
     while position < len(tokens):
         token = tokens[position]
         if not token.startswith("--"):
-            raise InvalidRequest(f"line {line}: expected an option like --seed 5, found {token!r}")
+            raise InvalidRequest(f"line {line}: expected an option like --seed 5, found {_excerpt(token)}")
         key, has_value, value = token[2:].partition("=")
         if not has_value:
             if position + 1 >= len(tokens) or tokens[position + 1].startswith("--"):
@@ -535,7 +542,7 @@ _VTT_NON_CUE = re.compile(r"NOTE(?:[ \t].*)?|(?:STYLE|REGION)[ \t\f]*")  # a com
 def _srt_seconds(value: str, line: int) -> float:
     match = _SRT_TIME.fullmatch(value)
     if not match or int(match.group(2)) > 59 or int(match.group(3)) > 59:
-        raise InvalidRequest(f"line {line}: {value!r} is not a cue time like 00:00:01,000")
+        raise InvalidRequest(f"line {line}: {_excerpt(value)} is not a cue time like 00:00:01,000")
     hours, minutes, seconds, millis = match.groups()
     return int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds) + int((millis or "0").ljust(3, "0")) / 1000
 
@@ -545,7 +552,7 @@ def _vtt_seconds(value: str, line: int) -> float:
     at most 59."""
     match = _VTT_TIME.fullmatch(value)
     if not match or int(match.group(2)) > 59 or int(match.group(3)) > 59:
-        raise InvalidRequest(f"line {line}: {value!r} is not a cue time like 00:00:01.000 or 00:01.000")
+        raise InvalidRequest(f"line {line}: {_excerpt(value)} is not a cue time like 00:00:01.000 or 00:01.000")
     hours, minutes, seconds, millis = match.groups()
     return int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds) + int(millis) / 1000
 
@@ -556,7 +563,7 @@ def _cue_timing(pattern: re.Pattern, to_seconds, text: str, line: int,
     match = pattern.match(text)
     if not match:
         raise InvalidRequest(f"line {line}: expected a cue timing like {example} --> {example}, "
-                             f"found {text.strip()!r}")
+                             f"found {_excerpt(text.strip())}")
     start, end = to_seconds(match.group(1), line), to_seconds(match.group(2), line)
     if end < start:
         raise InvalidRequest(f"line {line}: the cue ends before it starts")
@@ -584,7 +591,7 @@ def _parse_srt(text: str) -> list[Scene]:
     if timing is None:
         where = index + 1 if index + 1 < len(lines) and _SRT_INDEX.fullmatch(lines[index]) else index
         raise InvalidRequest(f"line {where + 1}: expected a cue timing like 00:00:01,000 --> 00:00:04,000, "
-                             f"found {lines[where].strip()!r}")
+                             f"found {_excerpt(lines[where].strip())}")
     while timing is not None:
         label, start, end = _cue_timing(_SRT_TIMING, _srt_seconds, lines[timing], timing + 1, "00:00:01,000")
         body: list[str] = []
@@ -642,7 +649,7 @@ def _parse_vtt(text: str) -> list[Scene]:
         elif buffer and not in_header and not _VTT_NON_CUE.fullmatch(buffer[0]):
             where = first + min(1, len(buffer) - 1)
             raise InvalidRequest(f"line {where + 1}: expected a cue timing like 00:00:01.000 --> 00:00:04.000, "
-                                 f"found {lines[where].strip()!r}")
+                                 f"found {_excerpt(lines[where].strip())}")
         in_header = False
         while position < len(lines) and lines[position] == "":
             position += 1

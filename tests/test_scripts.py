@@ -317,3 +317,14 @@ def test_cli_batch_reads_a_utf16_script_from_stdin(studio_home, monkeypatch, cap
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(script), encoding="utf-8"))
     assert main(["batch", "-", "--provider", "echo", "--dry-run", "--json"]) == 0, capsys.readouterr().err
     assert [scene["text"] for scene in json.loads(capsys.readouterr().out)["scenes"]] == ["Un phare, 灯台"]
+
+
+@pytest.mark.parametrize("text, name, message", [
+    ("1\n" + "0" * 100_000 + " -> 1\nA\n", "s.srt", "line 2: expected a cue timing like 00:00:01,000 --> "),
+    ("WEBVTT\n\n00:01.000 --> 0" + "0" * 100_000 + "\nA\n", "s.vtt", "line 3: '0000"),
+    ("timestamp,text\n1:" + "7" * 100_000 + ",A\n", "s.csv", "line 2: timestamp '1:777"),
+    ("a fox --seed " + "x" * 100_000 + "\n", "s.txt", "line 1: --seed must be a whole number, not 'xxx"),
+])
+def test_errors_quote_a_huge_line_cut_short(text, name, message):
+    error = error_of(text, name=name)
+    assert message in error and "…'" in error and len(error) < 200
