@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -249,3 +250,16 @@ def test_batch_applies_steps_guidance_options_and_postprocessing(echo, capsys, s
     for record in records:
         assert (record.params["steps"], record.params["guidance"]) == (9, 3.5)
         assert (record.width, record.height) == (128, 128)  # 64x64 made, then upscaled x2
+
+
+def test_readme_says_which_torch_build_each_machine_gets_and_how_to_choose():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start, test = re.findall(r"```bash\n(.*?)\n```", readme, flags=re.S)[:2]
+    for command in (start, test):  # the two commands still install torch first, on their own
+        assert re.search(r"pip install (-q )?torch==2\.13\.0 &&", command), command
+    section = readme[readme.index("**Which torch you get.**"):readme.index("## Layout")]
+    assert "--index-url https://download.pytorch.org/whl/cpu" in section
+    assert "CUDA 13 build" in section and "CPU only" in section and "NVIDIA GPU" in section
+    assert "takes the CPU wheel" not in readme  # the old claim: true only where a CPU wheel is local
+    requirements = (ROOT / "requirements.txt").read_text(encoding="utf-8")
+    assert "--index-url https://download.pytorch.org/whl/cpu" in requirements
