@@ -77,7 +77,7 @@ class ReplicateProvider(CloudProvider):
                 raise ModelError(prediction)
             if prediction.status == "canceled":
                 raise ProviderFailure(f"the prediction {prediction.id} was canceled on Replicate", provider=self.name)
-            images = self._download_outputs(prediction, request, ctx, deadline)
+            images, outputs, lost = self._download_outputs(prediction, request, ctx, deadline)
         except StudioError:
             self._cancel_unfinished(client, prediction)
             raise
@@ -98,12 +98,12 @@ class ReplicateProvider(CloudProvider):
                                   provider=self.name, retryable=True) from None
 
         metrics = prediction.metrics or {}
-        return ProviderResult(
-            images=images,
-            cost=self._cost(request.model, metrics, len(images)),
-            usage={"prediction_id": prediction.id, "predict_time": metrics.get("predict_time"),
-                   "model": prediction.model, "version": prediction.version},
-        )
+        usage = {"prediction_id": prediction.id, "predict_time": metrics.get("predict_time"),
+                 "model": prediction.model, "version": prediction.version}
+        if lost:
+            usage["incomplete"] = f"{len(images)} of {outputs} images: {lost.message}"
+        # Every output the prediction made is billed, whether or not it could be downloaded.
+        return ProviderResult(images=images, cost=self._cost(request.model, metrics, outputs), usage=usage)
 
     # -- building the input ---------------------------------------------------------------------
 
@@ -234,9 +234,12 @@ class ReplicateProvider(CloudProvider):
     # -- outputs --------------------------------------------------------------------------------
 
     def _download_outputs(self, prediction, request: PreparedRequest, ctx: RunContext,
-                          deadline: Deadline) -> list[ProviderImage]:
-        """The images of a succeeded prediction. It is billed by now: an output with no image, or one
-        that cannot be downloaded, is an ``UnusableResult`` (never retried, so never paid twice)."""
+                          deadline: Deadline) -> tuple[list[ProviderImage], int, UnusableResult | None]:
+        """The images of a succeeded prediction, how many outputs it made, and why any were lost.
+
+        It is billed by now: an output with no image is an ``UnusableResult`` (never retried, so
+        never paid twice). Outputs that download are kept even when another one cannot be; only
+        when none can is the error raised."""
         output = prediction.output
         items = output if isinstance(output, list) else [output]
         # An item is a URL string, or a FileOutput (``.url``) when the caller used replicate.run.
@@ -248,18 +251,25 @@ class ReplicateProvider(CloudProvider):
             if not url.startswith(("https://", "http://", "data:")):
                 raise UnusableResult(f"Replicate returned an output that is not a file: {url[:80]!r}",
                                      provider=self.name)
-        images = []
+        images, lost = [], None
         for index, url in enumerate(urls):
             ctx.report("generating", 0.85 + 0.1 * index / len(urls), message=f"downloading image {index + 1}")
-            # A plain fetch without the token: output files are served from a delivery host that
-            # needs none, and the token should not travel anywhere it is not needed.
-            data = self.download_output(url, ctx=ctx, deadline=deadline, max_bytes=self.max_download_bytes,
-                                        base_url=os.environ.get("REPLICATE_BASE_URL"), timeout=self.download_timeout)
+            try:
+                # A plain fetch without the token: output files are served from a delivery host that
+                # needs none, and the token should not travel anywhere it is not needed.
+                data = self.download_output(url, ctx=ctx, deadline=deadline, max_bytes=self.max_download_bytes,
+                                            base_url=os.environ.get("REPLICATE_BASE_URL"),
+                                            timeout=self.download_timeout)
+            except UnusableResult as error:
+                lost = lost or error
+                continue
             # The outputs of one prediction share its seed: the same seed and n reproduce the set.
             images.append(ProviderImage(data=data, seed=request.seed,
                                         info={"prediction_id": prediction.id, "batch_index": index,
                                               "batch_size": len(urls)}))
-        return images
+        if not images:
+            raise lost
+        return images, len(urls), lost
 
     # -- errors and cost ------------------------------------------------------------------------
 

@@ -49,6 +49,24 @@ def test_a_replicate_prediction_that_succeeds_without_output_is_not_retried(clou
     assert len(fake.predictions) == 1 and fake.downloads == []
 
 
+def test_replicate_outputs_that_download_are_kept_when_another_cannot_be(cloud_fake, cloud_provider):
+    fake = cloud_fake("replicate")
+    fake.expired_outputs = {1}  # the delivery host answers 404 for the second file
+    result = generate(cloud_provider(ReplicateProvider), n=3)
+    assert [image.info["batch_index"] for image in result.images] == [0, 2]
+    assert result.usage["incomplete"].startswith("2 of 3 images:") and "HTTP 404" in result.usage["incomplete"]
+    assert result.cost == pytest.approx(3 * 0.003)  # all three outputs were made, and billed
+    assert len(fake.predictions) == 1
+
+
+def test_replicate_with_no_output_downloadable_is_unusable(cloud_fake, cloud_provider):
+    fake = cloud_fake("replicate")
+    fake.expired_outputs = {0}
+    error = unusable(cloud_provider(ReplicateProvider))
+    assert "could not be downloaded" in error.message and "HTTP 404" in error.message
+    assert len(fake.predictions) == 1
+
+
 # -- OpenAI -----------------------------------------------------------------------------------------
 
 def test_openai_url_answers_are_downloaded_without_the_key(cloud_fake, cloud_provider):

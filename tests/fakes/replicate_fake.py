@@ -133,7 +133,8 @@ class ReplicateFake:
     "null_output" (succeeds, billed, with ``output: null``, as a model whose safety checker drops its
     image does) | "empty_output" (succeeds with ``output: []``);
     ``polls_to_finish``: GETs in "processing" before the end; ``predict_time``: seconds reported;
-    ``queue_error(kind, response)``: answer the next ``kind`` ("create", "get", "files") with it.
+    ``queue_error(kind, response)``: answer the next ``kind`` ("create", "get", "files") with it;
+    ``expired_outputs``: indexes of output files the delivery host answers 404 for (expired links).
     """
 
     def __init__(self, token: str = TOKEN):
@@ -145,6 +146,7 @@ class ReplicateFake:
         self.files: dict[str, bytes] = {}
         self.cancelled: list[str] = []
         self.downloads: list[Request] = []
+        self.expired_outputs: set[int] = set()
         self.queued: dict[str, list[Response]] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -354,7 +356,7 @@ class ReplicateFake:
         self.downloads.append(request)
         m = re.fullmatch(r"/output/([^/]+)/out-(\d+)\.(\w+)", request.path)
         prediction = self.predictions.get(m[1]) if m else None
-        if prediction is None or prediction.status != "succeeded":
+        if prediction is None or prediction.status != "succeeded" or int(m[2]) in self.expired_outputs:
             return Response(404, "not found", {"content-type": "text/plain"})
         inputs = prediction.input
         if "aspect_ratio" in inputs:
