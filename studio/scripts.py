@@ -11,9 +11,13 @@ Five formats are read:
   ``timestamp`` and override columns (``seed``, ``style``, ...);
 - JSON: a list of ``{"timestamp", "text"}`` objects (or of strings), optionally wrapped as
   ``{"segments": [...]}``;
-- SRT and WebVTT subtitles: each cue is a scene, its timestamp the cue's start.
+- SRT and WebVTT subtitles: each cue is a scene, its timestamp the cue's start. SRT is read as
+  the ``srt`` library reads it, WebVTT by the W3C parsing algorithm (see "subtitles" below).
 
-Anything malformed raises ``InvalidRequest`` naming the line, before any job exists.
+Without a file name the format is recognised from the content (a WEBVTT signature, JSON, an SRT
+timing line, a CSV header naming a text column and a time or override column). Bytes are UTF-8, or
+UTF-8/16/32 announced by a byte-order mark. Anything malformed raises ``InvalidRequest`` naming the
+line, before any job exists.
 """
 
 from __future__ import annotations

@@ -290,6 +290,7 @@ def test_a_csv_pasted_without_a_name_reads_as_the_same_csv_named():
     assert script.format == "csv" and script.to_dict()["scenes"] == parse_script(pasted, name="s.csv").to_dict()["scenes"]
     assert texts(script) == ["A lighthouse, at dusk", "Waves crash"] and script.scenes[0].overrides == {"seed": 7}
     assert parse_script("Text;Style\nA fox;noir\n").scenes[0].overrides == {"style": "noir"}
+    assert parse_script('"prompt"\t"steps"\n"a fox"\t4\n').scenes[0].overrides == {"steps": 4}
     # a first scene with a comma in it is still a plain-text script
     assert texts(parse_script("Prompt, dramatic light\nA fox, running\n")) == ["Prompt, dramatic light",
                                                                              "A fox, running"]
