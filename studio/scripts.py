@@ -523,7 +523,8 @@ def _empty(where: str):
 # arrow of ``-->``, ``- >`` or ``-- >``, anything after the end time ignored) and text up to the next
 # cue; a blank line followed by something that is not a cue stays inside the text. One addition to
 # `srt`: a complete timing line starts a new cue even without a blank line or an index before it
-# (`srt` would put it, and the cue, in the previous cue's text).
+# (`srt` would put it, and the cue, in the previous cue's text). A short fraction is a decimal
+# fraction of a second (``00:00:03.5`` is 3.5 s; `srt` reads 5 ms).
 #
 # WebVTT follows the W3C parsing algorithm (https://www.w3.org/TR/webvtt1/#file-parsing): a block's
 # timing is its first or second line containing "-->", text ends at a blank line or at the next line
