@@ -22,10 +22,11 @@ from __future__ import annotations
 import io
 import logging
 import os
+import sys
 import threading
 import time
 import warnings
-from contextlib import contextmanager, redirect_stderr
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -306,8 +307,6 @@ def _route_library_loggers() -> None:
 
     Runs for each library once it is imported (each adds its stderr handler on import). The loggers
     stop propagating: an unconfigured root logger would print them on stderr again."""
-    import sys
-
     with _quiet_lock:
         handler = _handler()
         pending = [name for name in LIBRARIES if name in sys.modules and name not in _quieted]
@@ -352,24 +351,39 @@ class _StderrToLog(io.TextIOBase):
         self._pending = ""
 
 
+_quiet_depth = 0  # how many threads are inside quiet_libraries (stderr is swapped once, restored by the last)
+_saved_outputs: tuple = ()
+
+
+def _log_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    WARNINGS_LOG.warning("%s: %s (%s:%s)", category.__name__, message, filename, lineno)
+
+
 @contextmanager
 def quiet_libraries() -> Iterator[None]:
     """Inside: library log records, Python warnings and anything printed on stderr go to
     ``libraries.log``, not to the user's terminal or page.
 
     Libraries print some messages while they are being imported, before their loggers can be
-    re-routed, so stderr itself is redirected here. Both that and ``warnings.catch_warnings`` are
-    process-wide: what another thread prints or warns meanwhile is logged instead of shown, which
-    is harmless (model loads and downloads are rare)."""
+    re-routed, so stderr itself is redirected here, and ``warnings.showwarning`` logs instead of
+    printing. Both are process-wide: the first thread in swaps them and the last one out puts them
+    back (so overlapping loads in two threads cannot leave stderr redirected). Whatever another
+    thread prints or warns meanwhile is logged instead of shown, which is harmless: model loads and
+    downloads are rare."""
+    global _quiet_depth, _saved_outputs
     _route_library_loggers()
-    stream = _StderrToLog()
-    with warnings.catch_warnings(record=True) as caught, redirect_stderr(stream):
-        warnings.simplefilter("always")
-        try:
-            yield
-        finally:
-            stream.flush()
-            _route_library_loggers()  # libraries imported inside the block
-            for warning in caught:
-                WARNINGS_LOG.warning("%s: %s (%s:%s)", warning.category.__name__, warning.message,
-                                     warning.filename, warning.lineno)
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            _saved_outputs = (sys.stderr, warnings.showwarning)
+            sys.stderr = _StderrToLog()
+            warnings.showwarning = _log_warning
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        _route_library_loggers()  # libraries imported inside the block
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                sys.stderr.flush()
+                sys.stderr, warnings.showwarning = _saved_outputs

@@ -19,7 +19,7 @@ import pytest
 
 from providers import local_models
 from providers.base import READY, UNAVAILABLE
-from providers.local import LocalProvider
+from providers.local import LocalProvider, clear_cache
 from providers.local_models import describe_bytes, pipeline_files
 from studio.catalog import Catalog
 from studio.config import Settings
@@ -62,10 +62,12 @@ def hub(hub_cache, tiny_model_dir, monkeypatch):
     """The fake Hub serving the tiny model as "tiny-org/tiny-sd" (plus files the pipeline never reads)."""
     repo = {**folder_files(tiny_model_dir), **NOT_NEEDED}
     fake = HubFake({"tiny-org/tiny-sd": repo})
+    clear_cache()  # loaded models are kept per process: each test starts with the model not loaded
     with FakeServer(fake) as server:
         point_hub_at(monkeypatch, server.url)
         fake.server = server
         yield fake
+    clear_cache()
 
 
 def needed_files(tiny_model_dir: Path) -> dict[str, int]:
@@ -204,12 +206,30 @@ def test_first_use_downloads_the_needed_files_with_progress_then_generates(hub, 
     # Now it is on the machine: status says ready with no download, and nothing is fetched again.
     local_models.forget_checks()
     assert provider.status().state == READY and provider.status().reason == ""
-    from providers.local import clear_cache
-
     clear_cache()
     before = len(hub.downloads)
     provider.generate(request(provider), RunContext())
     assert len(hub.downloads) == before
+
+
+def test_a_failed_download_is_one_clear_error_and_the_next_request_fetches_only_the_rest(hub, studio_home):
+    hub.failing = {"unet/diffusion_pytorch_model.safetensors"}
+    provider = provider_for(studio_home, "tiny-org/tiny-sd")
+    with pytest.raises(NotConfigured) as caught:
+        provider.generate(request(provider), RunContext())
+    message = caught.value.message
+    assert message.startswith("downloading the local model 'tiny-org/tiny-sd'") and "failed" in message
+    assert "key" not in message.lower()
+    # model_index.json comes last, so a half-done download is not mistaken for a model on disk.
+    assert provider.status().reason.startswith("tiny-org/tiny-sd downloads on first use")
+    fetched = list(hub.downloads)
+    assert "tiny-org/tiny-sd/model_index.json" not in fetched
+
+    hub.failing = set()
+    provider.generate(request(provider), RunContext())
+    refetched = hub.downloads[len(fetched):]
+    assert "tiny-org/tiny-sd/unet/diffusion_pytorch_model.safetensors" in refetched
+    assert not set(refetched) & set(fetched)  # finished files were kept
 
 
 # -- the CLI on a first run --------------------------------------------------------------------

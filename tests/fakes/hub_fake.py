@@ -33,7 +33,8 @@ class HubFake:
     def __init__(self, repos: dict[str, dict[str, bytes]]):
         self.repos = repos
         self.commit = hashlib.sha1(repr(sorted((r, sorted(f)) for r, f in repos.items())).encode()).hexdigest()
-        self.downloads: list[str] = []  # "repo/path" of every GET of a file
+        self.downloads: list[str] = []  # "repo/path" of every file served whole by a GET
+        self.failing: set[str] = set()  # paths whose GET answers 500 (a CDN failing mid-download)
 
     def __call__(self, request: Request) -> Response:
         path = unquote(request.path)
@@ -73,5 +74,7 @@ class HubFake:
         if filename.endswith(LFS_SUFFIXES):
             headers.update({"X-Linked-Etag": f'"{etag}"', "X-Linked-Size": str(len(data))})
         if request.method == "GET":
+            if filename in self.failing:
+                return Response(500, {"error": "Internal Error"})
             self.downloads.append(f"{repo_id}/{filename}")
         return Response(200, data, headers)
