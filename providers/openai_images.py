@@ -70,13 +70,16 @@ class OpenAIProvider(CloudProvider):
                 response = call_within(lambda: self._call(client, request.mode, params, count, deadline, key),
                                        ctx=ctx, deadline=deadline, policy=self.retry_policy, window=self.retry_window,
                                        label="OpenAI", provider=self.name)
-                images.extend(self._images(response, ctx, deadline, str(client.base_url)))
+                made, lost = self._images(response, ctx, deadline, str(client.base_url))
+                images.extend(made)
             except StudioError as error:
                 if not keep_partial(images, error):
                     raise
                 usage["incomplete"] = f"{len(images)} of {request.n} images: {error.message}"
                 break
             _add_usage(usage, response)
+            if lost:  # the answer is paid in full: keep its usable images, say what was lost
+                usage["incomplete"] = f"{len(images)} of {request.n} images: {lost.message}"
             ctx.report("generating", len(images) / request.n)
         return ProviderResult(images=images, cost=token_cost(model, usage), usage=usage)
 
@@ -130,33 +133,41 @@ class OpenAIProvider(CloudProvider):
 
     # -- the answer -------------------------------------------------------------------------
 
-    def _images(self, response, ctx: RunContext, deadline: Deadline, base_url: str) -> list[ProviderImage]:
-        """The images of an answer: ``data[].b64_json`` (GPT image models), or ``data[].url`` (what
-        DALL·E-era and OpenAI-compatible servers send), downloaded through the outbound guard.
+    def _images(self, response, ctx: RunContext, deadline: Deadline,
+                base_url: str) -> tuple[list[ProviderImage], UnusableResult | None]:
+        """The usable images of an answer, and why any item was not usable (None when all were).
+        Items carry ``data[].b64_json`` (GPT image models) or ``data[].url`` (what DALL·E-era and
+        OpenAI-compatible servers send), downloaded through the outbound guard.
 
         The answer is billed, so an item without a usable image is an ``UnusableResult``, never
-        retried: a retry would be paid again."""
-        images = []
+        retried (a retry would be paid again); it is raised when no item is usable."""
+        images, lost = [], None
         for item in response.data or []:
-            if item.b64_json:
-                try:
-                    data = base64.b64decode(item.b64_json, validate=True)
-                except ValueError:
-                    raise UnusableResult("OpenAI answered (and billed) with an image that is not valid base64",
-                                         provider=self.name) from None
-            elif item.url:
-                data = self.download_output(item.url, ctx=ctx, deadline=deadline, max_bytes=MAX_OUTPUT_BYTES,
-                                            base_url=base_url)
-            else:
-                raise UnusableResult("OpenAI answered (and billed) an item with neither image data nor a link",
-                                     provider=self.name)
+            try:
+                data = self._item_bytes(item, ctx, deadline, base_url)
+            except UnusableResult as error:
+                lost = lost or error
+                continue
             info = {k: v for k, v in {"size": response.size, "quality": response.quality,
                                       "background": response.background, "output_format": response.output_format,
                                       "revised_prompt": item.revised_prompt}.items() if v}
             images.append(ProviderImage(data=data, seed=None, info=info))
         if not images:
-            raise UnusableResult("OpenAI answered (and billed) without any image", provider=self.name)
-        return images
+            raise lost or UnusableResult("OpenAI answered (and billed) without any image", provider=self.name)
+        return images, lost
+
+    def _item_bytes(self, item, ctx: RunContext, deadline: Deadline, base_url: str) -> bytes:
+        if item.b64_json:
+            try:
+                return base64.b64decode(item.b64_json, validate=True)
+            except ValueError:
+                raise UnusableResult("OpenAI answered (and billed) with an image that is not valid base64",
+                                     provider=self.name) from None
+        if item.url:
+            return self.download_output(item.url, ctx=ctx, deadline=deadline, max_bytes=MAX_OUTPUT_BYTES,
+                                        base_url=base_url)
+        raise UnusableResult("OpenAI answered (and billed) an item with neither image data nor a link",
+                             provider=self.name)
 
     def _studio_error(self, error, key: str, base_url: str, deadline: Deadline) -> StudioError:
         import openai

@@ -11,6 +11,8 @@ scene either.
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from providers.gemini import GeminiProvider
@@ -91,6 +93,17 @@ def test_openai_answers_without_a_usable_image_are_not_retried(cloud_fake, cloud
     error = unusable(cloud_provider(OpenAIProvider))
     assert words in error.message
     assert len(fake.calls) == 1 and fake.downloads == []
+
+
+def test_openai_usable_items_of_a_paid_answer_are_kept_when_one_is_not(cloud_fake, cloud_provider):
+    fake = cloud_fake("openai")
+    good = base64.b64encode(image_bytes(1024, 1024)).decode()
+    fake.answer_items = [{"b64_json": good}, {"url": "http://169.254.169.254/latest/meta-data/"}, {"b64_json": good}]
+    result = generate(cloud_provider(OpenAIProvider), n=3)
+    assert len(result.images) == 2
+    assert result.usage["incomplete"].startswith("2 of 3 images:") and "metadata" in result.usage["incomplete"]
+    assert result.usage["calls"] == 1 and result.cost is not None  # the one answer, paid in full, is costed
+    assert len(fake.calls) == 1
 
 
 def test_openai_link_the_guard_refuses_says_why(cloud_fake, cloud_provider):
