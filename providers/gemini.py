@@ -65,7 +65,11 @@ class GeminiProvider(CloudProvider):
                 response = call_within(lambda: self._call(client, request, contents, seed, deadline, key),
                                        ctx=ctx, deadline=deadline, policy=self.retry_policy, window=self.retry_window,
                                        label="Gemini", provider=self.name)
-                images.append(self._image_from(response, seed, key))
+                try:
+                    images.append(self._image_from(response, seed, key))
+                except UnusableResult:
+                    _add_usage(usage, response.usage_metadata)  # paid for, though it holds no image
+                    raise
             except StudioError as error:
                 if not keep_partial(images, error):
                     raise

@@ -70,6 +70,7 @@ class OpenAIProvider(CloudProvider):
                 response = call_within(lambda: self._call(client, request.mode, params, count, deadline, key),
                                        ctx=ctx, deadline=deadline, policy=self.retry_policy, window=self.retry_window,
                                        label="OpenAI", provider=self.name)
+                _add_usage(usage, response)  # every answer is billed, whether or not its images are usable
                 made, lost = self._images(response, ctx, deadline, str(client.base_url))
                 images.extend(made)
             except StudioError as error:
@@ -77,7 +78,6 @@ class OpenAIProvider(CloudProvider):
                     raise
                 usage["incomplete"] = f"{len(images)} of {request.n} images: {error.message}"
                 break
-            _add_usage(usage, response)
             if lost:  # the answer is paid in full: keep its usable images, say what was lost
                 usage["incomplete"] = f"{len(images)} of {request.n} images: {lost.message}"
             ctx.report("generating", len(images) / request.n)

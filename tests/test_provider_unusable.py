@@ -106,6 +106,15 @@ def test_openai_usable_items_of_a_paid_answer_are_kept_when_one_is_not(cloud_fak
     assert len(fake.calls) == 1
 
 
+def test_a_later_openai_answer_without_images_is_costed_with_the_kept_ones(cloud_fake, cloud_provider):
+    fake = cloud_fake("openai")
+    fake.answer_items, fake.answer_items_after = [], 1  # 11 images: 10 in the first answer, none in the second
+    result = generate(cloud_provider(OpenAIProvider), n=11)
+    assert len(result.images) == 10 and result.usage["incomplete"].startswith("10 of 11 images:")
+    assert result.usage["calls"] == 2  # both answers are paid for, and costed
+    assert len(fake.calls) == 2
+
+
 def test_openai_link_the_guard_refuses_says_why(cloud_fake, cloud_provider):
     fake = cloud_fake("openai")
     fake.answer_items = [{"url": "file:///etc/passwd"}]
@@ -123,6 +132,15 @@ def test_a_gemini_image_flagged_as_a_thought_is_kept_when_it_is_the_only_one(clo
     assert decoded(image.data).size == (1024, 1024)  # the answer's image, not a 64x64 interim one
     assert image.info["thought_image"] is True
     assert len(fake.calls) == 1
+
+
+def test_a_later_gemini_answer_without_an_image_is_costed_with_the_kept_one(cloud_fake, cloud_provider):
+    fake = cloud_fake("gemini")
+    fake.text_only, fake.blocks_from_call = "No image this time.", 2
+    result = generate(cloud_provider(GeminiProvider), n=2, seed=1)
+    assert len(result.images) == 1 and result.usage["incomplete"].startswith("1 of 2 images:")
+    assert result.usage["calls"] == 2  # the text-only answer was paid for too, and is costed
+    assert len(fake.calls) == 2
 
 
 def test_a_billed_gemini_answer_without_candidates_is_not_retried(cloud_fake, cloud_provider):

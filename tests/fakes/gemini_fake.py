@@ -80,7 +80,7 @@ class GeminiFake:
     """The request handler for ``FakeServer``. Tests steer it through its attributes:
 
     ``block_prompt``: a blockReason for promptFeedback; ``finish_reason``: e.g. "IMAGE_SAFETY";
-    ``blocks_from_call``: the first call (1-based) that those two apply to;
+    ``blocks_from_call``: the first call (1-based) that those two and ``text_only`` apply to;
     ``text_only``: answer this text and no image; ``thought_image_only``: the answer's one image part
     is flagged ``"thought": true`` (seen from thinking models); ``no_candidates``: a billed answer
     with ``usageMetadata`` but no candidates and no ``promptFeedback``; ``delay``: seconds before answering;
@@ -216,10 +216,11 @@ class GeminiFake:
             parts.append({"text": "Planning the composition.", "thought": True})
             parts.append({"inlineData": {"mimeType": "image/png", "data": _b64(image_bytes(64, 64, "PNG", (9, 9, 9)))},
                           "thought": True})
-        text = self.text_only or "Here is the image you asked for."
+        text_only = self.text_only if blocking else None
+        text = text_only or "Here is the image you asked for."
         parts.append({"text": text})
         image_tokens = 0
-        if "IMAGE" in modalities and self.text_only is None:
+        if "IMAGE" in modalities and text_only is None:
             seed = call.config.get("seed", 0)
             color = (seed * 37 % 256, seed * 91 % 256, 128)
             parts.append({"inlineData": {"mimeType": "image/png",

@@ -21,7 +21,7 @@ token counts that grow with quality, size and ``n``. Tests script failures (429 
 An OpenAI-compatible server (and DALL·E with ``response_format=url``) answers ``data[].url`` instead,
 a link valid for an hour: ``fake.links = True`` does that, serving the files at ``GET /files/<name>``
 without auth. ``fake.answer_items`` replaces ``data`` of the next billed answer (a shape without a
-usable image), usage still counted.
+usable image), usage still counted; ``fake.answer_items_after`` normal answers come first.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ class OpenAIFake:
         self.files: dict[str, bytes] = {}  # what the links point at
         self.downloads: list[Request] = []
         self.answer_items: list[dict] | None = None  # the next answer's data[], billed as usual
+        self.answer_items_after = 0  # normal answers before answer_items is used
 
     # -- scripting failures in OpenAI's real shapes ----------------------------------------
 
@@ -208,7 +209,10 @@ class OpenAIFake:
 
         color = next(COLORS)
         pictures = [image_bytes(width, height, fmt.upper(), color) for _ in range(n)]
-        if self.answer_items is not None:
+        if self.answer_items is not None and self.answer_items_after > 0:
+            self.answer_items_after -= 1
+            data = [{"b64_json": base64.b64encode(picture).decode()} for picture in pictures]
+        elif self.answer_items is not None:
             data, self.answer_items = self.answer_items, None
         elif self.links:
             data = []
