@@ -8,7 +8,7 @@ import io
 import pytest
 from PIL import Image
 
-from tests.helpers import png, tree_snapshot
+from tests.helpers import as_read, png, tree_snapshot
 from tests.test_app_pages import EDIT, button, page
 
 BOMB = io.BytesIO()
@@ -34,7 +34,7 @@ def test_bad_upload_is_a_message_and_writes_nothing(app_home, name, data, messag
     if any(b.label == "Apply edit" for b in at.button):
         button(at, "Apply edit").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    shown = " ".join(str(e.value) for e in [*at.error, *at.warning])
+    shown = " ".join(as_read(e.value) for e in [*at.error, *at.warning])
     assert re.search(message, shown), shown
     assert tree_snapshot(app_home) == before
 
@@ -50,6 +50,6 @@ def test_mask_of_the_wrong_size_is_a_message(app_home):
     before = tree_snapshot(app_home)
     button(at, "Apply edit").click().run()
     assert not at.exception
-    shown = " ".join(str(e.value) for e in [*at.error, *at.warning])
+    shown = " ".join(as_read(e.value) for e in [*at.error, *at.warning])
     assert "32x48" in shown and "64x64" in shown, shown
     assert tree_snapshot(app_home) == before

@@ -20,6 +20,7 @@ from streamlit.testing.v1 import AppTest
 
 from studio.catalog import Catalog
 from studio.service import Studio
+from tests.helpers import as_read
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME, GENERATE, EDIT, VARIATIONS = "app.py", "pages/1_Generate.py", "pages/2_Edit.py", "pages/3_Variations.py"
@@ -80,7 +81,7 @@ def button(at: AppTest, label: str):
 
 
 def messages(at: AppTest, *kinds: str) -> list[str]:
-    return [str(e.value) for kind in kinds for e in at.get(kind)]
+    return [as_read(e.value) for kind in kinds for e in at.get(kind)]  # messages show user text escaped
 
 
 def png(size=(64, 64)) -> bytes:
