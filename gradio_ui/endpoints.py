@@ -40,8 +40,8 @@ OPTION_NAMES = ("negative_prompt", "style", "size", "width", "height", "n", "see
                 "cache")
 # What a batch caller may set in ``options`` (studio.jobs.BatchOptions, less what the app decides).
 BATCH_OPTION_NAMES = ("style", "negative_prompt", "size", "width", "height", "n", "steps", "guidance", "quality",
-                      "output_format", "compression", "category", "tags", "extra", "seed_policy", "seed",
-                      "concurrency", "webhook")
+                      "output_format", "compression", "category", "tags", "extra", "postprocess", "seed_policy",
+                      "seed", "concurrency", "webhook")
 BATCH_POLL_SECONDS = 0.25
 _IMAGE_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 MAX_HISTORY_PAGE = 100
