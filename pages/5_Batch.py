@@ -132,7 +132,7 @@ with new_batch:
         metrics = st.columns(4)
         metrics[0].metric("Scenes", len(preview.items))
         metrics[1].metric("Estimated cost", f"${preview.estimated_total:.4f}")
-        metrics[2].metric("Model", f"{preview.job.provider}/{preview.job.model}")
+        metrics[2].metric("Model", markdown_literal(f"{preview.job.provider}/{preview.job.model}"))  # id as typed
         if preview.daily_budget is None:
             metrics[3].metric("Daily budget", "none")
         else:

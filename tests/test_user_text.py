@@ -201,3 +201,12 @@ def test_gradio_board_toast_and_panel_show_the_board_name_as_written(studio, mon
     board = Boards(studio).find("local", name)
     outputs = show.fn({c: (board.id if isinstance(c, gr.Dropdown) else None) for c in show.inputs}, None, None)
     assert_shown_as_text(outputs[-1], name)
+
+
+def test_batch_preview_errors_quote_the_script_as_written(studio):
+    at = AppTest.from_file(str(ROOT / "pages" / "5_Batch.py"), default_timeout=30).run()
+    at.text_area(key="batch_script").set_value(f"fine scene\nbroken --seed {HOSTILE}\n").run()
+    errors = [str(e.value) for e in at.error]
+    assert errors, "the malformed line is reported"
+    assert_page_shows_user_text_as_text(at, "line 2: --seed")
+    assert any(MARKER in rendered(e)[1] for e in errors), errors
