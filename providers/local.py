@@ -451,6 +451,10 @@ class LocalProvider(Provider):
              ) -> tuple[LoadedModel, bool]:
         """The loaded model for ``model_id`` on this machine, and whether it came from the cache."""
         source = ModelSource.parse(model_id)
+        if source.kind == "hub" and not is_downloaded(source.location):
+            # Not on this machine: find out whether it can be downloaded (one Hub request, seconds)
+            # before importing torch and diffusers, which alone takes many seconds.
+            check_downloadable(source.location)
         device, dtype = detect_device_and_dtype(self.settings.local_device, self.settings.local_dtype)
 
         def report(stage: str, fraction: float, message: str) -> None:
@@ -474,10 +478,9 @@ class LocalProvider(Provider):
     # -- the work --
 
     def generate(self, request: PreparedRequest, ctx: RunContext) -> ProviderResult:
-        import torch
-
         ctx.check_cancelled()
         loaded, from_cache = self.load(request.model.id, ctx, config=request.extra.get("config"))
+        import torch  # after load(): a model that cannot be had is refused without importing torch first
         pipe, arguments, denoising_steps = self._pipeline_and_arguments(loaded, request)
         steps = arguments["num_inference_steps"]
         seed = request.seed if request.seed is not None else secrets.randbelow(2**32)

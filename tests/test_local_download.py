@@ -232,6 +232,25 @@ def test_a_failed_download_is_one_clear_error_and_the_next_request_fetches_only_
     assert not set(refetched) & set(fetched)  # finished files were kept
 
 
+def test_gradio_shows_the_download_on_its_progress_bar(hub, studio_home, tmp_path, tiny_model_dir):
+    from gradio_ui.endpoints import Actions, Exporter
+    from studio.service import Studio
+
+    studio = Studio(settings=Settings.load(studio_home, local_model="tiny-org/tiny-sd", default_provider="local"))
+    seen: list[tuple[float, str]] = []
+    try:
+        Actions(studio, Exporter(studio, tmp_path)).generate(
+            "anon:first-run", "a harbour", "local", "", progress=lambda fraction, desc=None: seen.append((fraction, desc)),
+            width=256, height=256, steps=2, seed=1)
+    finally:
+        studio.close()
+    total = describe_bytes(sum(needed_files(tiny_model_dir).values()))
+    downloading = [(f, d) for f, d in seen if d and d.startswith("downloading tiny-org/tiny-sd")]
+    assert downloading[0][1].endswith(f"({total} in {len(needed_files(tiny_model_dir))} files)")
+    assert downloading[-1] == (1.0, f"downloading tiny-org/tiny-sd: {total} of {total}")
+    assert any(d == "generating: step 2/2" for _, d in seen)
+
+
 # -- the CLI on a first run --------------------------------------------------------------------
 
 
