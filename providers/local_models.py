@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -84,10 +85,14 @@ class RemoteModel:
         return f"{describe_bytes(self.total_bytes)} in {len(self.files)} files"
 
 
-def _variant_of(filename: str) -> str | None:
-    # "diffusion_pytorch_model.fp16.safetensors" -> "fp16"
-    parts = Path(filename).name.split(".")
-    return parts[-2] if len(parts) >= 3 and parts[-2] in PRECISION_VARIANTS else None
+_VARIANT = re.compile(r"\.(?:%s)(?=[.-])" % "|".join(PRECISION_VARIANTS))
+
+
+def _without_variant(filename: str) -> str:
+    """The plain file a precision variant stands in for: "unet.fp16.safetensors" -> "unet.safetensors",
+    "m.fp16-00001-of-00002.safetensors" -> "m-00001-of-00002.safetensors", "m.safetensors.index.fp16.json"
+    -> "m.safetensors.index.json". A plain file comes back unchanged."""
+    return _VARIANT.sub("", filename, count=1)
 
 
 def pipeline_files(siblings: list[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
@@ -108,11 +113,11 @@ def pipeline_files(siblings: list[tuple[str, int]]) -> tuple[tuple[str, int], ..
             continue
         if filename.lower().endswith(FOREIGN_WEIGHTS):
             continue
-        variant = _variant_of(filename)
-        if variant is not None and name.replace(f".{variant}.", ".") in names:
+        plain = _without_variant(name)
+        if plain != name and plain in names:
             continue
         if filename.endswith(".bin") and any(n.startswith(folder + "/") and n.endswith(".safetensors")
-                                             and _variant_of(n) is None for n in names):
+                                             and _without_variant(n) == n for n in names):
             continue
         chosen.append((name, int(size or 0)))
     # model_index.json last: its presence in the cache then means the whole download finished

@@ -126,6 +126,21 @@ def test_pipeline_files_are_the_diffusers_layout_without_other_formats(tiny_mode
         pipeline_files([("unet/config.json", 3)])
 
 
+def test_sharded_weights_keep_their_plain_shards_and_drop_the_half_precision_ones():
+    plain = ["unet/config.json", "unet/diffusion_pytorch_model-00001-of-00002.safetensors",
+             "unet/diffusion_pytorch_model-00002-of-00002.safetensors",
+             "unet/diffusion_pytorch_model.safetensors.index.json", "model_index.json"]
+    half = ["unet/diffusion_pytorch_model.fp16-00001-of-00002.safetensors",
+            "unet/diffusion_pytorch_model.fp16-00002-of-00002.safetensors",
+            "unet/diffusion_pytorch_model.safetensors.index.fp16.json"]
+    chosen = [name for name, _ in pipeline_files([(name, 1) for name in plain + half])]
+    assert sorted(chosen) == sorted(plain)
+    # A repo that ships only half-precision weights still gets them.
+    only_half = [(name, 1) for name in ("model_index.json", "vae/config.json",
+                                        "vae/diffusion_pytorch_model.fp16.safetensors")]
+    assert len(pipeline_files(only_half)) == 3
+
+
 # -- status --------------------------------------------------------------------------------------
 
 
