@@ -382,7 +382,7 @@ class LocalProvider(Provider):
         default_id = self.settings.local_model
         models = [dataclasses.replace(m, default=(m.id == default_id)) for m in catalog_models]
         listed = {m.id for m in models}
-        extra = [model_id for model_id in (default_id, *self.settings.local_models) if model_id not in listed]
+        extra = [model_id for model_id in (default_id, *self.offered_models()) if model_id not in listed]
         for model_id in dict.fromkeys(extra):
             entry = self.catalog.model(self.name, model_id)
             if not entry.known and ModelSource.looks_like_path(model_id):
@@ -391,9 +391,23 @@ class LocalProvider(Provider):
                           dataclasses.replace(entry, default=(model_id == default_id)))
         return models
 
+    def offered_models(self) -> dict[str, str]:
+        """The operator's allowlist (``Settings.local_models``) as {id visitors see: where the model is}.
+
+        An entry ``name=/models/style.safetensors`` is offered as ``name``, so the server path never
+        leaves the server; an entry without a name (a Hub id, or a path) is its own id."""
+        offered = {}
+        for entry in self.settings.local_models:
+            name, named, location = entry.partition("=")
+            if named and name.strip() and location.strip():
+                offered[name.strip()] = location.strip()
+            else:
+                offered[entry] = entry
+        return offered
+
     def allowed_model_ids(self) -> set[str]:
         """Every model a visitor may choose when free model paths are off: catalog, allowlist, defaults."""
-        return ({m.id for m in self.catalog.models(self.name)} | set(self.settings.local_models)
+        return ({m.id for m in self.catalog.models(self.name)} | set(self.offered_models())
                 | {self.settings.local_model} | set(self.settings.user_models.values()))
 
     def default_model(self, user: str = "local", mode: str = "text-to-image") -> ModelInfo:
@@ -449,8 +463,9 @@ class LocalProvider(Provider):
 
     def load(self, model_id: str, ctx: RunContext | None = None, *, config: str | None = None
              ) -> tuple[LoadedModel, bool]:
-        """The loaded model for ``model_id`` on this machine, and whether it came from the cache."""
-        source = ModelSource.parse(model_id)
+        """The loaded model for ``model_id`` (an id, a path, or a name from the allowlist) on this
+        machine, and whether it came from the cache."""
+        source = ModelSource.parse(self.offered_models().get(model_id, model_id))
         if source.kind == "hub" and not is_downloaded(source.location):
             # Not on this machine: find out whether it can be downloaded (one Hub request, seconds)
             # before importing torch and diffusers, which alone takes many seconds.

@@ -57,7 +57,8 @@ class Settings:
     local_dtype: str | None = None  # float16 | bfloat16 | float32; None = pick for the device
     local_cache_size: int = 2  # loaded pipelines kept in memory
     user_models: dict[str, str] = field(default_factory=dict)  # user -> local model id or path
-    # Local models a visitor may pick besides the catalog's (ids or paths the operator vouches for).
+    # Local models a visitor may pick besides the catalog's (Hub ids or paths the operator vouches
+    # for); "name=/models/x.safetensors" offers the file as "name", keeping the path on the server.
     local_models: tuple[str, ...] = ()
     # Whether a request may name any local model id or server path. True for the CLI and the library;
     # the web front ends set it False unless STUDIO_VISITORS=local (a remote visitor must not make the

@@ -456,6 +456,19 @@ def test_without_free_paths_only_offered_models_are_accepted_and_paths_are_not_p
     assert listed[allowed.id] == SINGLE_FILE_NAME  # the picker shows a file name, not the server path
 
 
+def test_an_allowlisted_file_can_be_offered_under_a_name_that_hides_its_path(provider, tiny_model_dir):
+    provider.settings.local_free_paths = False
+    provider.settings.local_model = "stabilityai/sd-turbo"
+    provider.settings.local_models = (f"tiny-style={tiny_model_dir / SINGLE_FILE_NAME}",)
+    offered = provider.models()
+    assert "tiny-style" in [m.id for m in offered]
+    assert not any(str(tiny_model_dir) in str(m.to_dict()) for m in offered)
+    with pytest.raises(InvalidRequest):
+        provider.model(str(tiny_model_dir / SINGLE_FILE_NAME))  # only the name is offered
+    result = provider.generate(prepared(provider, model="tiny-style"), RunContext())
+    assert pixels(result.images[0].data).shape == (256, 256, 3)
+
+
 def test_free_paths_stay_open_for_the_cli_and_library(provider, tiny_model_dir):
     assert provider.settings.local_free_paths  # the default: the person at the machine names any path
     assert provider.model(str(tiny_model_dir / SINGLE_FILE_NAME)).id == str(tiny_model_dir / SINGLE_FILE_NAME)
