@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import gradio as gr
 
-from studio.copies import copies, copy_name, remove, remove_folder, write_ids
+from studio.copies import copies, copy_name, deleted_ids, remove, remove_folder, write_ids
 from studio.errors import InvalidRequest, StudioError
 from studio.exports import build_zip
 from studio.identity import VisitorIds
@@ -205,18 +205,21 @@ class Exporter:
         """Remove every served copy of these (just deleted) images: exported files, zips and
         collages holding them, and Gradio's cached copies of each."""
         gone = set(image_ids)
-        self._remove_copies(gone.__contains__)
+        self._remove_copies(gone.__contains__, gone.__contains__)
 
     def purge(self) -> None:
-        """Remove the served copies of every image that is no longer stored."""
+        """Remove the served copies of every image this studio no longer has: in our own folder any
+        copy of an image that is not stored; in Gradio's cache (which other apps on this machine may
+        share) only copies of images this studio deleted (``studio.copies.deleted_ids``)."""
         storage = self.studio.storage
-        self._remove_copies(lambda image_id: storage.get(image_id) is None)
+        deleted = deleted_ids(self.studio.home)
+        self._remove_copies(lambda image_id: storage.get(image_id) is None, deleted.__contains__)
 
-    def _remove_copies(self, is_gone: Callable[[str], bool]) -> None:
-        for path in list(copies(self.root, is_gone)):
+    def _remove_copies(self, gone_here: Callable[[str], bool], gone_cached: Callable[[str], bool]) -> None:
+        for path in list(copies(self.root, gone_here)):
             self._remove_cached_copy(path)
             remove(path, root=self.root)
-        for path in list(copies(self.cache_dir, is_gone)):  # cached copies whose original went earlier
+        for path in list(copies(self.cache_dir, gone_cached)):  # cached copies whose original went earlier
             remove(path, root=self.cache_dir)
 
     def _remove_cached_copy(self, path: Path) -> None:

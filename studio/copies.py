@@ -8,7 +8,9 @@ across restarts. Deleting an image must remove every such copy; this module says
 copies of which images, so that rule lives in one place.
 
 A derived file whose name and content do not say which images went into it (a collage) gets a
-sidecar ``<file name>.ids`` listing them, written next to it.
+sidecar ``<file name>.ids`` listing them, written next to it. The core notes each deleted image id
+in ``<home>/deleted-images.txt`` (``note_deleted``), so a server that was down, or another process,
+can drop its copies later without touching copies that belong to another studio sharing the cache.
 """
 
 from __future__ import annotations
@@ -30,6 +32,21 @@ log = logging.getLogger(__name__)
 _COPY_NAME = re.compile(r"(?P<id>[0-9a-f]{16})(?:\.thumb)?\.(?:png|jpe?g|webp)")
 IDS_SUFFIX = ".ids"
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # a manifest larger than this is not one of ours
+
+
+DELETED_LOG = "deleted-images.txt"
+
+
+def note_deleted(home: Path, image_id: str) -> None:
+    """Append ``image_id`` to the studio's log of deleted images (one id a line)."""
+    with open(Path(home) / DELETED_LOG, "a", encoding="utf-8") as log_file:
+        log_file.write(f"{image_id}\n")
+
+
+def deleted_ids(home: Path) -> set[str]:
+    """Every image id the studio at ``home`` has deleted (``note_deleted``)."""
+    path = Path(home) / DELETED_LOG
+    return set(path.read_text(encoding="utf-8").split()) if path.is_file() else set()
 
 
 def copy_name(record: ImageRecord, *, thumbnail: bool = False) -> str:
@@ -106,4 +123,5 @@ def remove_folder(folder: Path) -> None:
         log.warning("could not remove %s: %s", folder, exc)
 
 
-__all__ = ["IDS_SUFFIX", "copies", "copy_name", "image_ids_in", "remove", "remove_folder", "write_ids"]
+__all__ = ["DELETED_LOG", "IDS_SUFFIX", "copies", "copy_name", "deleted_ids", "image_ids_in", "note_deleted", "remove",
+           "remove_folder", "write_ids"]

@@ -5,24 +5,21 @@ Two pieces travel inside each file:
   ``Steps: .., Sampler: .., CFG scale: .., Seed: .., Size: WxH, Model: ..``);
 - ``studio``: a JSON object with everything else (ids, provider, cost, parent, tags...).
 PNG keeps them in text chunks; JPEG and WEBP in EXIF (UserComment for ``parameters``, the image
-description for the JSON). Nothing secret is ever part of either.
+description for the JSON), a long JPEG's in XMP too. Writing them is ``studio.metadata_write``.
+Nothing secret is ever part of either.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from typing import Any
 
-from PIL import Image, PngImagePlugin
+from studio.imaging import open_checked
+from studio.metadata_write import (EXIF_IFD_POINTER, EXIF_IMAGE_DESCRIPTION, EXIF_USER_COMMENT, JSON_PREFIX,
+                                   UNICODE_HEADER, encode_image, xmp_fields)
 
-from studio.imaging import PIL_FORMATS, open_checked
-
-EXIF_USER_COMMENT = 0x9286
-EXIF_IMAGE_DESCRIPTION = 0x010E
-EXIF_IFD_POINTER = 0x8769
-JSON_PREFIX = "image-studio:"
+__all__ = ["encode_image", "format_parameters", "parse_parameters", "read_metadata"]
 _NEEDS_QUOTES = re.compile(r"[,:\n\"]")
 
 
@@ -71,50 +68,26 @@ def parse_parameters(text: str) -> dict[str, Any]:
             "pairs": pairs}
 
 
-def _encode_user_comment(text: str) -> bytes:
-    # EXIF UserComment: an 8-byte character-code prefix, then the text. UNICODE means UTF-16;
-    # we write big-endian, as the EXIF spec's default byte order for this field in A1111's readers.
-    return b"UNICODE\x00" + text.encode("utf-16-be")
-
-
-def _decode_user_comment(raw: bytes | str) -> str:
+def _decode_user_comment(raw: bytes | str, exif_big_endian: bool = True) -> str:
     if isinstance(raw, str):
         return raw
     prefix, body = raw[:8], raw[8:]
-    if prefix == b"UNICODE\x00":
-        # Some writers use little-endian; a BOM or the position of the zero bytes tells which.
+    if prefix == UNICODE_HEADER:
         if body[:2] == b"\xff\xfe":
             return body[2:].decode("utf-16-le", errors="replace")
         if body[:2] == b"\xfe\xff":
             return body[2:].decode("utf-16-be", errors="replace")
-        if len(body) >= 2 and body[0] != 0 and body[1] == 0:
-            return body.decode("utf-16-le", errors="replace")
-        return body.decode("utf-16-be", errors="replace")
+        # No BOM. A1111, piexif and the studio write big-endian; some writers (Microsoft Photo, exiftool
+        # in little-endian Exif) little-endian. The first character decides nothing (一 is 4E 00 in
+        # big-endian), but A1111 text is largely ASCII (its settings line at least), whose high bytes are
+        # zero: zeros at even offsets mean big-endian, at odd offsets little-endian; on a tie, the Exif's
+        # own byte order.
+        zeros_even, zeros_odd = body[0::2].count(0), body[1::2].count(0)
+        big_endian = zeros_even > zeros_odd or (zeros_even == zeros_odd and exif_big_endian)
+        return body[:len(body) // 2 * 2].decode("utf-16-be" if big_endian else "utf-16-le", errors="replace")
     if prefix in (b"ASCII\x00\x00\x00", b"\x00" * 8):
         return body.decode("utf-8", errors="replace")
     return raw.decode("utf-8", errors="replace")
-
-
-def encode_image(image: Image.Image, fmt: str, *, parameters: str, studio_json: dict[str, Any],
-                 compression: int = 95) -> bytes:
-    """Encode ``image`` as ``fmt`` with both metadata pieces embedded."""
-    buffer = io.BytesIO()
-    payload = json.dumps(studio_json, ensure_ascii=True, sort_keys=True, default=str)
-    if fmt == "png":
-        info = PngImagePlugin.PngInfo()
-        info.add_itxt("parameters", parameters)
-        info.add_itxt("studio", payload)
-        image.save(buffer, format="PNG", pnginfo=info, optimize=False)
-        return buffer.getvalue()
-    exif = Image.Exif()
-    exif[EXIF_IMAGE_DESCRIPTION] = JSON_PREFIX + payload
-    exif.get_ifd(EXIF_IFD_POINTER)[EXIF_USER_COMMENT] = _encode_user_comment(parameters)
-    if fmt == "jpeg" and image.mode != "RGB":
-        from studio.imaging import flatten
-
-        image = flatten(image)
-    image.save(buffer, format=PIL_FORMATS[fmt], exif=exif.tobytes(), quality=int(compression))
-    return buffer.getvalue()
 
 
 def read_metadata(data: bytes) -> dict[str, Any]:
@@ -136,7 +109,13 @@ def read_metadata(data: bytes) -> dict[str, Any]:
             studio_json = _loads(description[len(JSON_PREFIX):])
         comment = exif.get_ifd(EXIF_IFD_POINTER).get(EXIF_USER_COMMENT)
         if parameters is None and comment:
-            parameters = _decode_user_comment(comment).rstrip("\x00")
+            parameters = _decode_user_comment(comment, exif.endian != "<").rstrip("\x00")
+    # A JPEG whose texts did not fit its Exif segment keeps them in full in XMP (metadata_write).
+    ours = xmp_fields(info.get("xmp") or info.get("XML:com.adobe.xmp"))
+    if studio_json is None and "studio" in ours:
+        studio_json = _loads(ours["studio"])
+    if "parameters" in ours:
+        parameters = ours["parameters"]
     return {
         "format": (image.format or "").lower(),
         "width": image.size[0],

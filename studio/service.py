@@ -23,13 +23,15 @@ from providers.base import Provider, ProviderStatus, UNAVAILABLE
 from studio import costs, postprocess
 from studio.catalog import Catalog
 from studio.contentfilter import ContentFilter
+from studio.copies import note_deleted
 from studio.config import SECRET_NAMES, Settings
 from studio.errors import (BudgetExceeded, ContentBlocked, InvalidRequest, NotFound, ProviderFailure, StudioError,
                            UnusableResult)
 from studio.identity import may_change, visible_to, without_embedded_owner
-from studio.imaging import decode_result, load_image, png_bytes, thumbnail_bytes
+from studio.imaging import decode_result, load_image, png_bytes, sniff_format, thumbnail_bytes
 from studio.netfetch import fetch_url, is_url
-from studio.metadata import encode_image, format_parameters, read_metadata
+from studio.metadata import format_parameters, read_metadata
+from studio.metadata_write import check_fits, encode_image, insert_metadata
 from studio.storage import HistoryQuery, Page, RepairReport, Storage
 from studio.storage.index import RESERVATION_TTL_SECONDS
 from studio.styles import StyleBook
@@ -41,6 +43,8 @@ STUDIO_VERSION = "image-studio 0.1"
 log = logging.getLogger(__name__)
 # A reservation outlives its request by this much: decoding, post-processing and saving the images.
 RESERVATION_SAVE_MARGIN_SECONDS = 600
+# Room left, when checking that an image's texts fit its format, for what the provider adds to its record.
+METADATA_HEADROOM_BYTES = 4096
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -148,6 +152,8 @@ class Studio:
                       duration=time.monotonic() - started)
             raise
         cache_key = self._cache_key(prepared)
+        # Nothing is paid for that cannot be kept: the texts each image will carry must fit its format.
+        self._check_metadata_fits(prepared, prepared_all.record_mode, request_id, tags, category, parent)
         use_cache = request.cache if request.cache is not None else (request.seed is not None and prepared.model.seed)
         if use_cache:
             hits = self.storage.index.by_cache_key(prepared.user, cache_key)
@@ -240,18 +246,9 @@ class Studio:
             seed = provided.seed if provided.seed is not None else (
                 prepared.seed + index if prepared.seed is not None else None)
             params = self._params(prepared, provided.info, result.usage)
-            record = ImageRecord(
-                id=secrets.token_hex(8), owner=prepared.user, path="", sha256="", width=image.size[0],
-                height=image.size[1], format=prepared.output_format, size_bytes=0, provider=prepared.provider,
-                model=prepared.model.id, mode=record_mode.value, prompt=prepared.prompt,
-                negative_prompt=prepared.negative_prompt, style=prepared.style, params=params, seed=seed,
-                category=category, tags=tags, cost=round(per_image, 6), generation_time=round(elapsed, 3),
-                created_at=created.isoformat(timespec="microseconds"), status="completed",
-                parent_id=parent.id if parent else None, request_id=request_id, cache_key=cache_key,
-                user_prompt=prepared.user_prompt,
-            )
-            data = encode_image(image, prepared.output_format, parameters=self._parameters_text(record),
-                                studio_json=embedded_json(record), compression=prepared.compression)
+            record = self._new_record(prepared, record_mode, image.size, seed, params, per_image, elapsed, created,
+                                      tags, category, parent, request_id, cache_key)
+            data = self._file_bytes(prepared, provided.data, image, record)
             records.append(record)
             encoded.append((data, thumbnail_bytes(image)))
         # Say which files are about to be written, then write them, then commit their rows (which
@@ -267,6 +264,48 @@ class Studio:
         self.storage.index.finish_generation(request_id if self.settings.daily_budget is not None else None,
                                              records, generation)
         return records
+
+    @staticmethod
+    def _new_record(prepared: PreparedRequest, record_mode: Mode, size: tuple[int, int], seed: int | None,
+                    params: dict[str, Any], cost: float, elapsed: float, created: datetime, tags: list[str],
+                    category: str, parent: ImageRecord | None, request_id: str, cache_key: str | None) -> ImageRecord:
+        """The record of one image about to be saved (``size`` in pixels, ``cost`` in USD, ``elapsed`` s)."""
+        return ImageRecord(
+            id=secrets.token_hex(8), owner=prepared.user, path="", sha256="", width=size[0],
+            height=size[1], format=prepared.output_format, size_bytes=0, provider=prepared.provider,
+            model=prepared.model.id, mode=record_mode.value, prompt=prepared.prompt,
+            negative_prompt=prepared.negative_prompt, style=prepared.style, params=params, seed=seed,
+            category=category, tags=tags, cost=round(cost, 6), generation_time=round(elapsed, 3),
+            created_at=created.isoformat(timespec="microseconds"), status="completed",
+            parent_id=parent.id if parent else None, request_id=request_id, cache_key=cache_key,
+            user_prompt=prepared.user_prompt,
+        )
+
+    def _check_metadata_fits(self, prepared: PreparedRequest, record_mode: Mode, request_id: str, tags: list[str],
+                             category: str, parent: ImageRecord | None) -> None:
+        """Refuse (InvalidRequest) a request whose images could not keep their texts in full in the
+        output format (a JPEG's metadata segments hold 64 KiB), before anything is paid for. Checked on
+        the record the image will carry, with room for what the provider adds to it."""
+        record = self._new_record(prepared, record_mode, (prepared.width, prepared.height), prepared.seed,
+                                  self._params(prepared, {}, {}), 0.0, 0.0, utc_now(), tags, category, parent,
+                                  request_id, None)
+        check_fits(prepared.output_format, self._parameters_text(record), embedded_json(record),
+                   headroom=METADATA_HEADROOM_BYTES)
+
+    def _file_bytes(self, prepared: PreparedRequest, provided: bytes, image, record: ImageRecord) -> bytes:
+        """The file to store for one answer. When the provider answered in the requested format and no
+        post-processing is asked, its own bytes with the metadata written in (lossless, about a
+        millisecond); otherwise ``image`` (decoded, post-processed) encoded with it."""
+        parameters, studio_json = self._parameters_text(record), embedded_json(record)
+        if not prepared.postprocess and sniff_format(provided) == prepared.output_format:
+            try:
+                return insert_metadata(provided, prepared.output_format, parameters=parameters,
+                                       studio_json=studio_json, size=image.size)
+            except ValueError as exc:  # decodable, yet its structure is not one we write into: re-encode
+                log.warning("%s answered a %s file whose metadata cannot be written in place (%s); re-encoding it",
+                            prepared.provider, prepared.output_format, exc)
+        return encode_image(image, prepared.output_format, parameters=parameters, studio_json=studio_json,
+                            compression=prepared.compression)
 
     @staticmethod
     def _billed_on_failure(prepared: PreparedRequest, error: StudioError, quote: costs.CostQuote,
@@ -444,6 +483,7 @@ class Studio:
         if not may_change(record, user):
             raise NotFound(f"no image with id {image_id!r}")
         self.storage.delete(record)
+        note_deleted(self.home, record.id)  # front ends drop their served copies of it, even later
 
     def update_image(self, image_id: str, user: str = "local", **fields: Any) -> ImageRecord:
         record = self.get_image(image_id, user)

@@ -160,3 +160,20 @@ def test_exports_of_earlier_runs_are_swept_instead_of_piling_up(env):
             shutil.rmtree(first.root, ignore_errors=True)
     finally:
         studio.close()
+
+
+def test_a_gradio_cache_shared_with_another_studio_keeps_that_studios_copies(env):
+    echo_provider.install(env / "other" / "catalog")
+    ours, theirs = Studio(env / "home"), Studio(env / "other")
+    try:
+        record = theirs.generate(GenerationRequest(prompt="a kite", provider="echo", width=64, height=64)).images[0]
+        their_export = Exporter(theirs, env / "their-exports", cache_dir=env / "gradio-cache")
+        cached = gr.File().move_resource_to_block_cache(their_export.image_file(record, "local"))
+        Exporter(ours, env / "exports", cache_dir=env / "gradio-cache")  # our server starts and purges
+        assert Path(cached).is_file()  # not an image of ours, not deleted: left alone
+        theirs.delete_image(record.id)
+        Exporter(theirs, env / "their-exports", cache_dir=env / "gradio-cache")  # their next start
+        assert not Path(cached).exists()
+    finally:
+        ours.close()
+        theirs.close()
