@@ -63,7 +63,7 @@ if clicked:
     status = provider_statuses(ctx)[provider]
     try:
         if not status.ready:
-            raise NotConfigured(status.reason, provider=provider)
+            raise NotConfigured(status.reason, provider=provider, needs_key=status.state == "missing_key")
         ctx.studio.prepare(request)  # a bad request is reported now, not from the background
         studio = ctx.studio
         label = f"{model.label or model.id}: {prompt.strip()[:40]}"

@@ -53,7 +53,7 @@ if st.button("Apply edit", type="primary", disabled=busy, icon=":material/brush:
         if mode is Mode.INPAINT and mask is None:
             raise InvalidRequest("paint the area to change on the image (or upload a mask) first")
         if not status.ready:
-            raise NotConfigured(status.reason, provider=provider)
+            raise NotConfigured(status.reason, provider=provider, needs_key=status.state == "missing_key")
         ctx.studio.prepare(request)
         studio = ctx.studio
         options = {k: v for k, v in controls.items() if k != "strength"}

@@ -58,7 +58,7 @@ if st.button(f"Make {count} variations", type="primary", disabled=busy, icon=":m
         if not effective_prompt:
             raise InvalidRequest("write a prompt (an uploaded image carries none)")
         if not status.ready:
-            raise NotConfigured(status.reason, provider=provider)
+            raise NotConfigured(status.reason, provider=provider, needs_key=status.state == "missing_key")
         ctx.studio.prepare(estimate_request)
         studio = ctx.studio
         label = f"{count} variations: {effective_prompt[:40]}"
