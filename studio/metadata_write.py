@@ -54,6 +54,7 @@ XMP_HEADER = b"http://ns.adobe.com/xap/1.0/\x00"
 JPEG_SEGMENT_MAX = 65533  # payload bytes of one JPEG marker segment (its 2-byte length counts itself)
 EXIF_TIFF_MAX = JPEG_SEGMENT_MAX - len(EXIF_HEADER)
 XMP_PACKET_MAX = JPEG_SEGMENT_MAX - len(XMP_HEADER)
+MAX_SIDE = {"png": 2**31 - 1, "jpeg": 65500, "webp": 16383}  # pixels: the formats' (and encoders') limits
 
 # TIFF field types
 _ASCII, _LONG, _UNDEFINED = 2, 4, 7
@@ -105,10 +106,15 @@ def plan(fmt: str, parameters: str, studio_json: dict[str, Any]) -> Embedding:
     return Embedding(fmt, parameters, payload, exif, xmp, complete, cut)
 
 
-def check_fits(fmt: str, parameters: str, studio_json: dict[str, Any], *, headroom: int = 0) -> None:
+def check_fits(fmt: str, parameters: str, studio_json: dict[str, Any], *, headroom: int = 0,
+               size: tuple[int, int] | None = None) -> None:
     """Raise InvalidRequest when ``fmt`` cannot keep both texts in full (only a JPEG's 64 KiB
-    segments can run out), with ``headroom`` bytes to spare in the JSON. Called before a request is
-    paid for, on the texts it will write."""
+    segments can run out), with ``headroom`` bytes to spare in the JSON, or cannot hold an image of
+    ``size`` (width, height in pixels: WEBP sides stop at 16,383, JPEG's at 65,500). Called before a
+    request is paid for, on the texts and size it will write."""
+    if size is not None and max(size) > MAX_SIDE[fmt]:
+        raise InvalidRequest(f"a {size[0]}x{size[1]} image cannot be saved as {fmt.upper()}, whose sides stop at "
+                             f"{MAX_SIDE[fmt]:,} pixels; choose PNG or a smaller size or upscale")
     padded = {**studio_json, "_headroom": "x" * headroom} if headroom else studio_json
     if not plan(fmt, parameters, padded).complete:
         raise InvalidRequest("the prompt is too long to keep in full in a JPEG's metadata (at most 64 KiB per "

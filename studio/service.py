@@ -284,13 +284,16 @@ class Studio:
     def _check_metadata_fits(self, prepared: PreparedRequest, record_mode: Mode, request_id: str, tags: list[str],
                              category: str, parent: ImageRecord | None) -> None:
         """Refuse (InvalidRequest) a request whose images could not keep their texts in full in the
-        output format (a JPEG's metadata segments hold 64 KiB), before anything is paid for. Checked on
-        the record the image will carry, with room for what the provider adds to it."""
+        output format (a JPEG's metadata segments hold 64 KiB), or whose size (after upscaling) the
+        format cannot hold, before anything is paid for. Checked on the record the image will carry,
+        with room for what the provider adds to it."""
         record = self._new_record(prepared, record_mode, (prepared.width, prepared.height), prepared.seed,
                                   self._params(prepared, {}, {}), 0.0, 0.0, utc_now(), tags, category, parent,
                                   request_id, None)
+        factor = prepared.postprocess.get("upscale", 1)
         check_fits(prepared.output_format, self._parameters_text(record), embedded_json(record),
-                   headroom=METADATA_HEADROOM_BYTES)
+                   headroom=METADATA_HEADROOM_BYTES,
+                   size=(round(prepared.width * factor), round(prepared.height * factor)))
 
     def _file_bytes(self, prepared: PreparedRequest, provided: bytes, image, record: ImageRecord) -> bytes:
         """The file to store for one answer. When the provider answered in the requested format and no

@@ -234,6 +234,29 @@ def test_prompt_that_cannot_fit_a_jpeg_is_refused_before_the_provider_is_called(
         assert meta["studio"]["prompt"] == "🦊" * 4000
 
 
+def test_size_a_format_cannot_hold_is_refused_before_the_provider_is_called(studio_home):
+    # Same kind as the long text: a format limit (WEBP sides stop at 16,383 pixels) met after paying.
+    from studio.service import Studio
+
+    echo_provider.install(studio_home / "catalog")
+    catalog = dict(echo_provider.ECHO_CATALOG, models=[dict(echo_provider.ECHO_CATALOG["models"][0],
+                                                            size_range={"min": 64, "max": 8192, "multiple": 8})])
+    (studio_home / "catalog" / "echo.json").write_text(json.dumps(catalog))
+    providers.register("echo", FixedAnswer)
+    FixedAnswer.calls, FixedAnswer.data = 0, photo("png")
+    studio = Studio(studio_home)
+    try:
+        wide = GenerationRequest("a long pier", provider="echo", model="echo-1", width=4096, height=512,
+                                 postprocess={"upscale": 4})
+        with pytest.raises(InvalidRequest, match="cannot be saved as WEBP"):
+            studio.generate(wide.replace(output_format="webp"))
+        assert FixedAnswer.calls == 0
+        studio.generate(wide.replace(output_format="png", postprocess={"upscale": 1.1}))
+        assert FixedAnswer.calls == 1
+    finally:
+        studio.close()
+
+
 def test_exif_copy_too_long_is_cut_cleanly_and_marked_and_full_text_is_in_xmp():
     # Astral characters (surrogate pairs), combining accents and ASCII: 80 KB in UTF-16, 55 KB in UTF-8.
     prompt = "🦊e\u0301 abc" * 5000
