@@ -13,6 +13,7 @@ from typing import Any
 from studio.catalog import Catalog, ModelInfo
 from studio.config import Settings
 from studio.types import PreparedRequest, ProviderResult, RunContext
+from studio.validation import SEED_SPACE
 
 READY = "ready"
 MISSING_KEY = "missing_key"
@@ -45,6 +46,7 @@ class Provider:
     sdk_module: str | None = None  # import name of the SDK; checked without importing it
     sdk_package: str | None = None  # pip name, for the "unavailable" message
     max_concurrency: int = 4  # how many requests a batch may run at once against this provider
+    seed_space: int = SEED_SPACE  # seeds the provider takes: 0 .. seed_space - 1 (see validation.nth_seed)
 
     def __init__(self, settings: Settings, catalog: Catalog):
         self.settings = settings

@@ -26,6 +26,7 @@ from studio.errors import (ContentBlocked, InvalidRequest, NotConfigured, Provid
                            QuotaExhausted, RateLimited, StudioError, UnusableResult)
 from studio.imaging import flatten, png_bytes
 from studio.types import Mode, PreparedRequest, ProviderImage, ProviderResult, RunContext
+from studio.validation import nth_seed
 
 # Finish reasons that mean a safety or policy filter stopped the answer.
 BLOCKING_FINISH_REASONS = {
@@ -43,6 +44,7 @@ class GeminiProvider(CloudProvider):
     name = "gemini"
     label = "Google Gemini"
     key_names = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    seed_space = SEED_LIMIT
     sdk_module = "google.genai"
     sdk_package = "google-genai"
 
@@ -60,7 +62,7 @@ class GeminiProvider(CloudProvider):
         for index in range(request.n):
             ctx.report("generating", index / request.n, step=index, total_steps=request.n,
                        message=f"asking Gemini for image {index + 1} of {request.n}")
-            seed = (request.seed + index) % SEED_LIMIT if request.model.seed and request.seed is not None else None
+            seed = nth_seed(request.seed, index, self.seed_space) if request.model.seed and request.seed is not None else None
             try:
                 response = call_within(lambda: self._call(client, request, contents, seed, deadline, key),
                                        ctx=ctx, deadline=deadline, policy=self.retry_policy, window=self.retry_window,

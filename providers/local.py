@@ -38,6 +38,7 @@ from studio.errors import (Cancelled, ContentBlocked, InvalidRequest, NotConfigu
                            StudioError)
 from studio.imaging import flatten, png_bytes
 from studio.types import Mode, PreparedRequest, ProviderImage, ProviderResult, RunContext
+from studio.validation import nth_seed
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 DTYPES = {"float16": "float16", "fp16": "float16", "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16",
@@ -251,6 +252,8 @@ def _load_text_to_image(source: ModelSource, dtype: Any, config: str | None, rep
 
     try:
         download(remote, on_bytes)
+    except StudioError:  # cancelled from the progress callback: the finished files stay for next time
+        raise
     except Exception as exc:  # network drop, disk full, server error: the download did not complete
         LOG.warning("downloading %s failed: %s: %s", source.location, type(exc).__name__, exc)
         raise NotConfigured(
@@ -475,6 +478,7 @@ class LocalProvider(Provider):
         def report(stage: str, fraction: float, message: str) -> None:
             if ctx is not None:
                 ctx.report(stage, fraction, message=message)
+                ctx.check_cancelled()  # a download can take minutes: Cancel stops it between chunks
 
         def load() -> LoadedModel:
             report("initializing", 0.0, f"loading {model_id} on {device} ({dtype})")
@@ -498,8 +502,8 @@ class LocalProvider(Provider):
         import torch  # after load(): a model that cannot be had is refused without importing torch first
         pipe, arguments, denoising_steps = self._pipeline_and_arguments(loaded, request)
         steps = arguments["num_inference_steps"]
-        seed = request.seed if request.seed is not None else secrets.randbelow(2**32)
-        seeds = [seed + i for i in range(request.n)]
+        seed = request.seed if request.seed is not None else secrets.randbelow(self.seed_space)
+        seeds = [nth_seed(seed, i, self.seed_space) for i in range(request.n)]
         # Generators on the CPU draw the same starting noise whatever the device, so a seed means the
         # same picture on CPU and GPU (up to their arithmetic differences). One generator per image:
         # image i of a batch can be re-made alone with seed + i.

@@ -23,6 +23,7 @@ from studio.errors import (ContentBlocked, InvalidRequest, NotConfigured, Provid
                            QuotaExhausted, RateLimited, StudioError, UnusableResult)
 from studio.imaging import flatten, png_bytes
 from studio.types import Mode, PreparedRequest, ProviderImage, ProviderResult, RunContext
+from studio.validation import nth_seed
 
 DEFAULT_BASE_URL = "https://api.stability.ai"
 EDIT_SERVICES = {"inpaint"}
@@ -63,6 +64,7 @@ class StabilityProvider(CloudProvider):
     key_names = ("STABILITY_API_KEY",)
     sdk_module = "httpx"
     sdk_package = "httpx"
+    seed_space = MAX_SEED + 1  # the API's seed is 0-4294967294
 
     # -- the story: build the form, call the API once per image, map errors, return images -------
 
@@ -79,7 +81,7 @@ class StabilityProvider(CloudProvider):
             ctx.report("generating", index / request.n, message=f"Stability AI: image {index + 1} of {request.n}")
             form = dict(fields)
             if request.seed is not None and request.model.seed:
-                form["seed"] = str((request.seed + index) % (MAX_SEED + 1))
+                form["seed"] = str(nth_seed(request.seed, index, self.seed_space))
             try:
                 answer = call_within(lambda: self._post(client, route.path, form, files, key, deadline),
                                      ctx=ctx, deadline=deadline, policy=self.retry_policy, window=self.retry_window,

@@ -214,8 +214,7 @@ def run(args: argparse.Namespace) -> int:
                                 for r in page.items) + f"\n({len(page.items)} of {page.total})")
     elif command == "info":
         meta = studio.info(args.image)
-        _emit(args, meta, lambda: meta.get("parameters") or json.dumps(meta.get("studio"), indent=2)
-              or "(no generation metadata)")
+        _emit(args, meta, lambda: _info_text(meta))
     elif command == "styles":
         styles = studio.styles.all()
         _emit(args, {"styles": [{"name": s.name, "label": s.label, "prompt": s.prompt,
@@ -234,6 +233,26 @@ def run(args: argparse.Namespace) -> int:
         _emit(args, report.to_dict(), lambda: _repair_text(report))
         return EXIT_OK if report.clean or args.fix else EXIT_FAILURE
     return EXIT_OK
+
+
+def _info_text(meta: dict[str, Any]) -> str:
+    """``info`` for people: the generation parameters in one shape whichever tool wrote them, or
+    why there are none ("(no generation metadata)", "(unrecognised format)")."""
+    found = meta.get("generation")
+    if not found:
+        return f"({meta.get('note') or 'no generation metadata'})"
+    size = f"{found['width']}x{found['height']}" if found.get("width") and found.get("height") else None
+    settings = [f"{label}: {value}" for label, value in (
+        ("Seed", found.get("seed")), ("Steps", found.get("steps")), ("Guidance", found.get("guidance")),
+        ("Size", size), ("Model", found.get("model")), ("Sampler", found.get("sampler"))) if value not in (None, "")]
+    lines = [f"Source: {found['source']}", f"Prompt: {found.get('prompt') or '(none)'}"]
+    if found.get("negative_prompt"):
+        lines.append(f"Negative prompt: {found['negative_prompt']}")
+    if settings:
+        lines.append(", ".join(settings))
+    if meta.get("seed_note"):
+        lines.append(f"note: {meta['seed_note']}")
+    return "\n".join(lines)
 
 
 def _providers_text(statuses) -> str:

@@ -91,7 +91,10 @@ def _decode_user_comment(raw: bytes | str, exif_big_endian: bool = True) -> str:
 
 
 def read_metadata(data: bytes) -> dict[str, Any]:
-    """Everything embedded in an image: ``parameters`` (text and parsed) and the ``studio`` JSON."""
+    """Everything embedded in an image: ``parameters`` (text and parsed), the ``studio`` JSON, and
+    ``generation``: the generation parameters of whichever tool wrote the file in one shape
+    (``studio.metadata_read``), or None with ``note`` saying why. Raises InvalidRequest for a file
+    that is not an image."""
     image = open_checked(data, "image")
     parameters: str | None = None
     studio_json: dict[str, Any] | None = None
@@ -116,13 +119,23 @@ def read_metadata(data: bytes) -> dict[str, Any]:
         studio_json = _loads(ours["studio"])
     if "parameters" in ours:
         parameters = ours["parameters"]
+    # Other tools' chunks (ComfyUI, InvokeAI, NovelAI, Fooocus, XMP...) as text; this module imports
+    # the readers here because they in turn use parse_parameters.
+    from studio.metadata_read import read_generation
+
+    chunks = {name: value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
+              for name, value in info.items() if isinstance(name, str) and isinstance(value, (str, bytes))}
+    found, note = read_generation(chunks, parameters, studio_json)
     return {
         "format": (image.format or "").lower(),
         "width": image.size[0],
         "height": image.size[1],
         "parameters": parameters,
-        "parsed": parse_parameters(parameters) if parameters else None,
+        # The A1111 text read as A1111 text; None when it is JSON (another tool's), which is no prompt.
+        "parsed": parse_parameters(parameters) if parameters and not parameters.lstrip().startswith("{") else None,
         "studio": studio_json,
+        "generation": found,  # metadata_read's normalised shape, whichever tool wrote it
+        "note": note,  # why there is no generation: "no generation metadata" / "unrecognised format"
     }
 
 

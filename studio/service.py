@@ -32,12 +32,13 @@ from studio.imaging import decode_result, load_image, png_bytes, sniff_format, t
 from studio.netfetch import fetch_url, is_url
 from studio.metadata import format_parameters, read_metadata
 from studio.metadata_write import check_fits, encode_image, insert_metadata
+from studio.metadata_read import request_fields, seed_note
 from studio.storage import HistoryQuery, Page, RepairReport, Storage
 from studio.storage.index import RESERVATION_TTL_SECONDS
 from studio.styles import StyleBook
 from studio.types import (GenerationRequest, ImageInput, ImageRecord, Mode, PreparedRequest, ProgressCallback,
                           ProgressEvent, ProviderResult, RunContext)
-from studio.validation import Prepared, clean_category, clean_tags, prepare
+from studio.validation import Prepared, clean_category, clean_tags, nth_seed, prepare
 
 STUDIO_VERSION = "image-studio 0.1"
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ RESERVATION_SAVE_MARGIN_SECONDS = 600
 # Room left, when checking that an image's texts fit its format, for what the provider adds to its record.
 METADATA_HEADROOM_BYTES = 4096
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+SOURCES_PREFIX = "sources"  # file store folder of edits' input images and masks, kept for re-runs
 
 
 @dataclass
@@ -113,7 +115,7 @@ class Studio:
         provider = self.provider(request.provider)
         # No model named: the provider's default for this kind of work (its text-to-image default may not edit).
         model = provider.model(request.model, request.user, Mode.parse(request.mode).value)
-        return prepare(request, provider.name, model, self.styles)
+        return prepare(request, provider.name, model, self.styles, seed_space=provider.seed_space)
 
     def estimate(self, request: GenerationRequest) -> float:
         """Expected USD of ``request``, input included (prompt and input-image tokens where billed):
@@ -238,14 +240,19 @@ class Studio:
         per_image = total_cost / len(result.images)
         created = utc_now()
         elapsed = time.monotonic() - started
+        # The input image and mask of an edit are kept (content-addressed) so it can be re-run.
+        sources = self._edit_sources(prepared)
+        source_keys = {name: key for name, (key, _data) in sources.items()}
         # Decode and check every image before writing any, so one broken answer writes nothing.
         records: list[ImageRecord] = []
         encoded: list[tuple[bytes, bytes]] = []
         for index, provided in enumerate(result.images):
             image = postprocess.apply(decode_result(provided.data, prepared.provider), prepared.postprocess)
             seed = provided.seed if provided.seed is not None else (
-                prepared.seed + index if prepared.seed is not None else None)
+                nth_seed(prepared.seed, index, self.provider(prepared.provider).seed_space)
+                if prepared.seed is not None else None)
             params = self._params(prepared, provided.info, result.usage)
+            params.update(source_keys)
             record = self._new_record(prepared, record_mode, image.size, seed, params, per_image, elapsed, created,
                                       tags, category, parent, request_id, cache_key)
             data = self._file_bytes(prepared, provided.data, image, record)
@@ -256,6 +263,9 @@ class Studio:
         self.storage.index.add_pending(request_id, [key for r in records
                                                     for key in (self.storage.image_key(r), self.storage.thumb_key(r))],
                                        owner=prepared.user)
+        for key, data in sources.values():
+            if not self.storage.files.exists(key):
+                self.storage.files.put(key, data)
         for record, (data, thumb) in zip(records, encoded):
             self.storage.write_image_files(record, data, thumb)
         generation = self._generation_row(request_id, prepared, record_mode, "completed", cost=total_cost,
@@ -341,11 +351,22 @@ class Studio:
         return float(result.cost)
 
     @staticmethod
+    def _edit_sources(prepared: PreparedRequest) -> dict[str, tuple[str, bytes]]:
+        """``{"source_image" | "source_mask": (file store key, PNG bytes)}`` for an edit's inputs (none
+        for text-to-image). Keys are ``sources/<sha256>.png``: the same input is kept once."""
+        kept = {}
+        for name, image in (("source_image", prepared.init_image), ("source_mask", prepared.mask)):
+            if image is not None:
+                data = png_bytes(image)
+                kept[name] = (f"{SOURCES_PREFIX}/{hashlib.sha256(data).hexdigest()}.png", data)
+        return kept
+
+    @staticmethod
     def _params(prepared: PreparedRequest, info: dict[str, Any], usage: dict[str, Any]) -> dict[str, Any]:
         params = {"width": prepared.width, "height": prepared.height, "n": prepared.n, "steps": prepared.steps,
                   "guidance": prepared.guidance, "strength": prepared.strength, "quality": prepared.quality,
                   "compression": prepared.compression, "extra": prepared.extra, "run_mode": prepared.mode.value,
-                  "postprocess": prepared.postprocess}
+                  "postprocess": prepared.postprocess, "user_negative_prompt": prepared.user_negative_prompt}
         params.update({k: v for k, v in info.items() if isinstance(v, (str, int, float, bool)) or v is None})
         if usage:
             params["usage"] = usage
@@ -457,9 +478,11 @@ class Studio:
         """What made a variation's source: its stored record, else the generation parameters embedded
         in the file (as History reads them); None when the image carries none."""
         if record is not None:
+            negative = record.params.get("user_negative_prompt")
+            if negative is None:  # recorded before the user's part was kept apart from the style's
+                negative = "" if record.style else record.negative_prompt
             return GenerationRequest(prompt=record.user_prompt or record.prompt, provider=record.provider,
-                                     model=record.model, style=record.style,
-                                     negative_prompt="" if record.style else record.negative_prompt, user=user)
+                                     model=record.model, style=record.style, negative_prompt=negative, user=user)
         try:
             return self.request_from_image(image, user)
         except InvalidRequest:  # no parameters inside (or unreadable ones): the caller must give a prompt
@@ -529,8 +552,12 @@ class Studio:
     # -- metadata -----------------------------------------------------------------------------
 
     def info(self, source: ImageInput | str, user: str = "local") -> dict[str, Any]:
-        """Metadata embedded in an image file (or a stored image, by id)."""
+        """Metadata embedded in an image file (or a stored image, by id): ``read_metadata``'s answer
+        (``generation`` in one shape whichever tool wrote the file, or ``note`` saying why none)."""
         image, _record = self.resolve_image(source, user)
+        return self._info_of(image)
+
+    def _info_of(self, image: Any) -> dict[str, Any]:
         if isinstance(image, (str, Path)):
             path = Path(image)
             if not path.is_file():
@@ -541,16 +568,60 @@ class Studio:
         meta = read_metadata(bytes(image))
         if isinstance(meta.get("studio"), dict):
             meta["studio"].pop("owner", None)  # files written before owners left the metadata still name one
+        meta["seed_note"] = seed_note(meta.get("generation"))
         return meta
 
     def request_from_image(self, source: ImageInput | str, user: str = "local") -> GenerationRequest:
-        """A request that re-runs an image with the same parameters (from its embedded metadata)."""
-        meta = self.info(source, user)
+        """A request that re-runs an image with the same parameters, from its embedded metadata: the
+        same mode, and for an edit, inpaint or image variation the same input image, mask and
+        strength. Raises InvalidRequest when the image carries nothing to re-run, and when an edit's
+        input is not kept any more (or was never kept, or belongs to an image this user cannot see)."""
+        image, record = self.resolve_image(source, user)
+        meta = self._info_of(image)
         try:
-            return _request_from_metadata(meta, user)
+            fields = request_fields(meta)
+            for name in ("source_image", "source_mask"):  # read from the stored record only
+                fields.pop(name, None)
+            run_mode, image_id = fields.pop("run_mode", None), fields.pop("id", None)
+            if run_mode in (Mode.IMAGE_TO_IMAGE.value, Mode.INPAINT.value):
+                fields.update(self._stored_sources(fields["mode"], record, image_id, user))
+            elif fields.get("mode") == Mode.VARIATION.value:
+                fields["strength"] = None  # a variation of a prompt: no input image
+            if fields.get("parent_id"):  # a file passed around may name a parent this user cannot see
+                parent = self.storage.get(str(fields["parent_id"]))
+                if parent is None or not visible_to(parent, user):
+                    fields["parent_id"] = None
+            return GenerationRequest(**fields, user=user)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a file can carry anything
             raise InvalidRequest(f"this image's generation parameters are unreadable "
                                  f"({type(exc).__name__}: {exc})") from exc
+
+    def _stored_sources(self, mode: str, record: ImageRecord | None, image_id: str | None,
+                        user: str) -> dict[str, Any]:
+        """The kept input image (and mask) of an edit, as ``init_image`` / ``mask`` request fields.
+        Only for an image of the studio's history this user can see, and from its stored record: a
+        file's metadata alone never reads another person's inputs."""
+        if record is None and image_id:
+            found = self.storage.get(str(image_id))
+            record = found if found is not None and visible_to(found, user) else None
+        what = mode.replace("-", " ")
+        if record is None:
+            raise InvalidRequest(f"this image was made by {what} from an input image the studio does not hold "
+                                 f"for you; re-running it as text-to-image would make something else: "
+                                 f"edit the input image again instead")
+        kept: dict[str, Any] = {}
+        for name, field_name in (("source_image", "init_image"), ("source_mask", "mask")):
+            key = record.params.get(name)  # the record's, not the file's (a file can name anything)
+            if key is None:
+                if name == "source_image" or mode == Mode.INPAINT.value:
+                    raise InvalidRequest(f"the input {'image' if name == 'source_image' else 'mask'} of this {what} "
+                                         f"was not kept (made before inputs were); it cannot be re-run")
+                continue
+            if not str(key).startswith(f"{SOURCES_PREFIX}/") or not self.storage.files.exists(key):
+                raise InvalidRequest(f"the input {'image' if name == 'source_image' else 'mask'} of this {what} "
+                                     f"is gone; it cannot be re-run")
+            kept[field_name] = self.storage.files.get(key)
+        return kept
 
     # -- housekeeping -------------------------------------------------------------------------
 
@@ -576,34 +647,6 @@ class Studio:
         for provider in self._providers.values():
             provider.close()
         self.storage.index.close()
-
-
-def _request_from_metadata(meta: dict[str, Any], user: str) -> GenerationRequest:
-    """The request that made an image, from ``read_metadata``'s answer (studio JSON, else the
-    parameters text). Raises InvalidRequest when there is neither; malformed values raise
-    KeyError/TypeError/ValueError/AttributeError."""
-    data = meta.get("studio") or {}
-    if data:
-        params = data.get("params", {})
-        return GenerationRequest(
-            prompt=data.get("user_prompt") or data["prompt"], provider=data.get("provider"),
-            model=data.get("model"), negative_prompt="" if data.get("style") else data.get("negative_prompt", ""),
-            style=data.get("style"), width=params.get("width"), height=params.get("height"),
-            seed=data.get("seed"), steps=params.get("steps"), guidance=params.get("guidance"),
-            quality=params.get("quality"), output_format=data.get("format", "png"), user=user,
-            category=data.get("category", ""), tags=list(data.get("tags", [])),
-            extra=params.get("extra") or {}, postprocess=params.get("postprocess") or {})
-    parsed = meta.get("parsed")
-    if not parsed:
-        raise InvalidRequest("this image carries no generation parameters")
-    pairs = parsed["pairs"]
-    width, height = (pairs.get("Size", "x").split("x") + [None])[:2] if "Size" in pairs else (None, None)
-    return GenerationRequest(
-        prompt=parsed["prompt"], negative_prompt=parsed["negative_prompt"],
-        width=int(width) if width else None, height=int(height) if height else None,
-        seed=int(pairs["Seed"]) if pairs.get("Seed", "").isdigit() else None,
-        steps=int(pairs["Steps"]) if pairs.get("Steps", "").isdigit() else None,
-        guidance=float(pairs["CFG scale"]) if pairs.get("CFG scale") else None, user=user)
 
 
 def _looks_like_path(text: str) -> bool:

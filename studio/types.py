@@ -109,6 +109,7 @@ class PreparedRequest:
     extra: dict[str, Any]
     style: str | None = None
     user_prompt: str = ""  # the prompt before the style template was applied
+    user_negative_prompt: str = ""  # the negative prompt as the user wrote it, before the style added its own
     postprocess: dict[str, Any] = field(default_factory=dict)  # applied by the core after the provider
 
     @property

@@ -25,6 +25,8 @@ MAX_PROMPT_CHARS = 4000
 STEPS_LIMITS = (1, 150)
 GUIDANCE_LIMITS = (1.0, 20.0)
 MAX_SEED = 2**32 - 1
+# Seeds are 0 .. SEED_SPACE - 1 unless a provider's range is smaller (``Provider.seed_space``).
+SEED_SPACE = MAX_SEED + 1
 ABSOLUTE_MAX_N = 10
 MAX_SIDE = 4096
 MIN_SIDE = 64
@@ -151,12 +153,21 @@ def _ranged(value: Any, what: str, model_range, generic: tuple[float, float], ki
     return kind(model_range.default)
 
 
-def prepare(request: GenerationRequest, provider: str, model: ModelInfo, styles: StyleBook) -> Prepared:
+def nth_seed(seed: int, index: int, space: int = SEED_SPACE) -> int:
+    """The seed of image ``index`` (0-based) of a request with ``seed``: ``seed + index``, wrapped
+    into the provider's range ``0 .. space - 1`` so that every image of a batch can be re-run."""
+    return (seed + index) % space
+
+
+def prepare(request: GenerationRequest, provider: str, model: ModelInfo, styles: StyleBook, *,
+            seed_space: int = SEED_SPACE) -> Prepared:
+    """Validate ``request`` for ``model`` of ``provider``; ``seed_space`` is the provider's number of
+    seeds (a seed must be below it). Raises InvalidRequest, changing nothing."""
     warnings: list[str] = []
     mode = Mode.parse(request.mode)
     user_prompt = clean_text(request.prompt, "prompt", required=True)
-    negative = clean_text(request.negative_prompt, "negative prompt", required=False)
-    prompt, negative = styles.expand(request.style, user_prompt, negative)
+    user_negative = clean_text(request.negative_prompt, "negative prompt", required=False)
+    prompt, negative = styles.expand(request.style, user_prompt, user_negative)
     if len(prompt) > MAX_PROMPT_CHARS:
         raise InvalidRequest(f"prompt with its style is {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}")
     if negative and not model.negative_prompt:
@@ -213,13 +224,13 @@ def prepare(request: GenerationRequest, provider: str, model: ModelInfo, styles:
     seed = None
     if request.seed is not None:
         seed = int(_number(request.seed, "seed", int))
-        if not 0 <= seed <= MAX_SEED:
-            raise InvalidRequest(f"seed must be 0-{MAX_SEED}, not {seed}")
+        if not 0 <= seed < seed_space:
+            raise InvalidRequest(f"seed must be 0-{seed_space - 1} for {provider}, not {seed}")
         if not model.seed:
             warnings.append(f"{model.id} does not take a seed; results will differ between runs")
             seed = None
     elif model.seed:
-        seed = secrets.randbelow(MAX_SEED - ABSOLUTE_MAX_N)
+        seed = secrets.randbelow(seed_space)
 
     quality = None
     if model.qualities:
@@ -251,7 +262,7 @@ def prepare(request: GenerationRequest, provider: str, model: ModelInfo, styles:
         width=width, height=height, n=n, seed=seed, steps=steps, guidance=guidance, strength=strength,
         init_image=init_image, mask=mask, output_format=normalize_format(request.output_format),
         quality=quality, compression=compression, user=user, extra=extra, style=request.style,
-        user_prompt=user_prompt, postprocess=post,
+        user_prompt=user_prompt, user_negative_prompt=user_negative, postprocess=post,
     )
     return Prepared(prepared, mode, warnings)
 

@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 import providers
 from providers.base import Provider
 from studio.types import PreparedRequest, ProviderImage, ProviderResult, RunContext
+from studio.validation import nth_seed
 
 ECHO_CATALOG = {
     "label": "Echo (test)",
@@ -57,7 +58,7 @@ class EchoProvider(Provider):
             time.sleep(min(0.01, self.latency))
         images = []
         for i in range(request.n):
-            seed = None if request.seed is None else request.seed + i
+            seed = None if request.seed is None else nth_seed(request.seed, i, self.seed_space)  # as local does
             ctx.report("generating", (i + 1) / request.n, step=i + 1, total_steps=request.n)
             images.append(ProviderImage(draw(request.prompt, seed, request.width, request.height), seed=seed,
                                         info={"sampler": "echo"}))
