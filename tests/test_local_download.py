@@ -23,7 +23,7 @@ from providers.local import LocalProvider, clear_cache
 from providers.local_models import describe_bytes, pipeline_files
 from studio.catalog import Catalog
 from studio.config import Settings
-from studio.errors import NotConfigured
+from studio.errors import Cancelled, NotConfigured
 from studio.types import Mode, PreparedRequest, RunContext
 from tests.fakes.http import FakeServer, Response
 from tests.fakes.hub_fake import HubFake, folder_files
@@ -245,6 +245,25 @@ def test_a_failed_download_is_one_clear_error_and_the_next_request_fetches_only_
     refetched = hub.downloads[len(fetched):]
     assert "tiny-org/tiny-sd/unet/diffusion_pytorch_model.safetensors" in refetched
     assert not set(refetched) & set(fetched)  # finished files were kept
+
+
+def test_cancel_stops_a_download_between_chunks_and_the_next_request_resumes(hub, studio_home):
+    provider = provider_for(studio_home, "tiny-org/tiny-sd")
+    ctx = RunContext()
+
+    def cancel_half_way(event) -> None:
+        if event.stage == "downloading" and event.fraction >= 0.5:
+            ctx.cancel.set()
+
+    ctx.progress = cancel_half_way
+    with pytest.raises(Cancelled):
+        provider.generate(request(provider), ctx)
+    fetched = list(hub.downloads)
+    assert len(fetched) > 1 and "tiny-org/tiny-sd/model_index.json" not in fetched  # stopped before the end
+    assert provider.status().reason.startswith("tiny-org/tiny-sd downloads on first use")
+    provider.generate(request(provider), RunContext())
+    # Finished files are kept; only the file cut off by the cancel is fetched again.
+    assert len(set(hub.downloads[len(fetched):]) & set(fetched)) == 1
 
 
 def test_gradio_shows_the_download_on_its_progress_bar(hub, studio_home, tmp_path, tiny_model_dir):
