@@ -449,7 +449,8 @@ class LocalProvider(Provider):
         ("not available offline: ..."). Asking the Hub takes one request of a few seconds at most,
         and the answer is remembered for minutes (``local_models.check_downloadable``)."""
         try:
-            source = ModelSource.parse(self.settings.local_model)
+            default = self.settings.local_model
+            source = ModelSource.parse(self.offered_models().get(default, default))
         except NotConfigured as exc:
             return UNAVAILABLE, exc.message
         if source.kind != "hub":

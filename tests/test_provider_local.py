@@ -468,6 +468,12 @@ def test_an_allowlisted_file_can_be_offered_under_a_name_that_hides_its_path(pro
     result = provider.generate(prepared(provider, model="tiny-style"), RunContext())
     assert pixels(result.images[0].data).shape == (256, 256, 3)
 
+    # The default model can be a named entry too: its path stays on the server, its status is its file's.
+    provider.settings.local_model = "tiny-style"
+    assert provider.status().state == READY
+    assert [m.id for m in provider.models() if m.default] == ["tiny-style"]
+    assert not any(str(tiny_model_dir) in str(m.to_dict()) for m in provider.models())
+
 
 def test_free_paths_stay_open_for_the_cli_and_library(provider, tiny_model_dir):
     assert provider.settings.local_free_paths  # the default: the person at the machine names any path
