@@ -318,8 +318,8 @@ def _insert_jpeg(data: bytes, embedding: Embedding) -> bytes:
         marker = data[position + 1]
         if marker == 0xDA or marker == 0xD9:  # start of scan / end of image: the rest is copied as is
             break
-        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
-            raise ValueError("unexpected JPEG marker before the scan")
+        if 0xD0 <= marker <= 0xD7 or marker in (0x00, 0x01, 0xD8):
+            raise ValueError(f"unexpected JPEG marker 0x{marker:02X} before the scan")
         length = struct.unpack(">H", data[position + 2:position + 4])[0]
         end = position + 2 + length
         if length < 2 or end > len(data):

@@ -370,3 +370,48 @@ def test_provider_jpeg_exif_is_replaced_and_jfif_stays_first(studio):
 def test_embedded_record_carries_no_owner(studio):
     data = saved(studio, "jpeg", photo("jpeg"), prompt="a crane", user="visitor-5f1e")
     assert b"visitor-5f1e" not in data and "owner" not in read_metadata(data)["studio"]
+
+
+def _encoded(image: Image.Image, pil_format: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=pil_format, **options)
+    return buffer.getvalue()
+
+
+_BASE = Image.linear_gradient("L").resize((40, 24))
+ANSWER_VARIANTS = {
+    "jpeg progressive": ("jpeg", lambda: _encoded(_BASE.convert("RGB"), "JPEG", progressive=True)),
+    "jpeg with comment": ("jpeg", lambda: _encoded(_BASE.convert("RGB"), "JPEG", comment=b"made by a provider")),
+    "jpeg CMYK (Adobe APP14)": ("jpeg", lambda: _encoded(_BASE.convert("CMYK"), "JPEG")),
+    "jpeg greyscale": ("jpeg", lambda: _encoded(_BASE, "JPEG")),
+    "png greyscale 16-bit": ("png", lambda: _encoded(_BASE.convert("I;16"), "PNG")),
+    "png palette with tRNS": ("png", lambda: _encoded(_BASE.convert("P"), "PNG", transparency=0)),
+    "webp animated": ("webp", lambda: _encoded(_BASE.convert("RGB"), "WEBP", save_all=True,
+                                               append_images=[_BASE.convert("RGB").rotate(180)], duration=100)),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(ANSWER_VARIANTS))
+def test_metadata_is_written_into_every_kind_of_answer_without_touching_its_pixels(variant):
+    fmt, make = ANSWER_VARIANTS[variant]
+    answer = make()
+    params = format_parameters("a quay", "", {"Steps": 1, "Seed": 1, "Size": "40x24"})
+    data = insert_metadata(answer, fmt, parameters=params, studio_json={"id": variant}, size=(40, 24))
+    before, after = Image.open(io.BytesIO(answer)), Image.open(io.BytesIO(data))
+    assert (after.mode, after.size, getattr(after, "n_frames", 1)) == (before.mode, before.size,
+                                                                        getattr(before, "n_frames", 1))
+    assert after.tobytes() == before.tobytes()
+    meta = read_metadata(data)
+    assert meta["parsed"]["prompt"] == "a quay" and meta["studio"] == {"id": variant}
+
+
+def test_answer_whose_structure_cannot_be_written_into_is_re_encoded_not_lost(studio, caplog):
+    # Stray bytes between segments: Pillow decodes the image, the segment walk refuses it.
+    answer = photo("jpeg")
+    tables = answer.index(b"\xff\xdb")
+    odd = answer[:tables] + b"\xff\x00" + answer[tables:]
+    with caplog.at_level("WARNING", logger="studio.service"):
+        data = saved(studio, "jpeg", odd, prompt="a tern")
+    assert "cannot be written in place" in caplog.text
+    assert b"\xff\x00\xff\xdb" not in data[:200] and Image.open(io.BytesIO(data)).size == (96, 64)
+    assert read_metadata(data)["parsed"]["prompt"] == "a tern"
