@@ -162,10 +162,11 @@ def test_user_comment_is_undefined_with_unicode_header(studio, fmt):
 
 
 @needs_exiftool
+@pytest.mark.parametrize("answered", ["png", "same"])  # re-encoded from PNG / written into the answer
 @pytest.mark.parametrize("fmt", ["jpeg", "webp", "png"])
-def test_exiftool_reads_our_types_and_texts(studio, fmt, tmp_path):
+def test_exiftool_reads_our_types_and_texts(studio, fmt, answered, tmp_path):
     prompt = "一只猫 on a mat, ünïcode ✓ 🦊"
-    data = saved(studio, fmt, photo("png"), prompt=prompt, negative_prompt="blurry")
+    data = saved(studio, fmt, photo(fmt if answered == "same" else "png"), prompt=prompt, negative_prompt="blurry")
     path = tmp_path / f"image.{fmt}"
     path.write_bytes(data)
     meta = read_metadata(data)
