@@ -46,7 +46,8 @@ NOVELAI_COMMENT = {"prompt": "a fox in a library, warm light", "steps": 28, "hei
 
 FOOOCUS = {"prompt": "a red bicycle", "negative_prompt": "rust", "styles": "['Fooocus V2']",
            "performance": "Speed", "steps": 30, "resolution": "(1152, 896)", "guidance_scale": 4.0,
-           "sharpness": 2.0, "base_model": "juggernautXL_v8Rundiffusion.safetensors", "sampler": "dpmpp_2m_sde_gpu",
+           "sharpness": 2.0, "base_model": "juggernautXL_v8Rundiffusion.safetensors", "base_model_hash": "aeb7e9e689",
+           "sampler": "dpmpp_2m_sde_gpu",
            "scheduler": "karras", "seed": "1234567", "version": "Fooocus v2.5.5"}
 
 SWARM = {"sui_image_params": {"prompt": "a snowy cabin", "negativeprompt": "people", "model": "sd_xl_base_1.0",
@@ -176,11 +177,10 @@ def test_no_metadata_and_unrecognised_metadata_are_told_apart(capsys, tmp_path):
     plain.write_bytes(png())
     odd = tmp_path / "odd.png"
     odd.write_bytes(png_with({"parameters": json.dumps({"something": "else"})}))
-    assert read_metadata(plain.read_bytes())["note"] == "no generation metadata"
-    assert read_metadata(odd.read_bytes())["note"] == "unrecognised format"
-
     assert main(["info", str(plain)]) == 0
     assert capsys.readouterr().out.strip() == "(no generation metadata)"  # printed "null" before
+    assert read_metadata(plain.read_bytes())["note"] == "no generation metadata"
+    assert read_metadata(odd.read_bytes())["note"] == "unrecognised format"
     assert main(["info", str(odd)]) == 0
     assert capsys.readouterr().out.strip() == "(unrecognised format)"
     assert main(["info", str(odd), "--json"]) == 0
@@ -393,3 +393,17 @@ def test_a_copied_edit_file_reruns_for_its_owner_with_the_parent_and_without_it_
     again = echo_studio.request_from_image(str(child_copy), "bob")
     assert again.parent_id is None and Mode.parse(again.mode) is Mode.TEXT_TO_IMAGE
     assert echo_studio.generate(again).images[0].owner == "bob"  # not "no image with id ..." for alice's parent
+
+
+def test_batch_scene_seeds_wrap_in_the_providers_range(echo_studio):
+    from studio.jobs import JobManager
+
+    manager = JobManager(echo_studio)
+    try:
+        preview = manager.preview("a\nb\nc", provider="gemini", seed=2**31 - 1)
+        assert [row["seed"] for row in preview.rows()] == [2**31 - 1, 0, 1] and not preview.errors
+        assert all(0 <= manager.preview("a\nb", provider="gemini").job.base_seed < 2**31 for _ in range(20))
+        with pytest.raises(InvalidRequest, match="seed must be 0-2147483647 for gemini"):
+            manager.preview("a", provider="gemini", seed=2**31)
+    finally:
+        manager.close(wait=5)

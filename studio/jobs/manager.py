@@ -21,12 +21,11 @@ from studio.jobs.recovery import reconcile
 from studio.jobs.runner import REQUEST_FIELDS, Runner, ThreadRunner, build_request, runner_alive
 from studio.jobs.store import JobStore, SQLiteJobStore, now_iso
 from studio.scripts import Script, parse_script
-from studio.validation import ABSOLUTE_MAX_N, MAX_SEED
+from studio.validation import nth_seed
 from studio.webhooks import JOB_SECRET_OPTION, DeliveryResult, WebhookDispatcher, check_url, new_secret
 
 # The request fields a batch sets once for every scene (a scene's overrides may change some).
 JOB_REQUEST_FIELDS = tuple(f for f in REQUEST_FIELDS if f != "style")  # the style is a column of its own
-_SEED_SPACE = MAX_SEED - ABSOLUTE_MAX_N  # seed + image number must stay a valid seed
 log = logging.getLogger("studio.jobs")
 
 
@@ -139,9 +138,10 @@ class JobManager:
         limit = max(1, int(provider.max_concurrency or 1))
         if opts.concurrency is not None and int(opts.concurrency) < 1:
             raise InvalidRequest("concurrency must be at least 1")
-        base_seed = opts.seed if opts.seed is not None else secrets.randbelow(_SEED_SPACE)
-        if not 0 <= int(base_seed) <= MAX_SEED:
-            raise InvalidRequest(f"seed must be 0-{MAX_SEED}, not {base_seed}")
+        # Scene seeds wrap in the provider's own range (validation.nth_seed), as a request's images do.
+        base_seed = opts.seed if opts.seed is not None else secrets.randbelow(provider.seed_space)
+        if not 0 <= int(base_seed) < provider.seed_space:
+            raise InvalidRequest(f"seed must be 0-{provider.seed_space - 1} for {provider.name}, not {base_seed}")
         job = Job(id=secrets.token_hex(6), owner=opts.user, status=JobStatus.PENDING, provider=provider.name,
                   model=model.id, style=opts.style, seed_policy=opts.seed_policy, base_seed=int(base_seed),
                   concurrency=min(int(opts.concurrency or limit), limit),
@@ -161,7 +161,7 @@ class JobManager:
             elif opts.seed_policy == "fixed":
                 seed = job.base_seed
             else:
-                seed = (job.base_seed + scene.index) % _SEED_SPACE
+                seed = nth_seed(job.base_seed, scene.index, provider.seed_space)
             item = JobItem(job_id=job.id, index=scene.index, text=scene.text, timestamp=scene.timestamp,
                            start=scene.start, end=scene.end, line=scene.line, overrides=dict(scene.overrides),
                            seed=seed)
