@@ -22,11 +22,12 @@ _ASCII_PUNCTUATION = re.compile(r"[!-/:-@\[-`{-~]")
 
 
 def markdown_literal(text: Any) -> str:
-    """Markdown source that renders as exactly ``str(text)``: every ASCII punctuation mark is
-    backslash-escaped, and each line break is a hard break (so lines stay lines). Leading spaces
-    and tabs are kept as non-breaking spaces, so an indented line never becomes a code block."""
+    """Markdown source that renders as exactly ``str(text)`` (``None``: empty): every ASCII
+    punctuation mark is backslash-escaped, and each line break is a hard break (so lines stay
+    lines). Leading spaces and tabs are kept as non-breaking spaces, so an indented line never
+    becomes a code block."""
     lines = []
-    for line in str(text).replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+    for line in ("" if text is None else str(text)).replace("\r\n", "\n").replace("\r", "\n").split("\n"):
         stripped = line.lstrip(" \t")
         indent = "\u00a0" * (len(line) - len(stripped))
         lines.append(indent + _ASCII_PUNCTUATION.sub(lambda match: "\\" + match.group(0), stripped))
@@ -34,8 +35,9 @@ def markdown_literal(text: Any) -> str:
 
 
 def html_literal(text: Any) -> str:
-    """``str(text)`` with ``&``, ``<``, ``>`` and quotes as HTML entities: shown as written, never a tag."""
-    return html.escape(str(text), quote=True)
+    """``str(text)`` (``None``: empty) with ``&``, ``<``, ``>`` and quotes as HTML entities: shown as
+    written, never a tag."""
+    return html.escape("" if text is None else str(text), quote=True)
 
 
 __all__ = ["html_literal", "markdown_literal"]

@@ -56,6 +56,7 @@ def test_markdown_literal_renders_as_exactly_the_text(text):
 
 def test_html_literal_shows_tags_as_written():
     assert html_literal('<img src=x onerror="a()"> & b') == "&lt;img src=x onerror=&quot;a()&quot;&gt; &amp; b"
+    assert html_literal(None) == markdown_literal(None) == ""  # a missing reason or note shows as nothing
 
 
 # -- Streamlit ------------------------------------------------------------------------------------
