@@ -509,6 +509,12 @@ class Studio:
         if not may_change(record, user):
             raise NotFound(f"no image with id {image_id!r}")
         self.storage.delete(record)
+        # An edit's kept input goes with the last image made from it (deleted means gone).
+        for name in ("source_image", "source_mask"):
+            key = record.params.get(name)
+            if isinstance(key, str) and key.startswith(f"{SOURCES_PREFIX}/") \
+                    and not self.storage.index.count_params_naming(key):
+                self.storage.files.delete(key)
         note_deleted(self.home, record.id)  # front ends drop their served copies of it, even later
 
     def update_image(self, image_id: str, user: str = "local", **fields: Any) -> ImageRecord:

@@ -407,3 +407,18 @@ def test_batch_scene_seeds_wrap_in_the_providers_range(echo_studio):
             manager.preview("a", provider="gemini", seed=2**31)
     finally:
         manager.close(wait=5)
+
+
+def test_an_edits_kept_input_goes_with_the_last_image_made_from_it(echo_studio, studio_home, tmp_path):
+    source = tmp_path / "source.png"
+    source.write_bytes(png(64, 64, color=(5, 50, 150)))
+    first = echo_studio.edit(str(source), "at dawn", provider="echo", seed=1).images[0]
+    second = echo_studio.edit(str(source), "at dusk", provider="echo", seed=2).images[0]
+    key = first.params["source_image"]
+    assert second.params["source_image"] == key  # the same input is kept once
+    assert list((studio_home / "sources").iterdir()) == [studio_home / key]
+
+    echo_studio.delete_image(first.id)
+    assert Mode.parse(echo_studio.request_from_image(second.id).mode) is Mode.IMAGE_TO_IMAGE  # still there
+    echo_studio.delete_image(second.id)
+    assert list((studio_home / "sources").iterdir()) == []  # deleted means gone, inputs included

@@ -323,6 +323,14 @@ class SQLiteIndex:
             assignments = ", ".join(f"{name} = ?" for name in fields)
             conn.execute(f"UPDATE images SET {assignments} WHERE id = ?", [*fields.values(), image_id])
 
+    def count_params_naming(self, text: str) -> int:
+        """How many images hold ``text`` as a string value in their params (e.g. the file store key of
+        an edit's kept input image, which several edits may share)."""
+        pattern = f"%{_escape_like(json.dumps(text))}%"
+        row = self.connection().execute("SELECT COUNT(*) FROM images WHERE params LIKE ? ESCAPE '\\'",
+                                        (pattern,)).fetchone()
+        return int(row[0])
+
     def all_paths(self) -> dict[str, str]:
         """path -> id for every image (repair compares this with the file store)."""
         rows = self.connection().execute("SELECT path, id FROM images").fetchall()
