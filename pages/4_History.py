@@ -111,7 +111,7 @@ def details(record: ImageRecord) -> None:
                 show_error(error)
         if open_gen.button("Open in Generate", key="hist_open_gen", icon=":material/tune:"):
             try:
-                st.session_state["gen_prefill"] = ctx.studio.request_from_image(record.id, ctx.user)
+                st.session_state["gen_prefill"] = ctx.studio.request_from_image(record.id, ctx.user, inputs=False)
             except StudioError as error:
                 show_error(error)
             else:

@@ -484,7 +484,7 @@ class Studio:
             return GenerationRequest(prompt=record.user_prompt or record.prompt, provider=record.provider,
                                      model=record.model, style=record.style, negative_prompt=negative, user=user)
         try:
-            return self.request_from_image(image, user)
+            return self.request_from_image(image, user, inputs=False)  # the variation brings its own image
         except InvalidRequest:  # no parameters inside (or unreadable ones): the caller must give a prompt
             return None
 
@@ -577,11 +577,14 @@ class Studio:
         meta["seed_note"] = seed_note(meta.get("generation"))
         return meta
 
-    def request_from_image(self, source: ImageInput | str, user: str = "local") -> GenerationRequest:
+    def request_from_image(self, source: ImageInput | str, user: str = "local", *,
+                           inputs: bool = True) -> GenerationRequest:
         """A request that re-runs an image with the same parameters, from its embedded metadata: the
         same mode, and for an edit, inpaint or image variation the same input image, mask and
         strength. Raises InvalidRequest when the image carries nothing to re-run, and when an edit's
-        input is not kept any more (or was never kept, or belongs to an image this user cannot see)."""
+        input is not kept any more (or was never kept, or belongs to an image this user cannot see).
+        With ``inputs=False``: only the text-to-image parameters (prompt, model, seed...), for a
+        caller that brings its own image or wants a fresh generation from the same settings."""
         image, record = self.resolve_image(source, user)
         meta = self._info_of(image)
         try:
@@ -589,7 +592,9 @@ class Studio:
             for name in ("source_image", "source_mask"):  # read from the stored record only
                 fields.pop(name, None)
             run_mode, image_id = fields.pop("run_mode", None), fields.pop("id", None)
-            if run_mode in (Mode.IMAGE_TO_IMAGE.value, Mode.INPAINT.value):
+            if not inputs:
+                fields.update(mode=Mode.TEXT_TO_IMAGE, strength=None)
+            elif run_mode in (Mode.IMAGE_TO_IMAGE.value, Mode.INPAINT.value):
                 fields.update(self._stored_sources(fields["mode"], record, image_id, user))
             elif fields.get("mode") == Mode.VARIATION.value:
                 fields["strength"] = None  # a variation of a prompt: no input image

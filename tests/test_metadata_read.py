@@ -422,3 +422,16 @@ def test_an_edits_kept_input_goes_with_the_last_image_made_from_it(echo_studio, 
     assert Mode.parse(echo_studio.request_from_image(second.id).mode) is Mode.IMAGE_TO_IMAGE  # still there
     echo_studio.delete_image(second.id)
     assert list((studio_home / "sources").iterdir()) == []  # deleted means gone, inputs included
+
+
+def test_variations_of_a_copied_edit_file_reuse_its_prompt_for_anyone(echo_studio, tmp_path):
+    source = tmp_path / "source.png"
+    source.write_bytes(png(64, 64, color=(90, 90, 10)))
+    made = echo_studio.edit(str(source), "a quiet street", provider="echo", seed=3, user="alice").images[0]
+    copy = tmp_path / "copy.png"
+    copy.write_bytes(Path(made.abs_path).read_bytes())
+    varied = echo_studio.variations(str(copy), n=1, user="bob").images[0]  # no prompt given
+    assert (varied.user_prompt, varied.provider, varied.owner) == ("a quiet street", "echo", "bob")
+    settings = echo_studio.request_from_image(str(copy), "bob", inputs=False)  # e.g. "Open in Generate"
+    assert (settings.prompt, Mode.parse(settings.mode), settings.init_image) == ("a quiet street",
+                                                                                 Mode.TEXT_TO_IMAGE, None)
