@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("--until", help="YYYY-MM-DD")
     hist.add_argument("--user", default="local", help=argparse.SUPPRESS)
 
+    rerun = commands.add_parser("rerun", help="make an image again from its metadata (same mode, inputs, seed)")
+    rerun.add_argument("image", help="image file or stored image id")
+    rerun.add_argument("--user", default="local", help=argparse.SUPPRESS)
+    rerun.add_argument("--json", action="store_true", help="print one JSON object")
+    rerun.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+
     info = commands.add_parser("info", help="metadata embedded in an image (PNG info)")
     info.add_argument("image", help="image file or stored image id")
     info.add_argument("--json", action="store_true")
@@ -212,6 +218,10 @@ def run(args: argparse.Namespace) -> int:
         _emit(args, {"items": [r.to_dict() for r in page.items], "total": page.total},
               lambda: "\n".join(f"{r.created_at[:19]}  {r.id}  {r.provider}/{r.model}  {r.prompt[:60]!r}"
                                 for r in page.items) + f"\n({len(page.items)} of {page.total})")
+    elif command == "rerun":
+        request = studio.request_from_image(args.image, args.user)
+        result = studio.generate(request, progress=_progress_printer(args))
+        _emit(args, result.to_dict(), lambda: _result_text(result))
     elif command == "info":
         meta = studio.info(args.image)
         _emit(args, meta, lambda: _info_text(meta))

@@ -435,3 +435,21 @@ def test_variations_of_a_copied_edit_file_reuse_its_prompt_for_anyone(echo_studi
     settings = echo_studio.request_from_image(str(copy), "bob", inputs=False)  # e.g. "Open in Generate"
     assert (settings.prompt, Mode.parse(settings.mode), settings.init_image) == ("a quiet street",
                                                                                  Mode.TEXT_TO_IMAGE, None)
+
+
+def test_cli_rerun_makes_an_edit_again_and_refuses_a_file_without_metadata(echo_studio, capsys, studio_home, tmp_path):
+    source = tmp_path / "source.png"
+    source.write_bytes(png(64, 64, color=(1, 100, 50)))
+    made = echo_studio.edit(str(source), "the pier at noon", provider="echo", seed=8, strength=0.4).images[0]
+    assert main(["rerun", made.id, "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["cached"]  # the same request with its fixed seed: the stored image, at no cost
+    assert again["images"][0]["id"] == made.id
+
+    plain = tmp_path / "plain.png"
+    plain.write_bytes(png())
+    before = tree_snapshot(studio_home)
+    assert main(["rerun", str(plain)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: this image carries no generation parameters") and err.count("\n") == 1
+    assert tree_snapshot(studio_home) == before
