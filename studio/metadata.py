@@ -125,6 +125,13 @@ def read_metadata(data: bytes) -> dict[str, Any]:
 
     chunks = {name: value.decode("utf-8", errors="replace") if isinstance(value, bytes) else value
               for name, value in info.items() if isinstance(name, str) and isinstance(value, (str, bytes))}
+    # ComfyUI's WEBP saver keeps its graphs in EXIF text tags as "prompt:{...}" / "workflow:{...}"
+    # (Make, Model and the tags below them); they read as its PNG chunks do.
+    for tag, value in (exif or {}).items():
+        if isinstance(value, str) and 0x0100 <= tag <= 0x0110:
+            name, _, graph = value.partition(":")
+            if name in ("prompt", "workflow") and graph.lstrip().startswith("{"):
+                chunks.setdefault(name, graph)
     found, note = read_generation(chunks, parameters, studio_json)
     return {
         "format": (image.format or "").lower(),

@@ -453,3 +453,12 @@ def test_cli_rerun_makes_an_edit_again_and_refuses_a_file_without_metadata(echo_
     err = capsys.readouterr().err
     assert err.startswith("error: this image carries no generation parameters") and err.count("\n") == 1
     assert tree_snapshot(studio_home) == before
+
+
+def test_comfyui_webp_graphs_in_exif_text_tags_are_read():
+    exif = Image.Exif()
+    exif[0x0110] = "prompt:" + json.dumps(COMFY_PROMPT)  # Model, as ComfyUI's WEBP saver writes it
+    exif[0x010F] = "workflow:" + json.dumps(COMFY_WORKFLOW)  # Make
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buffer, format="WEBP", exif=exif.tobytes())
+    assert read_metadata(buffer.getvalue())["generation"] == FILES["comfyui"][1]
