@@ -610,13 +610,12 @@ class Studio:
     def _stored_sources(self, mode: str, record: ImageRecord | None, image_id: str | None,
                         user: str) -> dict[str, Any]:
         """The kept input image (and mask) of an edit, as ``init_image`` / ``mask`` request fields.
-        Only for an image of the studio's history this user can see, and from its stored record: a
-        file's metadata alone never reads another person's inputs."""
+        Only for the owner of the image, from its stored record: neither a file's metadata nor a
+        shared image reads another person's inputs (sharing shows the result, not what went in)."""
         if record is None and image_id:
-            found = self.storage.get(str(image_id))
-            record = found if found is not None and visible_to(found, user) else None
+            record = self.storage.get(str(image_id))
         what = mode.replace("-", " ")
-        if record is None:
+        if record is None or not may_change(record, user):
             raise InvalidRequest(f"this image was made by {what} from an input image the studio does not hold "
                                  f"for you; re-running it as text-to-image would make something else: "
                                  f"edit the input image again instead")

@@ -299,6 +299,10 @@ def test_a_copied_edit_file_does_not_read_another_users_input(echo_studio, tmp_p
     with pytest.raises(InvalidRequest, match="does not hold for you"):
         echo_studio.request_from_image(str(copy), "bob")
     assert Mode.parse(echo_studio.request_from_image(str(copy), "alice").mode) is Mode.IMAGE_TO_IMAGE
+    echo_studio.update_image(made.id, "alice", shared=True)  # others see the result, not what went in
+    with pytest.raises(InvalidRequest, match="does not hold for you"):
+        echo_studio.request_from_image(made.id, "bob")
+    assert echo_studio.request_from_image(made.id, "bob", inputs=False).prompt == "private edit"
 
 
 # -- seeds ------------------------------------------------------------------------------------------
