@@ -112,8 +112,10 @@ def _comfyui(texts: dict[str, str]) -> dict[str, Any] | None:
     nodes = {key: node for key, node in graph.items() if isinstance(node, dict) and "class_type" in node}
     if not nodes:
         return None
+    # The sampler node: KSampler (seed), KSamplerAdvanced / SamplerCustom (noise_seed).
     samplers = [node for node in nodes.values() if "sampler" in str(node["class_type"]).lower()
-                and isinstance(node.get("inputs"), dict) and ("seed" in node["inputs"] or "noise_seed" in node["inputs"])]
+                and isinstance(node.get("inputs"), dict)
+                and ("seed" in node["inputs"] or "noise_seed" in node["inputs"])]
     if not samplers:
         return generation("comfyui")
     inputs = samplers[0]["inputs"]
@@ -159,12 +161,14 @@ def _comfyui(texts: dict[str, str]) -> dict[str, Any] | None:
 def _invokeai(texts: dict[str, str]) -> dict[str, Any] | None:
     data = _json_object(texts.get("invokeai_metadata"))
     if data is not None:  # InvokeAI 3.x and later
-        model = data.get("model")
+        model = data.get("model")  # 4.x: {"name", "key", "base"...}; 3.x: {"model_name", "base_model"...}
+        if isinstance(model, dict):
+            model = model.get("name") or model.get("model_name")
         prompt = data.get("positive_prompt", data.get("positive_style_prompt", ""))
         return generation("invokeai", prompt, data.get("negative_prompt", ""), seed=data.get("seed"),
                           steps=data.get("steps"), guidance=data.get("cfg_scale"), width=data.get("width"),
                           height=data.get("height"),
-                          model=model.get("name") or model.get("model_name") if isinstance(model, dict) else model,
+                          model=model,
                           sampler=data.get("scheduler"))
     legacy = _json_object(texts.get("sd-metadata"))
     if legacy is not None and isinstance(legacy.get("image"), dict):  # InvokeAI 2.x
