@@ -17,7 +17,7 @@ import ipaddress
 import logging
 import threading
 import time
-from typing import Any, Callable, Hashable, TypeVar
+from typing import Any, Callable, Hashable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 from providers.base import Provider
@@ -66,14 +66,22 @@ class CloudProvider(Provider):
             return client
 
     def download_output(self, url: str, *, ctx: RunContext, deadline: Deadline, max_bytes: int,
-                        base_url: str | None = None, timeout: float = 60.0) -> bytes:
+                        base_url: str | None = None, timeout: float = 60.0,
+                        credentials: Mapping[str, str] | None = None,
+                        credential_hosts: tuple[str, ...] = ()) -> bytes:
         """The bytes of an output the provider answered with a link to: an ``https:``/``http:`` URL
         or a base64 ``data:`` URI.
 
         URLs go through the studio's outbound guard (``studio.netfetch.fetch_url``: public addresses
         only, checked on every redirect, at most ``max_bytes``, within ``timeout`` seconds and the
         deadline). The one exception is the host of ``base_url``, the endpoint the operator pointed
-        this provider at (a proxy or test server may sit on a private address). No key is sent.
+        this provider at (a proxy or test server may sit on a private address).
+
+        ``credentials`` (headers such as ``{"Authorization": "Bearer ..."}``, for a provider whose
+        output files need its key) are sent only to the provider's own hosts: the origin of
+        ``base_url``, or an ``https:`` URL whose host is in ``credential_hosts`` (an entry starting
+        with ``.`` matches that domain's subdomains). Any other host gets no key, and the guard drops
+        ``Authorization`` when a redirect leaves the origin.
 
         The provider has billed the generation by now, so failing to get the bytes is an
         ``UnusableResult``: never retried, since a new generation would be paid again. (Only the
@@ -84,13 +92,15 @@ class CloudProvider(Provider):
         from studio.netfetch import fetch_url
 
         allowed = _public_or_host_of(base_url)
+        headers = credentials if credentials and serves_provider(url, base_url, credential_hosts) else None
 
         def fetch_once() -> bytes:
             seconds = max(1.0, min(timeout, deadline.remaining()))
             try:
                 # Any content type: the bytes are decoded and checked as an image afterwards, and a
                 # delivery host that labels a paid image oddly should not cost us the image.
-                return fetch_url(url, max_bytes=max_bytes, timeout=seconds, allowed=allowed, content_types=None)
+                return fetch_url(url, max_bytes=max_bytes, timeout=seconds, allowed=allowed, headers=headers,
+                                 content_types=None)
             except StudioError as error:
                 raise ProviderFailure(error.message, provider=self.name, retryable=error.retryable) from None
 
@@ -190,6 +200,27 @@ def _data_uri_bytes(uri: str, label: str, provider: str) -> bytes:
     except (binascii.Error, ValueError):
         raise UnusableResult(f"{label} answered with a data URI that is not valid base64",
                              provider=provider) from None
+
+
+def serves_provider(url: str, base_url: str | None, hosts: tuple[str, ...]) -> bool:
+    """Whether ``url`` is served by the provider itself, so that its key may go there: same origin
+    (scheme, host, port) as ``base_url``, the endpoint in use, or ``https:`` on a host in ``hosts``
+    (exact names; ``.example.com`` also matches any subdomain of example.com, not example.com itself)."""
+    try:
+        target = urlsplit(url.strip())
+        host = (target.hostname or "").lower().rstrip(".")
+        if base_url and _origin(target) == _origin(urlsplit(base_url)):
+            return True
+        if target.scheme != "https" or not host:
+            return False
+    except ValueError:  # a malformed port: the fetch itself will refuse the URL
+        return False
+    return any(host.endswith(name) if name.startswith(".") else host == name for name in hosts)
+
+
+def _origin(parts) -> tuple[str, str, int]:
+    default_port = 443 if parts.scheme == "https" else 80
+    return parts.scheme.lower(), (parts.hostname or "").lower().rstrip("."), parts.port or default_port
 
 
 def _public_or_host_of(base_url: str | None) -> Callable[[Any], bool]:

@@ -31,7 +31,13 @@ log = logging.getLogger("studio.providers.replicate")
 
 T = TypeVar("T")
 
-TERMINAL = ("succeeded", "failed", "canceled")
+# The statuses Replicate documents as final. "aborted" (the prediction passed its deadline before
+# it could start: nothing ran, nothing is billed) is missing from the 1.x SDK's model, which refuses
+# to parse it; ``_retrying`` reads it from the SDK's validation error instead.
+TERMINAL = ("succeeded", "failed", "canceled", "aborted")
+# Replicate's own hosts, the only ones its token is sent to when downloading an output file
+# (besides the configured endpoint): the API and the delivery CDN (https only).
+CREDENTIAL_HOSTS = ("api.replicate.com", "replicate.delivery", ".replicate.delivery")
 # Replicate's FLUX models spell JPEG "jpg".
 REPLICATE_FORMATS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 MIB = 1024 * 1024
@@ -77,10 +83,18 @@ class ReplicateProvider(CloudProvider):
                 raise ModelError(prediction)
             if prediction.status == "canceled":
                 raise ProviderFailure(f"the prediction {prediction.id} was canceled on Replicate", provider=self.name)
-            images, outputs, lost = self._download_outputs(prediction, request, ctx, deadline)
+            if prediction.status == "aborted":
+                # Not run and not billed, so trying again later is safe (a batch retries the item).
+                raise ProviderFailure(f"Replicate aborted the prediction {prediction.id}: it passed its deadline "
+                                      f"before a GPU could start it; nothing ran and nothing was billed, so it "
+                                      f"can be tried again", provider=self.name, retryable=True)
+            images, outputs, lost = self._download_outputs(prediction, request, ctx, deadline, token)
         except StudioError:
             self._cancel_unfinished(client, prediction)
             raise
+        except _StatusOutsideSDK as outside:  # on create: the answer names no prediction we can follow
+            raise ProviderFailure(f"Replicate answered with the prediction status {outside.status!r}, which the "
+                                  f"studio does not know", provider=self.name) from None
         # ``from None``: httpx's exceptions carry the request, token header included; keep them out
         # of tracebacks and logs.
         except ModelError as error:
@@ -188,7 +202,15 @@ class ReplicateProvider(CloudProvider):
                 raise ProviderTimeout(
                     f"Replicate did not finish within {ctx.timeout:g} s; the prediction was cancelled",
                     provider=self.name)
-            prediction = self._retrying(lambda: client.predictions.get(prediction.id), ctx, deadline, token)
+            try:
+                prediction = self._retrying(lambda: client.predictions.get(prediction.id), ctx, deadline, token)
+            except _StatusOutsideSDK as outside:
+                if outside.status in TERMINAL:  # "aborted": over, nothing left to cancel
+                    return prediction.copy(update={"status": outside.status})
+                # A status nobody documented: we cannot tell whether it runs (and bills), so stop it.
+                raise ProviderFailure(f"Replicate reported the prediction {prediction.id} as {outside.status!r}, "
+                                      f"a status the studio does not know; it was cancelled",
+                                      provider=self.name) from None
             self._report_progress(prediction, ctx)
         return prediction
 
@@ -227,14 +249,20 @@ class ReplicateProvider(CloudProvider):
                 return call()
             except ReplicateError as error:
                 raise self._api_error(error, token) from None
+            except _sdk_validation_errors() as error:
+                status = _refused_status(error)
+                if status is None:
+                    raise ProviderFailure(f"Replicate answered with a prediction the SDK cannot read: "
+                                          f"{scrub(str(error), token)[:300]}", provider=self.name) from None
+                raise _StatusOutsideSDK(status) from None
 
         return call_with_retry(attempt, policy=policy_within(self.retry_policy, deadline), cancel=ctx.cancel,
                                window=self.retry_window)
 
     # -- outputs --------------------------------------------------------------------------------
 
-    def _download_outputs(self, prediction, request: PreparedRequest, ctx: RunContext,
-                          deadline: Deadline) -> tuple[list[ProviderImage], int, UnusableResult | None]:
+    def _download_outputs(self, prediction, request: PreparedRequest, ctx: RunContext, deadline: Deadline,
+                          token: str) -> tuple[list[ProviderImage], int, UnusableResult | None]:
         """The images of a succeeded prediction, how many outputs it made, and why any were lost.
 
         It is billed by now: an output with no image is an ``UnusableResult`` (never retried, so
@@ -255,11 +283,13 @@ class ReplicateProvider(CloudProvider):
         for index, url in enumerate(urls):
             ctx.report("generating", 0.85 + 0.1 * index / len(urls), message=f"downloading image {index + 1}")
             try:
-                # A plain fetch without the token: output files are served from a delivery host that
-                # needs none, and the token should not travel anywhere it is not needed.
+                # Replicate's reference fetches output files with the API token (as its SDK's
+                # FileOutput does); it goes only to Replicate's own hosts, never to a foreign one.
                 data = self.download_output(url, ctx=ctx, deadline=deadline, max_bytes=self.max_download_bytes,
                                             base_url=os.environ.get("REPLICATE_BASE_URL"),
-                                            timeout=self.download_timeout)
+                                            timeout=self.download_timeout,
+                                            credentials={"Authorization": f"Bearer {token}"},
+                                            credential_hosts=CREDENTIAL_HOSTS)
             except UnusableResult as error:
                 lost = lost or error
                 continue
@@ -340,6 +370,36 @@ class ReplicateProvider(CloudProvider):
     def _remember_retry_after(self, response) -> None:
         if response.status_code == 429:
             self._last_answer.retry_after = parse_retry_after(response.headers)
+
+
+class _StatusOutsideSDK(Exception):
+    """A prediction status the SDK's model refused to parse (``status`` is what Replicate sent)."""
+
+    def __init__(self, status: str):
+        super().__init__(status)
+        self.status = status
+
+
+def _sdk_validation_errors() -> tuple[type[Exception], ...]:
+    """The validation error classes the SDK's models may raise (it uses pydantic's v1 API when present)."""
+    import pydantic
+
+    classes: list[type[Exception]] = [pydantic.ValidationError]
+    try:
+        from pydantic import v1
+    except ImportError:
+        return tuple(classes)
+    return (*classes, v1.ValidationError)
+
+
+def _refused_status(error) -> str | None:
+    """The ``status`` value a validation error refused, if that is what it refused."""
+    for item in error.errors():
+        if tuple(item.get("loc") or ()) == ("status",):
+            given = (item.get("ctx") or {}).get("given", item.get("input"))  # pydantic v1, v2
+            if isinstance(given, str):
+                return given
+    return None
 
 
 def _shape(output: Any) -> str:

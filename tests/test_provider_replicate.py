@@ -16,6 +16,9 @@ from studio.catalog import Catalog
 from studio.errors import (Cancelled, ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure,
                            ProviderTimeout, QuotaExhausted)
 from studio.types import Mode, PreparedRequest, RunContext
+from providers.cloud import serves_provider
+from providers.replicate_models import CREDENTIAL_HOSTS
+from tests.fakes.http import FakeServer, Response, image_bytes
 from tests.fakes.loopback import FAST_RETRIES, WaitLog
 from tests.fakes.prepared import prepared as prepared_request
 from tests.fakes.replicate_fake import SDXL_VERSION, TOKEN, ReplicateFake, problem
@@ -69,8 +72,8 @@ def test_flux_schnell_text_to_image_sends_its_inputs_and_reports_progress(fake, 
     fractions = [e.fraction for e in events]
     assert fractions == sorted(fractions) and fractions[-1] > 0.8
     assert any(e.step == 2 and e.total_steps == 4 for e in events)
-    # Output files are fetched without the token: the delivery host does not need it.
-    assert fake.downloads and all("authorization" not in d.headers for d in fake.downloads)
+    # Output files are fetched with the token, as Replicate's reference and its SDK's FileOutput do.
+    assert fake.downloads and all(d.headers["authorization"] == f"Bearer {TOKEN}" for d in fake.downloads)
 
 
 def test_several_images_in_one_prediction_are_all_downloaded_and_paid_per_image(fake, provider):
@@ -279,3 +282,66 @@ def test_the_fake_answers_the_version_lookup_the_sdk_makes_for_run(fake):
     output = client.run(SDXL, input={"prompt": "x", "width": 256, "height": 256})
     assert any(r.path == f"/v1/models/stability-ai/sdxl/versions/{SDXL_VERSION}" for r in fake.server.requests)
     assert isinstance(output, list) and output[0].startswith(fake.server.url + "/output/")
+
+
+# -- what Replicate documents beyond the SDK ----------------------------------------------------
+
+def test_an_aborted_prediction_is_a_clear_retryable_failure_not_an_sdk_validation_error(fake, provider):
+    """Replicate documents ``aborted`` (deadline passed before the prediction started); the 1.x SDK's
+    model refuses to parse it (``ValidationError ... given=aborted``)."""
+    fake.outcome = "aborted"
+    with pytest.raises(ProviderFailure, match="aborted the prediction .* nothing was billed") as caught:
+        provider.generate(prepared(SCHNELL), RunContext(timeout=10))
+    assert caught.value.retryable  # nothing ran: a batch may try the item again
+    assert "ValidationError" not in str(caught.value)
+    assert fake.cancelled == [] and fake.downloads == []  # over already: nothing to cancel or fetch
+
+
+def test_a_status_nobody_documented_stops_and_cancels_the_prediction(fake, provider):
+    fake.outcome = "never"
+    real_advance = fake._advance
+
+    def advance(prediction, base):  # a future status appears while the prediction runs
+        real_advance(prediction, base)
+        prediction.status = "paused"
+
+    fake._advance = advance
+    with pytest.raises(ProviderFailure, match="'paused', a status the studio does not know"):
+        provider.generate(prepared(SCHNELL), RunContext(timeout=10))
+    assert fake.cancelled == list(fake.predictions)
+
+
+def test_output_files_need_the_token_and_the_download_sends_it(fake, provider):
+    fake.outputs_need_token = True
+    result = provider.generate(prepared(SCHNELL, n=2), RunContext(timeout=10))
+    assert len(result.images) == 2
+    assert len(fake.downloads) == 2
+
+
+def test_the_token_never_goes_to_an_output_host_that_is_not_replicates(fake, provider):
+    """An output URL on another origin (here another loopback port) is fetched without the token."""
+    def serve_image(request):
+        return Response(200, image_bytes(64, 64, "PNG"), {"content-type": "image/png"})
+
+    with FakeServer(serve_image) as elsewhere:
+        fake.output_base = elsewhere.url
+        result = provider.generate(prepared(SCHNELL, output_format="png"), RunContext(timeout=10))
+    assert len(result.images) == 1
+    [download] = elsewhere.requests
+    assert "authorization" not in download.headers
+    assert fake.downloads == []
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("https://replicate.delivery/xezq/abc/out-0.webp", True),
+    ("https://pbxt.replicate.delivery/abc/out-0.png", True),
+    ("https://api.replicate.com/v1/files/abc/download", True),
+    ("http://replicate.delivery/xezq/abc/out-0.webp", False),  # never in clear text
+    ("https://evilreplicate.delivery/out.png", False),
+    ("https://replicate.delivery.example.com/out.png", False),
+    ("https://example.com/out.png", False),
+    ("http://127.0.0.1:8123/output/x.png", True),  # the configured endpoint's origin
+    ("http://127.0.0.1:9999/output/x.png", False),  # same machine, another origin
+])
+def test_which_output_hosts_get_the_token(url, expected):
+    assert serves_provider(url, "http://127.0.0.1:8123", CREDENTIAL_HOSTS) is expected

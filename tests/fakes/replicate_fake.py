@@ -9,8 +9,10 @@ What it checks and answers like the real service:
   enum values are a 422 "Input validation failed", and image inputs must be data URIs or file URLs
   that decode to real images (a mask must match its image's size);
 - ``GET /v1/predictions/{id}``: starting -> processing (with tqdm-style progress logs) ->
-  succeeded, with ``metrics.predict_time``; output file URLs served by this same server (without
-  needing a token, like Replicate's delivery host) as real images of the requested size/format;
+  succeeded, with ``metrics.predict_time``; output file URLs served by this same server as real
+  images of the requested size/format, which need the API token like the SDK's ``FileOutput``
+  sends it (``outputs_need_token``); or ``aborted`` straight from starting (its deadline passed
+  before it could start; the 1.x SDK's model lacks that status);
 - ``POST /v1/predictions/{id}/cancel``;
 - errors as ``{"title", "detail", "status"}`` with the status code and headers (``Retry-After``)
   queued by a test.
@@ -134,7 +136,10 @@ class ReplicateFake:
     image does) | "empty_output" (succeeds with ``output: []``);
     ``polls_to_finish``: GETs in "processing" before the end; ``predict_time``: seconds reported;
     ``queue_error(kind, response)``: answer the next ``kind`` ("create", "get", "files") with it;
-    ``expired_outputs``: indexes of output files the delivery host answers 404 for (expired links).
+    ``expired_outputs``: indexes of output files the delivery host answers 404 for (expired links);
+    ``outcome = "aborted"``: the prediction goes from starting to aborted, no output, no metrics;
+    ``outputs_need_token``: output files answer 401 without the token (default True);
+    ``output_base``: where output URLs point (default this server), e.g. another host's server.
     """
 
     def __init__(self, token: str = TOKEN):
@@ -147,6 +152,8 @@ class ReplicateFake:
         self.cancelled: list[str] = []
         self.downloads: list[Request] = []
         self.expired_outputs: set[int] = set()
+        self.outputs_need_token = True
+        self.output_base: str | None = None
         self.queued: dict[str, list[Response]] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -249,9 +256,12 @@ class ReplicateFake:
         return Response(200, self._json(prediction, base))
 
     def _advance(self, prediction: Prediction, base: str) -> None:
-        if prediction.status in ("succeeded", "failed", "canceled"):
+        if prediction.status in ("succeeded", "failed", "canceled", "aborted"):
             return
         prediction.polls += 1
+        if self.outcome == "aborted":
+            prediction.status = "aborted"
+            return
         steps = prediction.input.get("num_inference_steps", 4)
         if prediction.status == "starting":
             prediction.status = "processing"
@@ -277,7 +287,7 @@ class ReplicateFake:
             prediction.logs += f"\n100%|##########| {steps}/{steps} [00:02<00:00, 2.00it/s]"
             ext = prediction.input.get("output_format", "png")
             count = 1 if prediction.model.single_output else prediction.input.get("num_outputs", 1)
-            urls = [f"{base}/output/{prediction.id}/out-{i}.{ext}" for i in range(count)]
+            urls = [f"{self.output_base or base}/output/{prediction.id}/out-{i}.{ext}" for i in range(count)]
             prediction.output = urls[0] if prediction.model.single_output else urls
 
     def _cancel(self, prediction_id: str, base: str) -> Response:
@@ -286,7 +296,7 @@ class ReplicateFake:
             return problem(404, "Not found", "Not found.")
         with self._lock:
             self.cancelled.append(prediction_id)
-            if prediction.status not in ("succeeded", "failed"):
+            if prediction.status not in ("succeeded", "failed", "aborted"):
                 prediction.status = "canceled"
         return Response(200, self._json(prediction, base))
 
@@ -303,8 +313,9 @@ class ReplicateFake:
             "error": prediction.error,
             "status": prediction.status,
             "created_at": "2026-11-01T12:00:00.000Z",
-            "started_at": None if prediction.status == "starting" else "2026-11-01T12:00:01.000Z",
-            "completed_at": "2026-11-01T12:00:03.000Z" if prediction.status in ("succeeded", "failed", "canceled")
+            "started_at": None if prediction.status in ("starting", "aborted") else "2026-11-01T12:00:01.000Z",
+            "completed_at": "2026-11-01T12:00:03.000Z" if prediction.status in ("succeeded", "failed", "canceled",
+                                                                                "aborted")
             else None,
             "metrics": prediction.metrics,
             "urls": {"get": f"{base}/v1/predictions/{prediction.id}",
@@ -354,6 +365,8 @@ class ReplicateFake:
 
     def _serve_output(self, request: Request) -> Response:
         self.downloads.append(request)
+        if self.outputs_need_token and request.headers.get("authorization") != f"Bearer {self.token}":
+            return problem(401, "Unauthenticated", "You did not pass a valid authentication token")
         m = re.fullmatch(r"/output/([^/]+)/out-(\d+)\.(\w+)", request.path)
         prediction = self.predictions.get(m[1]) if m else None
         if prediction is None or prediction.status != "succeeded" or int(m[2]) in self.expired_outputs:
