@@ -153,7 +153,9 @@ class Studio:
             self._log(request_id, prepared, prepared_all.record_mode, "failed", error=error, estimate=estimate,
                       duration=time.monotonic() - started)
             raise
-        cache_key = self._cache_key(prepared)
+        # An edit's input image and mask, as PNG: kept with its images (for re-runs) and hashed for the cache.
+        sources = self._edit_sources(prepared)
+        cache_key = self._cache_key(prepared, sources)
         # Nothing is paid for that cannot be kept: the texts each image will carry must fit its format.
         self._check_metadata_fits(prepared, prepared_all.record_mode, request_id, tags, category, parent)
         use_cache = request.cache if request.cache is not None else (request.seed is not None and prepared.model.seed)
@@ -178,7 +180,7 @@ class Studio:
                 raise ProviderFailure("the provider returned no images", provider=prepared.provider)
             ctx.report("saving", 0.0, message="saving images")
             records = self._save(prepared, prepared_all.record_mode, result, quote, request_id, cache_key,
-                                 tags, category, parent, started)
+                                 tags, category, parent, started, sources=sources)
         except StudioError as error:
             error.message = self.redact(error.message)
             self._log(request_id, prepared, prepared_all.record_mode, "failed", error=error, estimate=estimate,
@@ -201,9 +203,9 @@ class Studio:
             return None
         return self.get_image(parent_id, user)
 
-    def _cache_key(self, prepared: PreparedRequest) -> str:
-        def image_hash(image) -> str | None:
-            return hashlib.sha256(png_bytes(image)).hexdigest() if image is not None else None
+    def _cache_key(self, prepared: PreparedRequest, sources: dict[str, tuple[str, bytes]]) -> str:
+        def image_hash(name: str) -> str | None:  # the PNG's sha256, as in its key (one encode per input)
+            return hashlib.sha256(sources[name][1]).hexdigest() if name in sources else None
 
         material = {
             "provider": prepared.provider, "model": prepared.model.id, "mode": prepared.mode.value,
@@ -211,7 +213,7 @@ class Studio:
             "n": prepared.n, "seed": prepared.seed, "steps": prepared.steps, "guidance": prepared.guidance,
             "strength": prepared.strength, "quality": prepared.quality, "format": prepared.output_format,
             "compression": prepared.compression, "extra": prepared.extra,
-            "init": image_hash(prepared.init_image), "mask": image_hash(prepared.mask),
+            "init": image_hash("source_image"), "mask": image_hash("source_mask"),
             "postprocess": prepared.postprocess,
         }
         return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
@@ -235,13 +237,14 @@ class Studio:
 
     def _save(self, prepared: PreparedRequest, record_mode: Mode, result: ProviderResult, quote: costs.CostQuote,
               request_id: str, cache_key: str, tags: list[str], category: str, parent: ImageRecord | None,
-              started: float) -> list[ImageRecord]:
+              started: float, *,
+              sources: dict[str, tuple[str, bytes]] | None = None) -> list[ImageRecord]:
         total_cost = self._booked_cost(prepared, result, quote, request_id)
         per_image = total_cost / len(result.images)
         created = utc_now()
         elapsed = time.monotonic() - started
         # The input image and mask of an edit are kept (content-addressed) so it can be re-run.
-        sources = self._edit_sources(prepared)
+        sources = self._edit_sources(prepared) if sources is None else sources
         source_keys = {name: key for name, (key, _data) in sources.items()}
         # Decode and check every image before writing any, so one broken answer writes nothing.
         records: list[ImageRecord] = []
@@ -366,7 +369,9 @@ class Studio:
         params = {"width": prepared.width, "height": prepared.height, "n": prepared.n, "steps": prepared.steps,
                   "guidance": prepared.guidance, "strength": prepared.strength, "quality": prepared.quality,
                   "compression": prepared.compression, "extra": prepared.extra, "run_mode": prepared.mode.value,
-                  "postprocess": prepared.postprocess, "user_negative_prompt": prepared.user_negative_prompt}
+                  "postprocess": prepared.postprocess}
+        if prepared.user_negative_prompt != prepared.negative_prompt:  # a style added its own part
+            params["user_negative_prompt"] = prepared.user_negative_prompt
         params.update({k: v for k, v in info.items() if isinstance(v, (str, int, float, bool)) or v is None})
         if usage:
             params["usage"] = usage
