@@ -116,6 +116,11 @@ FILES = {  # name -> (bytes, the normalised generation expected)
     "invokeai": (lambda: png_with({"invokeai_metadata": json.dumps(INVOKE)}), dict(
         source="invokeai", prompt="an owl on a branch", negative_prompt="cartoon", seed=3960398543, steps=30,
         guidance=7.5, width=768, height=512, model="stable-diffusion-v1-5", sampler="euler_a")),
+    "invokeai-3": (lambda: png_with({"invokeai_metadata": json.dumps({
+        **{k: v for k, v in INVOKE.items() if k != "model"}, "app_version": "3.6.2",
+        "model": {"model_name": "stable-diffusion-v1-5", "base_model": "sd-1", "model_type": "main"}})}), dict(
+        source="invokeai", prompt="an owl on a branch", negative_prompt="cartoon", seed=3960398543, steps=30,
+        guidance=7.5, width=768, height=512, model="stable-diffusion-v1-5", sampler="euler_a")),
     "invokeai-2": (lambda: png_with({"sd-metadata": json.dumps(INVOKE2), "Dream": '"a castle [fog, people]" -s 40'}),
                    dict(source="invokeai", prompt="a castle", negative_prompt="fog, people", seed=42, steps=40,
                         guidance=7.5, width=512, height=512, model="stable-diffusion-1.5", sampler="k_lms")),
