@@ -43,7 +43,8 @@ def add_generation_options(parser: argparse.ArgumentParser, *, images_help: str 
     parser.add_argument("--tag", action="append", default=[], help="tag (repeatable)")
     parser.add_argument("--user", default="local", help=argparse.SUPPRESS)
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
-                        help="provider-specific option, e.g. background=transparent (repeatable)")
+                        help="provider-specific option, e.g. background=transparent, go_fast=false, guidance=3.5; "
+                             "repeat a name for a list (reference_images=a.png --option reference_images=b.png)")
     parser.add_argument("--upscale", type=float, help="post-process: enlarge by this factor (1-4, Lanczos)")
     parser.add_argument("--sharpen", type=float, help="post-process: unsharp mask amount (0-3)")
     parser.add_argument("--enhance", action="store_true", help="post-process: auto-contrast and a mild sharpen")
@@ -131,6 +132,7 @@ def _emit(args: argparse.Namespace, payload: dict[str, Any], text: Callable[[], 
 def generation_options(args: argparse.Namespace) -> dict[str, Any]:
     """GenerationRequest fields from ``add_generation_options``' arguments (only ``n`` and the size
     are left out when not given). Raises InvalidRequest for a malformed size or --option."""
+    from studio.options import parse_option_pairs
     from studio.validation import parse_size
 
     options: dict[str, Any] = {
@@ -143,12 +145,7 @@ def generation_options(args: argparse.Namespace) -> dict[str, Any]:
         options["n"] = args.n
     if args.size:
         options["width"], options["height"] = parse_size(args.size)
-    extra = {}
-    for item in args.option:
-        if "=" not in item:
-            raise InvalidRequest(f"--option {item!r} is not NAME=VALUE")
-        name, value = item.split("=", 1)
-        extra[name.strip()] = value.strip()
+    extra = parse_option_pairs(args.option)  # text here; the model's schema types it (studio.options)
     if extra:
         options["extra"] = extra
     post = {name: value for name, value in (("upscale", args.upscale), ("sharpen", args.sharpen),

@@ -60,7 +60,8 @@ class Settings:
     # Local models a visitor may pick besides the catalog's (Hub ids or paths the operator vouches
     # for); "name=/models/x.safetensors" offers the file as "name", keeping the path on the server.
     local_models: tuple[str, ...] = ()
-    # Whether a request may name any local model id or server path. True for the CLI and the library;
+    # Whether a request may name any local model id or server path (a local model, or an image in a
+    # provider option such as reference_images). True for the CLI and the library;
     # the web front ends set it False unless STUDIO_VISITORS=local (a remote visitor must not make the
     # server open files of its choosing).
     local_free_paths: bool = True

@@ -7,17 +7,22 @@ Five formats are read:
   between them). A line may start with a timestamp (``00:01:05 A lighthouse``, ``[01:05] ...``)
   and end with overrides in the AUTOMATIC1111 "prompts from file" habit:
   ``a lighthouse at dusk --seed 5 --style cinematic``. Lines starting with ``#`` are comments.
+  A provider option of the job's model is ``--option go_fast=false`` (repeatable).
 - CSV (comma, semicolon or tab) with a header naming a ``text`` column and optionally
-  ``timestamp`` and override columns (``seed``, ``style``, ...);
+  ``timestamp`` and override columns (``seed``, ``style``, ...), and a provider option per
+  ``option.NAME`` column (``option.go_fast``);
 - JSON: a list of ``{"timestamp", "text"}`` objects (or of strings), optionally wrapped as
-  ``{"segments": [...]}``;
+  ``{"segments": [...]}``; a segment's provider options are an ``"options"`` object (JSON types
+  kept: ``{"go_fast": false}``) or ``"option.NAME"`` keys;
 - SRT and WebVTT subtitles: each cue is a scene, its timestamp the cue's start. SRT is read as
   the ``srt`` library reads it, WebVTT by the W3C parsing algorithm (see "subtitles" below).
 
 Without a file name the format is recognised from the content (a WEBVTT signature, JSON, an SRT
 timing line, a CSV header naming a text column and a time or override column). Bytes are UTF-8, or
 UTF-8/16/32 announced by a byte-order mark. Anything malformed raises ``InvalidRequest`` naming the
-line, before any job exists.
+line, before any job exists. Provider options are read here as given (text, or JSON values); the
+job's model types and checks them (``studio.options.coerce_options``) when the batch is previewed,
+so an option the model refuses is an error naming its line, before any job exists too.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from studio.errors import InvalidRequest
+from studio.options import parse_option_pairs
 from studio.validation import MAX_PROMPT_CHARS, parse_size
 
 MAX_SCENES = 2000
@@ -55,6 +61,8 @@ OVERRIDES: dict[str, tuple[str, type]] = {
     "size": ("size", str),
     "quality": ("quality", str),
 }
+# A CSV column or JSON key naming one provider option of the job's model: ``option.go_fast``.
+OPTION_PREFIX = "option."
 _TEXT_COLUMNS = ("text", "prompt", "scene", "description")
 _TIME_COLUMNS = ("timestamp", "time", "start", "timecode")
 
@@ -257,7 +265,8 @@ def _convert_override(key: str, value: Any, line: int) -> tuple[str, Any]:
     name = key.strip().lower().replace("-", "_")
     if name not in OVERRIDES:
         raise InvalidRequest(f"line {line}: unknown option --{key}; use "
-                             + ", ".join(f"--{o}" for o in OVERRIDES if o not in ("negative_prompt", "cfg_scale")))
+                             + ", ".join(f"--{o}" for o in OVERRIDES if o not in ("negative_prompt", "cfg_scale"))
+                             + " or --option NAME=VALUE")
     target, kind = OVERRIDES[name]
     if value is None or (isinstance(value, str) and not value.strip()):
         raise InvalidRequest(f"line {line}: --{name} needs a value")
@@ -299,6 +308,7 @@ def _split_options(text: str, line: int) -> tuple[str, dict[str, Any]]:
     except ValueError as exc:
         raise InvalidRequest(f"line {line}: cannot read the options ({exc})") from None
     pairs: dict[str, Any] = {}
+    provider_options: list[str] = []
     position = 0
     while position < len(tokens):
         token = tokens[position]
@@ -314,8 +324,13 @@ def _split_options(text: str, line: int) -> tuple[str, dict[str, Any]]:
         if key.lower() == "prompt":  # A1111's form: the whole line is options, the prompt one of them
             prompt = value
             continue
+        if key.lower() == "option":  # --option NAME=VALUE, typed later by the job's model
+            provider_options.append(value)
+            continue
         target, converted = _convert_override(key, value, line)
         pairs[target] = converted
+    if provider_options:
+        pairs["extra"] = parse_option_pairs(provider_options, what=f"line {line}: --option")
     return prompt.strip(), _finish_overrides(pairs)
 
 
@@ -382,10 +397,12 @@ def _is_csv_header(line: str) -> bool:
     except (csv.Error, StopIteration):
         return False
     columns = [cell.strip().lower() for cell in cells]
-    if len(columns) < 2 or not all(_COLUMN_NAME.fullmatch(c) for c in columns if c):
+    names = [c.removeprefix(OPTION_PREFIX) for c in columns]
+    if len(columns) < 2 or not all(_COLUMN_NAME.fullmatch(c) for c in names if c):
         return False
     known = set(_TIME_COLUMNS) | set(OVERRIDES)
-    return any(c in _TEXT_COLUMNS for c in columns) and any(c in known for c in columns)
+    return any(c in _TEXT_COLUMNS for c in columns) and any(c in known or c.startswith(OPTION_PREFIX)
+                                                            for c in columns)
 
 
 def _parse_csv(text: str) -> list[Scene]:
@@ -402,6 +419,8 @@ def _parse_csv(text: str) -> list[Scene]:
         raise InvalidRequest(f"line 1: the CSV header needs a 'text' column (found: {', '.join(header) or 'nothing'})")
     time_col = next((columns.index(c) for c in _TIME_COLUMNS if c in columns), None)
     override_cols = [(i, c) for i, c in enumerate(columns) if c in OVERRIDES]
+    option_cols = [(i, header[i].strip()[len(OPTION_PREFIX):]) for i, c in enumerate(columns)
+                   if c.startswith(OPTION_PREFIX)]
 
     collector = _Collector()
     line = 1
@@ -425,6 +444,9 @@ def _parse_csv(text: str) -> list[Scene]:
             if cells[index].strip():
                 target, value = _convert_override(name, cells[index], line)
                 overrides[target] = value
+        extra = {name: cells[index].strip() for index, name in option_cols if cells[index].strip()}
+        if extra:
+            overrides["extra"] = extra
         timestamp = cells[time_col] if time_col is not None else None
         collector.add(line, cells[text_col], timestamp, _finish_overrides(overrides))
     return collector.scenes
@@ -460,6 +482,21 @@ def _parse_json(text: str) -> list[Scene]:
                              "\"text\": \"...\"}")
     lines = _element_lines(text, array_start, len(data)) if array_start >= 0 else [None] * len(data)
     return _scenes_from_segments(list(zip(data, lines)))
+
+
+def _segment_options(item: dict[str, Any], line: int) -> dict[str, Any]:
+    """A JSON segment's provider options: its ``"options"`` object and ``"option.NAME"`` keys, with
+    their JSON values (false stays a boolean)."""
+    extra: dict[str, Any] = {}
+    for key, value in item.items():
+        name = str(key)
+        if name.lower() == "options":
+            if not isinstance(value, dict):
+                raise InvalidRequest(f"line {line}: \"options\" must be an object like {{\"go_fast\": false}}")
+            extra.update({str(k): v for k, v in value.items()})
+        elif name.lower().startswith(OPTION_PREFIX):
+            extra[name[len(OPTION_PREFIX):]] = value
+    return extra
 
 
 def _element_lines(text: str, array_start: int, count: int) -> list[int | None]:
@@ -502,6 +539,9 @@ def _scenes_from_segments(items: list[tuple[Any, int | None]]) -> list[Scene]:
             if name in keys and keys[name] not in (None, ""):
                 target, value = _convert_override(name, keys[name], line or number)
                 overrides[target] = value
+        extra = _segment_options(item, line or number)
+        if extra:
+            overrides["extra"] = extra
         try:
             collector.add(line or number, keys[text_key], keys[time_key] if time_key else None,
                           _finish_overrides(overrides))

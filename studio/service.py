@@ -30,6 +30,7 @@ from studio.errors import (BudgetExceeded, ContentBlocked, InvalidRequest, NotFo
 from studio.identity import may_change, visible_to, without_embedded_owner
 from studio.imaging import decode_result, load_image, png_bytes, sniff_format, thumbnail_bytes
 from studio.netfetch import fetch_url, is_url
+from studio.options import recordable
 from studio.metadata import format_parameters, read_metadata
 from studio.metadata_write import check_fits, encode_image, insert_metadata
 from studio.metadata_read import request_fields, seed_note
@@ -115,7 +116,8 @@ class Studio:
         provider = self.provider(request.provider)
         # No model named: the provider's default for this kind of work (its text-to-image default may not edit).
         model = provider.model(request.model, request.user, Mode.parse(request.mode).value)
-        return prepare(request, provider.name, model, self.styles, seed_space=provider.seed_space)
+        return prepare(request, provider.name, model, self.styles, seed_space=provider.seed_space,
+                       server_files=self.settings.local_free_paths)
 
     def estimate(self, request: GenerationRequest) -> float:
         """Expected USD of ``request``, input included (prompt and input-image tokens where billed):
@@ -212,7 +214,7 @@ class Studio:
             "prompt": prepared.prompt, "negative": prepared.negative_prompt, "size": prepared.size,
             "n": prepared.n, "seed": prepared.seed, "steps": prepared.steps, "guidance": prepared.guidance,
             "strength": prepared.strength, "quality": prepared.quality, "format": prepared.output_format,
-            "compression": prepared.compression, "extra": prepared.extra,
+            "compression": prepared.compression, "extra": recordable(prepared.extra),
             "init": image_hash("source_image"), "mask": image_hash("source_mask"),
             "postprocess": prepared.postprocess,
         }
@@ -368,7 +370,8 @@ class Studio:
     def _params(prepared: PreparedRequest, info: dict[str, Any], usage: dict[str, Any]) -> dict[str, Any]:
         params = {"width": prepared.width, "height": prepared.height, "n": prepared.n, "steps": prepared.steps,
                   "guidance": prepared.guidance, "strength": prepared.strength, "quality": prepared.quality,
-                  "compression": prepared.compression, "extra": prepared.extra, "run_mode": prepared.mode.value,
+                  "compression": prepared.compression, "extra": recordable(prepared.extra),
+                  "run_mode": prepared.mode.value,
                   "postprocess": prepared.postprocess}
         if prepared.user_negative_prompt != prepared.negative_prompt:  # a style added its own part
             params["user_negative_prompt"] = prepared.user_negative_prompt

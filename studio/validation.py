@@ -18,6 +18,7 @@ from studio import postprocess
 from studio.catalog import ModelInfo
 from studio.errors import InvalidRequest
 from studio.imaging import load_image, load_mask, normalize_format
+from studio.options import coerce_options
 from studio.styles import StyleBook
 from studio.types import GenerationRequest, Mode, PreparedRequest
 
@@ -160,9 +161,10 @@ def nth_seed(seed: int, index: int, space: int = SEED_SPACE) -> int:
 
 
 def prepare(request: GenerationRequest, provider: str, model: ModelInfo, styles: StyleBook, *,
-            seed_space: int = SEED_SPACE) -> Prepared:
+            seed_space: int = SEED_SPACE, server_files: bool = True) -> Prepared:
     """Validate ``request`` for ``model`` of ``provider``; ``seed_space`` is the provider's number of
-    seeds (a seed must be below it). Raises InvalidRequest, changing nothing."""
+    seeds (a seed must be below it); ``server_files=False`` refuses file names in provider options
+    (``studio.options.coerce_options``). Raises InvalidRequest, changing nothing."""
     warnings: list[str] = []
     mode = Mode.parse(request.mode)
     user_prompt = clean_text(request.prompt, "prompt", required=True)
@@ -246,14 +248,8 @@ def prepare(request: GenerationRequest, provider: str, model: ModelInfo, styles:
     if not 1 <= compression <= 100:
         raise InvalidRequest(f"compression must be 1-100, not {compression}")
 
-    extra = dict(request.extra or {})
-    for name, value in extra.items():
-        allowed = model.options.get(name)
-        if allowed is None:
-            raise InvalidRequest(f"{model.id} has no option {name!r}"
-                                 + (f"; it has {', '.join(model.options)}" if model.options else ""))
-        if isinstance(allowed, list) and value not in allowed:
-            raise InvalidRequest(f"{name} must be one of {', '.join(map(str, allowed))}, not {value!r}")
+    # Provider options typed once, by the model's schema: the provider gets booleans, numbers, lists.
+    extra = coerce_options(model, request.extra, server_files=server_files)
 
     post = postprocess.clean_options(request.postprocess, width, height)
     user = clean_text(request.user, "user", required=True, max_chars=200)

@@ -27,6 +27,7 @@ from typing import Callable
 from studio.errors import BudgetExceeded, Cancelled, RateLimited, StudioError
 from studio.jobs.model import STAGE_STATUS, ItemStatus, Job, JobItem, JobStatus
 from studio.jobs.store import JobStore, now_iso
+from studio.options import merge_options
 from studio.types import GenerationRequest, ProgressEvent
 from studio.validation import clean_tags
 
@@ -112,7 +113,10 @@ def build_request(job: Job, item: JobItem) -> GenerationRequest:
     """The request for one scene: the job's options, then the scene's own overrides. Only request
     fields are taken (a job's options also hold settings such as the webhook policy)."""
     options = {k: v for k, v in job.options.items() if k in REQUEST_FIELDS}
-    options.update({k: v for k, v in item.overrides.items() if k in REQUEST_FIELDS})
+    scene = {k: v for k, v in item.overrides.items() if k in REQUEST_FIELDS}
+    if "extra" in scene:  # a scene's provider options add to the job's, option by option
+        scene["extra"] = merge_options(options.get("extra"), scene["extra"])
+    options.update(scene)
     style = options.pop("style", job.style)
     tags = [*clean_tags(options.pop("tags", None)), f"job-{job.id}"]  # a "a, b" string is two tags
     return GenerationRequest(prompt=item.text, provider=job.provider, model=job.model, style=style, seed=item.seed,
