@@ -9,7 +9,9 @@ supported aspect ratio and a seed, once per wanted image; read the image from th
 data. Safety blocks arrive as HTTP 200 answers and become ``ContentBlocked``; HTTP errors are
 mapped from their structured fields; token usage becomes the cost.
 
-``GOOGLE_GEMINI_BASE_URL`` (the SDK's own setting) points it at a proxy or a test server.
+``GOOGLE_GEMINI_BASE_URL`` (the SDK's own setting) points it at a proxy or a test server. The API
+version is the studio's setting ``gemini_api_version`` (``v1beta`` by default: Google's ``v1``
+reference does not define ``responseModalities`` or ``imageConfig``).
 """
 
 from __future__ import annotations
@@ -223,10 +225,15 @@ class GeminiProvider(CloudProvider):
 
     def _client(self, key: str):
         from google import genai
+        from google.genai import types
 
         base_url = os.environ.get("GOOGLE_GEMINI_BASE_URL") or None  # read by the SDK too; part of the cache key
+        # The API version is always ours to say (settings.gemini_api_version, v1beta by default):
+        # the SDK would otherwise pick v1, whose reference lacks the image fields we send.
+        version = self.settings.gemini_api_version
         # No retry_options: the SDK then makes one attempt, and call_within does the retrying.
-        return self.cached_client((key, base_url), lambda: genai.Client(api_key=key))
+        return self.cached_client((key, base_url, version), lambda: genai.Client(
+            api_key=key, http_options=types.HttpOptions(api_version=version)))
 
 
 def _network_errors() -> tuple[tuple[type, ...], tuple[type, ...]]:

@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 from providers.cloud import CloudProvider, Deadline, call_within, keep_partial
 from providers.common import scrub
 from providers.retry import parse_retry_after
-from studio.catalog import ModelInfo
+from studio.catalog import ModelInfo, check_not_retired
 from studio.errors import (ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure, ProviderTimeout,
                            QuotaExhausted, RateLimited, StudioError, UnusableResult)
 from studio.identity import VisitorIds
@@ -54,8 +54,7 @@ class OpenAIProvider(CloudProvider):
 
     def generate(self, request: PreparedRequest, ctx: RunContext) -> ProviderResult:
         model = request.model
-        if model.retired:
-            raise InvalidRequest(f"{model.id} is retired. {model.notes}".strip(), provider=self.name)
+        check_not_retired(model)  # also checked in validation.prepare; kept for direct provider use
         key = self.require_key()
         client = self._client(key)
         params = self._params(request)

@@ -4,6 +4,10 @@ One JSON file per provider lives in ``studio/data/catalog/``. A file of the same
 ``$STUDIO_HOME/catalog/`` adds models or overrides fields, so a retired or new model is a data
 change. A model id that is in no file is still accepted: it gets the provider's ``"*"`` template.
 
+A model the provider has shut down carries ``"retired": true`` or ``"retires_on": "YYYY-MM-DD"`` (retired
+from that day on), and ``"replacement"``: the model to use instead. A request for a retired model is
+refused before anything is sent (``check_not_retired``), for every provider.
+
 Each file names the provider's default model per mode under ``"defaults"`` (``{"text-to-image": id,
 "image-to-image": id, "inpaint": id, "variation": id}``): a request that names no model gets the one
 for its mode, so ``edit`` on a provider whose text-to-image default cannot edit still works. A model
@@ -15,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -59,7 +64,9 @@ class ModelInfo:
     options: dict[str, Any] = field(default_factory=dict)  # provider-specific option -> allowed values
     price: dict[str, Any] = field(default_factory=lambda: {"kind": "free"})
     default: bool = False
-    retired: bool = False
+    retired: bool = False  # set from ``retires_on`` once that day has come (UTC)
+    retires_on: str | None = None  # ISO date the provider shuts the model down
+    replacement: str | None = None  # the model id to use instead once it is retired
     known: bool = True  # False for an id that is not in the catalog
     notes: str = ""
 
@@ -97,6 +104,8 @@ class ModelInfo:
             "price": self.price,
             "default": self.default,
             "retired": self.retired,
+            "retires_on": self.retires_on,
+            "replacement": self.replacement,
             "known": self.known,
         }
         if self.notes:
@@ -120,6 +129,14 @@ def _model_from_entry(provider: str, entry: dict[str, Any], *, known: bool = Tru
     unknown = set(data) - allowed
     if unknown:
         raise ValueError(f"catalog entry for {provider}/{entry.get('id')} has unknown fields: {sorted(unknown)}")
+    if data.get("retires_on"):
+        try:
+            shut_down = date.fromisoformat(str(data["retires_on"]))
+        except ValueError:
+            raise ValueError(f"catalog entry for {provider}/{entry.get('id')}: retires_on must be a date "
+                             f"YYYY-MM-DD, not {data['retires_on']!r}") from None
+        # Decided each time an entry is read, so a long-running server stops calling it on the day.
+        data["retired"] = bool(data.get("retired")) or shut_down <= datetime.now(timezone.utc).date()
     return ModelInfo(provider=provider, known=known, **data)
 
 
@@ -192,6 +209,18 @@ class Catalog:
     def _model(self, provider: str, entry: dict[str, Any]) -> ModelInfo:
         text_default = self._providers.get(provider, {}).get("defaults", {}).get("text-to-image")
         return _model_from_entry(provider, {**entry, "default": entry["id"] == text_default})
+
+
+def check_not_retired(model: ModelInfo) -> None:
+    """Raise ``InvalidRequest`` when ``model`` is retired, naming the date and the replacement:
+    the provider would refuse it (after the request, or worse, after a charge), so nothing is sent."""
+    if not model.retired:
+        return
+    from studio.errors import InvalidRequest
+
+    when = f" on {model.retires_on}" if model.retires_on else ""
+    instead = f"; use {model.replacement} instead" if model.replacement else ""
+    raise InvalidRequest(f"the {model.provider} model {model.id} was retired{when}{instead}", provider=model.provider)
 
 
 @lru_cache(maxsize=8)

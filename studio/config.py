@@ -9,6 +9,7 @@ written anywhere by the studio.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -67,6 +68,10 @@ class Settings:
     local_free_paths: bool = True
     request_timeout: float = 300.0
     job_stale_seconds: float = 15.0  # a batch runner whose heartbeat is older than this is presumed dead
+    # The Gemini API version requests go to. v1beta is the version whose published reference defines
+    # every field the studio sends (responseModalities, imageConfig with imageSize); google-genai
+    # 3.x alone would pick v1, which does not. STUDIO_GEMINI_API_VERSION or [gemini] api_version.
+    gemini_api_version: str = "v1beta"
     session_keys: dict[str, str] = field(default_factory=dict, repr=False)  # pasted by a user, never stored
 
     @classmethod
@@ -92,6 +97,8 @@ class Settings:
             request_timeout=float(env.get("STUDIO_REQUEST_TIMEOUT") or file_values.get("request_timeout") or 300),
             job_stale_seconds=float(env.get("STUDIO_JOB_STALE_SECONDS") or file_values.get("job_stale_seconds")
                                     or 15),
+            gemini_api_version=api_version(env.get("STUDIO_GEMINI_API_VERSION")
+                                           or file_values.get("gemini", {}).get("api_version") or cls.gemini_api_version),
         )
         for name, value in overrides.items():
             setattr(settings, name, value)
@@ -109,6 +116,14 @@ class Settings:
 
     def model_for_user(self, user: str) -> str:
         return self.user_models.get(user, self.local_model)
+
+
+def api_version(value: Any) -> str:
+    """A provider API version as it appears in a URL path ("v1", "v1beta", "v1alpha2"), or ValueError."""
+    text = str(value).strip()
+    if not re.fullmatch(r"v\d+(?:(?:alpha|beta)\d*)?", text):
+        raise ValueError(f"an API version looks like v1 or v1beta, not {text[:40]!r}")
+    return text
 
 
 def _streamlit_secret(names: tuple[str, ...]) -> str | None:

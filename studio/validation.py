@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from studio import postprocess
-from studio.catalog import ModelInfo
+from studio.catalog import ModelInfo, check_not_retired
 from studio.errors import InvalidRequest
 from studio.imaging import load_image, load_mask, normalize_format
 from studio.options import coerce_options
@@ -166,6 +166,7 @@ def prepare(request: GenerationRequest, provider: str, model: ModelInfo, styles:
     seeds (a seed must be below it); ``server_files=False`` refuses file names in provider options
     (``studio.options.coerce_options``). Raises InvalidRequest, changing nothing."""
     warnings: list[str] = []
+    check_not_retired(model)  # every provider: the one rule for models the provider shut down
     mode = Mode.parse(request.mode)
     user_prompt = clean_text(request.prompt, "prompt", required=True)
     user_negative = clean_text(request.negative_prompt, "negative prompt", required=False)

@@ -12,6 +12,7 @@ from PIL import Image
 
 from providers.gemini import INPAINT_INSTRUCTION, GeminiProvider
 from studio.catalog import Catalog
+from studio.config import Settings
 from studio.errors import (Cancelled, ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure,
                            ProviderTimeout, QuotaExhausted)
 from studio.types import Mode, PreparedRequest, RunContext
@@ -45,7 +46,8 @@ def test_text_to_image_sends_image_output_aspect_ratio_and_seed(fake, provider):
     result = provider.generate(prepared(width=1600, height=900), RunContext(progress=events.append, timeout=10))
 
     [request] = fake.server.requests
-    assert request.path == f"/v1/models/{FLASH}:generateContent"
+    # v1beta: the API version whose reference defines responseModalities and imageConfig.
+    assert request.path == f"/v1beta/models/{FLASH}:generateContent"
     assert request.headers["x-goog-api-key"] == KEY
     body = request.json()
     assert body["contents"] == [{"parts": [{"text": "a red fox in fresh snow, watercolour"}], "role": "user"}]
@@ -190,7 +192,7 @@ def test_invalid_argument_is_an_invalid_request(fake, provider):
 def test_an_unknown_model_id_is_sent_and_reported_as_not_found(fake, provider):
     with pytest.raises(InvalidRequest, match="no such model"):
         provider.generate(prepared("gemini-9-imaginary-image"), RunContext(timeout=10))
-    assert fake.server.requests[0].path == "/v1/models/gemini-9-imaginary-image:generateContent"
+    assert fake.server.requests[0].path == "/v1beta/models/gemini-9-imaginary-image:generateContent"
 
 
 def test_server_errors_are_retried_within_bounds_then_reported(fake, provider):
@@ -228,10 +230,70 @@ def test_a_key_echoed_by_the_server_is_scrubbed(fake, provider):
     assert KEY not in str(caught.value) and "***" in str(caught.value)
 
 
-def test_retired_models_stay_out_of_the_list_but_remain_usable_by_id(provider):
+def test_retired_models_stay_out_of_the_list_and_name_their_replacement(provider):
     assert "gemini-2.5-flash-image" not in [m.id for m in provider.models()]
-    assert provider.model("gemini-2.5-flash-image").retired
+    retired = provider.model("gemini-2.5-flash-image")
+    assert retired.retired and (retired.retires_on, retired.replacement) == ("2026-10-02", FLASH)
     assert provider.default_model().id == FLASH
+    # Refusing it is the studio's rule for every provider: tests/test_retired_models.py.
+
+
+# -- as Google publishes the API --------------------------------------------------------------
+
+# ImageConfig.aspectRatio in the Gemini API reference (and google-genai 3.4's ImageConfig docstring,
+# generated from it): "1:1", "2:3", "3:2", "3:4", "4:3", "9:16", "16:9", "21:9". Checked 2026-11-29.
+DOCUMENTED_RATIOS = {"1:1", "2:3", "3:2", "3:4", "4:3", "9:16", "16:9", "21:9"}
+
+
+def test_the_api_version_is_explicit_and_a_setting(fake, cloud_provider, studio_home, monkeypatch):
+    """google-genai 3.x alone calls v1, whose reference lacks responseModalities and imageConfig;
+    the studio names the version itself, v1beta unless the setting says otherwise."""
+    monkeypatch.setenv("GOOGLE_GENAI_API_VERSION", "v1")  # the SDK's own variable does not decide
+    provider = cloud_provider(GeminiProvider)
+    provider.generate(prepared(), RunContext(timeout=10))
+    assert fake.versions == ["v1beta"]
+
+    monkeypatch.setenv("STUDIO_GEMINI_API_VERSION", "v1")
+    on_v1 = GeminiProvider(Settings.load(studio_home), Catalog())
+    on_v1.retry_policy = FAST_RETRIES
+    try:
+        # The fake follows v1's reference: the image fields are unknown there.
+        with pytest.raises(InvalidRequest, match="Unknown name"):
+            on_v1.generate(prepared(), RunContext(timeout=10))
+    finally:
+        on_v1.close()
+    assert fake.versions == ["v1beta", "v1"]
+
+
+@pytest.mark.parametrize("value", ["beta", "v1/../x", "", "V1"])
+def test_a_malformed_api_version_setting_is_refused(studio_home, monkeypatch, value):
+    monkeypatch.setenv("STUDIO_GEMINI_API_VERSION", value)
+    if not value:  # empty means unset: the default
+        assert Settings.load(studio_home).gemini_api_version == "v1beta"
+        return
+    with pytest.raises(ValueError, match="API version looks like v1 or v1beta"):
+        Settings.load(studio_home)
+
+
+def test_the_api_version_can_come_from_studio_toml(studio_home):
+    studio_home.mkdir(parents=True, exist_ok=True)
+    (studio_home / "studio.toml").write_text('[gemini]\napi_version = "v1alpha"\n', encoding="utf-8")
+    assert Settings.load(studio_home).gemini_api_version == "v1alpha"
+
+
+@pytest.mark.parametrize("width, height, ratio", [(896, 1120, "3:4"), (1120, 896, "4:3"), (1600, 900, "16:9")])
+def test_only_documented_aspect_ratios_are_sent(fake, provider, width, height, ratio):
+    """4:5 and 5:4 are not in the reference's list: a 4:5 request gets the nearest documented ratio."""
+    provider.generate(prepared(width=width, height=height), RunContext(timeout=10))
+    [call] = fake.calls
+    assert call.config["imageConfig"]["aspectRatio"] == ratio
+
+
+def test_every_gemini_catalog_entry_offers_only_documented_ratios():
+    catalog = Catalog()
+    entries = catalog.models("gemini", include_retired=True) + [catalog.model("gemini", "some-future-image-model")]
+    for model in entries:
+        assert set(model.aspect_ratios) <= DOCUMENTED_RATIOS, model.id
 
 
 def test_images_already_made_are_kept_when_a_later_call_is_blocked(fake, provider):

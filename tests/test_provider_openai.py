@@ -198,7 +198,7 @@ def test_status_is_ready_with_a_key(provider, fake):
 
 def test_retired_models_are_refused_with_the_replacement(provider, fake):
     model = provider.catalog.model("openai", "dall-e-3")
-    with pytest.raises(InvalidRequest, match="retired.*GPT image model"):
+    with pytest.raises(InvalidRequest, match="dall-e-3 was retired on 2026-05-12; use gpt-image-2.5-flare instead"):
         provider.generate(prepared(model), RunContext())
     assert fake.server.requests == []
 

@@ -1,7 +1,9 @@
-"""A loopback Gemini API (the Developer API, ``v1``) as ``google-genai`` 3.4 speaks it.
+"""A loopback Gemini API (the Developer API, ``v1beta`` and ``v1``) as ``google-genai`` 3.4 speaks it.
 
 What it checks and answers like the real service:
-- ``POST /v1/models/{model}:generateContent`` only (another API version or method is a 404), with
+- ``POST /{v1beta|v1}/models/{model}:generateContent`` only (another API version or method is a 404);
+  ``v1``'s published GenerationConfig has no ``responseModalities`` or ``imageConfig``, so there they
+  are unknown fields (``versions`` records the version of each request); with
   the key in ``x-goog-api-key`` (a wrong key is 400 INVALID_ARGUMENT with ErrorInfo reason
   API_KEY_INVALID, a missing one 403 PERMISSION_DENIED);
 - the camelCase JSON body: ``contents[].parts[]`` of ``text`` and ``inlineData`` (base64 that must
@@ -40,6 +42,9 @@ TIERS = {"1K": 1, "2K": 2, "4K": 4}
 IMAGE_TOKENS = {"1K": 1120, "2K": 1680, "4K": 2520}
 GENERATION_CONFIG_FIELDS = {"responseModalities", "imageConfig", "seed", "temperature", "topP", "topK",
                             "candidateCount", "maxOutputTokens", "stopSequences", "thinkingConfig"}
+# Fields of GenerationConfig that only v1beta's reference defines.
+BETA_ONLY_CONFIG_FIELDS = {"responseModalities", "imageConfig"}
+API_VERSIONS = ("v1beta", "v1")
 TOP_LEVEL_FIELDS = {"contents", "generationConfig", "safetySettings", "systemInstruction", "tools", "toolConfig",
                     "cachedContent"}
 
@@ -97,6 +102,7 @@ class GeminiFake:
         self.no_candidates = False
         self.delay = 0.0
         self.calls: list[Call] = []
+        self.versions: list[str] = []
         self.queued: list[Response] = []
         self._lock = threading.Lock()
 
@@ -105,8 +111,9 @@ class GeminiFake:
 
     def __call__(self, request: Request) -> Response:
         m = re.fullmatch(r"/(v1[a-z0-9]*)/models/([^/:]+):(\w+)", request.path)
-        if request.method != "POST" or not m or m[1] != "v1" or m[3] != "generateContent":
+        if request.method != "POST" or not m or m[1] not in API_VERSIONS or m[3] != "generateContent":
             return error(404, "NOT_FOUND", f"The requested URL {request.path} was not found on this server.")
+        self.versions.append(m[1])
         key = request.headers.get("x-goog-api-key")
         if not key:
             return error(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers (callers without "
@@ -118,14 +125,14 @@ class GeminiFake:
                            "metadata": {"service": "generativelanguage.googleapis.com"}}])
         model = m[2]
         if model not in MODELS:
-            return error(404, "NOT_FOUND", f"models/{model} is not found for API version v1, or is not supported "
+            return error(404, "NOT_FOUND", f"models/{model} is not found for API version {m[1]}, or is not supported "
                          "for generateContent. Call ListModels to see the list of available models.")
         with self._lock:
             queued = self.queued.pop(0) if self.queued else None
         if queued:
             return queued
         try:
-            call = self._parse(model, request)
+            call = self._parse(model, request, m[1])
         except ValueError as exc:
             return error(400, "INVALID_ARGUMENT", str(exc))
         self.calls.append(call)
@@ -135,7 +142,7 @@ class GeminiFake:
 
     # -- the request ----------------------------------------------------------------------------
 
-    def _parse(self, model: str, request: Request) -> Call:
+    def _parse(self, model: str, request: Request, version: str = "v1beta") -> Call:
         if not request.content_type.startswith("application/json"):
             raise ValueError("Invalid JSON payload received.")
         body = request.json()
@@ -144,6 +151,8 @@ class GeminiFake:
             raise ValueError(f'Invalid JSON payload received. Unknown name "{sorted(unknown)[0]}": Cannot find field.')
         config = body.get("generationConfig") or {}
         unknown = set(config) - GENERATION_CONFIG_FIELDS
+        if version == "v1":
+            unknown |= set(config) & BETA_ONLY_CONFIG_FIELDS
         if unknown:
             raise ValueError(f'Invalid JSON payload received. Unknown name "{sorted(unknown)[0]}" at '
                              "'generation_config': Cannot find field.")
