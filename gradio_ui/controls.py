@@ -18,6 +18,8 @@ from studio import costs
 from studio.catalog import ModelInfo
 from studio.controls import Bounds, setting_bounds
 from studio.errors import InvalidRequest, StudioError
+from studio.options import describe as describe_options
+from studio.options import example as example_options
 from studio.service import Studio
 from studio.usertext import markdown_literal
 from studio.validation import parse_size
@@ -122,7 +124,7 @@ def model_props(model: ModelInfo, mode: str, status: str = "") -> dict[str, dict
                     "value": model.default_quality or (model.qualities[0] if model.qualities else None)},
         "output_format": {"choices": formats, "value": "png" if "png" in formats else formats[0]},
         "options": {"visible": bool(model.options), "value": "",
-                    "placeholder": json.dumps(dict(list(model.options.items())[:3]), default=str)},
+                    "placeholder": json.dumps(example_options(model)), "info": describe_options(model)},
     }
 
 

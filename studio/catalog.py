@@ -61,7 +61,8 @@ class ModelInfo:
     default_quality: str | None = None
     quality_aliases: dict[str, str] = field(default_factory=dict)
     output_formats: tuple[str, ...] = ("png", "jpeg", "webp")
-    options: dict[str, Any] = field(default_factory=dict)  # provider-specific option -> allowed values
+    # provider-specific option -> allowed values, or {"type", "min", "max", ...} (studio.options)
+    options: dict[str, Any] = field(default_factory=dict)
     price: dict[str, Any] = field(default_factory=lambda: {"kind": "free"})
     default: bool = False
     retired: bool = False  # set from ``retires_on`` once that day has come (UTC)
@@ -137,7 +138,11 @@ def _model_from_entry(provider: str, entry: dict[str, Any], *, known: bool = Tru
                              f"YYYY-MM-DD, not {data['retires_on']!r}") from None
         # Decided each time an entry is read, so a long-running server stops calling it on the day.
         data["retired"] = bool(data.get("retired")) or shut_down <= datetime.now(timezone.utc).date()
-    return ModelInfo(provider=provider, known=known, **data)
+    model = ModelInfo(provider=provider, known=known, **data)
+    from studio.options import option_specs  # imported here: studio.options builds on ModelInfo
+
+    option_specs(model)  # a malformed option entry is a catalog error naming it, as an unknown field is
+    return model
 
 
 class Catalog:

@@ -53,7 +53,7 @@ class OptionSpec:
     def allowed(self) -> str:
         """What the option allows, in words ("true or false", "one of 1, 2, 3", "a number from 0 to 10")."""
         if self.choices:
-            return "one of " + ", ".join(_show(choice) for choice in self.choices)
+            return "one of " + ", ".join(show_value(choice) for choice in self.choices)
         if self.kind == "boolean":
             return "true or false"
         if self.kind == "images":
@@ -70,8 +70,8 @@ class OptionSpec:
         return noun
 
 
-def _show(value: Any) -> str:
-    """A value as a person types it: true/false for booleans, text without quotes."""
+def show_value(value: Any) -> str:
+    """``value`` as a person types it: true/false for booleans, text without quotes."""
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
@@ -195,7 +195,7 @@ def _prepare_raw(spec: OptionSpec, value: Any) -> Any:
     if spec.kind in ("integer", "number") and isinstance(value, bool):
         return object()  # refused below as not a number
     if spec.kind == "string" and isinstance(value, bool):
-        return _show(value)
+        return show_value(value)
     return value
 
 
@@ -270,6 +270,29 @@ def merge_options(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
     return merged
 
 
+def example(model: ModelInfo) -> dict[str, Any]:
+    """A JSON-able example of ``model``'s options for a form's placeholder (first choice, true, the
+    lowest number); image options are left out (they take uploads, not text)."""
+    sample: dict[str, Any] = {}
+    for name, spec in option_specs(model).items():
+        if spec.choices:
+            sample[name] = spec.choices[0]
+        elif spec.kind == "boolean":
+            sample[name] = True
+        elif spec.kind in ("integer", "number"):
+            sample[name] = spec.min if spec.min is not None else 1
+        elif spec.kind == "string":
+            sample[name] = ""
+    return sample
+
+
+def describe(model: ModelInfo) -> str:
+    """One line per option, ``name: what it takes; its help``, for a form's help text. Image options
+    are left out, as in ``example``."""
+    return "\n".join(f"{name}: {spec.allowed()}" + (f"; {spec.help}" if spec.help else "")
+                     for name, spec in option_specs(model).items() if spec.kind != "images")
+
+
 def recordable(extra: Mapping[str, Any]) -> dict[str, Any]:
     """``extra`` in a JSON-safe form for records and cache keys: an image becomes
     ``"sha256:<hex of its pixels and size>"`` (its content, so a changed file is a different request)."""
@@ -286,4 +309,4 @@ def recordable(extra: Mapping[str, Any]) -> dict[str, Any]:
 
 
 __all__ = ["OptionSpec", "KINDS", "spec_from_entry", "option_specs", "schema_for", "coerce_options",
-           "parse_option_pairs", "merge_options", "recordable"]
+           "parse_option_pairs", "merge_options", "recordable", "example", "describe", "show_value"]

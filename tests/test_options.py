@@ -15,7 +15,11 @@ import pytest
 from PIL import Image
 
 import studio as studio_api
+from streamlit.testing.v1 import AppTest
+
+from gradio_ui.controls import model_props
 from gradio_ui.endpoints import Actions, request_fields
+from studio.catalog import Catalog
 from studio.cli import main
 from studio.errors import InvalidRequest
 from studio.jobs.manager import JobManager
@@ -23,6 +27,8 @@ from studio.jobs.runner import build_request
 from studio.options import coerce_options, option_specs, parse_option_pairs
 from studio.service import Studio
 from studio.types import GenerationRequest
+from tests.test_app_pages import GENERATE, ROOT, button, no_crash, settle
+from ui.widgets import control_key
 
 SCHNELL = "black-forest-labs/flux-schnell"
 DEV = "black-forest-labs/flux-dev"
@@ -178,6 +184,40 @@ def test_gradio_options_are_typed_before_they_reach_replicate(studio, replicate)
     assert (sent["guidance"], sent["megapixels"]) == (3.5, "1")
 
 
+def test_gradio_shows_an_example_of_the_options_that_the_model_accepts(studio):
+    for provider in ("openai", "replicate", "stability", "gemini"):
+        for model in studio.catalog.models(provider):
+            shown = model_props(model, "text-to-image")["options"]
+            if not shown["visible"] or not model.supports("text-to-image"):
+                continue
+            example = json.loads(shown["placeholder"])
+            assert example, model.id
+            request = GenerationRequest(prompt="a quay", provider=provider, model=model.id, extra=example)
+            assert set(studio.prepare(request).request.extra) == set(example), model.id
+
+
+# -- Streamlit -------------------------------------------------------------------------------------
+
+
+def test_streamlit_shows_each_option_by_its_type_and_sends_it_typed(app_home, cloud_fake):
+    replicate = cloud_fake("replicate")
+    at = AppTest.from_file(str(ROOT / GENERATE), default_timeout=30).run()
+    at.text_area(key="gen_prompt").input("a quay at night").run()
+    at.selectbox(key="gen_provider").select("replicate").run()
+    at.selectbox(key="gen_model_replicate").select(DEV).run()
+    no_crash(at)
+    model = Catalog(app_home / "catalog").model("replicate", DEV)
+    # guidance (a number from 0 to 10) had no control at all: only listed values were shown
+    at.number_input(key=control_key("gen", "opt_guidance", model)).set_value(3.5)
+    at.selectbox(key=control_key("gen", "opt_go_fast", model)).select(False)
+    at.run()
+    button(at, "Generate").click().run()
+    settle(at)
+    no_crash(at)
+    (sent,) = sent_inputs(replicate)
+    assert (sent["guidance"], sent["go_fast"]) == (3.5, False)
+
+
 # -- the schema itself -----------------------------------------------------------------------------
 
 
@@ -186,6 +226,13 @@ def test_every_catalog_option_has_a_type(studio):
         for model in studio.catalog.models(provider, include_retired=True):
             for spec in option_specs(model).values():
                 assert spec.kind != "string" or spec.choices, f"{model.id}: {spec.name} is free text"
+
+
+def test_a_catalog_override_with_a_malformed_option_is_an_error_naming_it(tmp_path):
+    (tmp_path / "replicate.json").write_text(json.dumps(
+        {"models": [{"id": DEV, "options": {"guidance": {"type": "float", "min": 0}}}]}))
+    with pytest.raises(ValueError, match=f"'guidance' of {DEV}: type 'float'"):
+        Catalog(tmp_path).model("replicate", DEV)
 
 
 def test_parse_option_pairs_collects_repeated_names_and_refuses_malformed_items():

@@ -18,6 +18,7 @@ from studio.controls import DEFAULT_SIZE_RANGE, Bounds, free_size_bounds, settin
 from studio.errors import StudioError
 from studio.identity import may_change
 from studio.imaging import EXTENSIONS, MIME_TYPES, load_image
+from studio.options import OptionSpec, coerce_options, option_specs, show_value
 from studio.types import GenerationRequest, ImageRecord
 from studio.usertext import markdown_literal
 from studio.validation import MAX_SEED
@@ -25,6 +26,7 @@ from studio.validation import MAX_SEED
 STATE_ICONS = {"ready": "✅", "missing_key": "🔑", "unavailable": "⛔"}
 STATE_WORDS = {"ready": "ready", "missing_key": "needs a key", "unavailable": "unavailable"}
 SAVED_TAG = "saved"
+DEFAULT_CHOICE = "(default)"  # a provider option left to the model
 PERSIST = "session"  # inputs survive page switches: nothing typed is lost by looking at History
 
 ERROR_TITLES = {
@@ -191,18 +193,36 @@ def model_controls(model: ModelInfo, prefix: str, *, mode: str = "text-to-image"
                 index=list(model.qualities).index(default_quality) if default_quality else 0)
         values["output_format"] = st.selectbox("Format", list(model.output_formats), key=key("format"),
                                                persist_state=PERSIST)
-    options = {name: allowed for name, allowed in model.options.items() if isinstance(allowed, list) and allowed}
-    if options:
+    # Image options (reference images) take uploads, which this form has no place for.
+    specs = [spec for spec in option_specs(model).values() if spec.kind != "images"]
+    if specs:
         with st.expander("Provider options"):
             extra = {}
-            for name, allowed in options.items():
-                choice = st.selectbox(name.replace("_", " "), ["(default)", *allowed], key=key(f"opt_{name}"),
-                                      persist_state=PERSIST,
-                                      format_func=str)
-                if choice != "(default)":
-                    extra[name] = choice
+            for spec in specs:
+                value = option_input(spec, key(f"opt_{spec.name}"))
+                if value is not None:
+                    extra[spec.name] = value
             values["extra"] = extra
     return values
+
+
+def option_input(spec: OptionSpec, key: str) -> Any:
+    """The widget for one provider option (``studio.options.OptionSpec``): a list for choices and
+    true/false, a number box within its range, a text box. None means "the model's default"; the
+    value is coerced by the core (``studio.options.coerce_options``) like any other front end's."""
+    label, help_text = spec.name.replace("_", " "), spec.help or None
+    if spec.choices or spec.kind == "boolean":
+        choices = list(spec.choices) if spec.choices else [True, False]
+        choice = st.selectbox(label, [DEFAULT_CHOICE, *choices], key=key, persist_state=PERSIST, help=help_text,
+                              format_func=lambda v: v if v == DEFAULT_CHOICE else show_value(v))
+        return None if choice == DEFAULT_CHOICE else choice
+    if spec.kind in ("integer", "number"):
+        kind = int if spec.kind == "integer" else float
+        bounds = {name: kind(value) for name, value in (("min_value", spec.min), ("max_value", spec.max))
+                  if value is not None}
+        return st.number_input(label, value=None, step=kind(1) if kind is int else 0.1, key=key,
+                               persist_state=PERSIST, placeholder="model default", help=help_text, **bounds)
+    return st.text_input(label, key=key, persist_state=PERSIST, placeholder="model default", help=help_text) or None
 
 
 def bounded_slider(label: str, bounds: Bounds, key: str, *, help: str | None = None) -> float:
@@ -487,6 +507,10 @@ def apply_prefill(ctx, prefix: str, request: GenerationRequest) -> None:
             limits = model.size_range or DEFAULT_SIZE_RANGE
             if all(limits["min"] <= side <= limits["max"] for side in (request.width, request.height)):
                 state[key("w")], state[key("h")] = int(request.width), int(request.height)
-    for name, value in (request.extra or {}).items():
-        if isinstance(model.options.get(name), list) and value in model.options[name]:
-            state[key(f"opt_{name}")] = value
+    for name, spec in option_specs(model).items():
+        if spec.kind == "images" or name not in (request.extra or {}):
+            continue
+        try:  # the value as its widget holds it (an older record may hold text such as "false")
+            state[key(f"opt_{name}")] = coerce_options(model, {name: request.extra[name]})[name]
+        except StudioError:
+            continue  # a value this model no longer takes: the widget keeps the model's default
