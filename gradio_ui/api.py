@@ -87,7 +87,7 @@ def build_api(ctx: AppContext) -> None:
     def edit(image: str | None, prompt: str, mask: str | None = None, image_id: str = "", provider: str = "",
              model: str = "", options: dict | None = None, request: gr.Request = None,
              profile: gr.OAuthProfile | None = None, progress=gr.Progress()):
-        """Image to image; with a mask (white = repaint, or transparent = repaint) it inpaints.
+        """Image to image; with a mask (white = repaint, or paint on a transparent layer) it inpaints.
         Give an uploaded image or the id of one of your images."""
         with visitor_errors():
             owner = ctx.owner({}, request, profile)

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
-from PIL import Image, ImageChops
+from PIL import Image
 
 from gradio_ui.context import AppContext
 from gradio_ui.controls import ModelControls
 from gradio_ui.endpoints import upload_bytes, visitor_errors
 from gradio_ui.session_gallery import GalleryPanel, with_results
 from studio.errors import InvalidRequest
+from studio.masks import mask_from_layers
 from studio.service import GenerationResult
 from studio.usertext import markdown_literal
 
@@ -39,23 +40,11 @@ def result_summary(result: GenerationResult) -> str:
 
 def mask_from_editor(value: dict | None) -> Image.Image | None:
     """The inpainting mask from a ``gr.ImageEditor`` value: wherever any layer has paint (alpha > 0)
-    is white (repaint), the rest black. None when nothing was painted."""
-    if not value:
+    is white (repaint), the rest black, at the background's size (``studio.masks.mask_from_layers``, the
+    same reading as the Streamlit canvas). None when nothing was painted."""
+    if not value or value.get("background") is None:  # no image, nothing to mask
         return None
-    background = value.get("background")
-    alpha = None
-    for layer in value.get("layers") or []:
-        if layer is None:
-            continue
-        layer = layer if isinstance(layer, Image.Image) else Image.open(layer)
-        channel = layer.convert("RGBA").getchannel("A")
-        if background is not None and channel.size != background.size:
-            channel = channel.resize(background.size)
-        alpha = channel if alpha is None else ImageChops.lighter(alpha, channel)
-    if alpha is None or alpha.getbbox() is None:
-        return None
-    # Brush edges are soft; counting the faint rim as painted avoids a seam around the repainted area.
-    return alpha.point(lambda v: 255 if v > 0 else 0)
+    return mask_from_layers(value.get("layers") or [], value["background"].size)
 
 
 def png_bytes(image: Image.Image) -> bytes:

@@ -362,31 +362,6 @@ def _sized(image, width: int, height: int, mode: str):
     return image
 
 
-def clip_cut_warnings(pipe, prompt: str, negative_prompt: str) -> list[str]:
-    """What of ``prompt`` and ``negative_prompt`` the pipeline's CLIP text encoder(s) cannot read, as
-    warnings for the result: CLIP reads at most ``tokenizer.model_max_length`` tokens (77 for Stable
-    Diffusion, start and end markers included) and diffusers drops the rest, saying so only in its log.
-    SDXL's second tokenizer has the same limit; the longest cut is the one reported."""
-    warnings = []
-    tokenizers = [t for t in (getattr(pipe, "tokenizer", None), getattr(pipe, "tokenizer_2", None)) if t is not None]
-    for what, text in (("prompt", prompt), ("negative prompt", negative_prompt)):
-        if not text:
-            continue
-        cuts = []
-        for tokenizer in tokenizers:
-            limit = int(tokenizer.model_max_length)
-            ids = tokenizer(text, truncation=False, verbose=False).input_ids  # quiet: we report it
-            if len(ids) > limit:
-                # Start and end markers take two places; what follows place limit - 1 is never read.
-                cuts.append((len(ids) - 2, limit - 2, tokenizer.decode(ids[limit - 1:-1]).strip()))
-        if cuts:
-            count, readable, lost = max(cuts, key=lambda cut: len(cut[2]))
-            shown = lost if len(lost) <= 120 else lost[:117] + "..."
-            warnings.append(f"the {what} is {count} CLIP tokens long and the model reads only the first "
-                            f"{readable}; this end of it was ignored: \"{shown}\"")
-    return warnings
-
-
 # -- the provider ----------------------------------------------------------------------------
 
 
@@ -554,12 +529,11 @@ class LocalProvider(Provider):
             generate_seconds = time.perf_counter() - started
 
         images = self._encode(output, request, seeds, loaded, steps)
-        warnings = clip_cut_warnings(pipe, request.prompt, request.negative_prompt)
         usage = {"device": loaded.device, "dtype": loaded.dtype, "from_cache": from_cache,
                  "load_seconds": 0.0 if from_cache else round(loaded.load_seconds, 4),
                  "generate_seconds": round(generate_seconds, 4), "steps": steps, "denoising_steps": denoising_steps,
                  "sampler": loaded.sampler}
-        return ProviderResult(images=images, cost=None, usage=usage, warnings=warnings)
+        return ProviderResult(images=images, cost=None, usage=usage)
 
     def _pipeline_and_arguments(self, loaded: LoadedModel, request: PreparedRequest) -> tuple[Any, dict, int]:
         """Which of the three pipelines runs the request, with what arguments, and how many denoising
@@ -629,8 +603,6 @@ class LocalProvider(Provider):
 
     def _encode(self, output, request: PreparedRequest, seeds: list[int], loaded: LoadedModel,
                 steps: int) -> list[ProviderImage]:
-        from PIL import Image
-
         # SD 1.x/2.x outputs say which images their safety checker blacked out; SDXL outputs have no
         # such field (the SDXL pipelines have no safety checker).
         flagged = getattr(output, "nsfw_content_detected", None) or [False] * len(output.images)
@@ -639,12 +611,8 @@ class LocalProvider(Provider):
         for picture, seed, blocked in zip(output.images, seeds, flagged):
             if blocked:  # the model's own safety checker blacked this one out
                 continue
-            if request.mode == Mode.INPAINT:
-                # The VAE round trip blurs every pixel a little; paste the original back wherever the
-                # mask says "keep", so only the masked region changes.
-                original = _sized(request.init_image, request.width, request.height, "RGB")
-                mask = _sized(request.mask, request.width, request.height, "L")
-                picture = Image.composite(picture.convert("RGB"), original, mask)
+            # An inpaint's unmasked pixels (blurred a little by the VAE round trip) are pasted back
+            # from the input at its own size by the studio (studio.masks.fit_to_input), as for every provider.
             images.append(ProviderImage(data=png_bytes(picture), seed=seed, info=dict(info)))
         if not images:
             raise ContentBlocked("the model's safety checker flagged every image; try a different prompt",

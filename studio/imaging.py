@@ -8,6 +8,7 @@ pixel is decoded, so a decompression bomb costs nothing, and broken bytes become
 from __future__ import annotations
 
 import io
+import logging
 import warnings
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from studio.errors import InvalidRequest, NotFound, UnusableResult
 from studio.types import ImageInput
+
+log = logging.getLogger(__name__)
 
 MAX_INPUT_BYTES = 50 * 1024 * 1024
 MAX_PIXELS = 40_000_000  # about 6300 x 6300: above any provider's input limit
@@ -86,7 +89,14 @@ def open_checked(data: bytes, what: str, error=InvalidRequest) -> Image.Image:
 
 
 def load_image(source: ImageInput, what: str = "image") -> Image.Image:
-    """A decoded, upright image in RGB or RGBA (first frame of an animation, CMYK/16-bit converted)."""
+    """A decoded, upright image in RGB or RGBA, 8 bits per channel: the one loader of every image that
+    enters the studio (uploads, init images, masks).
+
+    The first frame of an animation (GIF, WEBP, APNG) is used; EXIF orientation is applied. Other forms
+    are brought to 8-bit RGB(A) by their meaning, not by truncation (see ``to_rgb_or_rgba``): 16-bit and
+    32-bit integer greyscale, float images (0..1, and HDR ranges above 1), palette images with a
+    transparent colour (RGBA), CMYK (through its ICC profile when it has one). Errors: ``NotFound`` for a
+    missing file, ``InvalidRequest`` for anything unreadable, too large or of an unknown pixel mode."""
     if isinstance(source, Image.Image):
         image = source
         width, height = image.size
@@ -97,31 +107,70 @@ def load_image(source: ImageInput, what: str = "image") -> Image.Image:
     if getattr(image, "n_frames", 1) > 1:
         image.seek(0)
     image = ImageOps.exif_transpose(image)
-    return _to_rgb_or_rgba(image)
+    return to_rgb_or_rgba(image, what)
 
 
-def _to_rgb_or_rgba(image: Image.Image) -> Image.Image:
-    if image.mode in ("RGB", "RGBA"):
+def to_rgb_or_rgba(image: Image.Image, what: str = "image", error=InvalidRequest) -> Image.Image:
+    """``image`` as 8-bit RGB, or RGBA when it has transparency (a copy; the original is untouched).
+
+    Integer greyscale: 16-bit (``I;16*``) is scaled 65535 -> 255; 32-bit ``I`` is read as 8-bit when its
+    values stay within 0..255, as 16-bit within 0..65535, else scaled so its brightest pixel is white.
+    Float (``F``): 0..1 is the nominal range (0 -> black, 1 -> white); when the brightest value is above 1
+    (HDR, or floats holding 0..255) everything is scaled down so that it is white; negative values and
+    NaN are black. Converting any of these with Pillow alone clips (a 0..1 float image came out black)."""
+    mode = image.mode
+    if mode in ("RGB", "RGBA"):
         return image.copy()
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit greyscale: scale to 8 bits rather than clipping everything to white.
-        image = image.point(lambda v: v / 256).convert("L")
-    has_alpha = image.mode in ("LA", "PA") or (image.mode == "P" and "transparency" in image.info)
-    return image.convert("RGBA" if has_alpha else "RGB")
+    if mode.startswith("I;16"):
+        image = _grey_to_8_bits(image, 65535.0)
+    elif mode in ("I", "F"):
+        image = _grey_to_8_bits(image, None)
+    elif mode == "CMYK":
+        return _cmyk_to_rgb(image)
+    has_alpha = mode in ("LA", "La", "PA", "RGBa") or (mode == "P" and "transparency" in image.info)
+    try:
+        return image.convert("RGBA" if has_alpha else "RGB")
+    except (ValueError, OSError) as exc:
+        raise error(f"{what} has pixel mode {mode}, which cannot be read as RGB: {exc}") from exc
 
 
-def load_mask(source: ImageInput, size: tuple[int, int]) -> Image.Image:
-    """A greyscale mask where white means "repaint". A mask with transparency uses its alpha:
-    transparent pixels are the ones to edit (the OpenAI convention)."""
-    image = load_image(source, "mask")
-    if image.size != size:
-        raise InvalidRequest(
-            f"mask is {image.size[0]}x{image.size[1]} but the image is {size[0]}x{size[1]}; they must match"
-        )
-    if image.mode == "RGBA" and image.getextrema()[3][0] < 255:
-        alpha = image.getchannel("A")
-        return ImageOps.invert(alpha)
-    return image.convert("L")
+def _grey_to_8_bits(image: Image.Image, full_scale: float | None) -> Image.Image:
+    """A one-channel integer or float image as 8-bit greyscale ("L"), scaled by its range (see
+    ``to_rgb_or_rgba``); ``full_scale`` is the value that becomes white, None to decide from the data."""
+    import numpy as np
+
+    values = np.asarray(image, dtype=np.float64)
+    values = np.nan_to_num(values, nan=0.0, posinf=np.finfo(np.float64).max, neginf=0.0)
+    if full_scale is None:
+        brightest = float(values.max()) if values.size else 0.0
+        if image.mode == "F":
+            full_scale = max(1.0, brightest)  # 0..1 nominal; HDR brighter than 1 is scaled down to fit
+        elif brightest <= 255:
+            full_scale = 255.0
+        elif brightest <= 65535:
+            full_scale = 65535.0
+        else:
+            full_scale = brightest
+    scaled = np.clip(values * (255.0 / full_scale), 0, 255)
+    return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
+
+
+def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
+    """CMYK as sRGB through the image's own ICC profile when it has one (Pillow's plain conversion
+    ignores the profile and gives washed-out, shifted colours); the plain conversion otherwise."""
+    profile = image.info.get("icc_profile")
+    if profile:
+        from PIL import ImageCms
+
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+            converted = ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"),
+                                                  renderingIntent=ImageCms.Intent.PERCEPTUAL, outputMode="RGB")
+            if converted is not None:
+                return converted
+        except (ImageCms.PyCMSError, OSError, ValueError) as exc:
+            log.warning("a CMYK image's ICC profile could not be used (%s); converting without it", exc)
+    return image.convert("RGB")
 
 
 def flatten(image: Image.Image) -> Image.Image:
@@ -142,7 +191,7 @@ def decode_result(data: bytes, provider: str) -> Image.Image:
     if not data:
         raise UnusableResult("the provider answered with an empty image", provider=provider)
     image = open_checked(data, "the provider's image", error=_unusable_result(provider))
-    return _to_rgb_or_rgba(image)
+    return to_rgb_or_rgba(image, "the provider's image", error=_unusable_result(provider))
 
 
 def _unusable_result(provider: str):

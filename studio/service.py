@@ -29,6 +29,7 @@ from studio.errors import (BudgetExceeded, ContentBlocked, InvalidRequest, NotFo
                            UnusableResult)
 from studio.identity import may_change, visible_to, without_embedded_owner
 from studio.imaging import decode_result, load_image, png_bytes, sniff_format, thumbnail_bytes
+from studio.masks import fit_to_input
 from studio.netfetch import fetch_url, is_url
 from studio.options import recordable
 from studio.metadata import format_parameters, read_metadata
@@ -178,13 +179,12 @@ class Studio:
             ctx.check_cancelled()
             provider = self.provider(prepared.provider)
             result = provider.generate(prepared, ctx)
-            # The provider's own warnings join the request's: returned with the result, shown by every front end.
-            prepared_all.warnings.extend(w for w in result.warnings if w not in prepared_all.warnings)
             if not result.images:
                 raise ProviderFailure("the provider returned no images", provider=prepared.provider)
             ctx.report("saving", 0.0, message="saving images")
             records = self._save(prepared, prepared_all.record_mode, result, quote, request_id, cache_key,
-                                 tags, category, parent, started, sources=sources)
+                                 tags, category, parent, started, keep_size=_kept_size(request, prepared),
+                                 notes=prepared_all.warnings, sources=sources)
         except StudioError as error:
             error.message = self.redact(error.message)
             self._log(request_id, prepared, prepared_all.record_mode, "failed", error=error, estimate=estimate,
@@ -241,8 +241,12 @@ class Studio:
 
     def _save(self, prepared: PreparedRequest, record_mode: Mode, result: ProviderResult, quote: costs.CostQuote,
               request_id: str, cache_key: str, tags: list[str], category: str, parent: ImageRecord | None,
-              started: float, *,
+              started: float, *, keep_size: tuple[int, int] | None = None,
+              notes: list[str] | None = None,
               sources: dict[str, tuple[str, bytes]] | None = None) -> list[ImageRecord]:
+        """Decode, fit (``masks.fit_to_input``: an edit's result back to ``keep_size`` with its unmasked
+        pixels the input's own), post-process and store every image of ``result``; a note about a
+        provider that answered at another size is appended to ``notes``."""
         total_cost = self._booked_cost(prepared, result, quote, request_id)
         per_image = total_cost / len(result.images)
         created = utc_now()
@@ -254,7 +258,16 @@ class Studio:
         records: list[ImageRecord] = []
         encoded: list[tuple[bytes, bytes]] = []
         for index, provided in enumerate(result.images):
-            image = postprocess.apply(decode_result(provided.data, prepared.provider), prepared.postprocess)
+            decoded = decode_result(provided.data, prepared.provider)
+            image = decoded
+            if prepared.init_image is not None:
+                image = fit_to_input(decoded, prepared.init_image, prepared.mask, keep_size)
+                if keep_size is not None and _other_shape(decoded.size, keep_size) and notes is not None:
+                    note = (f"{prepared.provider} answered at {decoded.size[0]}x{decoded.size[1]}, another shape than "
+                            f"the input; the result was resized to the input's {keep_size[0]}x{keep_size[1]}")
+                    if note not in notes:
+                        notes.append(note)
+            image = postprocess.apply(image, prepared.postprocess)
             seed = provided.seed if provided.seed is not None else (
                 nth_seed(prepared.seed, index, self.provider(prepared.provider).seed_space)
                 if prepared.seed is not None else None)
@@ -262,7 +275,7 @@ class Studio:
             params.update(source_keys)
             record = self._new_record(prepared, record_mode, image.size, seed, params, per_image, elapsed, created,
                                       tags, category, parent, request_id, cache_key)
-            data = self._file_bytes(prepared, provided.data, image, record)
+            data = self._file_bytes(prepared, provided.data, image, record, as_provided=image is decoded)
             records.append(record)
             encoded.append((data, thumbnail_bytes(image)))
         # Say which files are about to be written, then write them, then commit their rows (which
@@ -312,12 +325,14 @@ class Studio:
                    headroom=METADATA_HEADROOM_BYTES,
                    size=(round(prepared.width * factor), round(prepared.height * factor)))
 
-    def _file_bytes(self, prepared: PreparedRequest, provided: bytes, image, record: ImageRecord) -> bytes:
+    def _file_bytes(self, prepared: PreparedRequest, provided: bytes, image, record: ImageRecord, *,
+                    as_provided: bool = True) -> bytes:
         """The file to store for one answer. When the provider answered in the requested format and no
         post-processing is asked, its own bytes with the metadata written in (lossless, about a
-        millisecond); otherwise ``image`` (decoded, post-processed) encoded with it."""
+        millisecond); otherwise ``image`` (decoded, post-processed) encoded with it. ``as_provided`` is
+        False when ``image`` is no longer the provider's picture (an edit fitted back to its input)."""
         parameters, studio_json = self._parameters_text(record), embedded_json(record)
-        if not prepared.postprocess and sniff_format(provided) == prepared.output_format:
+        if as_provided and not prepared.postprocess and sniff_format(provided) == prepared.output_format:
             try:
                 return insert_metadata(provided, prepared.output_format, parameters=parameters,
                                        studio_json=studio_json, size=image.size)
@@ -667,6 +682,22 @@ class Studio:
         for provider in self._providers.values():
             provider.close()
         self.storage.index.close()
+
+
+def _kept_size(request: GenerationRequest, prepared: PreparedRequest) -> tuple[int, int] | None:
+    """The (width, height) an edit's result must have: the input's own for an inpaint (its mask is
+    drawn on it) and for image-to-image unless a width and height were asked for; None otherwise."""
+    if prepared.init_image is None:
+        return None
+    if prepared.mode is Mode.INPAINT or request.width is None:
+        return prepared.init_image.size
+    return None
+
+
+def _other_shape(size: tuple[int, int], wanted: tuple[int, int]) -> bool:
+    """True when ``size`` has another aspect ratio than ``wanted`` (more than 1 % apart): resizing it
+    then stretches the picture, which is worth telling. Rounding to a model's multiple of 8 is not."""
+    return abs(size[0] * wanted[1] - size[1] * wanted[0]) > 0.01 * size[1] * wanted[0]
 
 
 def _looks_like_path(text: str) -> bool:

@@ -17,7 +17,8 @@ from typing import Any
 from studio import postprocess
 from studio.catalog import ModelInfo, check_not_retired
 from studio.errors import InvalidRequest
-from studio.imaging import load_image, load_mask, normalize_format
+from studio.imaging import load_image, normalize_format
+from studio.masks import load_mask
 from studio.options import coerce_options
 from studio.styles import StyleBook
 from studio.types import GenerationRequest, Mode, PreparedRequest
@@ -195,7 +196,7 @@ def prepare(request: GenerationRequest, provider: str, model: ModelInfo, styles:
         raise InvalidRequest(f"{model.id} cannot do {run_mode.value}; it supports {', '.join(model.modes)}")
 
     init_image = load_image(request.init_image, "input image") if has_image else None
-    mask = load_mask(request.mask, init_image.size) if request.mask is not None else None
+    mask = load_mask(request.mask, init_image) if request.mask is not None else None
 
     if (request.width is None) != (request.height is None):
         raise InvalidRequest("give both width and height, or neither")

@@ -1,8 +1,9 @@
 """The inpainting mask: painted in the browser on top of the image, or uploaded.
 
 The canvas (streamlit-drawable-canvas 0.13, a components-v2 widget) returns only the strokes, as an
-RGBA picture the size of the canvas: wherever the brush went is opaque. That alpha becomes the mask
-(white = repaint), scaled to the image's own size. The component registers itself on import and only
+RGBA picture the size of the canvas: wherever the brush went is opaque. That layer is read by
+``studio.masks.mask_from_layers`` (white = repaint), scaled to the image's own size; an uploaded mask by
+``studio.masks.load_mask`` (the one convention, in that module's docstring). The component registers itself on import and only
 inside a running app, so it is imported here, when the mask editor is drawn.
 """
 
@@ -14,7 +15,8 @@ import streamlit as st
 from PIL import Image
 
 from studio.errors import StudioError
-from studio.imaging import load_image, load_mask
+from studio.imaging import load_image
+from studio.masks import load_mask, mask_from_layers
 from ui.widgets import PERSIST, show_error
 
 CANVAS_MAX_SIDE = 512
@@ -29,11 +31,7 @@ def canvas_size(width: int, height: int, side: int = CANVAS_MAX_SIDE) -> tuple[i
 
 def mask_from_strokes(strokes: Image.Image, size: tuple[int, int]) -> Image.Image | None:
     """White where anything was painted, black elsewhere, at ``size``; None when nothing was painted."""
-    alpha = strokes.convert("RGBA").getchannel("A")
-    if alpha.getbbox() is None:
-        return None
-    binary = alpha.point(lambda value: 255 if value > 0 else 0)
-    return binary.resize(size, Image.Resampling.NEAREST)
+    return mask_from_layers([strokes], size)
 
 
 def mask_editor(image_data: bytes, prefix: str) -> Image.Image | None:
@@ -46,13 +44,13 @@ def mask_editor(image_data: bytes, prefix: str) -> Image.Image | None:
     how = st.radio("Mask", ["Paint it", "Upload a mask"], key=f"{prefix}_mask_how", horizontal=True,
                    persist_state=PERSIST)
     if how == "Upload a mask":
-        upload = st.file_uploader("Mask (white = repaint, or transparent = repaint)", type=["png", "webp"],
+        upload = st.file_uploader("Mask (white = repaint, or paint on a transparent layer)", type=["png", "webp"],
                                   key=f"{prefix}_mask_upload")
         st.image(image, caption="Input", width="stretch")
         if upload is None:
             return None
         try:
-            return load_mask(upload.getvalue(), image.size)
+            return load_mask(upload.getvalue(), image)
         except StudioError as error:
             show_error(error)
             return None
