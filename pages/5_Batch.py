@@ -83,7 +83,8 @@ with new_batch:
                                      key="batch_format", persist_state=PERSIST,
                                      help="auto: from the file name, then the content")
         st.caption(f"One image per scene, up to {MAX_SCENES:,} scenes. Per-line options: `--seed N`, `--style S`, "
-                   "`--negative \"…\"`, `--steps N`, `--guidance X`, `--n N`, `--size WxH`, `--quality Q`.")
+                   "`--negative \"…\"`, `--steps N`, `--guidance X`, `--n N`, `--size WxH`, `--quality Q`, "
+                   "and the model's own `--option NAME=VALUE`.")
     source, name = (uploaded.getvalue(), uploaded.name) if uploaded is not None else (pasted, "")
 
     left, right = st.columns(2)

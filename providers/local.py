@@ -362,6 +362,31 @@ def _sized(image, width: int, height: int, mode: str):
     return image
 
 
+def clip_cut_warnings(pipe, prompt: str, negative_prompt: str) -> list[str]:
+    """What of ``prompt`` and ``negative_prompt`` the pipeline's CLIP text encoder(s) cannot read, as
+    warnings for the result: CLIP reads at most ``tokenizer.model_max_length`` tokens (77 for Stable
+    Diffusion, start and end markers included) and diffusers drops the rest, saying so only in its log.
+    SDXL's second tokenizer has the same limit; the longest cut is the one reported."""
+    warnings = []
+    tokenizers = [t for t in (getattr(pipe, "tokenizer", None), getattr(pipe, "tokenizer_2", None)) if t is not None]
+    for what, text in (("prompt", prompt), ("negative prompt", negative_prompt)):
+        if not text:
+            continue
+        cuts = []
+        for tokenizer in tokenizers:
+            limit = int(tokenizer.model_max_length)
+            ids = tokenizer(text, truncation=False, verbose=False).input_ids  # quiet: we report it
+            if len(ids) > limit:
+                # Start and end markers take two places; what follows place limit - 1 is never read.
+                cuts.append((len(ids) - 2, limit - 2, tokenizer.decode(ids[limit - 1:-1]).strip()))
+        if cuts:
+            count, readable, lost = max(cuts, key=lambda cut: len(cut[2]))
+            shown = lost if len(lost) <= 120 else lost[:117] + "..."
+            warnings.append(f"the {what} is {count} CLIP tokens long and the model reads only the first "
+                            f"{readable}; this end of it was ignored: \"{shown}\"")
+    return warnings
+
+
 # -- the provider ----------------------------------------------------------------------------
 
 
@@ -529,11 +554,12 @@ class LocalProvider(Provider):
             generate_seconds = time.perf_counter() - started
 
         images = self._encode(output, request, seeds, loaded, steps)
+        warnings = clip_cut_warnings(pipe, request.prompt, request.negative_prompt)
         usage = {"device": loaded.device, "dtype": loaded.dtype, "from_cache": from_cache,
                  "load_seconds": 0.0 if from_cache else round(loaded.load_seconds, 4),
                  "generate_seconds": round(generate_seconds, 4), "steps": steps, "denoising_steps": denoising_steps,
                  "sampler": loaded.sampler}
-        return ProviderResult(images=images, cost=None, usage=usage)
+        return ProviderResult(images=images, cost=None, usage=usage, warnings=warnings)
 
     def _pipeline_and_arguments(self, loaded: LoadedModel, request: PreparedRequest) -> tuple[Any, dict, int]:
         """Which of the three pipelines runs the request, with what arguments, and how many denoising

@@ -263,12 +263,17 @@ def _info_text(meta: dict[str, Any]) -> str:
 
 
 def _providers_text(statuses) -> str:
+    from studio.options import spec_from_entry
+
     lines = []
     for status in statuses:
         reason = f" — {status.reason}" if status.reason else ""
         lines.append(f"{status.name:<10} {status.state}{reason}")
         for model in status.models:
             lines.append(f"    {model['id']:<44} {', '.join(model['modes'])}")
+            if model.get("options"):  # what --option takes for this model
+                specs = [spec_from_entry(name, entry) for name, entry in model["options"].items()]
+                lines.append("        --option " + "; ".join(f"{spec.name}: {spec.allowed()}" for spec in specs))
     return "\n".join(lines)
 
 

@@ -179,6 +179,8 @@ class Studio:
             ctx.check_cancelled()
             provider = self.provider(prepared.provider)
             result = provider.generate(prepared, ctx)
+            # The provider's own warnings join the request's: returned with the result, shown by every front end.
+            prepared_all.warnings.extend(w for w in result.warnings if w not in prepared_all.warnings)
             if not result.images:
                 raise ProviderFailure("the provider returned no images", provider=prepared.provider)
             ctx.report("saving", 0.0, message="saving images")

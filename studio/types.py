@@ -131,6 +131,9 @@ class ProviderResult:
     images: list[ProviderImage]
     cost: float | None = None  # the provider's own figure (tokens, credits, GPU seconds); None: use the estimate
     usage: dict[str, Any] = field(default_factory=dict)
+    # What the person should know about this answer (e.g. part of the prompt the model could not
+    # read); the studio adds them to the request's warnings, which every front end shows.
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass

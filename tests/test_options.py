@@ -91,6 +91,13 @@ def test_cli_refuses_a_bad_option_in_one_error_line_before_calling(replicate, ca
     assert sent_inputs(replicate) == []
 
 
+def test_cli_providers_says_what_each_option_takes(capsys):
+    assert main(["providers"]) == 0
+    out = capsys.readouterr().out
+    assert "--option go_fast: true or false; megapixels: one of 1, 0.25" in out
+    assert "guidance: a number from 0 to 10" in out
+
+
 def test_cli_reference_images_are_images_not_characters(cloud_fake, capsys, tmp_path):
     openai = cloud_fake("openai")
     source, first, second = (png(tmp_path / f"{n}.png", color) for n, color in
