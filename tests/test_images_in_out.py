@@ -385,3 +385,34 @@ def test_an_edit_of_a_float_tiff_input_is_not_black(studio):
                          mask=encoded(region_array(255, 0)), seed=1).images[0]
     kept = np.asarray(stored(studio, record).convert("L"))
     assert abs(int(kept[0, -1]) - 204) <= 1  # an unmasked pixel: 0.8 of white, not black
+
+
+# -- every provider that inpaints, through its real SDK against its fake ------------------------------
+
+
+INPAINTERS = {"openai": None, "stability": "stable-image-inpaint",
+              "replicate": "stability-ai/sdxl:{version}", "gemini": None}
+
+
+@pytest.mark.parametrize("provider", list(INPAINTERS))
+def test_every_inpainting_provider_keeps_the_input_size_and_its_unmasked_pixels(cloud_fake, studio_home,
+                                                                                 provider):
+    from tests.fakes.replicate_fake import SDXL_VERSION
+
+    cloud_fake(provider)
+    model = INPAINTERS[provider]
+    source = source_image(427, 320)
+    mask = Image.new("L", source.size, 0)
+    mask.paste(255, (100, 80, 300, 240))
+    studio = Studio(studio_home)
+    try:
+        result = studio.edit(encoded(source), "a round window", mask=encoded(mask), provider=provider,
+                             model=model.format(version=SDXL_VERSION) if model else None)
+        record = result.images[0]
+        kept = np.asarray(stored(studio, record).convert("RGB")).astype(int)
+    finally:
+        studio.close()
+    assert (record.width, record.height) == (427, 320) and kept.shape[:2] == (320, 427)
+    keep = np.asarray(mask) == 0
+    assert np.array_equal(kept[keep], np.asarray(source).astype(int)[keep])
+    assert np.abs(kept[~keep] - np.asarray(source).astype(int)[~keep]).mean() > 10
