@@ -73,3 +73,34 @@ def test_the_warning_reaches_the_studio_result_the_gradio_summary_and_the_cli(st
     assert code == 0
     assert any(line.startswith("warning: the prompt is") and "CLIP tokens" in line
                for line in (out.out + out.err).splitlines())
+
+
+def test_the_streamlit_generate_page_shows_the_warning(app_home, monkeypatch, tiny_model_dir):
+    from pathlib import Path
+
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from ui.widgets import control_key
+
+    monkeypatch.setenv("STUDIO_LOCAL_MODEL", str(tiny_model_dir))
+    monkeypatch.setenv("STUDIO_DEFAULT_PROVIDER", "local")
+    st.cache_resource.clear()
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "pages/1_Generate.py"),
+                           default_timeout=60).run()
+    studio = Studio(app_home)
+    model = studio.provider("local").model(None)
+    studio.close()
+    at.text_area(key="gen_prompt").input(LONG).run()
+    at.slider(key=control_key("gen", "steps", model)).set_value(1)
+    at.number_input(key=control_key("gen", "w", model)).set_value(256)
+    at.number_input(key=control_key("gen", "h", model)).set_value(256)
+    at.run()
+    next(b for b in at.button if b.label == "Generate").click().run()
+    for _ in range(600):  # rerun until the page's task is done (the Cancel button goes away)
+        if not any(b.label == "Cancel" for b in at.button):
+            break
+        at.run()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in (*at.exception, *at.error)]
+    assert any("CLIP tokens long" in w.value for w in at.warning), [w.value for w in at.warning]
