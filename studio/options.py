@@ -171,7 +171,7 @@ def coerce_options(model: ModelInfo, values: Mapping[str, Any] | None, *,
     unknown = [name for name in given if name not in specs]
     if unknown:
         known = f"; its options are {', '.join(specs)}" if specs else "; it takes no provider options"
-        raise InvalidRequest(f"{model.id} has no option {unknown[0]!r}{known}")
+        raise InvalidRequest(f"{model.id} has no option {_excerpt(unknown[0])}{known}")
     images = {name: given.pop(name) for name in list(given) if specs[name].kind == "images"}
     try:
         typed = schema_for(model).model_validate(

@@ -174,6 +174,18 @@ def test_script_options_are_typed_per_scene_over_the_jobs(studio, name):
     assert extras == [{"go_fast": False, "megapixels": "0.25"}, {"go_fast": True, "megapixels": "1"}]
 
 
+def test_a_batch_refuses_options_its_stored_job_could_not_hold(cloud_fake, studio_home, tmp_path):
+    cloud_fake("openai")
+    studio = Studio(home=studio_home)
+    try:
+        reference = png(tmp_path / "ref.png").read_bytes()
+        with pytest.raises(InvalidRequest, match="stored and resumed"):
+            JobManager(studio).preview("a hat\n", name="s.txt", provider="openai",
+                                       extra={"reference_images": [reference]})
+    finally:
+        studio.close()
+
+
 def test_a_scene_with_a_bad_option_is_refused_with_its_line(studio):
     preview = JobManager(studio).preview("a lighthouse\na harbour --option go_fast=perhaps\n", name="s.txt",
                                          provider="replicate", model=SCHNELL)

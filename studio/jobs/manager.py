@@ -6,6 +6,7 @@ items) and a ``WebhookDispatcher``. Front ends (CLI, library, Streamlit page) on
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
@@ -18,7 +19,7 @@ from studio.errors import BudgetExceeded, InvalidRequest, NotConfigured, NotFoun
 from studio.jobs.export import enriched_script, item_records, job_zip
 from studio.jobs.model import SEED_POLICIES, ItemStatus, Job, JobItem, JobStatus
 from studio.jobs.recovery import reconcile
-from studio.jobs.runner import REQUEST_FIELDS, Runner, ThreadRunner, build_request, runner_alive
+from studio.jobs.runner import REQUEST_FIELDS, Runner, ThreadRunner, build_request, held_elsewhere, runner_alive
 from studio.jobs.store import JobStore, SQLiteJobStore, now_iso
 from studio.scripts import Script, parse_script
 from studio.validation import nth_seed
@@ -111,6 +112,16 @@ class BatchPreview:
                 "errors": self.errors, "warnings": self.warnings, "format": self.script.format}
 
 
+def _check_storable(extra: dict[str, Any] | None) -> None:
+    """A job is stored as JSON and resumed from it: provider options that JSON cannot hold (image
+    bytes for a reference image) would come back as their repr. Raises InvalidRequest for those."""
+    try:
+        json.dumps(extra or {}, allow_nan=False)
+    except (TypeError, ValueError):
+        raise InvalidRequest("a batch's provider options must be text, numbers, true/false or lists of "
+                             "them (image options as file paths): the job is stored and resumed from them") from None
+
+
 class JobManager:
     def __init__(self, studio, store: JobStore | None = None, runner: Runner | None = None,
                  webhooks: WebhookDispatcher | None = None):
@@ -132,6 +143,7 @@ class JobManager:
             raise InvalidRequest(f"seed policy must be {' or '.join(SEED_POLICIES)}, not {opts.seed_policy!r}")
         if opts.webhook:
             check_url(opts.webhook, public_only=opts.webhook_public_only)
+        _check_storable(opts.extra)
         provider = self.studio.provider(opts.provider)
         model = provider.model(opts.model, opts.user)
         status = provider.status()
@@ -235,8 +247,7 @@ class JobManager:
     def _refuse_if_held_elsewhere(self, job: Job) -> None:
         """A job a live runner of another manager or process holds is never run here too."""
         if job.runner and job.runner != self.runner.runner_id and self._holder_alive(job):
-            raise InvalidRequest(f"job {job.id} is running in another process ({job.runner}); "
-                                 "pause or cancel it there, or wait for it")
+            raise held_elsewhere(job.id, job.runner)
 
     def wait(self, job_id: str, user: str = "local", timeout: float | None = None) -> Job:
         """Block until the job stops running (finished, paused, or interrupted); returns it."""
@@ -297,8 +308,7 @@ class JobManager:
                 self.runner.start(job.id)
                 return self.get(job.id, user)
             self._refuse_if_held_elsewhere(job)
-            if not self.store.take_over(job.id, self.runner.runner_id, job.runner):
-                raise InvalidRequest(f"job {job.id} was just taken over by another process")
+            self.runner.take(job.id)  # atomic: whoever took it since we read it keeps it
             reconcile(self.studio, self.store, job)
             self.runner.start(job.id)
         return self.get(job.id, user)
