@@ -98,7 +98,8 @@ class Settings:
             job_stale_seconds=float(env.get("STUDIO_JOB_STALE_SECONDS") or file_values.get("job_stale_seconds")
                                     or 15),
             gemini_api_version=api_version(env.get("STUDIO_GEMINI_API_VERSION")
-                                           or file_values.get("gemini", {}).get("api_version") or cls.gemini_api_version),
+                                           or file_values.get("gemini", {}).get("api_version")
+                                           or cls.gemini_api_version),
         )
         for name, value in overrides.items():
             setattr(settings, name, value)
