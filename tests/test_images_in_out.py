@@ -416,3 +416,26 @@ def test_every_inpainting_provider_keeps_the_input_size_and_its_unmasked_pixels(
     keep = np.asarray(mask) == 0
     assert np.array_equal(kept[keep], np.asarray(source).astype(int)[keep])
     assert np.abs(kept[~keep] - np.asarray(source).astype(int)[~keep]).mean() > 10
+
+
+def test_a_cmyk_file_whose_icc_profile_cannot_be_used_is_converted_without_it_and_logged(caplog):
+    data = encoded(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "JPEG", icc_profile=b"not a profile")
+    with caplog.at_level("WARNING", logger="studio.imaging"):
+        red = load_image(data)
+    assert red.mode == "RGB" and red.getpixel((4, 4))[0] > 240
+    assert any("ICC profile could not be used" in r.getMessage() for r in caplog.records)
+
+
+def test_cli_refuses_a_mask_that_repaints_nothing_in_one_line_and_writes_nothing(studio, studio_home, tmp_path,
+                                                                                 capsys):
+    from studio.cli import main
+    from tests.helpers import tree_snapshot
+
+    (tmp_path / "photo.png").write_bytes(encoded(source_image()))
+    (tmp_path / "mask.png").write_bytes(encoded(Image.new("RGBA", (WIDTH, HEIGHT), (255, 255, 255, 0))))
+    before = tree_snapshot(studio_home)
+    code = main(["edit", str(tmp_path / "photo.png"), "x", "--mask", str(tmp_path / "mask.png"), "--provider", "echo"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: the mask marks nothing to repaint")
+    assert echo_provider.EchoProvider.calls == 0
+    assert tree_snapshot(studio_home) == before
