@@ -7,8 +7,9 @@ What it checks and answers like the real service:
   the key in ``x-goog-api-key`` (a wrong key is 400 INVALID_ARGUMENT with ErrorInfo reason
   API_KEY_INVALID, a missing one 403 PERMISSION_DENIED);
 - the camelCase JSON body: ``contents[].parts[]`` of ``text`` and ``inlineData`` (base64 that must
-  decode to a real image), ``generationConfig`` with ``responseModalities``, ``seed`` and
-  ``imageConfig.aspectRatio``/``imageSize`` checked against the supported values; unknown fields are
+  decode to a real image), ``generationConfig`` with ``responseModalities``, an int32 ``seed`` and
+  ``imageConfig.aspectRatio``/``imageSize`` checked against what each model takes (the data block
+  below names its source and date; nothing is taken from the studio's catalog); unknown fields are
   a 400 "Invalid JSON payload received";
 - answers with ``candidates[0].content.parts`` holding a text part and an ``inlineData`` PNG of the
   requested aspect ratio and size tier (gemini-3-pro-image first sends a ``thought`` image),
@@ -33,13 +34,35 @@ from PIL import Image
 from tests.fakes.http import Request, Response, image_bytes
 
 KEY = "AIzaSyFAKE-gemini-key-0123456789abcdef"
+# -- What Google documents, as data --------------------------------------------------------------------
+# Sources, checked 2026-11-29: the Gemini API reference for models.generateContent (GenerateContentRequest,
+# GenerationConfig, ImageConfig, Candidate.FinishReason, PromptFeedback.BlockReason, error statuses) and
+# the image generation guide's table of aspect ratios and sizes per model. Nothing here comes from the
+# studio's catalog: a catalog entry that claims more than this fails against the fake.
 MODELS = ("gemini-3.1-flash-image", "gemini-3-pro-image")
+RETIRED_MODELS = ("gemini-2.5-flash-image",)  # shut down 2026-10-02: a 404 like any unknown model
 THINKING_MODELS = ("gemini-3-pro-image",)
 # The 1K pixel sizes Gemini image models answer per aspect ratio; 2K and 4K double and quadruple them.
 SIZES_1K = {"1:1": (1024, 1024), "2:3": (848, 1264), "3:2": (1264, 848), "3:4": (896, 1200), "4:3": (1200, 896),
-            "4:5": (928, 1152), "5:4": (1152, 928), "9:16": (768, 1376), "16:9": (1376, 768), "21:9": (1584, 672)}
-TIERS = {"1K": 1, "2K": 2, "4K": 4}
-IMAGE_TOKENS = {"1K": 1120, "2K": 1680, "4K": 2520}
+            "4:5": (928, 1152), "5:4": (1152, 928), "9:16": (768, 1376), "16:9": (1376, 768), "21:9": (1584, 672),
+            "1:4": (512, 2048), "4:1": (2048, 512), "1:8": (384, 3072), "8:1": (3072, 384)}
+COMMON_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+# imageConfig.aspectRatio and imageConfig.imageSize each model takes ("512" is half the 1K size).
+ASPECT_RATIOS = {"gemini-3.1-flash-image": COMMON_RATIOS + ("1:4", "4:1", "1:8", "8:1"),
+                 "gemini-3-pro-image": COMMON_RATIOS}
+IMAGE_SIZES = {"gemini-3.1-flash-image": ("512", "1K", "2K", "4K"), "gemini-3-pro-image": ("1K", "2K", "4K")}
+TIERS = {"512": 0.5, "1K": 1, "2K": 2, "4K": 4}
+IMAGE_TOKENS = {"512": 747, "1K": 1120, "2K": 1680, "4K": 2520}
+SEED_RANGE = (-2**31, 2**31 - 1)  # GenerationConfig.seed is an int32
+RESPONSE_MODALITIES = ("TEXT", "IMAGE", "AUDIO")
+# Candidate.finishReason values; STOP is a normal end, the IMAGE_* ones and NO_IMAGE come from image
+# models, and every other one ends the answer without (or with a cut) result.
+FINISH_REASONS = ("FINISH_REASON_UNSPECIFIED", "STOP", "MAX_TOKENS", "SAFETY", "RECITATION", "LANGUAGE", "OTHER",
+                  "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "MALFORMED_FUNCTION_CALL", "IMAGE_SAFETY",
+                  "IMAGE_PROHIBITED_CONTENT", "IMAGE_OTHER", "NO_IMAGE", "IMAGE_RECITATION",
+                  "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS")
+# promptFeedback.blockReason values (the answer then has no candidates).
+BLOCK_REASONS = ("BLOCK_REASON_UNSPECIFIED", "SAFETY", "OTHER", "BLOCKLIST", "PROHIBITED_CONTENT", "IMAGE_SAFETY")
 GENERATION_CONFIG_FIELDS = {"responseModalities", "imageConfig", "seed", "temperature", "topP", "topK",
                             "candidateCount", "maxOutputTokens", "stopSequences", "thinkingConfig"}
 # Fields of GenerationConfig that only v1beta's reference defines.
@@ -157,12 +180,17 @@ class GeminiFake:
             raise ValueError(f'Invalid JSON payload received. Unknown name "{sorted(unknown)[0]}" at '
                              "'generation_config': Cannot find field.")
         image_config = config.get("imageConfig") or {}
-        if image_config.get("aspectRatio", "1:1") not in SIZES_1K:
+        if image_config.get("aspectRatio", "1:1") not in ASPECT_RATIOS[model]:
             raise ValueError(f"Unsupported aspect ratio: {image_config['aspectRatio']}")
-        if image_config.get("imageSize", "1K") not in TIERS:
+        if image_config.get("imageSize", "1K") not in IMAGE_SIZES[model]:
             raise ValueError(f"Unsupported image size: {image_config['imageSize']}")
-        if "seed" in config and not isinstance(config["seed"], int):
-            raise ValueError("Invalid value at 'generation_config.seed' (TYPE_INT32)")
+        seed = config.get("seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+            raise ValueError(f"Invalid value at 'generation_config.seed' (TYPE_INT32), {seed}")
+        for modality in config.get("responseModalities") or []:
+            if modality not in RESPONSE_MODALITIES:
+                raise ValueError(f"Invalid value at 'generation_config.response_modalities' (type.googleapis.com/"
+                                 f"google.ai.generativelanguage.v1.GenerationConfig.Modality), \"{modality}\"")
         texts, images = [], []
         contents = body.get("contents")
         if not contents:
@@ -197,6 +225,11 @@ class GeminiFake:
     def _answer(self, call: Call) -> Response:
         prompt_tokens = sum(len(t.split()) for t in call.texts) + 258 * len(call.images)
         blocking = len(self.calls) >= self.blocks_from_call
+        # A test may script only what Gemini documents (a typo would test a state that cannot happen).
+        if self.block_prompt and self.block_prompt not in BLOCK_REASONS:
+            raise ValueError(f"not a documented blockReason: {self.block_prompt}")
+        if self.finish_reason and self.finish_reason not in FINISH_REASONS:
+            raise ValueError(f"not a documented finishReason: {self.finish_reason}")
         if self.block_prompt and blocking:
             return Response(200, {"promptFeedback": {"blockReason": self.block_prompt},
                                   "usageMetadata": {"promptTokenCount": prompt_tokens,
@@ -216,7 +249,7 @@ class GeminiFake:
         image_config = call.config.get("imageConfig") or {}
         tier = image_config.get("imageSize", "1K")
         width, height = SIZES_1K[image_config.get("aspectRatio", "1:1")]
-        width, height = width * TIERS[tier], height * TIERS[tier]
+        width, height = int(width * TIERS[tier]), int(height * TIERS[tier])
 
         parts: list[dict[str, Any]] = []
         thoughts = 0

@@ -6,12 +6,16 @@ What it checks, on every request:
 - ``Authorization: Bearer <key>``: a missing or wrong key is a 401 ``invalid_api_key`` whose message
   shows the key masked, as OpenAI does.
 - The model: retired ones (DALL·E, gpt-image-1) and unknown ids are a 404 ``model_not_found``.
-- Parameters: no unknown ones, no ``response_format``/``style`` for GPT image models (a 400, like the
-  real API), ``moderation`` only on generations, ``n`` 1-10, a prompt, sizes the model takes (fixed
-  sizes, or WxH divisible by 16 within pixel and 3:1 limits for the free-size models), qualities the
-  model takes, ``output_compression`` only for jpeg/webp, ``background=transparent`` not with jpeg.
-- Edits: one ``image`` (or up to 16 ``image[]``) part that is a real png/jpeg/webp; a ``mask`` must be a
-  PNG with an alpha channel and the first image's size.
+- Parameters, with the limits OpenAI publishes (the data block below, which names its source and
+  date; nothing is taken from the studio's catalog): no unknown ones, no ``response_format``/``style``
+  for GPT image models (a 400, like the real API), ``moderation`` only on generations, ``n`` 1-10, a
+  prompt of at most 32,000 characters, sizes the model takes (fixed sizes, or WxH divisible by 16
+  within pixel and 3:1 limits for the free-size models), qualities the model takes, enums of
+  ``background``/``moderation``/``complexity``/``output_format`` (gif and svg: a 403, preview only),
+  ``output_compression`` 0-100 and only for jpeg/webp, ``background=transparent`` not with jpeg,
+  ``input_fidelity`` per model (gpt-image-1-mini: low only; gpt-image-2: none), ``partial_images`` 0-3.
+- Edits: one ``image`` (or up to 16 ``image[]``) part that is a real png/jpeg/webp under 50 MB; a
+  ``mask`` must be a PNG under 4 MB with an alpha channel and the first image's size.
 - Safety: a prompt with a blocked word is a 400 ``moderation_blocked``.
 
 It answers with real images of the requested size and format as ``data[].b64_json``, plus ``usage``
@@ -36,15 +40,47 @@ from PIL import Image
 
 from tests.fakes.http import Request, Response, image_bytes
 
-STANDARD_SIZES = {"1024x1024", "1536x1024", "1024x1536", "auto"}
+# -- What OpenAI documents, as data -------------------------------------------------------------------
+# Source: OpenAI's Images API reference as published in the openai 3.54 SDK (generated from OpenAI's
+# OpenAPI spec): openai/types/image_generate_params.py, image_edit_params.py and image_model.py.
+# Checked 2026-11-29. Nothing here comes from the studio's catalog: a catalog entry that claims more
+# than this fails against the fake, as it would against OpenAI.
+GPT_IMAGE_MODELS = {"gpt-image-1-mini", "gpt-image-1.5", "gpt-image-2", "gpt-image-2-2026-04-21",
+                    "gpt-image-2.5-sunburst", "gpt-image-2.5-sunburst-2026-09-08", "gpt-image-2.5-flare",
+                    "gpt-image-2.5-flare-2026-09-08", "gpt-image-2.6-sunburst", "gpt-image-2.6-flare",
+                    "chatgpt-image-latest"}
+RETIRED_MODELS = {"gpt-image-1", "dall-e-2", "dall-e-3"}  # shut down 2026-10-23 / 2026-05-12: 404
+MAX_PROMPT_CHARS = 32_000  # "The maximum length is 32000 characters" (GPT image models)
+N_RANGE = (1, 10)  # "Must be between 1 and 10"
+STANDARD_SIZES = {"1024x1024", "1536x1024", "1024x1536", "auto"}  # every GPT image model
+# Models that take any "WIDTHxHEIGHT": both sides divisible by 16, aspect ratio within 1:3-3:1, at most
+# 3840x2160 (8,294,400 pixels; longest edge 3840), and at least 655,360 pixels (the models' pixel limit).
 FREE_SIZE_MODELS = {"gpt-image-2", "gpt-image-2-2026-04-21", "gpt-image-2.5-sunburst",
                     "gpt-image-2.5-sunburst-2026-09-08", "gpt-image-2.5-flare", "gpt-image-2.5-flare-2026-09-08"}
+FREE_SIZE = {"multiple": 16, "max_ratio": 3, "max_edge": 3840, "min_pixels": 655_360, "max_pixels": 8_294_400}
+QUALITIES = {"low", "medium", "high", "auto"}  # "high, medium and low are supported for the GPT image models"
 EXTRA_QUALITY_MODELS = {"gpt-image-2.5-sunburst", "gpt-image-2.5-sunburst-2026-09-08", "gpt-image-2.5-flare",
-                        "gpt-image-2.5-flare-2026-09-08"}
-GPT_IMAGE_MODELS = FREE_SIZE_MODELS | {"gpt-image-2.6-sunburst", "gpt-image-2.6-flare", "gpt-image-1.5",
-                                       "gpt-image-1-mini", "chatgpt-image-latest"}
+                        "gpt-image-2.5-flare-2026-09-08"}  # "also support xhigh and max"
+EXTRA_QUALITIES = {"xhigh", "max"}
+OUTPUT_FORMATS = {"png", "jpeg", "webp"}
+# gif and svg are documented too, but need preview access this key does not have: a 403.
+PREVIEW_OUTPUT_FORMATS = {"gif", "svg"}
+OUTPUT_COMPRESSION_RANGE = (0, 100)  # "The compression level (0-100%)", only for jpeg and webp
+BACKGROUNDS = {"transparent", "opaque", "auto"}  # transparent needs png or webp
+MODERATIONS = {"low", "auto"}  # generations only
+COMPLEXITIES = {"low", "medium", "high"}
+PARTIAL_IMAGES_RANGE = (0, 3)  # streaming only
+# input_fidelity (edits): "Supports high and low on gpt-image-1.5; gpt-image-1-mini supports only low. For
+# gpt-image-2, omit this parameter." Models the reference does not name take both values.
+INPUT_FIDELITIES = {"high", "low"}
+INPUT_FIDELITY_BY_MODEL = {"gpt-image-1.5": {"high", "low"}, "gpt-image-1-mini": {"low"}, "gpt-image-2": set(),
+                           "gpt-image-2-2026-04-21": set()}
+MAX_INPUT_IMAGES = 16  # "You can provide up to 16 images", each png, webp or jpg under 50 MB
+MAX_INPUT_IMAGE_BYTES = 50 * 1024 * 1024
+MAX_MASK_BYTES = 4 * 1024 * 1024  # "Must be a valid PNG file, less than 4MB", the first image's size
 COMMON_PARAMS = {"model", "prompt", "n", "size", "quality", "output_format", "output_compression", "background",
-                 "safety_identifier", "user", "stream", "partial_images", "complexity", "response_format", "style"}
+                 "safety_identifier", "user", "stream", "partial_images", "complexity", "response_format", "style",
+                 "frame_count", "frame_duration_ms", "svg"}
 GENERATION_PARAMS = COMMON_PARAMS | {"moderation"}
 EDIT_PARAMS = (COMMON_PARAMS - {"style"}) | {"image", "image[]", "mask", "input_fidelity", "markup"}
 # Output image tokens of one 1024x1024 image at each quality.
@@ -151,15 +187,21 @@ class OpenAIFake:
             params = {}
             for name, parts in request.multipart().items():
                 if name in ("image", "image[]"):
+                    for part in parts:
+                        if len(part.data) >= MAX_INPUT_IMAGE_BYTES:
+                            raise _Rejected(400, f"Invalid '{name}': each image must be less than 50MB.",
+                                            "invalid_request_error", "image_too_large", name)
                     images.extend(_open_upload(part.data, name) for part in parts)
                 elif name == "mask":
+                    if len(parts[0].data) >= MAX_MASK_BYTES:
+                        raise _Rejected(400, "Invalid 'mask': the mask must be less than 4MB.",
+                                        "invalid_request_error", "image_too_large", "mask")
                     mask = _open_upload(parts[0].data, "mask")
                 else:
                     params[name] = parts[0].text
-            if "n" in params:
-                params["n"] = _int(params["n"], "n")
-            if "output_compression" in params:
-                params["output_compression"] = _int(params["output_compression"], "output_compression")
+            for number in ("n", "output_compression", "partial_images", "frame_count", "frame_duration_ms"):
+                if number in params:
+                    params[number] = _int(params[number], number)
         allowed = GENERATION_PARAMS if endpoint == "generations" else EDIT_PARAMS
         for name in params:
             if name not in allowed:
@@ -180,26 +222,43 @@ class OpenAIFake:
         if not isinstance(prompt, str) or not prompt.strip():
             raise _Rejected(400, "Missing required parameter: 'prompt'.", "invalid_request_error",
                             "missing_required_parameter", "prompt")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise _Rejected(400, f"Invalid 'prompt': string too long. Expected a string with maximum length "
+                                 f"{MAX_PROMPT_CHARS}, but got a string with length {len(prompt)} instead.",
+                            "invalid_request_error", "string_above_max_length", "prompt")
         n = params.get("n", 1)
-        if not isinstance(n, int) or not 1 <= n <= 10:
-            raise _Rejected(400, f"Invalid 'n': integer between 1 and 10 expected, got {n}.",
-                            "invalid_request_error", "integer_above_max_value", "n")
+        _check_int(n, "n", *N_RANGE)
         width, height = _size(model, params.get("size", "auto"))
         quality = params.get("quality", "auto")
-        qualities = {"low", "medium", "high", "auto"} | ({"xhigh", "max"} if model in EXTRA_QUALITY_MODELS else set())
-        if quality not in qualities:
-            raise _Rejected(400, f"Invalid value: '{quality}'. Supported values are: {sorted(qualities)}.",
-                            "invalid_request_error", "invalid_value", "quality")
+        qualities = QUALITIES | (EXTRA_QUALITIES if model in EXTRA_QUALITY_MODELS else set())
+        _check_enum(quality, "quality", qualities)
         fmt = params.get("output_format", "png")
-        if fmt not in ("png", "jpeg", "webp"):
-            raise _Rejected(400, f"Invalid value: '{fmt}'.", "invalid_request_error", "invalid_value", "output_format")
-        if "output_compression" in params and fmt == "png":
-            raise _Rejected(400, "output_compression is only supported for jpeg and webp.", "invalid_request_error",
-                            "invalid_value", "output_compression")
+        if fmt in PREVIEW_OUTPUT_FORMATS:
+            raise _Rejected(403, f"output_format '{fmt}' requires access to its preview for {model}.",
+                            "invalid_request_error", "model_not_found", "output_format")
+        _check_enum(fmt, "output_format", OUTPUT_FORMATS)
+        if "output_compression" in params:
+            if fmt == "png":
+                raise _Rejected(400, "output_compression is only supported for jpeg and webp.",
+                                "invalid_request_error", "invalid_value", "output_compression")
+            _check_int(params["output_compression"], "output_compression", *OUTPUT_COMPRESSION_RANGE)
         background = params.get("background", "auto")
+        _check_enum(background, "background", BACKGROUNDS)
         if background == "transparent" and fmt == "jpeg":
             raise _Rejected(400, "Transparent background requires png or webp output.", "invalid_request_error",
                             "invalid_value", "background")
+        if "moderation" in params:
+            _check_enum(params["moderation"], "moderation", MODERATIONS)
+        if "complexity" in params:
+            _check_enum(params["complexity"], "complexity", COMPLEXITIES)
+        if "partial_images" in params:
+            _check_int(params["partial_images"], "partial_images", *PARTIAL_IMAGES_RANGE)
+        if "input_fidelity" in params:
+            fidelities = INPUT_FIDELITY_BY_MODEL.get(model, INPUT_FIDELITIES)
+            if not fidelities:
+                raise _Rejected(400, f"input_fidelity is not supported for {model}; omit it.",
+                                "invalid_request_error", "unsupported_parameter", "input_fidelity")
+            _check_enum(params["input_fidelity"], "input_fidelity", fidelities)
         if endpoint == "edits":
             self._check_edit_inputs(images, mask)
         if any(word in prompt.lower() for word in self.blocked_words):
@@ -243,8 +302,9 @@ class OpenAIFake:
         if not images:
             raise _Rejected(400, "Missing required parameter: 'image'.", "invalid_request_error",
                             "missing_required_parameter", "image")
-        if len(images) > 16:
-            raise _Rejected(400, "Too many images: at most 16.", "invalid_request_error", "invalid_value", "image")
+        if len(images) > MAX_INPUT_IMAGES:
+            raise _Rejected(400, f"Too many images: at most {MAX_INPUT_IMAGES}.", "invalid_request_error",
+                            "invalid_value", "image")
         if mask is None:
             return
         if mask.format != "PNG" or "A" not in mask.getbands():
@@ -259,6 +319,25 @@ class _Rejected(Exception):
     def __init__(self, status: int, message: str, type_: str, code: str | None, param: str | None = None):
         super().__init__(message)
         self.response = Response(status, error_body(message, type_, code, param))
+
+
+def _check_int(value, name: str, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _Rejected(400, f"Invalid type for '{name}': expected an integer, but got {type(value).__name__}.",
+                        "invalid_request_error", "invalid_type", name)
+    if value < low:
+        raise _Rejected(400, f"Invalid '{name}': integer below minimum value. Expected a value >= {low}, but got "
+                             f"{value} instead.", "invalid_request_error", "integer_below_min_value", name)
+    if value > high:
+        raise _Rejected(400, f"Invalid '{name}': integer above maximum value. Expected a value <= {high}, but got "
+                             f"{value} instead.", "invalid_request_error", "integer_above_max_value", name)
+
+
+def _check_enum(value, name: str, allowed: set[str]) -> None:
+    if value not in allowed:
+        raise _Rejected(400, f"Invalid value: '{value}'. Supported values are: "
+                             f"{', '.join(repr(v) for v in sorted(allowed))}.", "invalid_request_error",
+                        "invalid_value", name)
 
 
 def _int(text: str, name: str) -> int:
@@ -294,8 +373,11 @@ def _size(model: str, size: str) -> tuple[int, int]:
             raise _Rejected(400, f"Invalid size '{size}'. Supported sizes are 1024x1024, 1024x1536, 1536x1024, "
                                  "and auto.", "invalid_request_error", "invalid_value", "size")
         return width, height
-    if width % 16 or height % 16 or max(width, height) > 3 * min(width, height) or max(width, height) > 3840 \
-            or not 655_360 <= width * height <= 8_294_400:
+    limits = FREE_SIZE
+    if width % limits["multiple"] or height % limits["multiple"] \
+            or max(width, height) > limits["max_ratio"] * min(width, height) \
+            or max(width, height) > limits["max_edge"] \
+            or not limits["min_pixels"] <= width * height <= limits["max_pixels"]:
         raise _Rejected(400, f"Invalid size '{size}': both sides must be multiples of 16, the aspect ratio at most "
                              "3:1, and the pixel count within the model's limits.", "invalid_request_error",
                         "invalid_value", "size")

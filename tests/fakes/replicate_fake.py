@@ -35,7 +35,18 @@ from tests.fakes.http import Request, Response, image_bytes
 TOKEN = "r8_fake_token_0123456789abcdef"
 SDXL_VERSION = "39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b"
 
-FLUX_RATIOS = ["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"]
+# -- What Replicate documents, as data ---------------------------------------------------------------
+# Sources, checked 2026-11-29: Replicate's HTTP API reference (predictions: create, get, cancel; statuses
+# starting, processing, succeeded, failed, canceled, aborted; errors as problem JSON) and each model's
+# published input schema (replicate.com/<owner>/<model>/api: black-forest-labs/flux-schnell, flux-dev,
+# flux-1.1-pro, and stability-ai/sdxl at the pinned version). Nothing here comes from the studio's
+# catalog: a catalog entry that claims more than these schemas fails against the fake.
+STATUSES = ("starting", "processing", "succeeded", "failed", "canceled", "aborted")
+FLUX_RATIOS = ["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"]  # schnell, dev
+# flux-1.1-pro: no 21:9 or 9:21; "custom" takes width and height (256-1440, rounded to a multiple of 32).
+FLUX_PRO_RATIOS = ["custom", "1:1", "16:9", "3:2", "2:3", "4:5", "5:4", "9:16", "3:4", "4:3"]
+FLUX_PRO_SIDE = (256, 1440)
+FLUX_PRO_MULTIPLE = 32
 FLUX_FORMATS = ["webp", "jpg", "png"]
 PIL_NAMES = {"webp": "WEBP", "jpg": "JPEG", "png": "PNG"}
 
@@ -88,7 +99,8 @@ MODELS = [
               {**_FLUX_COMMON, "num_outputs": _int(1, 4), "num_inference_steps": _int(1, 50),
                "guidance": _num(0, 10), "image": _uri, "prompt_strength": _num(0, 1)}),
     FakeModel("black-forest-labs", "flux-1.1-pro", "80a09d66baa990429c2f5ae8a4306bf778a1b3775afd01cc2cc8bdbe9033769c",
-              {"prompt": _str, "aspect_ratio": _enum(*FLUX_RATIOS, "custom"), "seed": _int(0, 2**32 - 1),
+              {"prompt": _str, "aspect_ratio": _enum(*FLUX_PRO_RATIOS), "seed": _int(0, 2**32 - 1),
+               "width": _int(*FLUX_PRO_SIDE), "height": _int(*FLUX_PRO_SIDE), "image_prompt": _uri,
                "output_format": _enum(*FLUX_FORMATS), "output_quality": _int(0, 100),
                "safety_tolerance": _int(1, 6), "prompt_upsampling": _bool}, single_output=True),
     FakeModel("stability-ai", "sdxl", SDXL_VERSION,
@@ -99,7 +111,8 @@ MODELS = [
                "scheduler": _enum("DDIM", "DPMSolverMultistep", "HeunDiscrete", "KarrasDPM", "K_EULER_ANCESTRAL",
                                   "K_EULER", "PNDM"),
                "refine": _enum("no_refiner", "expert_ensemble_refiner", "base_image_refiner"),
-               "apply_watermark": _bool, "disable_safety_checker": _bool},
+               "high_noise_frac": _num(0, 1), "refine_steps": _int(1, 500), "lora_scale": _num(0, 1),
+               "replicate_weights": _str, "apply_watermark": _bool, "disable_safety_checker": _bool},
               official=False),
 ]
 
@@ -372,7 +385,10 @@ class ReplicateFake:
         if prediction is None or prediction.status != "succeeded" or int(m[2]) in self.expired_outputs:
             return Response(404, "not found", {"content-type": "text/plain"})
         inputs = prediction.input
-        if "aspect_ratio" in inputs:
+        if inputs.get("aspect_ratio") == "custom" and "width" in inputs and "height" in inputs:
+            width, height = (round(inputs[side] / FLUX_PRO_MULTIPLE) * FLUX_PRO_MULTIPLE
+                             for side in ("width", "height"))
+        elif "aspect_ratio" in inputs:
             width, height = FLUX_SIZES[inputs["aspect_ratio"]]
         elif "image" in prediction.images:
             width, height = prediction.images["image"].size

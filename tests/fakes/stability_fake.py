@@ -8,8 +8,10 @@ What it checks, on every request:
   400 ``content-type: must be multipart/form-data``, as the real API answers.
 - ``accept``: ``image/*`` (the default) or ``application/json``; anything else is a 400.
 - Bodies over 10 MiB are a 413.
-- Fields: ``prompt`` (1-10,000 characters), ``aspect_ratio`` from the nine ratios, ``seed``
-  0-4294967294, ``output_format`` (sd3: png or jpeg only), ``style_preset`` from Stability's list,
+- Fields, with the limits Stability publishes (the data block below names its source and date; nothing
+  is taken from the studio's catalog): ``prompt`` (1-10,000 characters), ``aspect_ratio`` from the
+  nine ratios, ``seed`` 0-4294967294, ``output_format`` png/jpeg/webp on every endpoint,
+  ``style_preset`` from Stability's list (ultra, core, sd3 and inpaint),
   ``strength`` 0-1; sd3: ``model``, ``mode`` (image-to-image needs ``image`` + ``strength`` and takes no
   ``aspect_ratio``; text-to-image takes no image), ``cfg_scale`` 1-10; ultra: ``strength`` with an
   image; core: no image; inpaint: ``image`` and ``mask``, ``grow_mask`` 0-100. Uploaded images must
@@ -37,6 +39,10 @@ from PIL import Image, ImageFilter
 
 from tests.fakes.http import Request, Response
 
+# -- What Stability AI documents, as data -----------------------------------------------------------
+# Source: Stability AI's REST API reference, v2beta Stable Image (platform.stability.ai/docs/api-reference,
+# "Generate" and "Edit" sections: request fields, enums, limits, error codes), checked 2026-11-29. Nothing
+# here comes from the studio's catalog: a catalog entry that claims more than this fails against the fake.
 # Pixel sizes Stability returns for each aspect ratio (about one megapixel).
 RATIO_SIZES = {"21:9": (1536, 640), "16:9": (1344, 768), "3:2": (1216, 832), "5:4": (1152, 896),
                "1:1": (1024, 1024), "4:5": (896, 1152), "2:3": (832, 1216), "9:16": (768, 1344),
@@ -45,15 +51,33 @@ STYLE_PRESETS = {"enhance", "anime", "photographic", "digital-art", "comic-book"
                  "analog-film", "neon-punk", "isometric", "low-poly", "origami", "modeling-compound", "cinematic",
                  "3d-model", "pixel-art", "tile-texture"}
 SD3_MODELS = {"sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium", "sd3.5-flash"}
-# The fields each endpoint documents.
+MAX_PROMPT_CHARS = 10_000  # prompt and negative_prompt
+SEED_RANGE = (0, 4294967294)
+CFG_SCALE_RANGE = (1, 10)  # sd3 only
+GROW_MASK_RANGE = (0, 100)  # inpaint only
+# Uploaded images: every side at least 64 px, 4,096 to 9,437,184 pixels in all.
+MIN_IMAGE_SIDE, IMAGE_PIXELS = 64, (4_096, 9_437_184)
+# The fields each endpoint documents. style_preset is documented on ultra, core, sd3 and inpaint.
 FIELDS = {
-    "generate/ultra": {"prompt", "negative_prompt", "aspect_ratio", "seed", "output_format", "image", "strength"},
+    "generate/ultra": {"prompt", "negative_prompt", "aspect_ratio", "seed", "output_format", "image", "strength",
+                       "style_preset"},
     "generate/core": {"prompt", "negative_prompt", "aspect_ratio", "seed", "style_preset", "output_format"},
     "generate/sd3": {"prompt", "mode", "image", "strength", "aspect_ratio", "model", "seed", "output_format",
-                     "negative_prompt", "cfg_scale"},
+                     "negative_prompt", "cfg_scale", "style_preset"},
     "edit/inpaint": {"prompt", "negative_prompt", "image", "mask", "grow_mask", "seed", "output_format",
                      "style_preset"},
 }
+# output_format: jpeg, png and webp on every endpoint (sd3 included); png by default.
+OUTPUT_FORMATS = {endpoint: {"png", "jpeg", "webp"} for endpoint in FIELDS}
+# finish-reason of a 200 answer: SUCCESS, or CONTENT_FILTERED with a blurred image.
+FINISH_REASONS = ("SUCCESS", "CONTENT_FILTERED")
+# Error statuses the reference lists, with the ``name`` each answers: 400 bad_request, 401, 402
+# payment_required, 403 content_moderation, 413 payload_too_large (bodies over 10 MiB), 422
+# invalid_language (a prompt not in English) and the like, 429 rate_limit_exceeded (more than 150
+# requests in 10 s), 500 internal_error.
+ERROR_NAMES = {400: "bad_request", 401: "unauthorized", 402: "payment_required", 403: "content_moderation",
+               404: "not_found", 413: "payload_too_large", 422: "invalid_language", 429: "rate_limit_exceeded",
+               500: "internal_error"}
 MAX_BODY = 10 * 1024 * 1024
 MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 COLORS = itertools.cycle([(30, 110, 180), (190, 90, 50), (70, 150, 80), (160, 60, 150)])
@@ -82,17 +106,17 @@ class StabilityFake:
 
     def rate_limit(self, retry_after: str = "0") -> None:
         self.scripted.append(Response(429, error_body(
-            "rate_limit_exceeded", "You have exceeded the rate limit of 150 requests within a 10 second period, "
+            ERROR_NAMES[429], "You have exceeded the rate limit of 150 requests within a 10 second period, "
             "and have been timed out for 60 seconds."), {"retry-after": retry_after}))
 
     def out_of_credits(self) -> None:
         self.scripted.append(Response(402, error_body(
-            "payment_required", "You lack sufficient credits to make this request. Please purchase more credits "
+            ERROR_NAMES[402], "You lack sufficient credits to make this request. Please purchase more credits "
             "at https://platform.stability.ai/account/credits and try again.")))
 
     def server_error(self) -> None:
         self.scripted.append(Response(500, error_body(
-            "internal_error", "An unexpected server error has occurred, please try again later.")))
+            ERROR_NAMES[500], "An unexpected server error has occurred, please try again later.")))
 
     def content_filtered(self) -> None:
         """Answer the next request with HTTP 200, a blurred image and ``finish-reason: CONTENT_FILTERED``."""
@@ -116,7 +140,7 @@ class StabilityFake:
         if auth != f"Bearer {self.api_key}":
             return Response(401, error_body("unauthorized", "authorization: invalid or missing header value"))
         if len(request.body) > MAX_BODY:
-            return Response(413, error_body("payload_too_large", "body: payloads cannot be larger than 10MiB in size"))
+            return Response(413, error_body(ERROR_NAMES[413], "body: payloads cannot be larger than 10MiB in size"))
         if not request.content_type.startswith("multipart/form-data"):
             return Response(400, error_body("bad_request", "content-type: must be multipart/form-data"))
         accept = request.headers.get("accept", "image/*")
@@ -141,22 +165,23 @@ class StabilityFake:
         prompt = fields.get("prompt", "")
         if not prompt.strip():
             raise _Rejected(400, "bad_request", "prompt: is required")
-        if len(prompt) > 10_000 or len(fields.get("negative_prompt", "")) > 10_000:
-            raise _Rejected(400, "bad_request", "prompt: must be at most 10000 characters")
-        formats = {"png", "jpeg"} if endpoint == "generate/sd3" else {"png", "jpeg", "webp"}
+        for name in ("prompt", "negative_prompt"):
+            if len(fields.get(name, "")) > MAX_PROMPT_CHARS:
+                raise _Rejected(400, "bad_request", f"{name}: must be at most {MAX_PROMPT_CHARS} characters")
+        formats = OUTPUT_FORMATS[endpoint]
         if fields.get("output_format", "png") not in formats:
             raise _Rejected(400, "bad_request", f"output_format: must be one of {sorted(formats)}")
         if "aspect_ratio" in fields and fields["aspect_ratio"] not in RATIO_SIZES:
             raise _Rejected(400, "bad_request", f"aspect_ratio: must be one of {list(RATIO_SIZES)}")
-        if "seed" in fields and not 0 <= _number(fields, "seed", int) <= 4294967294:
-            raise _Rejected(400, "bad_request", "seed: must be between 0 and 4294967294")
+        if "seed" in fields and not _within(fields, "seed", int, SEED_RANGE):
+            raise _Rejected(400, "bad_request", f"seed: must be between {SEED_RANGE[0]} and {SEED_RANGE[1]}")
         if "strength" in fields and not 0 <= _number(fields, "strength", float) <= 1:
             raise _Rejected(400, "bad_request", "strength: must be between 0 and 1")
         if "style_preset" in fields and fields["style_preset"] not in STYLE_PRESETS:
             raise _Rejected(400, "bad_request", "style_preset: must be one of the documented presets")
         for name, image in files.items():
             width, height = image.size
-            if min(width, height) < 64 or not 4096 <= width * height <= 9_437_184:
+            if min(width, height) < MIN_IMAGE_SIDE or not IMAGE_PIXELS[0] <= width * height <= IMAGE_PIXELS[1]:
                 raise _Rejected(400, "bad_request", f"{name}: dimensions must be at least 64px per side and "
                                                     "between 4,096 and 9,437,184 pixels")
         if endpoint == "generate/sd3":
@@ -166,10 +191,10 @@ class StabilityFake:
         elif endpoint == "edit/inpaint":
             if "image" not in files or "mask" not in files:
                 raise _Rejected(400, "bad_request", "image and mask: are required")
-            if "grow_mask" in fields and not 0 <= _number(fields, "grow_mask", int) <= 100:
+            if "grow_mask" in fields and not _within(fields, "grow_mask", int, GROW_MASK_RANGE):
                 raise _Rejected(400, "bad_request", "grow_mask: must be between 0 and 100")
         if any(word in prompt.lower() for word in self.blocked_words):
-            raise _Rejected(403, "content_moderation", "Your request was flagged by our content moderation system, "
+            raise _Rejected(403, ERROR_NAMES[403], "Your request was flagged by our content moderation system, "
                                                        "as a result your request was denied and you were not charged.")
 
     @staticmethod
@@ -187,7 +212,7 @@ class StabilityFake:
                 raise _Rejected(400, "bad_request", "image: is not allowed in text-to-image mode")
         else:
             raise _Rejected(400, "bad_request", "mode: must be text-to-image or image-to-image")
-        if "cfg_scale" in fields and not 1 <= _number(fields, "cfg_scale", float) <= 10:
+        if "cfg_scale" in fields and not _within(fields, "cfg_scale", float, CFG_SCALE_RANGE):
             raise _Rejected(400, "bad_request", "cfg_scale: must be between 1 and 10")
 
     def _image(self, endpoint: str, fields: dict[str, str], files: dict, accept: str) -> Response:
@@ -197,9 +222,9 @@ class StabilityFake:
             size = RATIO_SIZES[fields.get("aspect_ratio", "1:1")]
         fmt = fields.get("output_format", "png")
         image = Image.new("RGB", size, next(COLORS))
-        finish_reason = "SUCCESS"
+        finish_reason = FINISH_REASONS[0]  # SUCCESS
         if any(word in fields["prompt"].lower() for word in self.filtered_words):
-            finish_reason = "CONTENT_FILTERED"
+            finish_reason = FINISH_REASONS[1]  # CONTENT_FILTERED
             image = image.filter(ImageFilter.GaussianBlur(8))
         buffer = io.BytesIO()
         image.save(buffer, format=fmt.upper())
@@ -240,3 +265,8 @@ def _number(fields: dict[str, str], name: str, kind):
         return kind(fields[name])
     except ValueError:
         raise _Rejected(400, "bad_request", f"{name}: must be a number") from None
+
+
+def _within(fields: dict[str, str], name: str, kind, bounds: tuple[float, float]) -> bool:
+    low, high = bounds
+    return low <= _number(fields, name, kind) <= high
