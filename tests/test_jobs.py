@@ -646,6 +646,84 @@ def test_pause_and_cancel_from_another_process_stop_a_job_held_by_a_server(echo_
     assert db(studio_home, "SELECT COUNT(*) FROM images") == [(2,)] and len(image_files(studio_home)) == 2
 
 
+class StaleReads:
+    """The real store, except that ``get`` answers for one job with a copy read earlier: a manager
+    that decided to take the job before another one took it (the two reads and writes interleave)."""
+
+    def __init__(self, store, snapshot):
+        self._store, self._snapshot = store, snapshot
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def get(self, job_id, *, items=True):
+        return self._snapshot if job_id == self._snapshot.id else self._store.get(job_id, items=items)
+
+
+def test_taking_a_job_is_a_compare_and_set_refused_while_a_live_runner_holds_it(echo_studio, studio_home):
+    """Two managers on one data directory (two Streamlit sessions, or a server and a CLI). The
+    runner's own ``start`` refuses a job another live runner holds, and so does one that read the
+    job as free just before the other took it: the store decides, in one statement."""
+    from studio.jobs import SQLiteJobStore, ThreadRunner
+    from studio.service import Studio
+
+    Gated.install()
+    server = JobManager(echo_studio)
+    other_studio = Studio(studio_home)
+    other = JobManager(other_studio)
+    late = None
+    try:
+        held = server.submit(script(2, "held"), provider="echo", concurrency=1)
+        wait_until(lambda: Gated.in_flight == 1)
+        with pytest.raises(InvalidRequest, match=rf"job {held.id} is running in another process "
+                                                 rf"\({server.runner.runner_id}\)"):
+            other.runner.start(held.id)
+        assert not other.runner.running(held.id)
+        assert other.store.get(held.id, items=False).runner == server.runner.runner_id
+
+        free = server.create(script(2, "free"), provider="echo", concurrency=1)
+        read_while_free = other.store.get(free.id, items=False)
+        assert read_while_free.runner is None
+        server.runner.start(free.id)  # the server takes it after the other manager's read
+        late = ThreadRunner(other_studio, StaleReads(SQLiteJobStore(other_studio.storage.index), read_while_free))
+        with pytest.raises(InvalidRequest, match=rf"job {free.id} is running in another process"):
+            late.start(free.id)
+        assert not late.running(free.id)
+        assert other.store.get(free.id, items=False).runner == server.runner.runner_id
+        wait_until(lambda: Gated.in_flight == 2)
+        assert Gated.started == 2  # one scene of each job, both by the server
+        Gated.gate.set()
+        finals = [server.wait(job.id, timeout=60) for job in (held, free)]
+    finally:
+        Gated.gate.set()
+        if late is not None:
+            late.shutdown(wait=5)
+        other.close()
+        server.close()
+        other_studio.close()
+    assert [final.status for final in finals] == [JobStatus.COMPLETED] * 2
+    assert [item.attempts for final in finals for item in final.items] == [1, 1, 1, 1]
+    assert Gated.started == 4 and db(studio_home, "SELECT COUNT(*) FROM images") == [(4,)]
+    assert db(studio_home, "SELECT runner FROM jobs") == [(None,), (None,)]  # let go when done
+
+
+def test_a_runner_lets_go_of_a_job_only_while_it_holds_it(jobs):
+    """Settling a job and clearing its holder is conditional too: a runner presumed dead that wakes
+    up after another took the job over must not clear the new holder's claim."""
+    job = jobs.create(script(1), provider="echo")
+    store = jobs.store
+    now = time.time()
+    assert store.take(job.id, "host:1:old", now=now, stale_after=STALE)
+    assert not store.take(job.id, "host:2:new", now=now, stale_after=STALE)  # a live holder keeps it
+    assert store.take(job.id, "host:2:new", now=now, stale_after=STALE, dead="host:1:old")  # found dead
+    assert not store.release(job.id, "host:1:old", status=JobStatus.COMPLETED)
+    stored = store.get(job.id, items=False)
+    assert (stored.runner, stored.status) == ("host:2:new", JobStatus.PENDING)
+    assert not store.take(job.id, "host:3:late", now=now, stale_after=STALE, dead="host:1:old")
+    assert store.take(job.id, "host:3:late", now=now + STALE + 1, stale_after=STALE)  # its heartbeat aged
+    assert store.release(job.id, "host:3:late") and store.get(job.id, items=False).runner is None
+
+
 class FlakyHeartbeatStore:
     """The real store, except that its first ``heartbeat`` write fails (a database hiccup)."""
 

@@ -24,7 +24,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable
 
-from studio.errors import BudgetExceeded, Cancelled, RateLimited, StudioError
+from studio.errors import BudgetExceeded, Cancelled, InvalidRequest, RateLimited, StudioError
 from studio.jobs.model import STAGE_STATUS, ItemStatus, Job, JobItem, JobStatus
 from studio.jobs.store import JobStore, now_iso
 from studio.options import merge_options
@@ -68,6 +68,12 @@ def runner_alive(runner: str | None, heartbeat_at: float | None, now: float | No
     return True
 
 
+def held_elsewhere(job_id: str, holder: str | None) -> InvalidRequest:
+    """The refusal when a live runner of another manager or process holds the job."""
+    return InvalidRequest(f"job {job_id} is running in another process ({holder}); "
+                          "pause or cancel it there, or wait for it")
+
+
 class Runner(ABC):
     """Runs the pending items of jobs kept in a ``JobStore``."""
 
@@ -75,8 +81,15 @@ class Runner(ABC):
     stale_after: float = HEARTBEAT_STALE_SECONDS  # seconds without a heartbeat before a holder is presumed dead
 
     @abstractmethod
+    def take(self, job_id: str) -> None:
+        """Become the job's holder, atomically in the store (``JobStore.take``): raises
+        ``InvalidRequest`` (``held_elsewhere``) while a live runner elsewhere holds it, and
+        ``LookupError`` when there is no such job."""
+
+    @abstractmethod
     def start(self, job_id: str) -> None:
-        """Run (or keep running) the job's pending items; returns at once."""
+        """Take the job (as ``take``; refused while a live runner elsewhere holds it) and run (or
+        keep running) its pending items; returns at once."""
 
     @abstractmethod
     def stop(self, job_id: str, *, cancel: bool = False, index: int | None = None) -> None:
@@ -271,13 +284,29 @@ class ThreadRunner(Runner):
 
     # -- the interface ----------------------------------------------------------------------
 
+    def take(self, job_id: str) -> None:
+        self._take(job_id)
+
+    def _take(self, job_id: str) -> Job:
+        """``take``, returning the job as read before taking it."""
+        job = self.store.get(job_id, items=False)
+        if job is None:
+            raise LookupError(job_id)
+        now = time.time()
+        # A holder found dead here is named, so the store lets it go only if it is still that one:
+        # whoever took the job since (after we read it) keeps it while its heartbeat is fresh.
+        dead = job.runner if job.runner and not runner_alive(job.runner, job.heartbeat_at, now,
+                                                              stale_after=self.stale_after) else None
+        if not self.store.take(job_id, self.runner_id, now=now, stale_after=self.stale_after, dead=dead):
+            holder = self.store.get(job_id, items=False)
+            raise held_elsewhere(job_id, holder.runner if holder else job.runner)
+        return job
+
     def start(self, job_id: str) -> None:
         with self._lock:
             if self._closed.is_set():
                 raise RuntimeError("the runner is shut down")
-            job = self.store.get(job_id, items=False)
-            if job is None:
-                raise LookupError(job_id)
+            job = self._take(job_id)
             run = self._runs.get(job_id)
             if run is None:
                 limit = max(1, int(getattr(self.studio.provider(job.provider), "max_concurrency", 1) or 1))
@@ -285,8 +314,8 @@ class ThreadRunner(Runner):
                 run = _Run(job, wanted=max(1, min(job.concurrency, limit)))
                 self._runs[job_id] = run
             run.stopping.clear()  # a resume while a pause is still winding down keeps the same run
-            self.store.update_job(job_id, status=JobStatus.RUNNING, runner=self.runner_id, heartbeat_at=time.time(),
-                                  started_at=job.started_at or now_iso(), finished_at=None, error=None)
+            self.store.update_job(job_id, status=JobStatus.RUNNING, started_at=job.started_at or now_iso(),
+                                  finished_at=None, error=None)
             while run.workers < run.wanted:
                 run.workers += 1
                 threading.Thread(target=self._worker, args=(run,), name=f"job-{job_id}-worker",
@@ -393,7 +422,7 @@ class ThreadRunner(Runner):
             job = self.store.get(run.job.id, items=False)
             if job is not None:
                 open_items = sum(job.counts.get(s.value, 0) for s in ItemStatus if not s.terminal)
-                fields: dict = {"runner": None}
+                fields: dict = {}
                 if job.status is JobStatus.RUNNING and not open_items:
                     status = JobStatus.FAILED if job.counts.get(ItemStatus.FAILED.value) else JobStatus.COMPLETED
                     fields.update(status=status, finished_at=now_iso())
@@ -403,7 +432,11 @@ class ThreadRunner(Runner):
                 elif job.status is JobStatus.PAUSED:
                     event = "job.paused"
                 # (still RUNNING with work left: the runner was shut down; the job stays resumable)
-                self.store.update_job(run.job.id, **fields)
+                if not self.store.release(run.job.id, self.runner_id, **fields):
+                    # Taken over meanwhile (we were presumed dead): the new holder settles it.
+                    log.warning("batch job %s: taken over by %s; leaving it to that runner", run.job.id,
+                                job.runner)
+                    event = None
         except Exception:  # the store is unreachable: the stale heartbeat will free the job later
             log.exception("batch job %s: could not settle its status when its workers stopped", run.job.id)
             event = None

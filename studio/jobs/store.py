@@ -87,6 +87,17 @@ _JOB_FIELDS = {"status", "error", "runner", "heartbeat_at", "started_at", "finis
                "concurrency"}
 
 
+def _job_assignments(fields: dict[str, Any]) -> tuple[str, list[Any]]:
+    """``"status = ?, ..."`` and its values for an UPDATE of ``fields`` (plus ``updated_at``);
+    ValueError for a field that is not a job's to change."""
+    unknown = set(fields) - _JOB_FIELDS
+    if unknown:
+        raise ValueError(f"cannot update job fields {sorted(unknown)}")
+    values = {k: (v.value if isinstance(v, JobStatus) else v) for k, v in fields.items()}
+    values["updated_at"] = now_iso()
+    return ", ".join(f"{name} = ?" for name in values), list(values.values())
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -116,8 +127,18 @@ class JobStore(ABC):
     def update_job(self, job_id: str, **fields: Any) -> None: ...
 
     @abstractmethod
-    def take_over(self, job_id: str, runner: str, previous: str | None) -> bool:
-        """Make ``runner`` the job's runner if ``previous`` still is; False if someone else won."""
+    def take(self, job_id: str, runner: str, *, now: float, stale_after: float, dead: str | None = None) -> bool:
+        """Make ``runner`` the job's holder, with a fresh heartbeat (``now``, ``time.time()``
+        seconds), in one compare-and-set: only when no one holds it, ``runner`` already does, the
+        holder's heartbeat is older than ``stale_after`` seconds, or the holder is still ``dead``
+        (a runner the caller found gone, e.g. its process on this host has exited). False, and
+        nothing changed, when a live runner elsewhere holds it, including one that took it after
+        the caller last read the job."""
+
+    @abstractmethod
+    def release(self, job_id: str, runner: str, **fields: Any) -> bool:
+        """Let go of the job (holder cleared) and set ``fields`` (as ``update_job``), only while
+        ``runner`` still holds it; False, and nothing changed, when another runner has taken it."""
 
     @abstractmethod
     def heartbeat(self, job_ids: list[str], runner: str, at: float) -> None: ...
@@ -238,19 +259,23 @@ class SQLiteJobStore(JobStore):
             job.progress = done_progress.get(job.id, 0.0) / job.total if job.total else 0.0
 
     def update_job(self, job_id: str, **fields: Any) -> None:
-        unknown = set(fields) - _JOB_FIELDS
-        if unknown:
-            raise ValueError(f"cannot update job fields {sorted(unknown)}")
-        fields = {k: (v.value if isinstance(v, JobStatus) else v) for k, v in fields.items()}
-        fields["updated_at"] = now_iso()
-        assignments = ", ".join(f"{name} = ?" for name in fields)
+        assignments, values = _job_assignments(fields)
         with self.index.write() as conn:
-            conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", [*fields.values(), job_id])
+            conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", [*values, job_id])
 
-    def take_over(self, job_id: str, runner: str, previous: str | None) -> bool:
+    def take(self, job_id: str, runner: str, *, now: float, stale_after: float, dead: str | None = None) -> bool:
         with self.index.write() as conn:
-            cursor = conn.execute("UPDATE jobs SET runner = ?, updated_at = ? WHERE id = ? AND runner IS ?",
-                                  (runner, now_iso(), job_id, previous))
+            cursor = conn.execute(
+                "UPDATE jobs SET runner = ?, heartbeat_at = ?, updated_at = ? WHERE id = ? AND (runner IS NULL "
+                "OR runner = ? OR runner = ? OR heartbeat_at IS NULL OR heartbeat_at < ?)",
+                (runner, now, now_iso(), job_id, runner, dead, now - stale_after))
+            return cursor.rowcount == 1
+
+    def release(self, job_id: str, runner: str, **fields: Any) -> bool:
+        assignments, values = _job_assignments({**fields, "runner": None})
+        with self.index.write() as conn:
+            cursor = conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ? AND runner = ?",
+                                  [*values, job_id, runner])
             return cursor.rowcount == 1
 
     def heartbeat(self, job_ids: list[str], runner: str, at: float) -> None:
