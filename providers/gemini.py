@@ -33,7 +33,7 @@ from studio.validation import nth_seed
 # Finish reasons that mean a safety or policy filter stopped the answer.
 BLOCKING_FINISH_REASONS = {
     "SAFETY", "IMAGE_SAFETY", "PROHIBITED_CONTENT", "IMAGE_PROHIBITED_CONTENT", "BLOCKLIST", "SPII",
-    "RECITATION", "IMAGE_RECITATION",
+    "RECITATION", "IMAGE_RECITATION", "MODEL_ARMOR",  # Model Armor: the project's own content screening
 }
 INPAINT_INSTRUCTION = (
     "The second image is a mask the same size as the first. Change only the areas that are white in "

@@ -27,7 +27,7 @@ from providers.openai_images import OpenAIProvider
 from providers.replicate_models import ReplicateProvider
 from providers.stability import StabilityProvider, route_for
 from studio.catalog import Catalog, ModelInfo
-from studio.errors import InvalidRequest, StudioError
+from studio.errors import ContentBlocked, InvalidRequest, StudioError, UnusableResult
 from studio.styles import StyleBook
 from studio.types import GenerationRequest, Mode, RunContext
 from studio.validation import prepare
@@ -257,3 +257,24 @@ def test_replicate_flux_pro_takes_custom_sizes_and_not_21_9(cloud_fake):
     assert create(aspect_ratio="custom", width=1440, height=256) == 201
     assert create(aspect_ratio="custom", width=1441, height=256) == 422
     assert create(aspect_ratio="21:9") == 422
+
+
+# -- documented states the studio must turn into clear outcomes --------------------------------------
+
+@pytest.mark.parametrize("reason", [r for r in gemini_fake.FINISH_REASONS if r != "STOP"])
+def test_every_documented_gemini_finish_reason_is_a_clear_failure(reason, cloud_fake, cloud_provider):
+    fake = cloud_fake("gemini")
+    fake.finish_reason = reason
+    provider = cloud_provider(GeminiProvider)
+    expected = ContentBlocked if reason in gemini_fake.BLOCKING_FINISH_REASONS else UnusableResult
+    with pytest.raises(expected, match=reason):
+        provider.generate(prepared(provider.model(None)), RunContext(timeout=30))
+
+
+@pytest.mark.parametrize("reason", gemini_fake.BLOCK_REASONS)
+def test_every_documented_gemini_block_reason_is_blocked(reason, cloud_fake, cloud_provider):
+    fake = cloud_fake("gemini")
+    fake.block_prompt = reason
+    provider = cloud_provider(GeminiProvider)
+    with pytest.raises(ContentBlocked, match=reason):
+        provider.generate(prepared(provider.model(None)), RunContext(timeout=30))

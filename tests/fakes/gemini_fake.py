@@ -55,14 +55,19 @@ TIERS = {"512": 0.5, "1K": 1, "2K": 2, "4K": 4}
 IMAGE_TOKENS = {"512": 747, "1K": 1120, "2K": 1680, "4K": 2520}
 SEED_RANGE = (-2**31, 2**31 - 1)  # GenerationConfig.seed is an int32
 RESPONSE_MODALITIES = ("TEXT", "IMAGE", "AUDIO")
-# Candidate.finishReason values; STOP is a normal end, the IMAGE_* ones and NO_IMAGE come from image
-# models, and every other one ends the answer without (or with a cut) result.
+# Candidate.finishReason values (the reference's FinishReason enum, as google-genai 3.4 carries it in
+# types.FinishReason): STOP is a normal end; the others end the answer without (or with a cut) result.
 FINISH_REASONS = ("FINISH_REASON_UNSPECIFIED", "STOP", "MAX_TOKENS", "SAFETY", "RECITATION", "LANGUAGE", "OTHER",
                   "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "MALFORMED_FUNCTION_CALL", "IMAGE_SAFETY",
                   "IMAGE_PROHIBITED_CONTENT", "IMAGE_OTHER", "NO_IMAGE", "IMAGE_RECITATION",
-                  "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS")
-# promptFeedback.blockReason values (the answer then has no candidates).
-BLOCK_REASONS = ("BLOCK_REASON_UNSPECIFIED", "SAFETY", "OTHER", "BLOCKLIST", "PROHIBITED_CONTENT", "IMAGE_SAFETY")
+                  "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS", "MISSING_THOUGHT_SIGNATURE", "MALFORMED_RESPONSE",
+                  "ESCALATION", "PUP_LIMITED_DISABLED", "CONTINUATION", "MODEL_ARMOR")
+# The ones that mean a safety or policy filter stopped the answer.
+BLOCKING_FINISH_REASONS = ("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
+                           "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "MODEL_ARMOR")
+# promptFeedback.blockReason values (types.BlockedReason); the answer then has no candidates.
+BLOCK_REASONS = ("BLOCKED_REASON_UNSPECIFIED", "SAFETY", "OTHER", "BLOCKLIST", "PROHIBITED_CONTENT", "IMAGE_SAFETY",
+                 "MODEL_ARMOR", "JAILBREAK")
 GENERATION_CONFIG_FIELDS = {"responseModalities", "imageConfig", "seed", "temperature", "topP", "topK",
                             "candidateCount", "maxOutputTokens", "stopSequences", "thinkingConfig"}
 # Fields of GenerationConfig that only v1beta's reference defines.
