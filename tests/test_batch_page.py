@@ -4,6 +4,10 @@ resumed when the studio (re)starts."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from studio.jobs import JobManager, JobStatus
 from studio.service import Studio
+from tests.fakes import batch_echo
 from tests.fakes.echo_provider import EchoProvider
 from tests.helpers import as_read
 
@@ -39,6 +44,13 @@ def until(at: AppTest, condition, timeout: float = 15.0) -> AppTest:
         time.sleep(0.1)
         at.run()
     return at
+
+
+def until_true(condition, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "never got there"
+        time.sleep(0.05)
 
 
 def no_crash(at: AppTest) -> None:
@@ -100,16 +112,36 @@ def test_cancel_from_the_page(app_home):
     no_crash(at)
 
 
-def test_jobs_left_running_by_a_dead_process_finish_when_the_page_loads(app_home):
+def test_jobs_left_running_by_a_dead_process_finish_when_the_page_loads(app_home, tmp_path):
+    """A CLI process runs a batch (the real runner, its real heartbeat) and is killed with both
+    scenes in flight; the first page load of this server process resumes the job and finishes it."""
+    script = tmp_path / "scenes.txt"
+    script.write_text("one\ntwo\n", encoding="utf-8")
+    calls = tmp_path / "calls.log"
+    env = {**os.environ, "STUDIO_HOME": str(app_home), "STUDIO_PROVIDER_PLUGINS": batch_echo.PLUGIN_SPEC,
+           "PYTHONPATH": str(ROOT), "ECHO_CALL_LOG": str(calls), "ECHO_HOLD_FROM": "1"}  # every call holds
+    cli = subprocess.Popen([sys.executable, "-m", "studio", "batch", str(script), "--provider", "echo",
+                            "--concurrency", "2", "--quiet"], cwd=ROOT, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        until_true(lambda: cli.poll() is not None or
+                   (calls.exists() and len(calls.read_text(encoding="utf-8").splitlines()) == 2))
+        assert cli.poll() is None, cli.communicate()[1]  # both scenes are in flight in the CLI
+        cli.send_signal(signal.SIGKILL)
+        cli.wait(timeout=60)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
     studio = Studio(app_home)
-    manager = JobManager(studio)
-    job = manager.create("one\ntwo", provider="echo")
-    manager.store.update_job(job.id, status=JobStatus.RUNNING, runner="gone:1:x", heartbeat_at=time.time() - 60)
-    manager.close()
-    at = open_page()  # the first page load in this server process resumes it
-    no_crash(at)
-    until(at, lambda a: studio.storage.index.images_for_request(f"{job.id}-1-1") != [])
     watcher = JobManager(studio)  # another process's view: it only reads the store
-    assert watcher.wait(job.id, timeout=10).status is JobStatus.COMPLETED
-    watcher.close()
-    studio.close()
+    try:
+        (left,) = watcher.list()
+        assert left.status is JobStatus.RUNNING and left.interrupted  # held by a process that is gone
+        at = open_page()  # the first page load in this server process resumes it
+        no_crash(at)
+        final = watcher.wait(left.id, timeout=60)
+    finally:
+        watcher.close()
+        studio.close()
+    assert final.status is JobStatus.COMPLETED and [item.attempts for item in final.items] == [2, 2]
+    assert [len(item.image_ids) for item in final.items] == [1, 1]
