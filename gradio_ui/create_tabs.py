@@ -14,10 +14,12 @@ import gradio as gr
 from PIL import Image
 
 from gradio_ui.context import AppContext
-from gradio_ui.controls import ModelControls
+from gradio_ui.controls import ModelControls, run_mode
 from gradio_ui.endpoints import upload_bytes, visitor_errors
 from gradio_ui.session_gallery import GalleryPanel, with_results
-from studio.errors import InvalidRequest
+from studio.catalog import ModelInfo
+from studio.controls import Bounds, variation_count_bounds
+from studio.errors import InvalidRequest, StudioError
 from studio.masks import mask_from_layers
 from studio.service import GenerationResult
 from studio.usertext import markdown_literal
@@ -227,6 +229,19 @@ def build_edit_tab(ctx: AppContext) -> CreateTab:
     return CreateTab(panel, status, source_id, source_note, editor)
 
 
+def variation_count(ctx: AppContext, model: ModelInfo, scene: bool) -> Bounds:
+    """How many variations the tab may ask ``model`` for (scene variations: one per framing)."""
+    return variation_count_bounds(model, len(ctx.studio.styles.scene_variations()) if scene else None)
+
+
+def variation_count_props(bounds: Bounds) -> dict[str, Any]:
+    """The count slider's settings; hidden when only one value is possible (Gradio refuses a slider
+    whose minimum equals its maximum)."""
+    if bounds.fixed:
+        return {"visible": False}
+    return {"visible": True, "minimum": bounds.min, "maximum": bounds.max, "value": bounds.default, "step": 1}
+
+
 def build_variations_tab(ctx: AppContext) -> CreateTab:
     with gr.Tab("Variations", id="variations"):
         with gr.Row():
@@ -246,14 +261,29 @@ def build_variations_tab(ctx: AppContext) -> CreateTab:
             with gr.Column(scale=6):
                 panel = GalleryPanel.build(ctx, "variations")
 
+    def chosen_model(provider: str, model_id: str | None) -> ModelInfo:
+        return ctx.studio.provider(provider).model(model_id or None, mode=run_mode("variation"))
+
+    def on_count_limits(provider: str, model_id: str | None, scene_chosen: bool):
+        try:
+            return gr.update(**variation_count_props(variation_count(ctx, chosen_model(provider, model_id),
+                                                                     bool(scene_chosen))))
+        except (StudioError, LookupError):  # the model box holds an id being typed: keep the slider
+            return gr.update()
+
+    gr.on([controls.model.change, scene.change], on_count_limits, [controls.provider, controls.model, scene], [count],
+          api_visibility="private", queue=False)
+
     def work(values: dict, owner: str, progress, cancel) -> GenerationResult:
         fields = controls.request_fields(values)
         fields.pop("n", None)  # the count of variations is its own control
+        limits = variation_count(ctx, chosen_model(values[controls.provider], values[controls.model]), values[scene])
+        how_many = limits.default if limits.fixed else limits.clamp(values[count] or limits.default)
         picked = {}
         if values[source]:
             with Image.open(io.BytesIO(upload_bytes(values[source], "source image"))) as shown:
                 picked = picked_or_uploaded(ctx, owner, values[source_id], shown)
-        return ctx.actions.variations(owner, prompt=values[prompt], n=int(values[count]), scene=values[scene],
+        return ctx.actions.variations(owner, prompt=values[prompt], n=int(how_many), scene=values[scene],
                                       progress=progress, cancel=cancel, **picked, **fields, **finishing.fields(values))
 
     wire_run(ctx, go, stop, prompt, controls.inputs() | finishing.inputs() | {source, source_id, prompt, count, scene},

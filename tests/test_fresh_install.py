@@ -359,3 +359,23 @@ def test_every_gradio_action_on_a_fresh_install_ends_in_a_clear_message(fresh_gr
     _files, history = client.predict(api_name="/history")
     assert history["total"] == 0
     assert studio.history().total == 0  # nothing stored, nothing paid
+
+
+def test_every_catalog_model_gives_the_gradio_variations_count_a_valid_slider(edge_models):
+    import gradio as gr
+
+    from gradio_ui.create_tabs import variation_count_props
+    from studio.controls import variation_count_bounds
+
+    catalog = Catalog(edge_models / "catalog")
+    for provider in catalog.providers():
+        for model in catalog.models(provider):
+            for scenes in (None, 8):
+                bounds = variation_count_bounds(model, scenes)
+                props = variation_count_props(bounds)
+                if props["visible"]:
+                    slider = gr.Slider(label="Variations", **props)
+                    assert slider.preprocess(props["value"]) == props["value"]
+                    assert scenes or props["maximum"] <= model.max_images, (model.id, props)
+                else:
+                    assert bounds.fixed and bounds.default == 1
