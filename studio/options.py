@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -36,6 +37,7 @@ from studio.errors import InvalidRequest
 KINDS = ("boolean", "integer", "number", "string", "images")
 MAX_IMAGES_PER_OPTION = 16
 _EXCERPT = 60
+_RECORDED_IMAGE = re.compile(r"sha256:[0-9a-f]{64}")  # how ``recordable`` writes an image
 
 
 @dataclass(frozen=True)
@@ -227,6 +229,9 @@ def _images(model: ModelInfo, spec: OptionSpec, value: Any, server_files: bool) 
     for number, item in enumerate(items, start=1):
         if not isinstance(item, (str, Path, bytes, bytearray, Image.Image)):
             raise _refused(model, spec, item)
+        if isinstance(item, str) and _RECORDED_IMAGE.fullmatch(item):
+            raise InvalidRequest(f"{spec.name} image {number} is known only by its fingerprint (records keep "
+                                 "no copy of option images); give the image again")
         if isinstance(item, (str, Path)) and not server_files:
             raise InvalidRequest(f"option {spec.name} takes uploaded images here, not file names on the server")
         loaded.append(load_image(item, f"{spec.name} image {number}"))

@@ -138,6 +138,24 @@ def test_reference_image_count_in_the_estimate_is_images_not_characters(cloud_fa
         studio.close()
 
 
+def test_a_rerun_of_an_edit_with_reference_images_asks_for_them_again(cloud_fake, studio_home, tmp_path):
+    openai = cloud_fake("openai")
+    studio = Studio(home=studio_home)
+    try:
+        source, reference = png(tmp_path / "in.png"), png(tmp_path / "ref.png", (0, 90, 0))
+        made = studio.edit(source.read_bytes(), "a hat", provider="openai",
+                           extra={"reference_images": [reference.read_bytes()]})
+        recorded = studio.get_image(made.images[0].id, "local").params["extra"]["reference_images"]
+        assert [value.startswith("sha256:") for value in recorded] == [True]  # no bytes, no repr in the record
+        request = studio.request_from_image(made.images[0].id)
+        calls = len(openai.calls)
+        with pytest.raises(InvalidRequest, match="reference_images image 1 is known only by its fingerprint"):
+            studio.generate(request)
+        assert len(openai.calls) == calls
+    finally:
+        studio.close()
+
+
 def test_a_remote_visitor_cannot_name_server_files_as_reference_images(cloud_fake, studio_home, tmp_path):
     openai = cloud_fake("openai")
     studio = Studio(home=studio_home)
