@@ -31,7 +31,7 @@ from PIL import Image, ImageChops, ImageStat
 
 from studio.errors import InvalidRequest
 from studio.imaging import load_image
-from studio.types import ImageInput
+from studio.types import ImageInput, Mode
 
 REPAINT = 255
 KEEP = 0
@@ -108,6 +108,18 @@ def mask_from_layers(layers: Iterable[Any], size: tuple[int, int]) -> Image.Imag
     if painted is None or painted.getbbox() is None:
         return None
     return painted.point(lambda value: REPAINT if value > 0 else KEEP)
+
+
+def kept_size(mode: Mode, init_image: Image.Image | None, size_asked: bool) -> tuple[int, int] | None:
+    """The (width, height) an edit's result is stored at (``fit_to_input`` brings it there): the input
+    image's own for an inpaint (its mask is drawn on it), and for image-to-image (an image's variations
+    too) unless a width and height were asked for (``size_asked``). None when the result keeps the size
+    the provider made it at (no input image, or a size asked for image-to-image)."""
+    if init_image is None:
+        return None
+    if mode is Mode.INPAINT or not size_asked:
+        return init_image.size
+    return None
 
 
 def fit_to_input(result: Image.Image, source: Image.Image, mask: Image.Image | None,

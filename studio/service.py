@@ -29,7 +29,7 @@ from studio.errors import (BudgetExceeded, ContentBlocked, InvalidRequest, NotFo
                            UnusableResult)
 from studio.identity import may_change, visible_to, without_embedded_owner
 from studio.imaging import decode_result, load_image, png_bytes, sniff_format, thumbnail_bytes
-from studio.masks import fit_to_input
+from studio.masks import fit_to_input, kept_size
 from studio.netfetch import fetch_url, is_url
 from studio.options import recordable
 from studio.metadata import format_parameters, read_metadata
@@ -160,7 +160,10 @@ class Studio:
         sources = self._edit_sources(prepared)
         cache_key = self._cache_key(prepared, sources)
         # Nothing is paid for that cannot be kept: the texts each image will carry must fit its format.
-        self._check_metadata_fits(prepared, prepared_all.record_mode, request_id, tags, category, parent)
+        # An edit's result is brought back to its input's size: that is the size stored, checked here.
+        keep_size = kept_size(prepared.mode, prepared.init_image, size_asked=request.width is not None)
+        self._check_metadata_fits(prepared, prepared_all.record_mode, request_id, tags, category, parent,
+                                  size=keep_size)
         use_cache = request.cache if request.cache is not None else (request.seed is not None and prepared.model.seed)
         if use_cache:
             hits = self.storage.index.by_cache_key(prepared.user, cache_key)
@@ -185,7 +188,7 @@ class Studio:
                 raise ProviderFailure("the provider returned no images", provider=prepared.provider)
             ctx.report("saving", 0.0, message="saving images")
             records = self._save(prepared, prepared_all.record_mode, result, quote, request_id, cache_key,
-                                 tags, category, parent, started, keep_size=_kept_size(request, prepared),
+                                 tags, category, parent, started, keep_size=keep_size,
                                  notes=prepared_all.warnings, sources=sources)
         except StudioError as error:
             error.message = self.redact(error.message)
@@ -314,18 +317,21 @@ class Studio:
         )
 
     def _check_metadata_fits(self, prepared: PreparedRequest, record_mode: Mode, request_id: str, tags: list[str],
-                             category: str, parent: ImageRecord | None) -> None:
+                             category: str, parent: ImageRecord | None, *,
+                             size: tuple[int, int] | None = None) -> None:
         """Refuse (InvalidRequest) a request whose images could not keep their texts in full in the
         output format (a JPEG's metadata segments hold 64 KiB), or whose size (after upscaling) the
         format cannot hold, before anything is paid for. Checked on the record the image will carry,
-        with room for what the provider adds to it."""
-        record = self._new_record(prepared, record_mode, (prepared.width, prepared.height), prepared.seed,
+        with room for what the provider adds to it. ``size``: the (width, height) the images are stored
+        at before upscaling when it is not the request's (an edit keeps its input's)."""
+        width, height = size or (prepared.width, prepared.height)
+        record = self._new_record(prepared, record_mode, (width, height), prepared.seed,
                                   self._params(prepared, {}, {}), 0.0, 0.0, utc_now(), tags, category, parent,
                                   request_id, None)
         factor = prepared.postprocess.get("upscale", 1)
         check_fits(prepared.output_format, self._parameters_text(record), embedded_json(record),
                    headroom=METADATA_HEADROOM_BYTES,
-                   size=(round(prepared.width * factor), round(prepared.height * factor)))
+                   size=(round(width * factor), round(height * factor)))
 
     def _file_bytes(self, prepared: PreparedRequest, provided: bytes, image, record: ImageRecord, *,
                     as_provided: bool = True) -> bytes:
@@ -684,16 +690,6 @@ class Studio:
         for provider in self._providers.values():
             provider.close()
         self.storage.index.close()
-
-
-def _kept_size(request: GenerationRequest, prepared: PreparedRequest) -> tuple[int, int] | None:
-    """The (width, height) an edit's result must have: the input's own for an inpaint (its mask is
-    drawn on it) and for image-to-image unless a width and height were asked for; None otherwise."""
-    if prepared.init_image is None:
-        return None
-    if prepared.mode is Mode.INPAINT or request.width is None:
-        return prepared.init_image.size
-    return None
 
 
 def _other_shape(size: tuple[int, int], wanted: tuple[int, int]) -> bool:

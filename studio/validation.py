@@ -18,7 +18,7 @@ from studio import postprocess
 from studio.catalog import ModelInfo, check_not_retired
 from studio.errors import InvalidRequest
 from studio.imaging import load_image, normalize_format
-from studio.masks import load_mask
+from studio.masks import kept_size, load_mask
 from studio.options import coerce_options
 from studio.styles import StyleBook
 from studio.types import GenerationRequest, Mode, PreparedRequest
@@ -253,7 +253,9 @@ def prepare(request: GenerationRequest, provider: str, model: ModelInfo, styles:
     # Provider options typed once, by the model's schema: the provider gets booleans, numbers, lists.
     extra = coerce_options(model, request.extra, server_files=server_files)
 
-    post = postprocess.clean_options(request.postprocess, width, height)
+    # Upscaling limits apply to the size stored: an edit's result is brought back to its input's size.
+    post = postprocess.clean_options(request.postprocess,
+                                     *(kept_size(run_mode, init_image, request.width is not None) or (width, height)))
     user = clean_text(request.user, "user", required=True, max_chars=200)
     prepared = PreparedRequest(
         provider=provider, model=model, mode=run_mode, prompt=prompt, negative_prompt=negative,

@@ -439,3 +439,17 @@ def test_cli_refuses_a_mask_that_repaints_nothing_in_one_line_and_writes_nothing
     assert code == 2 and len(err) == 1 and err[0].startswith("error: the mask marks nothing to repaint")
     assert echo_provider.EchoProvider.calls == 0
     assert tree_snapshot(studio_home) == before
+
+
+def test_upscaling_limits_apply_to_the_input_size_an_edit_is_stored_at(studio):
+    """The provider works at <= 1024 pixels a side, but the result is brought back to the input's size
+    and upscaled from there: the limits are checked on that, before anything is paid for."""
+    wide = encoded(Image.new("RGB", (4100, 600), (40, 90, 140)))
+    with pytest.raises(InvalidRequest, match="WEBP"):  # 16400 pixels wide: more than a WEBP holds
+        studio.edit(wide, "x", provider="echo", output_format="webp", postprocess={"upscale": 4})
+    big = encoded(Image.new("RGB", (4000, 3000), (40, 90, 140)))
+    with pytest.raises(InvalidRequest, match="upscaling 4000x3000 by 2 exceeds"):
+        studio.edit(big, "x", provider="echo", postprocess={"upscale": 2})
+    assert echo_provider.EchoProvider.calls == 0
+    small = studio.edit(encoded(source_image()), "x", provider="echo", postprocess={"upscale": 2}).images[0]
+    assert (small.width, small.height) == (WIDTH * 2, HEIGHT * 2)
