@@ -6,8 +6,9 @@ are catalog data (``ModelInfo.options``). Each entry is one of:
 - a list of allowed values, e.g. ``[1, 2, 3]`` or ``["auto", "low"]``: the option's type is the
   values' type (all booleans: true/false; all whole numbers: integer; any other number: number;
   else text), and only those values are allowed;
-- an object ``{"type": "boolean" | "integer" | "number" | "string" | "images", "min": .., "max": ..,
-  "choices": [..], "max_items": .., "help": ".."}`` (every key but ``type`` optional);
+- an object ``{"type": "boolean" | "integer" | "number" | "string" | "images" | "path", "min": ..,
+  "max": .., "choices": [..], "max_items": .., "help": ".."}`` (every key but ``type`` optional); a
+  ``path`` is text naming a file, folder or Hub id the server opens (refused for remote visitors);
 - a bare string (older override files): a description; the option takes any text.
 
 ``coerce_options`` turns what a person typed or sent (CLI ``--option`` text, a script's column, a
@@ -34,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError, create_
 from studio.catalog import ModelInfo
 from studio.errors import InvalidRequest
 
-KINDS = ("boolean", "integer", "number", "string", "images")
+KINDS = ("boolean", "integer", "number", "string", "images", "path")
 MAX_IMAGES_PER_OPTION = 16
 _EXCERPT = 60
 _RECORDED_IMAGE = re.compile(r"sha256:[0-9a-f]{64}")  # how ``recordable`` writes an image
@@ -62,6 +63,8 @@ class OptionSpec:
             return f"1-{self.max_items or MAX_IMAGES_PER_OPTION} images (file paths or image bytes)"
         if self.kind == "string":
             return "text"
+        if self.kind == "path":
+            return "a file, folder or Hub id on the server"
         noun = "a whole number" if self.kind == "integer" else "a number"
         if self.min is not None and self.max is not None:
             return f"{noun} from {self.min:g} to {self.max:g}"
@@ -174,6 +177,10 @@ def coerce_options(model: ModelInfo, values: Mapping[str, Any] | None, *,
     if unknown:
         known = f"; its options are {', '.join(specs)}" if specs else "; it takes no provider options"
         raise InvalidRequest(f"{model.id} has no option {_excerpt(unknown[0])}{known}")
+    if not server_files:
+        named = next((name for name in given if specs[name].kind == "path"), None)
+        if named:
+            raise InvalidRequest(f"option {named} names a file on the server, which only its operator may do")
     images = {name: given.pop(name) for name in list(given) if specs[name].kind == "images"}
     try:
         typed = schema_for(model).model_validate(

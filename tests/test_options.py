@@ -172,6 +172,16 @@ def test_a_remote_visitor_cannot_name_server_files_as_reference_images(cloud_fak
         studio.close()
 
 
+def test_a_single_file_checkpoint_takes_its_config_as_the_local_provider_says(studio):
+    # providers/local.py tells people to "pass extra={'config': <diffusers folder>}"; it was refused
+    request = GenerationRequest(prompt="a quay", provider="local", model="/models/mine.safetensors",
+                                extra={"config": "/models/sd15"})
+    assert studio.prepare(request).request.extra == {"config": "/models/sd15"}
+    template = studio.catalog.model("local", "/models/mine.safetensors")
+    with pytest.raises(InvalidRequest, match="option config names a file on the server"):
+        coerce_options(template, {"config": "/models/sd15"}, server_files=False)
+
+
 # -- batch scripts ---------------------------------------------------------------------------------
 
 
