@@ -138,7 +138,10 @@ def fit_to_input(result: Image.Image, source: Image.Image, mask: Image.Image | N
     if size is not None and fitted.size != size:
         fitted = fitted.resize(size, Image.Resampling.LANCZOS)
     if mask is not None:
-        base = source if source.mode == fitted.mode else source.convert(fitted.mode)
+        # The kept pixels are the source's own, its transparency included.
+        mode = "RGBA" if "RGBA" in (source.mode, fitted.mode) else "RGB"
+        base = source if source.mode == mode else source.convert(mode)
+        fitted = fitted if fitted.mode == mode else fitted.convert(mode)
         if base.size != fitted.size:  # an explicit output size for an inpaint: the mask follows it
             base = base.resize(fitted.size, Image.Resampling.LANCZOS)
             mask = mask.resize(fitted.size, Image.Resampling.LANCZOS)

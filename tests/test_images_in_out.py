@@ -453,3 +453,15 @@ def test_upscaling_limits_apply_to_the_input_size_an_edit_is_stored_at(studio):
     assert echo_provider.EchoProvider.calls == 0
     small = studio.edit(encoded(source_image()), "x", provider="echo", postprocess={"upscale": 2}).images[0]
     assert (small.width, small.height) == (WIDTH * 2, HEIGHT * 2)
+
+
+def test_an_inpaint_of_a_transparent_image_keeps_its_unmasked_transparency(studio):
+    rgba = source_image().convert("RGBA")
+    rgba.paste((0, 0, 0, 0), (WIDTH // 2, 0, WIDTH, HEIGHT))  # the right half is transparent
+    record = studio.edit(encoded(rgba), "x", provider="echo", mask=encoded(region_array(255, 0)), seed=3).images[0]
+    kept = stored(studio, record)
+    assert kept.mode == "RGBA"
+    assert_repainted_only_the_region(kept.convert("RGB"), rgba.convert("RGB"))
+    assert np.array_equal(np.asarray(kept)[:, REGION[2]:], np.asarray(rgba)[:, REGION[2]:])
+    assert studio.edit(encoded(rgba), "x", provider="echo", mask=encoded(region_array(255, 0)),
+                       output_format="jpeg").images[0].format == "jpeg"
