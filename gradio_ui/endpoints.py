@@ -262,17 +262,22 @@ def default_export_root(studio: Studio) -> Path:
 # -- JSON shapes -------------------------------------------------------------------------------
 
 
+# The fields of ``ImageRecord.public_dict`` an API answer carries, under their own names.
+_PUBLIC_IMAGE_FIELDS = ("id", "width", "height", "format", "provider", "model", "mode", "negative_prompt", "style",
+                        "seed", "category", "tags", "parent_id", "created_at", "generation_time", "sha256")
+
+
 def public_image(record: ImageRecord) -> dict[str, Any]:
-    """What a visitor or API client learns about an image (no server paths)."""
+    """What a visitor or API client learns about an image: ``ImageRecord.public_dict`` (no owner,
+    no server paths), with the file name it is served under and the main parameters at the top."""
+    shown = record.public_dict()
+    params = shown["params"] or {}
     return {
-        "id": record.id, "file": f"{record.id}.{EXTENSIONS.get(record.format, record.format)}",
-        "width": record.width, "height": record.height, "format": record.format, "provider": record.provider,
-        "model": record.model, "mode": record.mode, "prompt": record.user_prompt or record.prompt,
-        "full_prompt": record.prompt, "negative_prompt": record.negative_prompt, "style": record.style,
-        "seed": record.seed, "steps": record.params.get("steps"), "guidance": record.params.get("guidance"),
-        "strength": record.params.get("strength"), "cost": round(record.cost, 6), "category": record.category,
-        "tags": list(record.tags), "parent_id": record.parent_id, "created_at": record.created_at,
-        "generation_time": record.generation_time, "sha256": record.sha256,
+        **{name: shown[name] for name in _PUBLIC_IMAGE_FIELDS},
+        "file": f"{record.id}.{EXTENSIONS.get(record.format, record.format)}",
+        "prompt": shown["user_prompt"] or shown["prompt"], "full_prompt": shown["prompt"],
+        "steps": params.get("steps"), "guidance": params.get("guidance"), "strength": params.get("strength"),
+        "cost": round(shown["cost"], 6),
     }
 
 
@@ -436,12 +441,7 @@ class Actions:
 
     def job_json(self, owner: str, job_id: str) -> dict[str, Any]:
         """The job's status and items with their images (ids, files, seeds; no server paths)."""
-        result = self.jobs.result(job_id, owner)
-        for item in result["items"]:
-            for image in item["images"]:
-                path = image.pop("path", "") or ""
-                image["file"] = Path(path).name
-        return result
+        return self.jobs.result(job_id, owner, public=True)
 
     def providers(self) -> dict[str, Any]:
         return {"default_provider": self.studio.settings.default_provider,

@@ -39,7 +39,7 @@ from studio.storage import HistoryQuery, Page, RepairReport, Storage
 from studio.storage.index import RESERVATION_TTL_SECONDS
 from studio.styles import StyleBook
 from studio.types import (GenerationRequest, ImageInput, ImageRecord, Mode, PreparedRequest, ProgressCallback,
-                          ProgressEvent, ProviderResult, RunContext)
+                          ProgressEvent, ProviderResult, RunContext, without_private_fields)
 from studio.validation import Prepared, clean_category, clean_tags, nth_seed, prepare
 
 STUDIO_VERSION = "image-studio 0.1"
@@ -606,7 +606,8 @@ class Studio:
             image = png_bytes(load_image(image))
         meta = read_metadata(bytes(image))
         if isinstance(meta.get("studio"), dict):
-            meta["studio"].pop("owner", None)  # files written before owners left the metadata still name one
+            # Files written by earlier versions still name their owner and server paths.
+            meta["studio"] = without_private_fields(meta["studio"])
         meta["seed_note"] = seed_note(meta.get("generation"))
         return meta
 
@@ -669,7 +670,11 @@ class Studio:
     # -- housekeeping -------------------------------------------------------------------------
 
     def redact(self, text: str) -> str:
-        """Remove any configured secret from ``text`` (error messages can echo request headers)."""
+        """Remove any configured secret from ``text`` (error messages can echo request headers), and
+        write the data directory as ``<data>`` (an OSError names the file it failed on): error texts
+        are kept in records that visitors, API clients and webhook receivers read."""
+        for home in sorted({str(self.home), str(Path(self.home).resolve())}, key=len, reverse=True):
+            text = text.replace(home, "<data>")
         for name in SECRET_NAMES:
             value = self.settings.secret(name)
             if value and len(value) >= 6:

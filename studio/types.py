@@ -12,7 +12,7 @@ import dataclasses
 import threading
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Callable, Union
 
 if TYPE_CHECKING:  # Pillow is cheap, but the type module should stay import-light.
@@ -171,6 +171,12 @@ class RunContext:
 PRIVATE_RECORD_FIELDS = ("owner", "path", "abs_path", "thumb_path", "cache_key")
 
 
+def without_private_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a record's fields (``ImageRecord`` as a dict, or the ``studio`` JSON read back from
+    an image file, which older versions wrote with more in it) without ``PRIVATE_RECORD_FIELDS``."""
+    return {name: value for name, value in data.items() if name not in PRIVATE_RECORD_FIELDS}
+
+
 @dataclass
 class ImageRecord:
     """One stored image and everything known about it."""
@@ -216,13 +222,23 @@ class ImageRecord:
         """The record as anyone who can see the image may learn it: no owner id (it names a visitor or
         an e-mail address) and no server paths or cache keys. Image metadata, the History page's
         details and other answers that leave the server start from this."""
-        data = dataclasses.asdict(self)
-        for name in PRIVATE_RECORD_FIELDS:
-            data.pop(name, None)
-        return data
+        return without_private_fields(dataclasses.asdict(self))
+
+    @property
+    def file_name(self) -> str:
+        """The stored file's own name (``<id>.png``...), without any folder."""
+        return PurePosixPath(self.path).name
+
+    def public_summary(self) -> dict[str, Any]:
+        """``summary`` as it may leave the server (webhooks, API answers): the stored file's name
+        (``file``) instead of its server path, from ``public_dict``."""
+        shown = self.public_dict()
+        return {"id": shown["id"], "file": self.file_name,
+                **{name: value for name, value in self.summary().items() if name in shown and name != "id"}}
 
     def summary(self) -> dict[str, Any]:
-        """The short form the CLI's ``--json`` output promises."""
+        """The short form the CLI's ``--json`` output promises (on the server itself: the image's
+        server path; ``public_summary`` is the form that leaves it)."""
         return {
             "id": self.id,
             "path": self.abs_path or self.path,

@@ -223,7 +223,8 @@ def test_job_events_arrive_signed_with_images_and_metadata(studio):
     assert (final["job_id"], final["status"], final["progress"], final["cost"]) == (job.id, "COMPLETED", 100.0, 0.03)
     assert final["metadata"]["provider"] == "echo" and final["metadata"]["model"] == "echo-1"
     assert [item["timestamp"] for item in final["items"]] == ["00:00:01", "00:00:02", "00:00:03"]
-    assert len(final["images"]) == 3 and {"id", "path", "seed", "cost"} <= set(final["images"][0])
+    assert len(final["images"]) == 3 and {"id", "file", "seed", "cost"} <= set(final["images"][0])
+    assert "path" not in final["images"][0]  # no server path leaves the server
     progress = receiver.accepted[0]
     assert progress["item"]["status"] == "COMPLETED" and len(progress["images"]) == 1
     sequences = [body["sequence"] for body in receiver.accepted]

@@ -263,15 +263,18 @@ class JobManager:
             if not self.runner.running(job_id):
                 time.sleep(0.2)  # another process runs it: watch the store
 
-    def result(self, job_id: str, user: str = "local") -> dict[str, Any]:
-        """The job as the CLI's ``--json`` prints it: job id, status, and each item with its images."""
+    def result(self, job_id: str, user: str = "local", *, public: bool = False) -> dict[str, Any]:
+        """The job as the CLI's ``--json`` prints it: job id, status, and each item with its images
+        (``ImageRecord.summary``: server paths, for the CLI and library on the server itself). With
+        ``public``, the form that leaves the server (API answers): each image's file name instead
+        (``ImageRecord.public_summary``)."""
         job = self.get(job_id, user)
         records = item_records(self.studio, job.items or [])
         return {"job_id": job.id, "status": job.status.value, "progress": round(job.progress, 1),
                 "counts": job.counts, "total": job.total, "cost": round(job.cost, 6),
                 "estimated_cost": round(job.estimated_cost, 6), "provider": job.provider, "model": job.model,
                 "error": job.error, "interrupted": job.interrupted,
-                "items": [_item_summary(item, records) for item in job.items or []]}
+                "items": [_item_summary(item, records, public=public) for item in job.items or []]}
 
     def export_zip(self, job_id: str, user: str = "local") -> bytes:
         return job_zip(self.studio, self.get(job_id, user))
@@ -379,7 +382,7 @@ class JobManager:
                          "finished_at": job.finished_at, "error": job.error}}
         items = [item] if item is not None else (job.items or [])
         records = item_records(self.studio, items)
-        summaries = [_item_summary(i, records) for i in items]
+        summaries = [_item_summary(i, records, public=True) for i in items]  # to a remote receiver
         if item is not None:
             payload["item"] = summaries[0]
             payload["images"] = summaries[0]["images"]
@@ -399,12 +402,13 @@ class JobManager:
                 log.exception("batch job %s: could not record a webhook delivery", result.job_id)
 
 
-def _item_summary(item: JobItem, records: dict) -> dict[str, Any]:
+def _item_summary(item: JobItem, records: dict, *, public: bool) -> dict[str, Any]:
+    """One item and its images; ``public``: as it may leave the server (no server paths)."""
     images = []
     for image_id in item.image_ids:
         record = records.get(image_id)
         if record is not None:
-            images.append(record.summary())
+            images.append(record.public_summary() if public else record.summary())
     return {"index": item.index, "timestamp": item.timestamp, "start": item.start, "text": item.text,
             "prompt": item.prompt, "status": item.status.value, "progress": round(item.progress, 1),
             "attempts": item.attempts, "error": item.error, "cost": round(item.cost, 6), "images": images}
