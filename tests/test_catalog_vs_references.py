@@ -13,6 +13,7 @@ sd3 and Ultra. The last tests are the cases the fakes used to get wrong.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import math
@@ -143,10 +144,10 @@ def test_every_catalog_model_and_mode_is_accepted_by_the_reference(provider, mod
     for what, fields in _variants(model, mode):
         request = GenerationRequest(prompt="a lighthouse at dusk", mode=mode, provider=provider, model=model_id,
                                     **fields)
-        if mode in MODES_WITH_IMAGE:
-            request.init_image = _png()
+        if mode in MODES_WITH_IMAGE:  # small inputs keep the uploads quick; the model picks its own size
+            request.init_image = _png(512, 512)
         if mode == "inpaint":
-            request.mask = _mask()
+            request.mask = _mask(512, 512)
         try:
             result = run(provider, request)
         except StudioError as error:  # collect every refusal, then fail once with all of them
@@ -278,3 +279,22 @@ def test_every_documented_gemini_block_reason_is_blocked(reason, cloud_fake, clo
     provider = cloud_provider(GeminiProvider)
     with pytest.raises(ContentBlocked, match=reason):
         provider.generate(prepared(provider.model(None)), RunContext(timeout=30))
+
+
+def test_openai_fake_streams_partial_images_as_the_sdk_reads_them(cloud_fake):
+    """``stream=true`` is documented (the studio does not use it yet): the real SDK reads the fake's
+    events into its own ImageGenPartialImageEvent / ImageGenCompletedEvent types."""
+    from openai import OpenAI
+
+    fake = cloud_fake("openai")
+    client = OpenAI(api_key=fake.api_key, base_url=fake.server.url + "/v1", max_retries=0)
+    try:
+        events = list(client.images.generate(model="gpt-image-1.5", prompt="a kite", stream=True, partial_images=2,
+                                             output_format="webp"))
+    finally:
+        client.close()
+    assert [event.type for event in events] == ["image_generation.partial_image"] * 2 + ["image_generation.completed"]
+    assert [event.partial_image_index for event in events[:2]] == [0, 1]
+    completed = events[-1]
+    assert completed.usage.output_tokens > 0
+    assert Image.open(io.BytesIO(base64.b64decode(completed.b64_json))).format == "WEBP"

@@ -26,6 +26,8 @@ An OpenAI-compatible server (and DALL·E with ``response_format=url``) answers `
 a link valid for an hour: ``fake.links = True`` does that, serving the files at ``GET /files/<name>``
 without auth. ``fake.answer_items`` replaces ``data`` of the next billed answer (a shape without a
 usable image), usage still counted; ``fake.answer_items_after`` normal answers come first.
+``stream=true`` (which the studio does not send yet) is answered as OpenAI documents it: server-sent
+``partial_image`` and ``completed`` events.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from __future__ import annotations
 import base64
 import io
 import itertools
+import json
 import time
 import uuid
 
@@ -295,6 +298,9 @@ class OpenAIFake:
                 else "opaque", "output_format": fmt, "quality": "high" if quality == "auto" else quality,
                 "size": f"{width}x{height}", "usage": usage}
         delay, self.delay_next = self.delay_next, 0.0
+        if params.get("stream") in (True, "true"):
+            return Response(200, _event_stream(endpoint, body, pictures, params.get("partial_images", 0)),
+                            {"content-type": "text/event-stream"}, delay=delay)
         return Response(200, body, delay=delay)
 
     @staticmethod
@@ -319,6 +325,23 @@ class _Rejected(Exception):
     def __init__(self, status: int, message: str, type_: str, code: str | None, param: str | None = None):
         super().__init__(message)
         self.response = Response(status, error_body(message, type_, code, param))
+
+
+def _event_stream(endpoint: str, body: dict, pictures: list[bytes], partial_images: int) -> bytes:
+    """A streamed answer (``stream=true``) as server-sent events: for each image, ``partial_images``
+    ``<kind>.partial_image`` events, then a ``<kind>.completed`` event carrying the image and the usage,
+    where kind is ``image_generation`` or ``image_edit`` (openai 3.54: ImageGenStreamEvent, ImageEditStreamEvent)."""
+    kind = "image_generation" if endpoint == "generations" else "image_edit"
+    common = {name: body[name] for name in ("background", "output_format", "quality", "size")}
+    common["created_at"] = body["created"]
+    events = []
+    for picture in pictures:
+        encoded = base64.b64encode(picture).decode()
+        for index in range(partial_images):
+            events.append({"type": f"{kind}.partial_image", "b64_json": encoded, "partial_image_index": index,
+                           **common})
+        events.append({"type": f"{kind}.completed", "b64_json": encoded, "usage": body["usage"], **common})
+    return "".join(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n" for event in events).encode()
 
 
 def _check_int(value, name: str, low: int, high: int) -> None:
