@@ -265,6 +265,19 @@ def test_streamlit_shows_each_option_by_its_type_and_sends_it_typed(app_home, cl
     assert (sent["guidance"], sent["go_fast"]) == (3.5, False)
 
 
+def test_streamlit_reopens_a_records_options_in_their_widgets(app_home, cloud_fake):
+    cloud_fake("replicate")
+    at = AppTest.from_file(str(ROOT / GENERATE), default_timeout=30)
+    # an older record may hold text ("false"); the widget gets the typed value
+    at.session_state["gen_prefill"] = GenerationRequest(prompt="a quay", provider="replicate", model=DEV,
+                                                        extra={"guidance": 3.5, "go_fast": "false"})
+    at.run()
+    no_crash(at)
+    model = Catalog(app_home / "catalog").model("replicate", DEV)
+    assert at.number_input(key=control_key("gen", "opt_guidance", model)).value == 3.5
+    assert at.selectbox(key=control_key("gen", "opt_go_fast", model)).value is False
+
+
 # -- the schema itself -----------------------------------------------------------------------------
 
 
