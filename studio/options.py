@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from studio.catalog import ModelInfo
 from studio.errors import InvalidRequest
@@ -162,8 +162,8 @@ def coerce_options(model: ModelInfo, values: Mapping[str, Any] | None, *,
     model's typed options, ready for the provider: booleans, ints, floats, texts from the allowed
     list, and image options as lists of decoded ``PIL.Image`` objects. Options given as None or ""
     are left out. ``server_files=False`` (web front ends with remote visitors) refuses image options
-    given as file names: a visitor must not make the server open files of its choosing; bytes and
-    images are taken. Raises InvalidRequest naming the option, the value and what is allowed, or, for an
+    given as file names and every ``path`` option: a visitor must not make the server open files of
+    its choosing; image bytes and images are taken. Raises InvalidRequest naming the option, the value and what is allowed, or, for an
     option the model does not have, the model's known options; nothing is changed."""
     if values is None:
         return {}
