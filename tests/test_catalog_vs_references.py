@@ -29,6 +29,7 @@ from providers.replicate_models import ReplicateProvider
 from providers.stability import StabilityProvider, route_for
 from studio.catalog import Catalog, ModelInfo
 from studio.errors import ContentBlocked, InvalidRequest, StudioError, UnusableResult
+from studio.options import option_specs
 from studio.styles import StyleBook
 from studio.types import GenerationRequest, Mode, RunContext
 from studio.validation import prepare
@@ -117,10 +118,17 @@ def _variants(model: ModelInfo, mode: str) -> Iterator[tuple[str, dict[str, Any]
         return
     for quality in model.qualities:
         yield f"quality={quality}", {"quality": quality}
-    for name, values in model.options.items():
-        if isinstance(values, list):
-            for value in values:
-                yield f"{name}={value}", {"extra": {name: value}}
+    for name, spec in option_specs(model).items():
+        if spec.choices:
+            values = list(spec.choices)
+        elif spec.kind == "boolean":
+            values = [True, False]
+        elif spec.kind in ("integer", "number") and spec.min is not None and spec.max is not None:
+            values = [spec.min, spec.max]
+        else:  # free text, images, paths: no ends to check
+            values = []
+        for value in values:
+            yield f"{name}={value}", {"extra": {name: value}}
     for name in ("steps", "guidance"):
         limits = getattr(model, name)
         if limits:
