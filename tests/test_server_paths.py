@@ -78,6 +78,7 @@ def test_nothing_sent_to_a_remote_party_names_a_server_path(echo_studio, studio_
             "Gradio /batch_status answer": json.dumps(actions.job_json("local", job.id)),
             "Gradio /generate answer": json.dumps(result_json(result)),
             "Gradio /history item": json.dumps(public_image(record)),
+            "Gradio /providers answer": json.dumps(actions.providers()),
             "enriched script": json.dumps(manager.enriched_script(job.id)),
             "image metadata read back (info)": json.dumps(echo_studio.info(record.id), default=str),
             "image file as served": echo_studio.image_bytes(record).decode("latin-1"),
