@@ -12,9 +12,14 @@ import os
 import re
 import sys
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
+from pydantic.dataclasses import dataclass
+
+from studio.errors import InvalidRequest
 
 
 # Every secret the studio may read; used to scrub them from any text that leaves the process.
@@ -31,79 +36,102 @@ def default_home() -> Path:
     return Path.home() / ".image-studio"
 
 
-def _float_or_none(value: Any) -> float | None:
-    if value in (None, ""):
-        return None
-    return float(value)
+class SettingsError(InvalidRequest, ValueError):
+    """A setting's value cannot be used. The message names where it came from (the environment
+    variable, the studio.toml key or the argument), the value and what the setting takes, e.g.
+    ``STUDIO_DAILY_BUDGET='abc' is not valid: it takes US dollars per day, 0 or more (unset: no cap)``.
+    An ``InvalidRequest`` (the CLI exits 2) and a ``ValueError`` (what callers caught before)."""
+
+    kind = "invalid_settings"
 
 
-def _names(env_value: str | None, file_value: Any) -> tuple[str, ...]:
-    """A list setting: comma-separated in the environment, a list in studio.toml."""
-    if env_value:
-        items = env_value.split(",")
-    elif isinstance(file_value, str):
-        items = file_value.split(",")
-    else:
-        items = list(file_value or [])
-    return tuple(dict.fromkeys(str(item).strip() for item in items if str(item).strip()))
+def api_version(value: Any) -> str:
+    """A provider API version as it appears in a URL path ("v1", "v1beta", "v1alpha2"), or ValueError."""
+    text = str(value).strip()
+    if not re.fullmatch(r"v\d+(?:(?:alpha|beta)\d*)?", text):
+        raise ValueError(f"an API version looks like v1 or v1beta, not {text[:40]!r}")
+    return text
+
+
+def _names(value: Any) -> Any:
+    """A list setting: comma-separated in the environment (or a string in studio.toml), else a list."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if isinstance(value, (list, tuple)):
+        return tuple(dict.fromkeys(str(item).strip() for item in value if str(item).strip()))
+    return value  # anything else is refused by the field's type
 
 
 @dataclass
 class Settings:
+    """Every setting, validated by pydantic when built (``Settings.load`` names the source of a bad
+    value); assigning an attribute later is not checked (tests and front ends adjust them)."""
+
     home: Path
-    daily_budget: float | None = None  # USD per day across the whole studio; None = no cap
-    default_provider: str = "local"
-    local_model: str = "stabilityai/sd-turbo"
-    local_device: str | None = None  # cuda | mps | cpu; None = pick automatically
-    local_dtype: str | None = None  # float16 | bfloat16 | float32; None = pick for the device
-    local_cache_size: int = 2  # loaded pipelines kept in memory
-    user_models: dict[str, str] = field(default_factory=dict)  # user -> local model id or path
+    # Each description says what the setting takes; a refused value's error quotes it.
+    daily_budget: float | None = Field(  # across the whole studio
+        None, ge=0, allow_inf_nan=False, description="US dollars per day, 0 or more (unset: no cap)")
+    default_provider: str = Field("local", min_length=1, description="a provider name such as local or openai")
+    local_model: str = Field("stabilityai/sd-turbo", min_length=1,
+                             description="a Hugging Face model id or a model path")
+    # None = pick automatically (the local provider checks that the machine has the one named)
+    local_device: str | None = Field(None, description="cuda, cuda:N, mps or cpu (unset: automatic)")
+    local_dtype: str | None = Field(None, description="float16, bfloat16 or float32 (unset: for the device)")
+    local_cache_size: int = Field(2, ge=1, description="a whole number of models kept loaded, 1 or more")
+    user_models: dict[str, str] = Field(  # user -> local model id or path
+        default_factory=dict, description="a table of user = local model id or path")
     # Local models a visitor may pick besides the catalog's (Hub ids or paths the operator vouches
     # for); "name=/models/x.safetensors" offers the file as "name", keeping the path on the server.
-    local_models: tuple[str, ...] = ()
+    local_models: Annotated[tuple[str, ...], BeforeValidator(_names)] = Field(
+        (), description="model ids or name=path entries, comma-separated (a list in studio.toml)")
     # Whether a request may name any local model id or server path (a local model, or an image in a
     # provider option such as reference_images). True for the CLI and the library;
     # the web front ends set it False unless STUDIO_VISITORS=local (a remote visitor must not make the
     # server open files of its choosing).
     local_free_paths: bool = True
-    request_timeout: float = 300.0
-    job_stale_seconds: float = 15.0  # a batch runner whose heartbeat is older than this is presumed dead
+    request_timeout: float = Field(300.0, gt=0, allow_inf_nan=False, description="seconds, more than 0")
+    # a batch runner whose heartbeat is older than this is presumed dead
+    job_stale_seconds: float = Field(15.0, gt=0, allow_inf_nan=False, description="seconds, more than 0")
     # The Gemini API version requests go to. v1beta is the version whose published reference defines
     # every field the studio sends (responseModalities, imageConfig with imageSize); google-genai
     # 3.x alone would pick v1, which does not. STUDIO_GEMINI_API_VERSION or [gemini] api_version.
-    gemini_api_version: str = "v1beta"
+    gemini_api_version: Annotated[str, AfterValidator(api_version)] = Field(
+        "v1beta", description="an API version such as v1beta or v1")
     session_keys: dict[str, str] = field(default_factory=dict, repr=False)  # pasted by a user, never stored
 
     @classmethod
     def load(cls, home: str | Path | None = None, **overrides: Any) -> "Settings":
+        """Settings for ``home`` (default ``default_home()``): each from ``overrides`` (field names),
+        else the environment (``STUDIO_...``; empty counts as unset), else ``home/studio.toml``, else
+        the default. Raises ``SettingsError`` naming every value that cannot be used, and where it came
+        from; an unknown override name is a TypeError (a programming error)."""
         home_path = Path(home).expanduser() if home else default_home()
-        file_values: dict[str, Any] = {}
         config_file = home_path / "studio.toml"
+        file_values: dict[str, Any] = {}
         if config_file.is_file():
-            with config_file.open("rb") as fh:
-                file_values = tomllib.load(fh)
-        local = file_values.get("local", {})
-        env = os.environ
-        settings = cls(
-            home=home_path,
-            daily_budget=_float_or_none(env.get("STUDIO_DAILY_BUDGET", file_values.get("daily_budget"))),
-            default_provider=env.get("STUDIO_DEFAULT_PROVIDER") or file_values.get("default_provider") or "local",
-            local_model=env.get("STUDIO_LOCAL_MODEL") or local.get("model") or cls.local_model,
-            local_device=env.get("STUDIO_LOCAL_DEVICE") or local.get("device"),
-            local_dtype=env.get("STUDIO_LOCAL_DTYPE") or local.get("dtype"),
-            local_cache_size=int(env.get("STUDIO_LOCAL_CACHE_SIZE") or local.get("cache_size") or 2),
-            user_models=dict(local.get("user_models", {})),
-            local_models=_names(env.get("STUDIO_LOCAL_MODELS"), local.get("allowed_models")),
-            request_timeout=float(env.get("STUDIO_REQUEST_TIMEOUT") or file_values.get("request_timeout") or 300),
-            job_stale_seconds=float(env.get("STUDIO_JOB_STALE_SECONDS") or file_values.get("job_stale_seconds")
-                                    or 15),
-            gemini_api_version=api_version(env.get("STUDIO_GEMINI_API_VERSION")
-                                           or file_values.get("gemini", {}).get("api_version")
-                                           or cls.gemini_api_version),
-        )
+            try:
+                with config_file.open("rb") as fh:
+                    file_values = tomllib.load(fh)
+            except tomllib.TOMLDecodeError as exc:
+                raise SettingsError(f"studio.toml in the data directory is not valid TOML: {exc}") from None
+        unknown = set(overrides) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"Settings has no field {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for name, (env_name, section, key) in _SOURCES.items():
+            table = file_values.get(section, {}) if section else file_values
+            if env_name and os.environ.get(env_name, "").strip():
+                values[name], sources[name] = os.environ[env_name], env_name
+            elif isinstance(table, dict) and table.get(key) not in (None, ""):
+                values[name] = table[key]
+                sources[name] = f"studio.toml {f'[{section}] ' if section else ''}{key}"
         for name, value in overrides.items():
-            setattr(settings, name, value)
-        return settings
+            values[name], sources[name] = value, f"the argument {name}"
+        try:
+            return cls(home=home_path, **values)
+        except ValidationError as exc:
+            raise SettingsError(_explain(exc, values, sources)) from None
 
     def secret(self, *names: str) -> str | None:
         """The first of ``names`` that is set, from the session, the environment or st.secrets."""
@@ -119,12 +147,36 @@ class Settings:
         return self.user_models.get(user, self.local_model)
 
 
-def api_version(value: Any) -> str:
-    """A provider API version as it appears in a URL path ("v1", "v1beta", "v1alpha2"), or ValueError."""
-    text = str(value).strip()
-    if not re.fullmatch(r"v\d+(?:(?:alpha|beta)\d*)?", text):
-        raise ValueError(f"an API version looks like v1 or v1beta, not {text[:40]!r}")
-    return text
+# Where each setting is read from: (environment variable, studio.toml section or None, key).
+_SOURCES: dict[str, tuple[str | None, str | None, str]] = {
+    "daily_budget": ("STUDIO_DAILY_BUDGET", None, "daily_budget"),
+    "default_provider": ("STUDIO_DEFAULT_PROVIDER", None, "default_provider"),
+    "local_model": ("STUDIO_LOCAL_MODEL", "local", "model"),
+    "local_device": ("STUDIO_LOCAL_DEVICE", "local", "device"),
+    "local_dtype": ("STUDIO_LOCAL_DTYPE", "local", "dtype"),
+    "local_cache_size": ("STUDIO_LOCAL_CACHE_SIZE", "local", "cache_size"),
+    "user_models": (None, "local", "user_models"),  # studio.toml only
+    "local_models": ("STUDIO_LOCAL_MODELS", "local", "allowed_models"),
+    "request_timeout": ("STUDIO_REQUEST_TIMEOUT", None, "request_timeout"),
+    "job_stale_seconds": ("STUDIO_JOB_STALE_SECONDS", None, "job_stale_seconds"),
+    "gemini_api_version": ("STUDIO_GEMINI_API_VERSION", "gemini", "api_version"),
+}
+
+
+def _explain(error: ValidationError, values: dict[str, Any], sources: dict[str, str]) -> str:
+    """One line per setting pydantic refused: where it came from, the value, what it takes, and why."""
+    lines: dict[str, str] = {}
+    for item in error.errors():
+        name = str(item["loc"][0]) if item["loc"] else "settings"
+        if name in lines:
+            continue
+        field_info = Settings.__pydantic_fields__.get(name)
+        takes = field_info.description if field_info is not None and field_info.description else "another value"
+        why = str(item["msg"]).removeprefix("Value error, ")
+        value = repr(values.get(name, item.get("input")))
+        value = value if len(value) <= 60 else value[:57] + "..."
+        lines[name] = f"{sources.get(name, name)}={value} is not valid: it takes {takes} ({why})"
+    return "; ".join(lines.values())
 
 
 def _streamlit_secret(names: tuple[str, ...]) -> str | None:
