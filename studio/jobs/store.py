@@ -1,10 +1,10 @@
 """Where jobs are kept: the ``JobStore`` interface and its SQLite implementation.
 
-The SQLite store keeps its own two tables (``jobs``, ``job_items``) in the studio's
-``index.sqlite3``, through the index's connections (WAL, one connection per thread, writers take
-the lock up front), so a job and the images it made live in one database file that is backed up
-together. A deployment that outgrows one machine implements the same methods on PostgreSQL and
-runs items on Celery workers (see ``studio.jobs.runner``).
+The SQLite store keeps its own two tables (``jobs``, ``job_items``, made by the index's migrations,
+``studio/migrations``) in the studio's ``index.sqlite3``, through the index's connections (WAL, one
+connection per thread, writers take the lock up front), so a job and the images it made live in one
+database file that is backed up together. A deployment that outgrows one machine implements the same
+methods on PostgreSQL and runs items on Celery workers (see ``studio.jobs.runner``).
 
 Every change a worker makes to an item names the attempt's ``request_id``: a worker that lost its
 item (cancelled, or taken over after its process was presumed dead) cannot overwrite it.
@@ -20,66 +20,6 @@ from typing import Any, Iterable
 
 from studio.jobs.model import ACTIVE, TERMINAL, ItemStatus, Job, JobItem, JobStatus
 from studio.storage.index import SQLiteIndex
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    status TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    model TEXT NOT NULL,
-    style TEXT,
-    seed_policy TEXT NOT NULL,
-    base_seed INTEGER,
-    concurrency INTEGER NOT NULL,
-    options TEXT NOT NULL DEFAULT '{}',
-    webhook_url TEXT,
-    script_name TEXT NOT NULL DEFAULT '',
-    script_format TEXT NOT NULL DEFAULT '',
-    total INTEGER NOT NULL,
-    estimated_cost REAL NOT NULL DEFAULT 0,
-    error TEXT,
-    runner TEXT,
-    heartbeat_at REAL,
-    webhook_delivered INTEGER NOT NULL DEFAULT 0,
-    webhook_error TEXT,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    started_at TEXT,
-    finished_at TEXT
-);
-CREATE INDEX IF NOT EXISTS idx_jobs_owner ON jobs(owner, created_at DESC);
-CREATE INDEX IF NOT EXISTS idx_jobs_status ON jobs(status);
-CREATE TABLE IF NOT EXISTS job_items (
-    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
-    idx INTEGER NOT NULL,
-    text TEXT NOT NULL,
-    prompt TEXT NOT NULL DEFAULT '',
-    negative_prompt TEXT NOT NULL DEFAULT '',
-    timestamp TEXT,
-    start_s REAL,
-    end_s REAL,
-    line INTEGER NOT NULL DEFAULT 0,
-    overrides TEXT NOT NULL DEFAULT '{}',
-    seed INTEGER,
-    status TEXT NOT NULL,
-    progress REAL NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    request_id TEXT,
-    error TEXT,
-    error_kind TEXT,
-    cost REAL NOT NULL DEFAULT 0,
-    estimated_cost REAL NOT NULL DEFAULT 0,
-    image_ids TEXT NOT NULL DEFAULT '[]',
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL,
-    started_at TEXT,
-    updated_at TEXT,
-    finished_at TEXT,
-    PRIMARY KEY (job_id, idx)
-);
-CREATE INDEX IF NOT EXISTS idx_job_items_status ON job_items(job_id, status);
-"""
 
 _ACTIVE_SQL = ", ".join(f"'{s.value}'" for s in ACTIVE)
 _TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in TERMINAL)
@@ -189,7 +129,6 @@ class JobStore(ABC):
 class SQLiteJobStore(JobStore):
     def __init__(self, index: SQLiteIndex):
         self.index = index
-        self.index.connection().executescript(SCHEMA)
 
     # -- jobs -------------------------------------------------------------------------------
 

@@ -17,103 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from studio import migrations
 from studio.types import ImageRecord
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS images (
-    id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    path TEXT NOT NULL UNIQUE,
-    thumb_path TEXT,
-    sha256 TEXT NOT NULL,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    format TEXT NOT NULL,
-    size_bytes INTEGER NOT NULL,
-    provider TEXT NOT NULL,
-    model TEXT NOT NULL,
-    mode TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    user_prompt TEXT NOT NULL DEFAULT '',
-    negative_prompt TEXT NOT NULL DEFAULT '',
-    style TEXT,
-    params TEXT NOT NULL DEFAULT '{}',
-    seed INTEGER,
-    category TEXT NOT NULL DEFAULT '',
-    tags TEXT NOT NULL DEFAULT '[]',
-    cost REAL NOT NULL DEFAULT 0,
-    generation_time REAL NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL,
-    day TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'completed',
-    parent_id TEXT,
-    request_id TEXT,
-    cache_key TEXT,
-    shared INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS idx_images_owner_created ON images(owner, created_at DESC);
-CREATE INDEX IF NOT EXISTS idx_images_cache ON images(cache_key);
-CREATE INDEX IF NOT EXISTS idx_images_parent ON images(parent_id);
-CREATE INDEX IF NOT EXISTS idx_images_provider ON images(provider, created_at DESC);
-CREATE TABLE IF NOT EXISTS image_tags (
-    image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-    tag TEXT NOT NULL,
-    PRIMARY KEY (image_id, tag)
-);
-CREATE INDEX IF NOT EXISTS idx_image_tags_tag ON image_tags(tag);
-CREATE TABLE IF NOT EXISTS generations (
-    id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    day TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    model TEXT NOT NULL,
-    mode TEXT NOT NULL,
-    prompt TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    error_kind TEXT,
-    error TEXT,
-    cost REAL NOT NULL DEFAULT 0,
-    estimated_cost REAL NOT NULL DEFAULT 0,
-    duration REAL NOT NULL DEFAULT 0,
-    cached INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS idx_generations_day ON generations(day);
-CREATE TABLE IF NOT EXISTS reservations (
-    id TEXT PRIMARY KEY,
-    day TEXT NOT NULL,
-    amount REAL NOT NULL,
-    created_at REAL NOT NULL,
-    expires_at REAL
-);
-CREATE TABLE IF NOT EXISTS pending_writes (
-    key TEXT PRIMARY KEY,
-    request_id TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    host TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    owner TEXT  -- whose files these are: image metadata no longer names the owner (studio/identity.py)
-);
-CREATE INDEX IF NOT EXISTS idx_pending_request ON pending_writes(request_id);
-CREATE TABLE IF NOT EXISTS boards (
-    id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    name TEXT NOT NULL,
-    notes TEXT NOT NULL DEFAULT '',
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    UNIQUE (owner, name)
-);
-CREATE TABLE IF NOT EXISTS board_items (
-    board_id TEXT NOT NULL REFERENCES boards(id) ON DELETE CASCADE,
-    image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
-    position INTEGER NOT NULL,
-    note TEXT NOT NULL DEFAULT '',
-    added_at TEXT NOT NULL,
-    PRIMARY KEY (board_id, image_id)
-);
-"""
 
 IMAGE_COLUMNS = (
     "id", "owner", "path", "thumb_path", "sha256", "width", "height", "format", "size_bytes", "provider",
@@ -122,8 +27,6 @@ IMAGE_COLUMNS = (
     "shared",
 )
 RESERVATION_TTL_SECONDS = 3600  # a reservation left by a crashed process stops counting after this
-# Columns added after a data directory was created: (table, column, SQL type).
-LATER_COLUMNS = (("pending_writes", "owner", "TEXT"), ("reservations", "expires_at", "REAL"))
 
 
 @dataclass
@@ -171,17 +74,9 @@ class SQLiteIndex:
         self.busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.connection().executescript(SCHEMA)
-        self._add_missing_columns()
-
-    def _add_missing_columns(self) -> None:
-        """Columns added after a data directory was created (CREATE TABLE IF NOT EXISTS skips them)."""
-        conn = self.connection()
-        for table, column, sql_type in LATER_COLUMNS:
-            if column not in {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}:
-                with self.write() as writing:
-                    if column not in {row["name"] for row in writing.execute(f"PRAGMA table_info({table})")}:
-                        writing.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+        # The tables are the migrations' (studio/migrations/versions): a new file gets the newest
+        # schema, an older one is upgraded in place, a newer one is refused (SchemaTooNew).
+        migrations.ensure_current(self.connection(), self.path, self.busy_timeout_ms)
 
     # -- connections and transactions ---------------------------------------------------------
 
