@@ -22,6 +22,7 @@ Environment (on a Space, set these as Space secrets / variables):
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import gradio as gr
@@ -34,6 +35,7 @@ from gradio_ui.endpoints import visitor_errors
 from gradio_ui.identity import HF_PREFIX, LOCAL_OWNER, Access, is_anonymous, new_token, valid_token
 from gradio_ui.library_tabs import build_boards_tab, build_history_tab
 from studio import get_studio
+from studio.config import SettingsError
 from studio.errors import InvalidRequest
 from studio.service import Studio
 from studio.usertext import markdown_literal
@@ -135,16 +137,32 @@ def _wire_sending(ctx: AppContext, tabs: gr.Tabs, edit: CreateTab, variations: C
                          **ctx.limits.reading())
 
 
+def settings_error_app(error: Exception) -> gr.Blocks:
+    """The page served instead of the studio when a setting cannot be used: the reason, nothing else
+    (on a Space the process log is out of the operator's sight)."""
+    with gr.Blocks(title="Image Studio") as demo:
+        gr.Markdown("# Image Studio")
+        gr.Markdown(f"**The studio cannot start:** {markdown_literal(str(error))}. Fix the setting and restart "
+                    "the app.")
+    return demo
+
+
 def main() -> None:
-    access = Access.from_env()
-    studio = get_studio()
+    try:
+        access = Access.from_env()
+        studio = get_studio()
+        limits = Limits()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        settings_error_app(exc).launch()
+        return
     # Batch jobs that a restart interrupted continue (their finished scenes are not paid twice).
     from studio.jobs import get_manager
 
     resumed = get_manager(studio).recover()
     if resumed:
         print(f"resumed {len(resumed)} interrupted batch job(s): {', '.join(resumed)}")
-    demo = build_app(studio, access=access)
+    demo = build_app(studio, access=access, limits=limits)
     demo.launch(auth=access.users or None, auth_message="Image Studio: log in to continue.",
                 max_file_size=MAX_UPLOAD, theme=gr.themes.Soft())
 

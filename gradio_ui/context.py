@@ -11,16 +11,14 @@ import gradio as gr
 from gradio_ui.endpoints import Actions, Exporter, StopSwitches
 from gradio_ui.identity import Access, owner_for
 from studio.boards import Boards
+from studio.config import env_int
 from studio.gallery import Gallery
 from studio.identity import VisitorIds
 from studio.service import Studio
 
 
 def _int_env(name: str, default: int) -> int:
-    try:
-        return max(1, int(os.environ.get(name, default)))
-    except ValueError:
-        return default
+    return env_int(name, default)  # SettingsError naming the variable for anything but a whole number >= 1
 
 
 @dataclass

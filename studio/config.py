@@ -90,6 +90,9 @@ class Settings:
     # server open files of its choosing).
     local_free_paths: bool = True
     request_timeout: float = Field(300.0, gt=0, allow_inf_nan=False, description="seconds, more than 0")
+    # The longest a provider's Retry-After holds every request to it in this process; a longer ask
+    # fails only the request that got it (with the server's figure).
+    rate_limit_max_hold: float = Field(3600.0, gt=0, allow_inf_nan=False, description="seconds, more than 0")
     # a batch runner whose heartbeat is older than this is presumed dead
     job_stale_seconds: float = Field(15.0, gt=0, allow_inf_nan=False, description="seconds, more than 0")
     # The Gemini API version requests go to. v1beta is the version whose published reference defines
@@ -158,6 +161,7 @@ _SOURCES: dict[str, tuple[str | None, str | None, str]] = {
     "user_models": (None, "local", "user_models"),  # studio.toml only
     "local_models": ("STUDIO_LOCAL_MODELS", "local", "allowed_models"),
     "request_timeout": ("STUDIO_REQUEST_TIMEOUT", None, "request_timeout"),
+    "rate_limit_max_hold": ("STUDIO_RATE_LIMIT_MAX_HOLD", None, "rate_limit_max_hold"),
     "job_stale_seconds": ("STUDIO_JOB_STALE_SECONDS", None, "job_stale_seconds"),
     "gemini_api_version": ("STUDIO_GEMINI_API_VERSION", "gemini", "api_version"),
 }
@@ -173,10 +177,31 @@ def _explain(error: ValidationError, values: dict[str, Any], sources: dict[str, 
         field_info = Settings.__pydantic_fields__.get(name)
         takes = field_info.description if field_info is not None and field_info.description else "another value"
         why = str(item["msg"]).removeprefix("Value error, ")
-        value = repr(values.get(name, item.get("input")))
-        value = value if len(value) <= 60 else value[:57] + "..."
-        lines[name] = f"{sources.get(name, name)}={value} is not valid: it takes {takes} ({why})"
+        lines[name] = _refused(sources.get(name, name), values.get(name, item.get("input")), takes, why)
     return "; ".join(lines.values())
+
+
+def _refused(source: str, value: Any, takes: str, why: str) -> str:
+    """The one wording of a refused setting: ``SOURCE=VALUE is not valid: it takes WHAT (WHY)``."""
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return f"{source}={shown} is not valid: it takes {takes} ({why})"
+
+
+def env_int(name: str, default: int, *, minimum: int = 1) -> int:
+    """A whole-number setting read from environment variable ``name`` (unset or empty: ``default``)
+    for front-end settings outside ``Settings`` (e.g. Gradio's queue limits). Raises SettingsError for
+    anything but a whole number of at least ``minimum`` (a bad value was silently replaced before)."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        number = int(text)
+    except ValueError:
+        raise SettingsError(_refused(name, text, f"a whole number, {minimum} or more", "not a whole number")) from None
+    if number < minimum:
+        raise SettingsError(_refused(name, text, f"a whole number, {minimum} or more", f"less than {minimum}"))
+    return number
 
 
 def _streamlit_secret(names: tuple[str, ...]) -> str | None:

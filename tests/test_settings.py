@@ -15,6 +15,7 @@ import pytest
 
 from studio.config import Settings, SettingsError
 from studio.errors import InvalidRequest
+from studio.usertext import markdown_literal
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,3 +96,44 @@ def test_the_cli_prints_one_error_line_and_exits_2(studio_home):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: STUDIO_DAILY_BUDGET='abc' is not valid: it takes US dollars")
     assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_streamlit_shows_the_settings_error_at_start(studio_home, monkeypatch):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("STUDIO_VISITORS", "local")
+    monkeypatch.setenv("STUDIO_DAILY_BUDGET", "abc")
+    st.cache_resource.clear()
+    try:
+        for page in ("app.py", "pages/1_Generate.py"):
+            at = AppTest.from_file(str(ROOT / page), default_timeout=30).run()
+            assert not at.exception, [e.value for e in at.exception]
+            assert [e.value for e in at.error] == [
+                "The studio cannot start: STUDIO_DAILY_BUDGET='abc' is not valid: it takes US dollars per day, "
+                "0 or more (unset: no cap) (Input should be a valid number, unable to parse string as a number). "
+                "Fix the setting and restart the app."]
+    finally:
+        st.cache_resource.clear()
+
+
+@pytest.mark.parametrize("variable, value", [("STUDIO_REQUEST_TIMEOUT", "soon"),
+                                             ("STUDIO_GRADIO_CONCURRENCY", "abc"),
+                                             ("STUDIO_GRADIO_MAX_QUEUE", "0")])
+def test_gradio_serves_the_settings_error_instead_of_the_studio(studio_home, monkeypatch, capsys, variable, value):
+    """Gradio's own queue limits are settings too: a bad one was silently replaced by its default."""
+    import gradio as gr
+
+    import gradio_app
+    import studio as studio_package
+
+    monkeypatch.setattr(studio_package, "_default", {})  # a fresh shared studio for this environment
+    monkeypatch.setenv(variable, value)
+    launched = []
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: launched.append(self))
+    gradio_app.main()
+    assert len(launched) == 1
+    texts = [block.value for block in launched[0].blocks.values() if isinstance(block, gr.Markdown)]
+    reason = markdown_literal(f"{variable}={value!r} is not valid: it takes")  # as the page writes it
+    assert any(text.startswith(f"**The studio cannot start:** {reason}") for text in texts), texts
+    assert capsys.readouterr().err.startswith(f"error: {variable}={value!r} is not valid")

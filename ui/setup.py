@@ -38,7 +38,7 @@ import os
 from dataclasses import dataclass
 import streamlit as st
 
-from studio.config import default_home
+from studio.config import SettingsError, default_home
 from studio.gallery import Gallery
 from studio.identity import VISITORS_SETTING, VisitorIds, new_visitor_secret, valid_visitor_secret, visitor_policy
 from studio.service import Studio
@@ -83,8 +83,14 @@ def _shared_studio(home: str) -> Studio:
 
 
 def get_studio() -> Studio:
-    """The process-wide studio for $STUDIO_HOME: one index, one set of providers and loaded models."""
-    return _shared_studio(str(default_home()))
+    """The process-wide studio for $STUDIO_HOME: one index, one set of providers and loaded models.
+    Stops the page with the reason when a setting cannot be used (nothing else can work then)."""
+    try:
+        return _shared_studio(str(default_home()))
+    except SettingsError as exc:
+        st.error(f"The studio cannot start: {exc}. Fix the setting and restart the app.")
+        st.stop()
+        raise
 
 
 def _session_studio(shared: Studio) -> Studio:
