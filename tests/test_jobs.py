@@ -335,7 +335,7 @@ def test_resume_after_a_crash_completes_saved_items_and_reruns_the_rest(echo_stu
     assert final.status is JobStatus.COMPLETED
     assert EchoProvider.calls - calls_before == 3  # the unsaved item and the two never started
     items = final.items
-    assert "recovered" in items[0].error and items[0].attempts == 1
+    assert items[0].error is None and "recovered" in items[0].warnings[0] and items[0].attempts == 1
     assert (items[1].attempts, items[2].attempts, items[3].attempts) == (2, 1, 1)
     assert len(image_files(studio_home)) == 4 and saved_files <= set(image_files(studio_home))
     assert db(studio_home, "SELECT COUNT(*) FROM images") == [(4,)]
@@ -490,7 +490,7 @@ def test_process_dying_between_image_files_and_rows_adopts_them_on_resume(studio
     result = json.loads(out)
     check_nothing_lost_or_duplicated(studio_home, texts, result)
     assert calls_per_prompt(log) == {text: 1 for text in texts}  # the orphaned scene was not paid twice
-    assert "recovered" in result["items"][2]["error"]
+    assert result["items"][2]["error"] is None and "recovered" in result["items"][2]["warnings"][0]
 
 
 def test_pause_and_cancel_reach_a_job_running_in_another_process(echo_studio, studio_home, tmp_path):
@@ -895,3 +895,65 @@ def test_scene_tags_given_as_text_are_split_on_commas(jobs):
     job = jobs.create("a lighthouse", provider="echo", tags="coast, night")
     request = build_request(job, job.items[0] if job.items else jobs.get(job.id).items[0])
     assert request.tags == ["coast", "night", f"job-{job.id}"]
+
+
+# -- what a job shows: the booked cost, warnings apart from errors (issue 10, FX3) -------------------
+
+def _booked_by_request(home: Path, job_id: str) -> dict[str, float]:
+    """The audit log's cost of each attempt of a job (``<job>-<index>-<attempt>``)."""
+    rows = db(home, "SELECT id, cost FROM generations WHERE id LIKE ?", f"{job_id}-%")
+    return {row[0]: row[1] for row in rows}
+
+
+def test_job_and_item_cost_is_what_was_booked_even_for_answers_billed_without_an_image(cloud_fake, studio_home):
+    """Replicate answers each scene with ``output: null`` after billing it: the audit log books the
+    bound against the budget, and the job, its items and its webhook-facing answer show the same."""
+    from studio.jobs import get_manager
+    from studio.service import Studio
+
+    fake = cloud_fake("replicate")
+    fake.outcome = "null_output"
+    studio = Studio(studio_home)
+    manager = get_manager(studio)
+    try:
+        job = manager.submit("scene a\nscene b\n", provider="replicate", model="black-forest-labs/flux-schnell")
+        manager.wait(job.id, timeout=120)
+        answer = manager.result(job.id, public=True)
+        spent = studio.spent_today()
+    finally:
+        manager.close()
+        studio.close()
+    booked = _booked_by_request(studio_home, job.id)
+    assert [item["status"] for item in answer["items"]] == ["FAILED", "FAILED"]
+    assert len(booked) == 2 and all(cost > 0 for cost in booked.values())
+    for item in answer["items"]:
+        assert item["cost"] == pytest.approx(sum(c for rid, c in booked.items()
+                                                  if rid.startswith(f"{job.id}-{item['index']}-")))
+    assert answer["cost"] == pytest.approx(sum(booked.values())) == pytest.approx(spent)
+
+
+def test_completed_scenes_carry_warnings_not_errors(cloud_fake, studio_home):
+    """gpt-image-1-mini takes no seed: every scene completes with that warning under ``warnings``
+    (item and job), and ``error`` stays empty, in the result and the webhook's item summary."""
+    from studio.jobs import get_manager
+    from studio.service import Studio
+
+    cloud_fake("openai")
+    studio = Studio(studio_home)
+    manager = get_manager(studio)
+    try:
+        job = manager.submit("scene a\nscene b\n", provider="openai", model="gpt-image-1-mini", seed=7)
+        manager.wait(job.id, timeout=120)
+        answer = manager.result(job.id, public=True)
+        stored = manager.get(job.id)
+    finally:
+        manager.close()
+        studio.close()
+    assert [item["status"] for item in answer["items"]] == ["COMPLETED", "COMPLETED"]
+    for item in answer["items"]:
+        assert item["error"] is None
+        assert any("does not take a seed" in w for w in item["warnings"])
+    assert any("does not take a seed" in w for w in answer["warnings"])
+    assert len(answer["warnings"]) == len(set(answer["warnings"]))
+    assert all(item.error is None and item.warnings for item in stored.items)
+    assert stored.to_dict()["warnings"] == answer["warnings"]

@@ -273,7 +273,7 @@ class JobManager:
         return {"job_id": job.id, "status": job.status.value, "progress": round(job.progress, 1),
                 "counts": job.counts, "total": job.total, "cost": round(job.cost, 6),
                 "estimated_cost": round(job.estimated_cost, 6), "provider": job.provider, "model": job.model,
-                "error": job.error, "interrupted": job.interrupted,
+                "error": job.error, "warnings": job.warnings, "interrupted": job.interrupted,
                 "items": [_item_summary(item, records, public=public) for item in job.items or []]}
 
     def export_zip(self, job_id: str, user: str = "local") -> bytes:
@@ -379,7 +379,7 @@ class JobManager:
             "metadata": {"provider": job.provider, "model": job.model, "style": job.style,
                          "seed_policy": job.seed_policy, "base_seed": job.base_seed, "script": job.script_name,
                          "format": job.script_format, "created_at": job.created_at,
-                         "finished_at": job.finished_at, "error": job.error}}
+                         "finished_at": job.finished_at, "error": job.error, "warnings": job.warnings}}
         items = [item] if item is not None else (job.items or [])
         records = item_records(self.studio, items)
         summaries = [_item_summary(i, records, public=True) for i in items]  # to a remote receiver
@@ -411,7 +411,8 @@ def _item_summary(item: JobItem, records: dict, *, public: bool) -> dict[str, An
             images.append(record.public_summary() if public else record.summary())
     return {"index": item.index, "timestamp": item.timestamp, "start": item.start, "text": item.text,
             "prompt": item.prompt, "status": item.status.value, "progress": round(item.progress, 1),
-            "attempts": item.attempts, "error": item.error, "cost": round(item.cost, 6), "images": images}
+            "attempts": item.attempts, "error": item.error, "warnings": item.warnings, "cost": round(item.cost, 6),
+            "images": images}
 
 
 _managers_lock = threading.Lock()

@@ -67,9 +67,10 @@ class JobItem:
     progress: float = 0.0  # 0-100
     attempts: int = 0
     request_id: str | None = None  # the current attempt's request id (images carry it)
-    error: str | None = None
+    error: str | None = None  # why the item failed, was cancelled or is waiting; None once completed
     error_kind: str | None = None
-    cost: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # what a completed item's result should be told
+    cost: float = 0.0  # USD booked for its attempts (the audit log's rows of their request ids)
     estimated_cost: float = 0.0
     image_ids: list[str] = field(default_factory=list)
     cancel_requested: bool = False
@@ -113,7 +114,8 @@ class Job:
     started_at: str | None = None
     finished_at: str | None = None
     counts: dict[str, int] = field(default_factory=dict)  # item status -> how many
-    cost: float = 0.0
+    cost: float = 0.0  # USD booked for every attempt of every item (the audit log by request id)
+    warnings: list[str] = field(default_factory=list)  # its items' warnings, each once
     progress: float = 0.0  # 0-100 over all items
     interrupted: bool = False  # marked RUNNING but its runner is gone: resume it
     items: list[JobItem] | None = None

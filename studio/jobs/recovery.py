@@ -43,7 +43,7 @@ def reconcile(studio, store: JobStore, job: Job, *, rerun: bool = True) -> Recov
         studio.storage.index.release(item.request_id)  # a dead request's reservation would hold budget for an hour
         if records:
             store.complete_item(job.id, item.index, item.request_id, [r.id for r in records],
-                                sum(r.cost for r in records), RECOVERED_NOTE)
+                                sum(r.cost for r in records), [RECOVERED_NOTE])
             report.completed.append(item.index)
         elif rerun:
             store.requeue_item(job.id, item.index, item.request_id, "interrupted; running it again")

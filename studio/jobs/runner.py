@@ -37,6 +37,8 @@ HEARTBEAT_STALE_SECONDS = 15.0  # a runner silent for this long is presumed dead
 DEFAULT_BACKOFF = 2.0
 MAX_BACKOFF = 60.0  # our own backoff's cap; a server's Retry-After is waited in full
 
+CACHED_NOTE = "reused stored images of an identical request (same prompt and seed): not paid again"
+
 EventCallback = Callable[[str, str, "JobItem | None"], None]  # (event, job id, item)
 
 log = logging.getLogger("studio.jobs")
@@ -174,10 +176,10 @@ def execute_item(studio, store: JobStore, job: Job, item: JobItem, cancel: threa
         message = studio.redact(f"{type(exc).__name__}: {exc}")
         store.fail_item(job.id, item.index, rid, ItemStatus.FAILED, "error", message)
         return Outcome("failed", message=message)
-    note = "; ".join(result.warnings) or None
+    warnings = list(result.warnings)
     if result.cached:
-        note = "reused stored images of an identical request (same prompt and seed): not paid again"
-    saved = store.complete_item(job.id, item.index, rid, [r.id for r in result.images], result.cost, note)
+        warnings.append(CACHED_NOTE)
+    saved = store.complete_item(job.id, item.index, rid, [r.id for r in result.images], result.cost, warnings)
     # not saved: the item was taken from us meanwhile (cancelled and reset); its images stay in history
     return Outcome("completed" if saved else "lost")
 

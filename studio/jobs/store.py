@@ -100,7 +100,10 @@ class JobStore(ABC):
 
     @abstractmethod
     def complete_item(self, job_id: str, index: int, request_id: str, image_ids: list[str], cost: float,
-                      note: str | None = None) -> bool: ...
+                      warnings: list[str] | None = None) -> bool:
+        """The attempt ``request_id`` completed with ``image_ids``; ``warnings`` are kept apart from
+        ``error`` (which a completed item never has). ``cost`` is what the attempt reported; the
+        item's ``cost`` as read is what the audit log booked for all its attempts."""
 
     @abstractmethod
     def fail_item(self, job_id: str, index: int, request_id: str, status: ItemStatus, kind: str | None,
@@ -184,13 +187,19 @@ class SQLiteJobStore(JobStore):
         by_id = {job.id: job for job in jobs}
         marks = ", ".join("?" for _ in by_id)
         rows = self.index.connection().execute(
-            f"SELECT job_id, status, COUNT(*) AS n, SUM(cost) AS cost, SUM(progress) AS progress "
+            f"SELECT job_id, status, COUNT(*) AS n, SUM(progress) AS progress "
             f"FROM job_items WHERE job_id IN ({marks}) GROUP BY job_id, status", list(by_id)).fetchall()
         done_progress: dict[str, float] = {}
+        for job in jobs:
+            job.cost = sum(self._booked(job.id).values())
+        for row in self.index.connection().execute(
+                f"SELECT job_id, warnings FROM job_items WHERE job_id IN ({marks}) AND warnings IS NOT NULL "
+                f"ORDER BY job_id, idx", list(by_id)).fetchall():
+            job = by_id[row["job_id"]]
+            job.warnings += [w for w in json.loads(row["warnings"]) if w not in job.warnings]
         for row in rows:
             job = by_id[row["job_id"]]
             job.counts[row["status"]] = row["n"]
-            job.cost += row["cost"] or 0.0
             terminal = ItemStatus(row["status"]).terminal
             done_progress[job.id] = done_progress.get(job.id, 0.0) + (100.0 * row["n"] if terminal
                                                                        else row["progress"] or 0.0)
@@ -240,12 +249,27 @@ class SQLiteJobStore(JobStore):
             sql += f" AND status IN ({', '.join('?' for _ in values)})"
             args += values
         rows = self.index.connection().execute(sql + " ORDER BY idx", args).fetchall()
-        return [_item_from_row(row) for row in rows]
+        booked = self._booked(job_id)
+        return [_item_from_row(row, booked) for row in rows]
 
     def item(self, job_id: str, index: int) -> JobItem | None:
         row = self.index.connection().execute("SELECT * FROM job_items WHERE job_id = ? AND idx = ?",
                                               (job_id, index)).fetchone()
-        return _item_from_row(row) if row else None
+        return _item_from_row(row, self._booked(job_id)) if row else None
+
+    def _booked(self, job_id: str) -> dict[int, float]:
+        """USD booked in the audit log (``generations``) for each item of the job, over all its
+        attempts: what was counted against the budget, including answers billed without an image and
+        requests interrupted while possibly billed. Attempts' request ids are ``<job>-<index>-<n>``
+        (``attempt_request_id``); read as one range of the log's key."""
+        rows = self.index.connection().execute(
+            "SELECT id, cost FROM generations WHERE id >= ? AND id < ?", (f"{job_id}-", f"{job_id}.")).fetchall()
+        booked: dict[int, float] = {}
+        for row in rows:
+            owner_job, index, attempt = row["id"].rsplit("-", 2)
+            if owner_job == job_id and index.isdigit() and attempt.isdigit():
+                booked[int(index)] = booked.get(int(index), 0.0) + float(row["cost"] or 0.0)
+        return booked
 
     def claim(self, job_id: str, runner: str | None = None) -> JobItem | None:
         now = now_iso()
@@ -262,11 +286,11 @@ class SQLiteJobStore(JobStore):
             request_id = attempt_request_id(job_id, row["idx"], attempt)
             conn.execute(
                 "UPDATE job_items SET status = ?, attempts = ?, request_id = ?, progress = 0, error = NULL, "
-                "error_kind = NULL, started_at = ?, updated_at = ?, finished_at = NULL WHERE job_id = ? AND idx = ?",
+                "error_kind = NULL, warnings = NULL, started_at = ?, updated_at = ?, finished_at = NULL WHERE job_id = ? AND idx = ?",
                 (ItemStatus.INITIALIZING.value, attempt, request_id, now, now, job_id, row["idx"]))
             claimed = conn.execute("SELECT * FROM job_items WHERE job_id = ? AND idx = ?",
                                    (job_id, row["idx"])).fetchone()
-        return _item_from_row(claimed)
+        return _item_from_row(claimed, self._booked(job_id))
 
     def has_pending(self, job_id: str) -> bool:
         row = self.index.connection().execute("SELECT 1 FROM job_items WHERE job_id = ? AND status = ? LIMIT 1",
@@ -284,11 +308,11 @@ class SQLiteJobStore(JobStore):
         self._update_active(job_id, index, request_id, "status = ?, progress = ?", [status.value, progress])
 
     def complete_item(self, job_id: str, index: int, request_id: str, image_ids: list[str], cost: float,
-                      note: str | None = None) -> bool:
+                      warnings: list[str] | None = None) -> bool:
         return self._update_active(
-            job_id, index, request_id, "status = ?, progress = 100, image_ids = ?, cost = ?, error = ?, "
-            "error_kind = NULL, finished_at = ?, cancel_requested = 0",
-            [ItemStatus.COMPLETED.value, json.dumps(image_ids), cost, note, now_iso()])
+            job_id, index, request_id, "status = ?, progress = 100, image_ids = ?, cost = ?, error = NULL, "
+            "error_kind = NULL, warnings = ?, finished_at = ?, cancel_requested = 0",
+            [ItemStatus.COMPLETED.value, json.dumps(image_ids), cost, json.dumps(list(warnings or [])), now_iso()])
 
     def fail_item(self, job_id: str, index: int, request_id: str, status: ItemStatus, kind: str | None,
                   message: str | None) -> bool:
@@ -347,14 +371,16 @@ def _job_from_row(row: sqlite3.Row) -> Job:
     return Job(**data)
 
 
-def _item_from_row(row: sqlite3.Row) -> JobItem:
+def _item_from_row(row: sqlite3.Row, booked: dict[int, float]) -> JobItem:
+    """An item from its row; its cost is ``booked[index]`` (the audit log's, see ``_booked``)."""
     data = dict(row)
     return JobItem(
         job_id=data["job_id"], index=data["idx"], text=data["text"], prompt=data["prompt"],
         negative_prompt=data["negative_prompt"], timestamp=data["timestamp"], start=data["start_s"],
         end=data["end_s"], line=data["line"], overrides=json.loads(data["overrides"] or "{}"), seed=data["seed"],
         status=ItemStatus(data["status"]), progress=data["progress"], attempts=data["attempts"],
-        request_id=data["request_id"], error=data["error"], error_kind=data["error_kind"], cost=data["cost"],
+        request_id=data["request_id"], error=data["error"], error_kind=data["error_kind"],
+        warnings=json.loads(data.get("warnings") or "[]"), cost=booked.get(data["idx"], 0.0),
         estimated_cost=data["estimated_cost"], image_ids=json.loads(data["image_ids"] or "[]"),
         cancel_requested=bool(data["cancel_requested"]), created_at=data["created_at"],
         started_at=data["started_at"], updated_at=data["updated_at"], finished_at=data["finished_at"])
