@@ -70,7 +70,8 @@ def _schema(path: Path) -> dict:
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
     schema = {}
     for table in tables:
-        columns = [tuple(r[1:]) for r in conn.execute(f"PRAGMA table_info({table})")]  # name, type, notnull, default, pk
+        # name, type, notnull, default, pk
+        columns = [tuple(r[1:]) for r in conn.execute(f"PRAGMA table_info({table})")]
         indexes = sorted(
             (r[1], r[2], r[3], tuple(tuple(c[1:]) for c in conn.execute(f"PRAGMA index_xinfo({r[1]})") if c[5]))
             for r in conn.execute(f"PRAGMA index_list({table})"))
@@ -176,8 +177,9 @@ def test_a_database_newer_than_the_code_refuses_to_start(tmp_path, capsys, monke
     conn.close()
     before = _schema(path)
 
+    newest = migrations.head_revision()
     with pytest.raises(migrations.SchemaTooNew, match=rf"revision 0042, which this version of Image Studio "
-                                                       rf"does not know \(its newest is {migrations.head_revision()}\)"):
+                                                       rf"does not know \(its newest is {newest}\)"):
         SQLiteIndex(path)
     assert _version(path) == "0042" and _schema(path) == before
 
@@ -233,7 +235,8 @@ def test_two_processes_starting_at_once_migrate_once(tmp_path):
         logs.append(lines.get())
     assert [p.returncode for p in starts] == [0, 0], logs
     assert outputs == ["started\n", "started\n"]
-    upgrades = [(n, line) for n, line in logs if f"upgraded from schema revision none to {migrations.head_revision()}" in line]
+    upgraded = f"upgraded from schema revision none to {migrations.head_revision()}"
+    upgrades = [(n, line) for n, line in logs if upgraded in line]
     assert len(upgrades) == 1, logs
     assert _version(path) == migrations.head_revision()
 
