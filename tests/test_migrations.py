@@ -251,3 +251,22 @@ def test_the_same_revisions_render_for_postgresql():
                       f"UPDATE alembic_version SET version_num='{migrations.head_revision()}'"):
         assert statement in sql
     assert "PRAGMA" not in sql and "AUTOINCREMENT" not in sql
+
+
+def test_a_failed_upgrade_leaves_the_previous_schema_and_data_whole(tmp_path):
+    path = tmp_path / "index.sqlite3"
+    _old_database(path)
+    # A column that revision 0004 adds, already there by someone's hand: 0004 fails after 0001-0003 ran.
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE job_items ADD COLUMN warnings TEXT")
+    conn.commit()
+    conn.close()
+    before = _schema(path)
+
+    with pytest.raises(Exception, match="duplicate column name: warnings"):
+        SQLiteIndex(path)
+    # One transaction: no version recorded, 0002's and 0003's columns rolled back with it, rows kept.
+    assert _version(path) is None and _schema(path) == before
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT prompt FROM images").fetchall() == [("a lighthouse at dusk",)]
+    conn.close()
