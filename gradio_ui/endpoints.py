@@ -48,6 +48,7 @@ MAX_HISTORY_PAGE = 100
 ERROR_TITLES = {
     "invalid_request": "Check the request", "not_found": "Not found", "budget_exceeded": "Daily budget reached",
     "not_configured": "Provider not set up", "content_blocked": "Blocked by a content filter",
+    "rate_limit_held": "Rate limited",  # the studio held it back, unsent, while the provider's Retry-After ran
     "rate_limited": "Rate limited", "quota_exhausted": "Out of credit", "timeout": "Timed out",
     "provider_failure": "The provider failed", "cancelled": "Stopped",
 }

@@ -46,8 +46,9 @@ class CloudProvider(Provider):
         # collected), so clients are kept for the provider's lifetime, one per key and endpoint.
         self._clients: dict[Hashable, Any] = {}
         self._clients_lock = threading.Lock()
-        # A Retry-After from this API holds every call to it in this process until it passes.
-        self.retry_window = RetryAfterWindow(self.name)
+        # A Retry-After from this API holds every call to it in this process until it passes (at
+        # most the operator's cap: one absurd header must not shut the provider until a restart).
+        self.retry_window = RetryAfterWindow(self.name, max_hold=settings.rate_limit_max_hold)
 
     def require_key(self) -> str:
         """The API key, or a ``NotConfigured`` error that says where to put one."""
@@ -188,6 +189,15 @@ def keep_partial(images: list, error: StudioError) -> bool:
     Cancellation always wins: the person asked to stop. Otherwise paid images are kept.
     """
     return bool(images) and not isinstance(error, Cancelled)
+
+
+def billed_cost(error: StudioError, cost: float | None) -> StudioError:
+    """``error``, carrying ``cost`` (USD, from the usage the provider's answers reported so far) when
+    it is an ``UnusableResult`` that does not know its cost yet: an unusable answer is booked at what
+    its usage says, as a usable one is, and at the reserved bound only when no usage came with it."""
+    if isinstance(error, UnusableResult) and error.cost is None:
+        error.cost = cost
+    return error
 
 
 def _data_uri_bytes(uri: str, label: str, provider: str) -> bytes:

@@ -20,7 +20,7 @@ import importlib
 import os
 from typing import Any
 
-from providers.cloud import CloudProvider, Deadline, call_within, keep_partial
+from providers.cloud import CloudProvider, Deadline, billed_cost, call_within, keep_partial
 from providers.common import nearest_aspect_ratio, scrub
 from providers.retry import parse_retry_after
 from studio.catalog import ModelInfo
@@ -76,7 +76,7 @@ class GeminiProvider(CloudProvider):
                     raise
             except StudioError as error:
                 if not keep_partial(images, error):
-                    raise
+                    raise billed_cost(error, self._cost(request.model, usage))
                 usage["incomplete"] = f"{len(images)} of {request.n} images: {error.message}"
                 break
             _add_usage(usage, response.usage_metadata)

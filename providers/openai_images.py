@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
-from providers.cloud import CloudProvider, Deadline, call_within, keep_partial
+from providers.cloud import CloudProvider, Deadline, billed_cost, call_within, keep_partial
 from providers.common import scrub
 from providers.retry import parse_retry_after
 from studio.catalog import ModelInfo, check_not_retired
@@ -74,7 +74,7 @@ class OpenAIProvider(CloudProvider):
                 images.extend(made)
             except StudioError as error:
                 if not keep_partial(images, error):
-                    raise
+                    raise billed_cost(error, token_cost(model, usage))
                 usage["incomplete"] = f"{len(images)} of {request.n} images: {error.message}"
                 break
             if lost:  # the answer is paid in full: keep its usable images, say what was lost

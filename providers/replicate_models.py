@@ -272,13 +272,16 @@ class ReplicateProvider(CloudProvider):
         items = output if isinstance(output, list) else [output]
         # An item is a URL string, or a FileOutput (``.url``) when the caller used replicate.run.
         urls = [str(getattr(item, "url", item)) for item in items if item]
+        # What the prediction's usage says it cost (GPU seconds, or the outputs it made), booked even
+        # when none of them can be kept; None when it reports nothing to count (the bound is booked).
+        billed = self._cost(request.model, prediction.metrics or {}, len(urls))
         if not urls:
             raise UnusableResult(f"the prediction {prediction.id} succeeded (and was billed) but its output holds "
-                                 f"no image ({_shape(output)})", provider=self.name)
+                                 f"no image ({_shape(output)})", provider=self.name, cost=billed)
         for url in urls:
             if not url.startswith(("https://", "http://", "data:")):
                 raise UnusableResult(f"Replicate returned an output that is not a file: {url[:80]!r}",
-                                     provider=self.name)
+                                     provider=self.name, cost=billed)
         images, lost = [], None
         for index, url in enumerate(urls):
             ctx.report("generating", 0.85 + 0.1 * index / len(urls), message=f"downloading image {index + 1}")
@@ -298,6 +301,7 @@ class ReplicateProvider(CloudProvider):
                                         info={"prediction_id": prediction.id, "batch_index": index,
                                               "batch_size": len(urls)}))
         if not images:
+            lost.cost = billed
             raise lost
         return images, len(urls), lost
 
@@ -338,8 +342,11 @@ class ReplicateProvider(CloudProvider):
 
     @staticmethod
     def _cost(model: ModelInfo, metrics: dict[str, Any], count: int) -> float | None:
+        """USD of a finished prediction: ``count`` outputs at a per-image price, or its reported
+        ``predict_time`` at a per-second one; None when it reports neither (no outputs to count, no
+        run time), and the caller's bound stands."""
         price = model.price
-        if price.get("kind") == "per_image":
+        if price.get("kind") == "per_image" and count:
             return round(float(price["usd"]) * count, 6)
         if price.get("kind") == "per_second" and metrics.get("predict_time") is not None:
             return round(float(metrics["predict_time"]) * float(price["usd_per_second"]), 6)

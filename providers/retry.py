@@ -7,6 +7,7 @@ content and validation errors surface at once: retrying them only burns time or 
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import threading
@@ -14,9 +15,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
-from studio.errors import Cancelled, RateLimited, StudioError
+from studio.errors import Cancelled, RateLimited, RateLimitHeld, StudioError
 
 T = TypeVar("T")
+log = logging.getLogger("studio.providers.retry")
+
+# The longest one Retry-After may hold every call to a provider (seconds); Settings.rate_limit_max_hold.
+DEFAULT_MAX_HOLD_SECONDS = 3600.0
 
 
 @dataclass
@@ -45,18 +50,28 @@ DEFAULT_POLICY = RetryPolicy()
 class RetryAfterWindow:
     """Until when a server asked us to hold off (its Retry-After), shared by every call one provider
     makes in this process: one 429 pauses all of them (other users, a batch's other workers), not
-    only the call that got it. Rate limits are per account, so one window covers the provider."""
+    only the call that got it. Rate limits are per account, so one window covers the provider.
 
-    def __init__(self, provider: str | None = None, clock: Callable[[], float] = time.monotonic):
+    The shared hold lasts at most ``max_hold`` seconds: a longer ask (a Retry-After date years
+    ahead, a misconfigured proxy) still fails the request that got it, with the server's figure, but
+    must not shut the provider for every visitor of a long-running server until it restarts."""
+
+    def __init__(self, provider: str | None = None, clock: Callable[[], float] = time.monotonic,
+                 max_hold: float = DEFAULT_MAX_HOLD_SECONDS):
         self.provider = provider
+        self.max_hold = max_hold
         self._clock = clock
         self._until = 0.0
         self._lock = threading.Lock()
 
     def hold_off(self, seconds: float) -> None:
-        """The server asked to wait ``seconds`` from now (a later end never moves earlier)."""
+        """The server asked to wait ``seconds`` from now: hold every call that long, at most
+        ``max_hold`` (a later end never moves earlier)."""
+        if seconds > self.max_hold:
+            log.warning("%s asked to wait %.0f s; every request to it is held %.0f s at most",
+                        self.provider or "the provider", seconds, self.max_hold)
         with self._lock:
-            self._until = max(self._until, self._clock() + seconds)
+            self._until = max(self._until, self._clock() + min(seconds, self.max_hold))
 
     def remaining(self) -> float:
         """Seconds still to wait; 0 when calls may go out."""
@@ -78,8 +93,9 @@ def call_with_retry(
     Raises the last error when tries run out; a ``RateLimited`` whose Retry-After would pass
     ``policy.max_total_seconds`` is raised at once as "rate limited, retry after N s" (carrying
     ``retry_after``), so a batch can wait it out instead of this call sleeping past its deadline.
-    With a ``window``, every Retry-After is recorded there, and each try first waits out what the
-    window still asks (or fails at once the same way when that would pass the time budget).
+    With a ``window``, every Retry-After is recorded there (held at most its ``max_hold``), and each
+    try first waits out what the window still asks, or, when that would pass the time budget, fails
+    at once, unsent, with ``RateLimitHeld`` (the studio's own refusal, recorded apart from a 429).
     """
     started = time.monotonic()
     attempt = 0
@@ -87,8 +103,9 @@ def call_with_retry(
         held = window.remaining() if window is not None else 0.0
         if held > 0:
             if time.monotonic() - started + held > policy.max_total_seconds:
-                raise rate_limited_for(held, provider=window.provider,
-                                       reason="the provider asked every request to wait")
+                raise RateLimitHeld(f"rate limited, retry after {math.ceil(held)} s (the provider asked every "
+                                    f"request to wait; this one was not sent)", provider=window.provider,
+                                    retry_after=held)
             _pause(held, cancel, sleep)
         attempt += 1
         try:

@@ -16,7 +16,7 @@ import io
 from dataclasses import dataclass, field
 from typing import Any
 
-from providers.cloud import CloudProvider, Deadline, call_within, keep_partial
+from providers.cloud import CloudProvider, Deadline, billed_cost, call_within, keep_partial
 from providers.common import nearest_aspect_ratio, scrub
 from providers.retry import parse_retry_after
 from studio.errors import (ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure, ProviderTimeout,
@@ -76,7 +76,7 @@ class StabilityProvider(CloudProvider):
         deadline = Deadline(ctx.timeout)
 
         images: list[ProviderImage] = []
-        usage: dict[str, Any] = {"calls": 0, "blocked": 0}
+        usage: dict[str, Any] = {"calls": 0, "blocked": 0, "unusable": 0}
         for index in range(request.n):
             ctx.report("generating", index / request.n, message=f"Stability AI: image {index + 1} of {request.n}")
             form = dict(fields)
@@ -87,8 +87,11 @@ class StabilityProvider(CloudProvider):
                                      ctx=ctx, deadline=deadline, policy=self.retry_policy, window=self.retry_window,
                                      label="Stability AI", provider=self.name)
             except StudioError as error:
+                if isinstance(error, UnusableResult):  # a 200: billed as a generation, though it holds no image
+                    usage["calls"] += 1
+                    usage["unusable"] += 1
                 if not keep_partial(images, error):
-                    raise
+                    raise billed_cost(error, credits_cost(request, len(images) + usage["unusable"]))
                 usage["incomplete"] = f"{len(images)} of {request.n} images: {error.message}"
                 break
             usage["calls"] += 1
@@ -102,8 +105,10 @@ class StabilityProvider(CloudProvider):
         if not images:
             raise ContentBlocked("Stability AI's content filter blocked the result (finish-reason "
                                  "CONTENT_FILTERED); try a different prompt", provider=self.name)
-        usage["credits"] = request.model.price.get("credits", 0) * len(images)
-        return ProviderResult(images=images, cost=credits_cost(request, len(images)), usage=usage)
+        # Every 200 is a billed generation: the images kept and any answer that held none.
+        billed = len(images) + usage["unusable"]
+        usage["credits"] = request.model.price.get("credits", 0) * billed
+        return ProviderResult(images=images, cost=credits_cost(request, billed), usage=usage)
 
     # -- building the form ------------------------------------------------------------------------
 

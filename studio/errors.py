@@ -75,6 +75,14 @@ class RateLimited(StudioError):
         self.retry_after = retry_after
 
 
+class RateLimitHeld(RateLimited):
+    """The studio itself held the request back, unsent: the provider had asked every request to wait
+    (a Retry-After still running) for longer than this request may wait. Recorded apart from the
+    provider's own 429s (``kind``), so monitoring does not count the studio's refusals as rate limits."""
+
+    kind = "rate_limit_held"
+
+
 class QuotaExhausted(StudioError):
     """The account is out of credit or quota; retrying will not help."""
 
@@ -103,10 +111,14 @@ class UnusableResult(ProviderFailure):
     (no output, an undecodable image, a link that cannot be downloaded...).
 
     Never retryable: a retry would be paid again and would most likely be just as unusable. Its
-    ``kind`` stays "provider_failure", which is how front ends show it."""
+    ``kind`` stays "provider_failure", which is how front ends show it.
 
-    def __init__(self, message: str, *, provider: str | None = None):
+    ``cost``: the USD the answer's own usage says was billed (tokens, GPU seconds, credits), when the
+    provider reported it; None when it did not, and the request is then booked at its reserved bound."""
+
+    def __init__(self, message: str, *, provider: str | None = None, cost: float | None = None):
         super().__init__(message, provider=provider, retryable=False)
+        self.cost = cost
 
 
 class Cancelled(StudioError):

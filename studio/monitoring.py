@@ -12,11 +12,15 @@ from itertools import takewhile
 from typing import Any, Callable
 
 CONSECUTIVE_FAILURES = 3
+INTERRUPTED = "interrupted"  # a request whose process died in flight (studio.storage.INTERRUPTED)
 SUCCEEDED = ("completed", "recovered")  # audit-log statuses of a request that made its images
 SETUP_ERRORS = ("not_configured",)  # failures that setting the provider up (a key, the model) cures
 BUDGET_WARNING_SHARE = 0.8
 SLOW_SECONDS = 60.0  # median time per request above this is "slow"
 RATE_LIMITS_PER_HOUR = 3  # this many rate limits in an hour suggests the quota is near
+# Requests the studio held back itself, unsent, while a provider's Retry-After ran (RateLimitHeld):
+# not the provider's answers, so neither its rate limits nor its failures.
+HELD_BACK = "rate_limit_held"
 
 
 @dataclass
@@ -33,6 +37,8 @@ class ModelStats:
     cost: float
     images: int
     cost_per_image: float
+    interrupted: int = 0  # requests whose process died in flight, booked as possibly billed (not in failed)
+    held_back: int = 0  # requests the studio refused unsent while the provider asked to wait (not in failed)
     # How far estimates were off, over the requests that ran and were billed (completed or
     # recovered): (actual - estimate) / estimate, so +0.5 means they cost half as much again as estimated.
     estimated_cost: float = 0.0  # the estimates of those requests, summed
@@ -46,7 +52,7 @@ class ModelStats:
 @dataclass
 class Alert:
     level: str  # warning | error
-    kind: str  # consecutive_failures | budget | slow | quota
+    kind: str  # consecutive_failures | budget | slow | quota | held_back
     provider: str | None
     message: str
 
@@ -66,7 +72,7 @@ def model_stats(index, *, days: int = 7, owner: str | None = None) -> list[Model
     result = []
     for (provider, model), items in sorted(groups.items()):
         done = [r for r in items if r["status"] in SUCCEEDED]
-        failed = [r for r in items if r["status"] == "failed"]
+        failed = [r for r in items if r["status"] == "failed" and r["error_kind"] != HELD_BACK]
         durations = sorted(r["duration"] for r in done) or [0.0]
         images = sum(r["n"] for r in done)
         cost = sum(r["cost"] for r in items)
@@ -80,6 +86,8 @@ def model_stats(index, *, days: int = 7, owner: str | None = None) -> list[Model
             median_seconds=round(statistics.median(durations), 3),
             p95_seconds=round(durations[min(len(durations) - 1, int(0.95 * len(durations)))], 3),
             cost=round(cost, 6), images=images, cost_per_image=round(cost / images, 6) if images else 0.0,
+            interrupted=sum(1 for r in items if r["status"] == INTERRUPTED),
+            held_back=sum(1 for r in items if r["error_kind"] == HELD_BACK),
             estimated_cost=round(estimated, 6),
             estimate_error=round(sum(r["cost"] for r in done) / estimated - 1, 4) if estimated > 0 else 0.0,
             worst_estimate_error=round(max(errors), 4) if errors else 0.0))
@@ -91,14 +99,25 @@ def alerts(index, *, daily_budget: float | None, today_spent: float, now: dateti
     """What needs attention now, from the last day of the audit log. An alert describes the current
     state: failures and an exhausted quota count only since the provider's latest success, and
     failures caused by missing setup (``SETUP_ERRORS``: no key, model not available) stop counting
-    once ``ready(provider)`` says that provider is set up now."""
+    once ``ready(provider)`` says that provider is set up now. Requests the studio held back unsent
+    (``HELD_BACK``) are neither failures nor rate limits of the provider: they get their own alert."""
     now = now or datetime.now(timezone.utc)
     found: list[Alert] = []
     rows = index.generations(day_from=(now - timedelta(days=1)).date().isoformat(), limit=10_000)  # newest first
     by_provider: dict[str, list[dict[str, Any]]] = {}
+    held_by_provider: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        if row["status"] != "cached":
+        if row["error_kind"] == HELD_BACK:
+            held_by_provider.setdefault(row["provider"], []).append(row)
+        elif row["status"] != "cached":
             by_provider.setdefault(row["provider"], []).append(row)
+    hour_ago = (now - timedelta(hours=1)).isoformat()
+    for provider, held in sorted(held_by_provider.items()):
+        recent_held = sum(1 for r in held if r["created_at"] >= hour_ago)
+        if recent_held:
+            found.append(Alert("warning", "held_back", provider,
+                               f"{provider}: {recent_held} request(s) in the last hour were not sent: the provider "
+                               f"had asked every request to wait (Retry-After)"))
     for provider, items in sorted(by_provider.items()):
         since_success = list(takewhile(lambda r: r["status"] not in SUCCEEDED, items))
         if since_success and all(r["error_kind"] in SETUP_ERRORS for r in since_success) and ready is not None \
@@ -112,7 +131,6 @@ def alerts(index, *, daily_budget: float | None, today_spent: float, now: dateti
         if any(r["error_kind"] == "quota_exhausted" for r in since_success[:20]):
             found.append(Alert("error", "quota", provider,
                                f"{provider}: the account's quota or credit is exhausted; add credit at the provider"))
-        hour_ago = (now - timedelta(hours=1)).isoformat()
         limited = sum(1 for r in items if r["error_kind"] == "rate_limited" and r["created_at"] >= hour_ago)
         if limited >= RATE_LIMITS_PER_HOUR:
             found.append(Alert("warning", "quota", provider,

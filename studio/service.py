@@ -354,12 +354,14 @@ class Studio:
     def _billed_on_failure(prepared: PreparedRequest, error: StudioError, quote: costs.CostQuote,
                            request_id: str, result: ProviderResult | None) -> float:
         """USD to book for a failed request. A provider that answered and billed without a usable
-        image (UnusableResult) is booked at the cost it reported with its answer, else at the reserved
-        bound (the most it can have cost), so unusable answers still count against the budget. Other
-        failures were not billed: nothing."""
+        image (UnusableResult) is booked at the cost its answer's usage reports, whether the provider
+        found the answer unusable (``error.cost``) or the studio did on decoding it (``result.cost``);
+        only without any reported usage at the reserved bound (the most it can have cost), so unusable
+        answers still count against the budget. Other failures were not billed: nothing."""
         if not isinstance(error, UnusableResult):
             return 0.0
-        billed = result.cost if result is not None and result.cost is not None else quote.bound
+        reported = error.cost if error.cost is not None else result.cost if result is not None else None
+        billed = quote.bound if reported is None else reported
         log.warning("%s/%s request %s was billed without a usable image; booking $%.6f",
                     prepared.provider, prepared.model.id, request_id, billed)
         return float(billed)

@@ -287,3 +287,55 @@ def test_a_reservation_made_before_midnight_still_counts_after_it(echo_studio):
     assert index.reserve("before-midnight", "2026-11-28", 0.04, 0.05)[0]
     accepted, committed = index.reserve("after-midnight", "2026-11-29", 0.02, 0.05)
     assert not accepted and committed == pytest.approx(0.04)
+
+
+# -- an answer billed without a usable image is booked at the usage it reported --------------------------
+
+SDXL = "stability-ai/sdxl:39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b"
+
+
+def booked_for_unusable(studio: Studio, request: GenerationRequest) -> float:
+    """What the studio books for ``request``, whose answer the fake makes unusable (USD)."""
+    from studio.errors import UnusableResult
+
+    before = studio.spent_today()
+    with pytest.raises(UnusableResult):
+        studio.generate(request)
+    return studio.spent_today() - before
+
+
+def test_an_openai_answer_without_image_data_is_booked_like_one_with_broken_bytes(openai_studio):
+    """Both answers carry the same usage: both are booked at it (the one without image data was
+    booked at the reserved bound, the one with broken bytes at its usage)."""
+    import base64
+
+    studio, fake = openai_studio
+    studio.settings.daily_budget = 10.0
+    request = GenerationRequest(prompt="a fox", provider="openai", quality="low")
+    bound = studio.quote(request).bound
+    fake.answer_items = [{"revised_prompt": "a fox"}]  # no b64_json, no url
+    without_data = booked_for_unusable(studio, request)
+    fake.answer_items = [{"b64_json": base64.b64encode(b"not an image").decode()}]
+    broken_bytes = booked_for_unusable(studio, request)
+    assert without_data == pytest.approx(broken_bytes) and 0 < without_data < bound
+
+
+@pytest.mark.parametrize("name", ["gemini", "replicate"])
+def test_every_provider_books_an_unusable_answer_at_its_reported_usage(studio_home, cloud_fake, name):
+    fake = cloud_fake(name)
+    studio = Studio(home=studio_home)
+    studio.settings.daily_budget = 10.0
+    try:
+        if name == "gemini":  # a text-only answer, with its tokens in usageMetadata
+            fake.text_only = "I can only describe foxes today."
+            request = GenerationRequest(prompt="a fox", provider="gemini", model="gemini-3.1-flash-image")
+        else:  # a succeeded prediction with null output and its metrics.predict_time
+            fake.outcome, fake.predict_time = "null_output", 2.5
+            request = GenerationRequest(prompt="a fox", provider="replicate", model=SDXL)
+        bound = studio.quote(request).bound
+        booked = booked_for_unusable(studio, request)
+    finally:
+        studio.close()
+    assert 0 < booked < bound
+    if name == "replicate":
+        assert booked == pytest.approx(2.5 * 0.000975, abs=1e-6)  # predict_time x the per-second price

@@ -15,7 +15,7 @@ from providers.retry import RetryAfterWindow, RetryPolicy, call_with_retry, pars
 from providers.stability import StabilityProvider
 from studio.errors import RateLimited
 from studio.jobs import runner
-from studio.types import RunContext
+from studio.types import GenerationRequest, RunContext
 from tests.fakes.gemini_fake import rate_limited as gemini_rate_limited
 from tests.fakes.prepared import prepared
 from tests.fakes.replicate_fake import problem
@@ -217,4 +217,54 @@ def test_a_batch_waits_out_the_servers_retry_after(cloud_fake, studio_home):
         manager.wait(job.id, timeout=30)
     finally:
         manager.close()
+        studio.close()
+
+
+# -- a Retry-After far in the future ------------------------------------------------------------------
+
+def test_a_retry_after_past_the_cap_fails_its_request_but_holds_others_only_up_to_the_cap():
+    now = [100.0]
+    window = RetryAfterWindow("fake", clock=lambda: now[0], max_hold=3600)
+    years = 2_300_278_807.0  # "Wed, 21 Oct 2099 07:28:00 GMT", as the tester's fake sent it
+    with pytest.raises(RateLimited) as caught:
+        call_with_retry(Flaky(slow_down(years)), policy=RetryPolicy(max_total_seconds=30), window=window)
+    assert caught.value.retry_after == years  # the request that got it is told the server's figure
+    assert str(caught.value).startswith("rate limited, retry after 2300278807 s")
+    assert window.remaining() == 3600  # everyone else is held an hour at most
+    other = Flaky()
+    with pytest.raises(RateLimited) as held:
+        call_with_retry(other, policy=RetryPolicy(max_total_seconds=30), window=window)
+    assert held.value.kind == "rate_limit_held" and held.value.retry_after == 3600 and other.calls == 0
+    now[0] += 3600  # the cap has passed: calls go out again
+    assert call_with_retry(other, policy=RetryPolicy(max_total_seconds=30), window=window) == "done"
+
+
+def test_an_http_date_decades_ahead_does_not_shut_the_provider_and_stats_tell_429s_from_our_refusals(
+        studio_home, cloud_fake, monkeypatch):
+    from studio.service import Studio
+
+    monkeypatch.setenv("STUDIO_RATE_LIMIT_MAX_HOLD", "2")  # the shared hold's cap, in seconds
+    fake = cloud_fake("openai")
+    studio = Studio(home=studio_home)
+    try:
+        fake.rate_limit("Wed, 21 Oct 2099 07:28:00 GMT")
+        with pytest.raises(RateLimited) as first:
+            studio.generate(GenerationRequest(prompt="a fox", provider="openai", quality="low"), timeout=1)
+        assert first.value.kind == "rate_limited" and first.value.retry_after > 2_000_000_000
+        sent = len(fake.server.requests)
+        for _ in range(3):  # within the cap, a request that cannot wait it out is refused unsent
+            with pytest.raises(RateLimited) as held:
+                studio.generate(GenerationRequest(prompt="a fox", provider="openai", quality="low"), timeout=1)
+            assert held.value.kind == "rate_limit_held" and held.value.retry_after <= 2
+        assert len(fake.server.requests) == sent
+        # A request with the time waits the rest of the capped hold and goes out: not blocked for years.
+        result = studio.generate(GenerationRequest(prompt="a fox", provider="openai", quality="low"), timeout=30)
+        assert len(result.images) == 1 and len(fake.server.requests) == sent + 1
+        found = {alert.kind: alert.message for alert in studio.alerts()}
+        # One provider 429, three of our own refusals: not "rate-limited 4 times; the quota is near".
+        assert "quota" not in found
+        assert found["held_back"].startswith("openai: 3 request(s) in the last hour were not sent")
+        [figures] = studio.stats()
+        assert (figures.failed, figures.held_back) == (1, 3)
+    finally:
         studio.close()

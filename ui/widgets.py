@@ -35,6 +35,7 @@ ERROR_TITLES = {
     "not_found": "Not found",
     "content_blocked": "Blocked by the provider's safety system",
     "rate_limited": "Rate limited",
+    "rate_limit_held": "Rate limited",
     "quota_exhausted": "Out of credit or quota",
     "timeout": "The provider timed out",
     "provider_failure": "The provider failed",
@@ -49,6 +50,7 @@ KEY_HINT = ("Set the key in the environment or Streamlit secrets, or paste one f
 ERROR_HINTS = {
     "content_blocked": "Rephrase the prompt (or use another image) and try again.",
     "rate_limited": "Wait a little and try again.",
+    "rate_limit_held": "Wait a little and try again.",
     "quota_exhausted": "Add credit to the provider account, or pick another provider.",
     "timeout": "Try again, or ask for fewer or smaller images.",
     "budget_exceeded": "Wait until tomorrow (UTC) or raise STUDIO_DAILY_BUDGET.",
