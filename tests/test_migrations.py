@@ -4,11 +4,14 @@ processes starting at once migrate once, and the same revisions render for Postg
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -270,3 +273,116 @@ def test_a_failed_upgrade_leaves_the_previous_schema_and_data_whole(tmp_path):
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT prompt FROM images").fetchall() == [("a lighthouse at dusk",)]
     conn.close()
+
+
+# -- the same revisions on a real PostgreSQL server (skipped where none is installed) ------------
+
+
+def _postgres_bin() -> Path | None:
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return versions[-1].parent if versions else None
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """``postgres(name)``: the SQLAlchemy URL of a new, empty database on a throwaway server (a
+    unix socket in a temporary folder, trust authentication), stopped after the module."""
+    psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed")
+    bindir = _postgres_bin()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server installed (initdb not found)")
+    # PostgreSQL refuses to run as root: as root, run it as the postgres user, in a folder it can reach.
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    home = Path(tempfile.mkdtemp(prefix="studio-pg-", dir="/tmp"))
+    home.chmod(0o777)
+    data = home / "data"
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "studio"],
+                   check=True, capture_output=True, timeout=120)
+    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(home / "log"), "-w", "start",
+                    "-o", f"-k {home} -c listen_addresses=''"], check=True, capture_output=True, timeout=120)
+
+    def new_database(name: str) -> str:
+        with psycopg.connect(host=str(home), user="studio", dbname="postgres", autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return f"postgresql+psycopg://studio@/{name}?host={home}"
+
+    try:
+        yield new_database
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=120)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _pg(url: str):
+    import psycopg
+
+    name, host = url.split("@/", 1)[1].split("?host=")
+    return psycopg.connect(host=host, user="studio", dbname=name, autocommit=True)
+
+
+def test_postgresql_new_database_and_one_of_048d061_with_data_upgrade(postgres):
+    new = postgres("fresh")
+    assert migrations.upgrade_url(new) == [f"{n:04d}" for n in range(1, int(migrations.head_revision()) + 1)]
+    assert migrations.upgrade_url(new) == []
+
+    old = postgres("released")
+    with _pg(old) as conn:
+        conn.execute(INDEX_SCHEMA + JOBS_SCHEMA)  # the 048d061 DDL runs on PostgreSQL as it is
+        conn.execute("INSERT INTO images (id, owner, path, sha256, width, height, format, size_bytes, provider, "
+                     "model, mode, prompt, created_at, day) VALUES ('img1', 'alice', 'a.png', 'ab', 64, 48, 'PNG', "
+                     "10, 'openai', 'gpt-image-1', 'generate', 'a lighthouse', %s, '2026-11-20')", (NOW,))
+        conn.execute("INSERT INTO pending_writes (key, request_id, pid, host, created_at) "
+                     "VALUES ('b.png', 'req2', 1, 'h', 1.5)")
+    migrations.upgrade_url(old)
+
+    def columns(url: str) -> dict:
+        with _pg(url) as conn:
+            rows = conn.execute("SELECT table_name, column_name, data_type, is_nullable, column_default "
+                                "FROM information_schema.columns WHERE table_schema = 'public'").fetchall()
+        return {(r[0], r[1]): r[2:] for r in rows}
+
+    assert columns(old) == columns(new)
+    with _pg(old) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(migrations.head_revision(),)]
+        assert conn.execute("SELECT prompt, tags, shared FROM images").fetchall() == [("a lighthouse", "[]", 0)]
+        assert conn.execute("SELECT key, owner FROM pending_writes").fetchall() == [("b.png", None)]
+
+
+def test_postgresql_refuses_a_newer_database_and_migrates_once_under_the_advisory_lock(postgres, caplog):
+    newer = postgres("newer")
+    migrations.upgrade_url(newer)
+    with _pg(newer) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0042'")
+    with pytest.raises(migrations.SchemaTooNew, match="revision 0042"):
+        migrations.upgrade_url(newer)
+
+    url = postgres("together")
+    caplog.set_level(logging.INFO, logger="studio.migrations")
+    waiting = threading.Semaphore(0)
+
+    class Waiting(logging.Handler):
+        def emit(self, record):
+            if "waiting for another process" in record.getMessage():
+                waiting.release()
+
+    handler = Waiting()
+    logging.getLogger("studio.migrations").addHandler(handler)
+    results: list[list[str]] = []
+    with _pg(url) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (migrations.POSTGRES_LOCK_KEY,))
+        starts = [threading.Thread(target=lambda: results.append(migrations.upgrade_url(url))) for _ in range(2)]
+        for start in starts:
+            start.start()
+        try:
+            for _ in starts:  # both are queued on the lock
+                assert waiting.acquire(timeout=60)  # a guard against a hang, not a synchronisation
+        finally:
+            holder.execute("SELECT pg_advisory_unlock(%s)", (migrations.POSTGRES_LOCK_KEY,))
+            logging.getLogger("studio.migrations").removeHandler(handler)
+        for start in starts:
+            start.join(timeout=120)
+    assert sorted(results, key=len) == [[], [f"{n:04d}" for n in range(1, int(migrations.head_revision()) + 1)]]
