@@ -8,7 +8,6 @@ catalog entry (``ModelInfo``). ``model_updates`` is the pure part, testable with
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,11 +15,12 @@ import gradio as gr
 
 from studio import costs
 from studio.catalog import ModelInfo
-from studio.controls import Bounds, setting_bounds
+from studio.controls import Bounds, default_format, setting_bounds
 from studio.errors import InvalidRequest, StudioError
 from studio.options import describe as describe_options
 from studio.options import example as example_options
 from studio.service import Studio
+from studio.sizes import size_choices  # the one rule for the sizes a model offers (Streamlit's too)
 from studio.usertext import markdown_literal
 from studio.validation import parse_size
 
@@ -29,54 +29,6 @@ CREATE_MODES = {
     "edit": ("image-to-image", "inpaint"),
     "variation": ("variation", "image-to-image"),
 }
-_BASES = (512, 768, 1024, 1536, 2048)
-_RATIOS = ((1, 1), (3, 2), (2, 3), (4, 3), (3, 4), (16, 9), (9, 16))  # (width, height) shares
-MAX_SIZE_CHOICES = 14
-
-
-def _fits(model: ModelInfo, width: int, height: int) -> bool:
-    limits = model.size_range or {}
-    if not limits.get("min", 64) <= min(width, height) or max(width, height) > limits.get("max", 4096):
-        return False
-    if width % limits.get("multiple", 1) or height % limits.get("multiple", 1):
-        return False
-    pixels = width * height
-    if pixels < limits.get("min_pixels", 0) or pixels > limits.get("max_pixels", math.inf):
-        return False
-    return max(width, height) / min(width, height) <= limits.get("max_ratio", math.inf)
-
-
-def _rounded(value: float, multiple: int) -> int:
-    return max(multiple, int(round(value / multiple)) * multiple)
-
-
-def size_choices(model: ModelInfo) -> list[tuple[str, str]]:
-    """(label, "WxH") pairs for the size picker: the model's own sizes, its aspect ratios at about
-    the default pixel count, or a few common shapes that fit its free size range."""
-    if model.sizes:
-        return [(size, size) for size in model.sizes]
-    if model.aspect_ratios:
-        area = model.default_width * model.default_height
-        choices = []
-        for ratio in model.aspect_ratios:
-            a, b = (float(part) for part in ratio.split(":"))
-            # Multiples of 16 keep neighbouring ratios (4:5 and 3:4) apart after rounding.
-            width, height = _rounded(math.sqrt(area * a / b), 16), _rounded(math.sqrt(area * b / a), 16)
-            choices.append((f"{ratio} ({width}x{height})", f"{width}x{height}"))
-        return choices
-    # Free sizes: common shapes with the short side at a round number, nearest the default area first.
-    multiple = (model.size_range or {}).get("multiple", 8)
-    candidates = set()
-    for base in _BASES:
-        for a, b in _RATIOS:
-            width = base if a <= b else _rounded(base * a / b, multiple)
-            height = base if b <= a else _rounded(base * b / a, multiple)
-            if _fits(model, width, height):
-                candidates.add((width, height))
-    area = model.default_width * model.default_height
-    ordered = sorted(candidates, key=lambda wh: (abs(math.log(wh[0] * wh[1] / area)), wh[0] < wh[1], -wh[0]))
-    sizes = [model.default_size] + [f"{w}x{h}" for w, h in ordered if f"{w}x{h}" != model.default_size]
-    return [(size, size) for size in sizes[:MAX_SIZE_CHOICES]]
 
 
 def describe_model(model: ModelInfo, status: str = "") -> str:
@@ -122,7 +74,7 @@ def model_props(model: ModelInfo, mode: str, status: str = "") -> dict[str, dict
         "strength": ranged(bounds["strength"]),
         "quality": {"visible": bool(model.qualities), "choices": list(model.qualities),
                     "value": model.default_quality or (model.qualities[0] if model.qualities else None)},
-        "output_format": {"choices": formats, "value": "png" if "png" in formats else formats[0]},
+        "output_format": {"choices": formats, "value": default_format(model)},
         "options": {"visible": bool(model.options), "value": "",
                     "placeholder": json.dumps(example_options(model)), "info": describe_options(model)},
     }

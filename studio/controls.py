@@ -94,6 +94,14 @@ def setting_bounds(model: ModelInfo, mode: str = "text-to-image") -> dict[str, B
     }
 
 
+def default_format(model: ModelInfo) -> str:
+    """The output format a front end selects first for ``model``: PNG (the library's default, so a
+    request from any front end with untouched settings is the same, cache key included) when the
+    model offers it, else the first format it offers."""
+    formats = list(model.output_formats) or ["png"]
+    return "png" if "png" in formats else formats[0]
+
+
 def concurrency_bounds(provider) -> Bounds:
     """Batch scenes run at once against ``provider``: 1 up to its ``max_concurrency`` (a local model
     runs one at a time, so its bounds are fixed at 1). Default: as many as the provider allows."""
@@ -101,5 +109,5 @@ def concurrency_bounds(provider) -> Bounds:
     return _bounds(1, limit, limit, 1, integer=True)
 
 
-__all__ = ["Bounds", "MAX_IMAGES_SHOWN", "STRENGTH_FLOOR", "concurrency_bounds", "free_size_bounds", "image_count_bounds",
-           "setting_bounds", "variation_count_bounds"]
+__all__ = ["Bounds", "MAX_IMAGES_SHOWN", "STRENGTH_FLOOR", "concurrency_bounds", "default_format", "free_size_bounds",
+           "image_count_bounds", "setting_bounds", "variation_count_bounds"]

@@ -14,11 +14,12 @@ import streamlit as st
 
 from studio import costs
 from studio.catalog import ModelInfo
-from studio.controls import DEFAULT_SIZE_RANGE, Bounds, free_size_bounds, setting_bounds
+from studio.controls import DEFAULT_SIZE_RANGE, Bounds, default_format, free_size_bounds, setting_bounds
 from studio.errors import StudioError
 from studio.identity import may_change
 from studio.imaging import EXTENSIONS, MIME_TYPES, load_image
 from studio.options import OptionSpec, coerce_options, option_specs, show_value
+from studio.sizes import nearest_aspect_ratio, ratio_size
 from studio.types import GenerationRequest, ImageRecord
 from studio.usertext import markdown_literal
 from studio.validation import MAX_SEED
@@ -144,15 +145,6 @@ def _models_for(ctx, provider: str, modes: tuple[str, ...]) -> list[ModelInfo]:
     return [m for m in models if any(m.supports(mode) for mode in modes)]
 
 
-def ratio_size(ratio: str, pixels: int = 1024 * 1024, multiple: int = 64) -> tuple[int, int]:
-    """Width and height of about ``pixels`` pixels in the aspect ratio "W:H"."""
-    w, h = (float(x) for x in ratio.split(":"))
-    width = math.sqrt(pixels * w / h)
-    height = width * h / w
-    return (max(multiple, int(round(width / multiple)) * multiple),
-            max(multiple, int(round(height / multiple)) * multiple))
-
-
 def control_key(prefix: str, name: str, model: ModelInfo) -> str:
     """Widget keys include the model, so switching models brings that model's own defaults."""
     return f"{prefix}_{name}_{model.provider}_{model.id}"
@@ -193,8 +185,9 @@ def model_controls(model: ModelInfo, prefix: str, *, mode: str = "text-to-image"
             values["quality"] = st.selectbox(
                 "Quality", list(model.qualities), key=key("quality"), persist_state=PERSIST,
                 index=list(model.qualities).index(default_quality) if default_quality else 0)
-        values["output_format"] = st.selectbox("Format", list(model.output_formats), key=key("format"),
-                                               persist_state=PERSIST)
+        formats = list(model.output_formats)
+        values["output_format"] = st.selectbox("Format", formats, key=key("format"), persist_state=PERSIST,
+                                               index=formats.index(default_format(model)) if formats else 0)
     # Image options (reference images) take uploads, which this form has no place for.
     specs = [spec for spec in option_specs(model).values() if spec.kind != "images"]
     if specs:
@@ -250,7 +243,7 @@ def _size_control(model: ModelInfo, key) -> dict[str, Any]:
     if model.aspect_ratios:
         ratios = list(model.aspect_ratios)
         ratio = st.selectbox("Aspect ratio", ratios, key=key("ratio"), persist_state=PERSIST)
-        width, height = ratio_size(ratio)
+        width, height = ratio_size(model, ratio)  # the core's rule: Gradio and validation use the same
         return {"width": width, "height": height}
     width_bounds, height_bounds = free_size_bounds(model)
     width, height = (st.number_input(label, bounds.min, bounds.max, bounds.default, step=bounds.step, key=key(name),
@@ -505,6 +498,8 @@ def apply_prefill(ctx, prefix: str, request: GenerationRequest) -> None:
         size = f"{request.width}x{request.height}"
         if model.sizes and size in model.sizes:
             state[key("size")] = size
+        elif model.aspect_ratios:  # the ratio the record's size was made as
+            state[key("ratio")] = nearest_aspect_ratio(int(request.width), int(request.height), model.aspect_ratios)
         elif not model.sizes and not model.aspect_ratios:
             limits = model.size_range or DEFAULT_SIZE_RANGE
             if all(limits["min"] <= side <= limits["max"] for side in (request.width, request.height)):

@@ -1,0 +1,128 @@
+"""One rule, one place (issue 12 §1): the size a model makes for an aspect ratio comes from
+``studio.sizes`` for Streamlit, Gradio, the library and validation, so the same choice gives the
+same size, estimate and cache key everywhere (a cached image is found from either app), and the
+ratio the provider is sent is the one the user picked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from providers.common import nearest_aspect_ratio
+from studio.catalog import load_catalog
+from studio.service import Studio
+from studio.types import GenerationRequest
+from ui.widgets import control_key
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPT = "a lighthouse on a cliff at dawn"
+# (provider, model, ratio): the two cases the issue names, and a FLUX ratio whose neighbour (4:5) is close.
+CASES = [("replicate", "black-forest-labs/flux-1.1-pro", "16:9"), ("gemini", "gemini-3.1-flash-image", "3:4"),
+         ("replicate", "black-forest-labs/flux-schnell", "3:4")]
+KEYS = {"replicate": "REPLICATE_API_TOKEN", "gemini": "GEMINI_API_KEY"}
+
+
+def ratio_models():
+    catalog = load_catalog()
+    return [model for provider in catalog.providers() for model in catalog.models(provider) if model.aspect_ratios]
+
+
+def streamlit_request(monkeypatch, provider: str, model_id: str, ratio: str) -> GenerationRequest:
+    """The request the Streamlit Generate page builds (and estimates) for ``ratio`` picked in its list."""
+    seen: list[GenerationRequest] = []
+    real_prepare = Studio.prepare
+
+    def watched(self, request):
+        seen.append(request)
+        return real_prepare(self, request)
+
+    monkeypatch.setattr(Studio, "prepare", watched)
+    at = AppTest.from_file(str(ROOT / "pages" / "1_Generate.py"), default_timeout=30).run()
+    at.selectbox(key="gen_provider").select(provider).run()
+    at.selectbox(key=f"gen_model_{provider}").select(model_id).run()
+    model = load_catalog().model(provider, model_id)
+    at.selectbox(key=control_key("gen", "ratio", model)).select(ratio).run()
+    at.text_area(key="gen_prompt").input(PROMPT).run()
+    assert not at.exception, [e.value for e in at.exception]
+    monkeypatch.setattr(Studio, "prepare", real_prepare)
+    assert seen, "the page estimated nothing"
+    return seen[-1]
+
+
+def gradio_size(demo, provider: str, model_id: str, ratio: str) -> str:
+    """The "WxH" value Gradio's Generate tab offers for ``ratio`` (the label reads "3:4 (WxH)"), as the
+    model-change handler fills the size list."""
+    from gradio_ui.controls import ModelControls
+
+    handler = next(fn.fn for fn in demo.fns.values()
+                   if getattr(fn.fn, "__name__", "") == "on_model" and fn.fn.__self__.mode == "text-to-image")
+    assert isinstance(handler.__self__, ModelControls)
+    updates = dict(zip(ModelControls.SETTINGS, handler(provider, model_id)))
+    [value] = [value for label, value in updates["size"]["choices"] if label.split(" ")[0] == ratio]
+    return value
+
+
+@pytest.fixture
+def studio_and_gradio(app_home, monkeypatch, tmp_path):
+    import gradio_app
+    from gradio_ui.identity import Access
+
+    for name in KEYS.values():  # nothing is sent: sizes and estimates call no one
+        monkeypatch.setenv(name, "test-key-not-used")
+    studio = Studio(app_home)
+    demo = gradio_app.build_app(studio, access=Access(), export_dir=tmp_path / "exports")
+    yield studio, demo
+    demo.close()
+    studio.close()
+
+
+def cache_key(studio: Studio, request: GenerationRequest) -> str:
+    prepared = studio.prepare(request).request
+    return studio._cache_key(prepared, studio._edit_sources(prepared))
+
+
+@pytest.mark.parametrize("provider, model_id, ratio", CASES)
+def test_streamlit_gradio_and_the_library_give_one_size_estimate_and_cache_key(studio_and_gradio, monkeypatch,
+                                                                               provider, model_id, ratio):
+    studio, demo = studio_and_gradio
+    on_streamlit = streamlit_request(monkeypatch, provider, model_id, ratio)
+    width, height = (int(side) for side in gradio_size(demo, provider, model_id, ratio).split("x"))
+    on_gradio = GenerationRequest(prompt=PROMPT, provider=provider, model=model_id, width=width, height=height,
+                                  user=on_streamlit.user, seed=7)
+    on_streamlit = on_streamlit.replace(seed=7)  # the random seed drawn per request is not the rule tested
+    assert (on_streamlit.width, on_streamlit.height) == (width, height)
+    model = studio.provider(provider).model(model_id)
+    assert nearest_aspect_ratio(width, height, model.aspect_ratios) == ratio  # the provider is sent what was picked
+    prepared = studio.prepare(on_gradio)
+    assert prepared.warnings == []  # a size the front ends offer is made as it is
+    assert studio.estimate(on_streamlit) == studio.estimate(on_gradio)
+    assert cache_key(studio, on_streamlit) == cache_key(studio, on_gradio)
+
+
+@pytest.mark.parametrize("model", ratio_models(), ids=lambda m: m.id)
+def test_every_offered_ratio_is_sent_as_itself_and_has_its_own_size(model):
+    from studio.sizes import size_choices
+
+    choices = size_choices(model)
+    assert [label.split(" ")[0] for label, _ in choices] == list(model.aspect_ratios)
+    sizes = [value for _, value in choices]
+    assert len(set(sizes)) == len(sizes)  # two ratios never share a size
+    for (label, value) in choices:
+        width, height = (int(side) for side in value.split("x"))
+        assert nearest_aspect_ratio(width, height, model.aspect_ratios) == label.split(" ")[0]
+
+
+def test_a_pixel_size_for_a_ratio_model_is_made_as_its_nearest_ratio_and_said_so(studio_and_gradio):
+    """The library or CLI may give pixels to a model that takes ratios: the request is recorded (and
+    cached) at the size every front end uses for that ratio, with a warning naming it."""
+    studio, _demo = studio_and_gradio
+    model_id = "black-forest-labs/flux-1.1-pro"
+    asked = GenerationRequest(prompt=PROMPT, provider="replicate", model=model_id, width=1344, height=768, seed=7)
+    offered = asked.replace(width=1360, height=768)
+    prepared = studio.prepare(asked)
+    assert prepared.request.size == "1360x768"  # the size the front ends offer for 16:9
+    assert prepared.warnings == [f"{model_id} takes aspect ratios, not pixel sizes: 1344x768 is made as 16:9 "
+                                 "(1360x768)"]
+    assert cache_key(studio, asked) == cache_key(studio, offered)
