@@ -149,7 +149,9 @@ SHOW_REGISTRY = textwrap.dedent("""
     factory = providers.factory_for("openai")
     print(json.dumps({"sources": {n: [s.target, s.origin, s.builtin] for n, s in providers.sources().items()},
                       "openai_file": sys.modules[factory.__module__].__file__,
-                      "catalog": sorted(p.name for p in BUILTIN_DIR.glob("*.json"))}))
+                      "catalog": sorted(p.name for p in BUILTIN_DIR.glob("*.json")),
+                      "migrations": sorted(p.name for p in (BUILTIN_DIR.parent.parent / "migrations").rglob("*.*")
+                                           if "__pycache__" not in p.parts)}))
 """)
 
 
@@ -176,8 +178,25 @@ def test_the_builtins_are_this_projects_entry_points_installed_or_not(tmp_path):
     assert all(origin.startswith("image-studio ") and builtin for _, origin, builtin in installed["sources"].values())
     assert installed["openai_file"].startswith(str(site))  # loaded from the installed copy
     assert installed["catalog"] == ["gemini.json", "local.json", "openai.json", "replicate.json", "stability.json"]
+    # Everything the studio reads at run time is in the installed copy: the migration scripts too.
+    assert installed["migrations"] == sorted(p.name for p in (ROOT / "studio" / "migrations").rglob("*.*")
+                                             if "__pycache__" not in p.parts)
 
     checkout = registry(source, "not-installed")  # read from this copy's pyproject.toml
     assert checkout["sources"] == {name: [target, "pyproject.toml", True]
                                    for name, (target, _, _) in installed["sources"].items()}
     assert checkout["openai_file"].startswith(str(source))
+
+
+def test_the_readme_commands_install_the_project_and_ci_runs_the_readme_test_command():
+    """Entry points exist only for an installed project: both README commands install it after the
+    requirements, and .ci/run is the README's test command, character for character."""
+    commands = [line for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+                if line.startswith("python3 -m venv .venv")]
+    assert len(commands) == 2
+    for command in commands:
+        steps = [step.strip() for step in command.split("&&")]
+        requirements = next(i for i, step in enumerate(steps) if "-r requirements" in step)
+        assert steps[requirements + 1] in ("pip install -e .", "pip install -q -e ."), command
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert commands[1] in ci
