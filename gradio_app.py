@@ -37,6 +37,7 @@ from gradio_ui.library_tabs import build_boards_tab, build_history_tab
 from studio import get_studio
 from studio.config import SettingsError
 from studio.errors import InvalidRequest
+from studio.migrations import SchemaTooNew
 from studio.service import Studio
 from studio.usertext import markdown_literal
 
@@ -142,8 +143,9 @@ def settings_error_app(error: Exception) -> gr.Blocks:
     (on a Space the process log is out of the operator's sight)."""
     with gr.Blocks(title="Image Studio") as demo:
         gr.Markdown("# Image Studio")
-        gr.Markdown(f"**The studio cannot start:** {markdown_literal(str(error))}. Fix the setting and restart "
-                    "the app.")
+        # A newer studio's database: its message already says what to do.
+        advice = "" if isinstance(error, SchemaTooNew) else ". Fix the setting and restart the app."
+        gr.Markdown(f"**The studio cannot start:** {markdown_literal(str(error))}{advice}")
     return demo
 
 
@@ -152,7 +154,7 @@ def main() -> None:
         access = Access.from_env()
         studio = get_studio()
         limits = Limits()
-    except SettingsError as exc:
+    except (SettingsError, SchemaTooNew) as exc:
         print(f"error: {exc}", file=sys.stderr)
         settings_error_app(exc).launch()
         return

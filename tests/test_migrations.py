@@ -170,14 +170,18 @@ def test_new_data_directory_gets_the_newest_revision_and_the_chain_is_linear(tmp
     conn.close()
 
 
-def test_a_database_newer_than_the_code_refuses_to_start(tmp_path, capsys, monkeypatch):
-    path = tmp_path / "index.sqlite3"
-    SQLiteIndex(path).close()
-    # What a later version of the studio leaves: a revision this code has no script for.
-    conn = sqlite3.connect(path)
+def _newer_data_directory(home: Path) -> None:
+    """What a later version of the studio leaves: a revision this code has no script for."""
+    SQLiteIndex(home / "index.sqlite3").close()
+    conn = sqlite3.connect(home / "index.sqlite3")
     conn.execute("UPDATE alembic_version SET version_num = '0042'")
     conn.commit()
     conn.close()
+
+
+def test_a_database_newer_than_the_code_refuses_to_start(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "index.sqlite3"
+    _newer_data_directory(tmp_path)
     before = _schema(path)
 
     newest = migrations.head_revision()
@@ -191,7 +195,41 @@ def test_a_database_newer_than_the_code_refuses_to_start(tmp_path, capsys, monke
     monkeypatch.setenv("STUDIO_HOME", str(tmp_path))
     assert main(["history", "--json"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: the database ") and "newer version upgraded it" in err[0]
+    assert len(err) == 1 and err[0].startswith("error: the studio's database is at schema revision 0042")
+    assert "newer version upgraded it" in err[0] and str(tmp_path) not in err[0]
+
+
+def test_web_front_ends_say_why_they_cannot_start_on_a_newer_database(studio_home, monkeypatch, capsys):
+    import gradio as gr
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    import gradio_app
+    import studio as studio_package
+    from studio.usertext import markdown_literal
+
+    _newer_data_directory(studio_home)
+    reason = ("the studio's database is at schema revision 0042, which this version of Image Studio does not "
+              f"know (its newest is {migrations.head_revision()}): a newer version upgraded it.")
+    monkeypatch.setenv("STUDIO_VISITORS", "local")
+    st.cache_resource.clear()
+    try:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert len(at.error) == 1 and at.error[0].value.startswith(f"The studio cannot start: {reason}")
+        assert str(studio_home) not in at.error[0].value
+    finally:
+        st.cache_resource.clear()
+
+    capsys.readouterr()
+    monkeypatch.setattr(studio_package, "_default", {})  # a fresh shared studio for this environment
+    launched = []
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: launched.append(self))
+    gradio_app.main()
+    texts = [block.value for block in launched[0].blocks.values() if isinstance(block, gr.Markdown)]
+    assert any(text.startswith(f"**The studio cannot start:** {markdown_literal(reason)}") for text in texts)
+    assert not any(str(studio_home) in text for text in texts)
+    assert capsys.readouterr().err.startswith("error: the studio's database is at schema revision 0042")
 
 
 _START = """

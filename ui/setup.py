@@ -26,8 +26,9 @@ therefore begins with::
      machine; the same history as the CLI).
 * ``gallery`` — this browser session's ``studio.gallery.Gallery`` (in ``st.session_state``).
 
-Extra providers (plugins, test fakes) come from ``STUDIO_PROVIDER_PLUGINS``, read by the provider
-registry itself, so the CLI, Streamlit and Gradio all see the same ones.
+Extra providers (installed plugin distributions' entry points; test fakes through
+``STUDIO_PROVIDER_PLUGINS``) are read by the provider registry itself, so the CLI, Streamlit and
+Gradio all see the same ones.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import streamlit as st
 from studio.config import SettingsError, default_home
 from studio.gallery import Gallery
 from studio.identity import VISITORS_SETTING, VisitorIds, new_visitor_secret, valid_visitor_secret, visitor_policy
+from studio.migrations import SchemaTooNew
 from studio.service import Studio
 
 APP_NAME = "Image Studio"
@@ -89,6 +91,10 @@ def get_studio() -> Studio:
         return _shared_studio(str(default_home()))
     except SettingsError as exc:
         st.error(f"The studio cannot start: {exc}. Fix the setting and restart the app.")
+        st.stop()
+        raise
+    except SchemaTooNew as exc:  # a newer studio upgraded the data directory; the message says what to do
+        st.error(f"The studio cannot start: {exc}")
         st.stop()
         raise
 

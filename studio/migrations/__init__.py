@@ -112,7 +112,7 @@ def upgrade_url(url: str) -> list[str]:
 def upgrade(connection: "sa.Connection", *, where: str, busy_timeout_ms: int = 30000) -> list[str]:
     """Take the schema lock, then apply every revision the database lacks and commit, all in one
     transaction on ``connection`` (a fresh SQLAlchemy connection, not in a transaction). ``where``
-    names the database in logs and errors.
+    names the database in the server's log.
 
     Returns the revisions applied, oldest first: [] when another process got there first.
     Raises ``SchemaTooNew`` (nothing changed) when the recorded revision is not one of ours."""
@@ -127,8 +127,11 @@ def upgrade(connection: "sa.Connection", *, where: str, busy_timeout_ms: int = 3
         head = script.get_current_head()
         current = MigrationContext.configure(connection).get_current_revision()
         if current is not None and current not in {r.revision for r in script.walk_revisions()}:
+            # The message reaches web pages: it names no server path (the log does, for the operator;
+            # a warning, as the error itself is raised to whoever started the studio).
+            log.warning("the database %s is at schema revision %s, newer than this code's %s", where, current, head)
             raise SchemaTooNew(
-                f"the database {where} is at schema revision {current}, which this version of Image Studio "
+                f"the studio's database is at schema revision {current}, which this version of Image Studio "
                 f"does not know (its newest is {head}): a newer version upgraded it. Run that version, or "
                 f"restore a backup of the data directory made before the upgrade.")
         if current == head:
