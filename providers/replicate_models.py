@@ -16,12 +16,14 @@ import io
 import logging
 import os
 import threading
+import time
 from typing import Any, Callable, TypeVar
 
 from providers.cloud import CloudProvider, Deadline, policy_within
 from providers.common import nearest_aspect_ratio, scrub
 from providers.retry import call_with_retry, parse_retry_after
 from studio.catalog import ModelInfo
+from studio.costs import CANCEL_MARGIN_SECONDS, run_limit
 from studio.errors import (Cancelled, ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure,
                            ProviderTimeout, QuotaExhausted, RateLimited, StudioError, UnusableResult)
 from studio.imaging import flatten, png_bytes
@@ -72,13 +74,18 @@ class ReplicateProvider(CloudProvider):
         client = self._client(token)
         deadline = Deadline(ctx.timeout)
         prediction = None
+        # A per-second price is bounded by the model's run limit (studio.costs.run_limit): the run is
+        # cancelled when it passes it, so what the budget reserved is what it can cost.
+        clock = _RunClock(run_limit(request, timeout=ctx.timeout)
+                          if request.model.price.get("kind") == "per_second" else None)
         try:
             ctx.report("initializing", 0.02, message="preparing the Replicate request")
             inputs = self._build_input(request, client, ctx, deadline, token)
             ctx.check_cancelled()
+            clock.not_started(time.monotonic())
             prediction = self._create(client, request.model, inputs, ctx, deadline, token)
             ctx.report("initializing", 0.1, message=f"prediction {prediction.id} {prediction.status}")
-            prediction = self._wait(client, prediction, ctx, deadline, token)
+            prediction = self._wait(client, prediction, ctx, deadline, token, clock)
             if prediction.status == "failed":
                 raise ModelError(prediction)
             if prediction.status == "canceled":
@@ -89,27 +96,30 @@ class ReplicateProvider(CloudProvider):
                                       f"before a GPU could start it; nothing ran and nothing was billed, so it "
                                       f"can be tried again", provider=self.name, retryable=True)
             images, outputs, lost = self._download_outputs(prediction, request, ctx, deadline, token)
-        except StudioError:
+        except StudioError as error:
             self._cancel_unfinished(client, prediction)
-            raise
+            raise self._billed_run(error, request.model, prediction, clock)
         except _StatusOutsideSDK as outside:  # on create: the answer names no prediction we can follow
             raise ProviderFailure(f"Replicate answered with the prediction status {outside.status!r}, which the "
                                   f"studio does not know", provider=self.name) from None
         # ``from None``: httpx's exceptions carry the request, token header included; keep them out
         # of tracebacks and logs.
-        except ModelError as error:
-            raise self._model_error(error, token) from None
+        except ModelError as error:  # it ran, and its GPU seconds are billed
+            failure = self._model_error(error, token)
+            failure.cost = self._cost(request.model, error.prediction.metrics or {}, 0)
+            raise failure from None
         except ReplicateError as error:
             self._cancel_unfinished(client, prediction)
-            raise self._api_error(error, token) from None
+            raise self._billed_run(self._api_error(error, token), request.model, prediction, clock) from None
         except httpx.TimeoutException as error:
             self._cancel_unfinished(client, prediction)
-            raise ProviderTimeout(f"Replicate did not answer in time ({type(error).__name__})",
-                                  provider=self.name) from None
+            raise self._billed_run(ProviderTimeout(f"Replicate did not answer in time ({type(error).__name__})",
+                                                   provider=self.name), request.model, prediction, clock) from None
         except httpx.TransportError as error:
             self._cancel_unfinished(client, prediction)
-            raise ProviderFailure(f"cannot reach Replicate: {type(error).__name__}: {scrub(str(error), token)}",
-                                  provider=self.name, retryable=True) from None
+            raise self._billed_run(ProviderFailure(f"cannot reach Replicate: {type(error).__name__}: "
+                                                   f"{scrub(str(error), token)}", provider=self.name, retryable=True),
+                                   request.model, prediction, clock) from None
 
         metrics = prediction.metrics or {}
         usage = {"prediction_id": prediction.id, "predict_time": metrics.get("predict_time"),
@@ -192,16 +202,26 @@ class ReplicateProvider(CloudProvider):
         return self._retrying(lambda: client.models.predictions.create(model=(owner, name), input=inputs),
                               ctx, deadline, token)
 
-    def _wait(self, client, prediction, ctx: RunContext, deadline: Deadline, token: str):
-        """Poll until the prediction ends. Leaving by an error lets ``generate`` cancel it."""
+    def _wait(self, client, prediction, ctx: RunContext, deadline: Deadline, token: str, clock: "_RunClock"):
+        """Poll until the prediction ends, or until it has run past ``clock.limit`` seconds. Leaving
+        by an error lets ``generate`` cancel it."""
         while prediction.status not in TERMINAL:
-            if ctx.cancel.wait(min(client.poll_interval, deadline.remaining())):
+            running = prediction.status == "processing"
+            clock.running = clock.running or running
+            if running and clock.left() <= 0:
+                raise ProviderTimeout(
+                    f"the prediction {prediction.id} ran past the {clock.limit:g} s this model may run (the "
+                    f"most its reserved cost covers); it was cancelled", provider=self.name)
+            wait = min(client.poll_interval, deadline.remaining(), clock.left() if running else float("inf"))
+            if ctx.cancel.wait(max(wait, 0.0)):
                 raise Cancelled("cancelled by the user; the Replicate prediction is being cancelled too",
                                 provider=self.name)
             if deadline.expired():
                 raise ProviderTimeout(
                     f"Replicate did not finish within {ctx.timeout:g} s; the prediction was cancelled",
                     provider=self.name)
+            if prediction.status == "starting":  # still not running when this poll goes out
+                clock.not_started(time.monotonic())
             try:
                 prediction = self._retrying(lambda: client.predictions.get(prediction.id), ctx, deadline, token)
             except _StatusOutsideSDK as outside:
@@ -341,6 +361,18 @@ class ReplicateProvider(CloudProvider):
         return ProviderFailure(f"the model failed on Replicate: {text}", provider=self.name)
 
     @staticmethod
+    def _billed_run(error: StudioError, model: ModelInfo, prediction, clock: "_RunClock") -> StudioError:
+        """``error``, carrying what the abandoned prediction can have been billed when it had started
+        running at a per-second price: its run so far (measured from the last moment it was known
+        not to be running) plus the time a cancel takes to land, at most the run limit's worth."""
+        if error.cost is not None or not clock.running or model.price.get("kind") != "per_second":
+            return error
+        ran = clock.elapsed() if clock.limit is None else min(clock.elapsed(), clock.limit)
+        seconds = ran + CANCEL_MARGIN_SECONDS
+        error.cost = round(seconds * float(model.price["usd_per_second"]), 6)
+        return error
+
+    @staticmethod
     def _cost(model: ModelInfo, metrics: dict[str, Any], count: int) -> float | None:
         """USD of a finished prediction: ``count`` outputs at a per-image price, or its reported
         ``predict_time`` at a per-second one; None when it reports neither (no outputs to count, no
@@ -377,6 +409,29 @@ class ReplicateProvider(CloudProvider):
     def _remember_retry_after(self, response) -> None:
         if response.status_code == 429:
             self._last_answer.retry_after = parse_retry_after(response.headers)
+
+
+class _RunClock:
+    """How long a prediction can have been running (billed), seen from here: measured from the last
+    moment it was known not to be running (the create, or a poll that still answered "starting"),
+    so it is never less than Replicate's own ``predict_time``. ``limit``: seconds it may run
+    (None: no limit but the request's deadline)."""
+
+    def __init__(self, limit: float | None):
+        self.limit = limit
+        self.running = False  # whether a poll has seen it running (billed from then on)
+        self._since = time.monotonic()
+
+    def not_started(self, moment: float) -> None:
+        """The prediction was not yet running at ``moment`` (``time.monotonic()``)."""
+        self._since = moment
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._since
+
+    def left(self) -> float:
+        """Seconds it may still run; infinite without a limit."""
+        return float("inf") if self.limit is None else self.limit - self.elapsed()
 
 
 class _StatusOutsideSDK(Exception):

@@ -25,7 +25,12 @@ Price entry fields used here (all optional except ``kind`` and the kind's own fi
 - ``text_output_tokens`` / ``max_text_output_tokens``: text (or thinking) tokens a call is
   typically / at most expected to write besides the image.
 - ``images_per_call``: how many images one API call makes (input is billed once per call).
-- A per-second price is bounded by the request's own timeout, at which the provider cancels the run.
+- ``max_seconds`` (per-second prices): the longest one image may run at the model's default steps,
+  from the run time its provider publishes (Replicate's model page: "predictions typically complete
+  within N seconds", with room above it). A request may run ``max_seconds`` x images x (steps asked
+  / default steps, at least 1), never past its timeout (``run_limit``); the provider cancels the run
+  when it passes that, so the bound is that many seconds plus ``CANCEL_MARGIN_SECONDS`` for the
+  cancel to land. Without ``max_seconds`` the request's timeout is the limit.
 - ``checked_on`` / ``source``: when and where the price was last compared with the provider's list;
   ``checked_on`` null with ``unverified`` saying why, where no published list could be read.
 """
@@ -49,6 +54,9 @@ CHARS_PER_TOKEN = 4
 # A token is at least one byte of UTF-8, so a text of B bytes is at most B tokens: the bound.
 # Providers add a few words around the prompt (the variation and inpaint instructions, "Avoid: ...").
 INSTRUCTION_TOKENS = 64
+# A per-second run the provider is asked to cancel may still bill this long before it stops (our
+# poll noticing, the cancel request, the model's worker stopping).
+CANCEL_MARGIN_SECONDS = 5.0
 # Gemini's image sizes, as the long side in pixels (its ``image_size`` option).
 GEMINI_IMAGE_SIZES = {"1K": 1024, "2K": 2048, "4K": 4096}
 
@@ -105,7 +113,7 @@ def quote(prepared: "PreparedRequest", *, timeout: float) -> CostQuote:
         return CostQuote(0.0, 0.0)
     if kind == "per_second":
         expected = price_per_image(price, width, height) * n
-        most = float(price["usd_per_second"]) * max(float(timeout), 0.0)
+        most = float(price["usd_per_second"]) * (run_limit(prepared, timeout=timeout) + CANCEL_MARGIN_SECONDS)
         return CostQuote(round(expected, 6), round(max(expected, most), 6))
     if kind == "per_image_by_quality":
         quality = prepared.quality or model.default_quality
@@ -142,6 +150,20 @@ def quote(prepared: "PreparedRequest", *, timeout: float) -> CostQuote:
         # Text output (thinking included) is the model's own choice: no request field caps it.
         exact = not rates["text_output"]
     return CostQuote(round(expected, 6), round(max(most, expected), 6), exact)
+
+
+def run_limit(prepared: "PreparedRequest", *, timeout: float) -> float:
+    """Seconds a per-second-priced request may run before the provider cancels it: the catalog's
+    ``max_seconds`` per image x images x (steps asked / the model's default steps, at least 1), at
+    most ``timeout`` (the request's deadline, seconds); ``timeout`` without ``max_seconds``."""
+    timeout = max(float(timeout), 0.0)
+    per_image = prepared.model.price.get("max_seconds")
+    if per_image is None:
+        return timeout
+    steps = prepared.model.steps
+    default_steps = steps.default if steps is not None and steps.default else None
+    scale = max(1.0, (prepared.steps or default_steps) / default_steps) if default_steps else 1.0
+    return min(timeout, float(per_image) * prepared.n * scale)
 
 
 def input_image_count(prepared: "PreparedRequest") -> int:

@@ -13,6 +13,9 @@ class StudioError(Exception):
 
     kind = "error"
     retryable = False
+    # USD the provider billed for a request that failed after it ran (a Replicate run cancelled at its
+    # limit or by the user, a failed prediction's GPU seconds), when known; the studio books it.
+    cost: float | None = None
 
     def __init__(self, message: str, *, provider: str | None = None):
         super().__init__(message)

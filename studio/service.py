@@ -357,9 +357,13 @@ class Studio:
         image (UnusableResult) is booked at the cost its answer's usage reports, whether the provider
         found the answer unusable (``error.cost``) or the studio did on decoding it (``result.cost``);
         only without any reported usage at the reserved bound (the most it can have cost), so unusable
-        answers still count against the budget. Other failures were not billed: nothing."""
+        answers still count against the budget. Any other failure is booked at the cost the provider
+        attached to it (``error.cost``: a run that was billed before it was stopped), else nothing."""
         if not isinstance(error, UnusableResult):
-            return 0.0
+            if error.cost:
+                log.warning("%s/%s request %s failed after it was billed; booking $%.6f",
+                            prepared.provider, prepared.model.id, request_id, error.cost)
+            return float(error.cost or 0.0)
         reported = error.cost if error.cost is not None else result.cost if result is not None else None
         billed = quote.bound if reported is None else reported
         log.warning("%s/%s request %s was billed without a usable image; booking $%.6f",

@@ -26,6 +26,7 @@ from tests.fakes.prepared import prepared
 
 LONG_PROMPT = ("a lighthouse on a rocky coast at dusk, waves breaking, gulls, warm windows, " * 60)[:4000]
 WORKERS = 8
+SDXL = "stability-ai/sdxl:39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b"
 
 
 @pytest.fixture
@@ -191,11 +192,44 @@ def catalog():
     return Catalog()
 
 
-def test_per_second_prices_are_bounded_by_the_request_timeout(catalog):
-    model = catalog.model("replicate", "stability-ai/sdxl:39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b")
-    quote = costs.quote(prepared(model, n=2), timeout=120)
-    assert quote.estimate == pytest.approx(0.000975 * 8 * 2)
-    assert quote.bound == pytest.approx(0.000975 * 120)  # the provider cancels the run at the deadline
+def test_per_second_prices_are_bounded_by_the_models_run_limit(catalog):
+    """SDXL on Replicate may run 30 s per image at its default steps (its page: typically 8 s); the
+    bound is that plus the time a cancel takes to land, not the 300 s request timeout ($0.29)."""
+    model = catalog.model("replicate", SDXL)
+    one = costs.quote(prepared(model), timeout=300)
+    assert one.estimate == pytest.approx(0.000975 * 8)
+    assert one.bound == pytest.approx(0.000975 * (30 + costs.CANCEL_MARGIN_SECONDS))  # $0.034, was $0.29
+    two = costs.quote(prepared(model, n=2, steps=50), timeout=300)  # twice the images, twice the default steps
+    assert costs.run_limit(prepared(model, n=2, steps=50), timeout=300) == pytest.approx(120)
+    assert two.bound == pytest.approx(0.000975 * (120 + costs.CANCEL_MARGIN_SECONDS))
+    most = prepared(model, n=4, steps=100)  # 480 s of run time would pass the deadline: the deadline limits it
+    assert costs.run_limit(most, timeout=300) == 300
+
+
+def test_a_replicate_run_past_its_limit_is_cancelled_and_booked_within_its_bound(studio_home, cloud_fake):
+    """The limit is enforced: a prediction still running when it passes is cancelled on Replicate,
+    and what it can have been billed (its run so far and the cancel's margin) is booked, never more
+    than the bound reserved for it."""
+    from studio.errors import ProviderTimeout
+
+    price = dict(Catalog().model("replicate", SDXL).price, max_seconds=0.3)
+    (studio_home / "catalog").mkdir(parents=True, exist_ok=True)
+    (studio_home / "catalog" / "replicate.json").write_text(json.dumps({"models": [{"id": SDXL, "price": price}]}))
+    fake = cloud_fake("replicate")
+    fake.outcome = "never"  # runs until cancelled
+    studio = Studio(home=studio_home)
+    studio.settings.daily_budget = 1.0
+    try:
+        request = GenerationRequest(prompt="a fox", provider="replicate", model=SDXL)
+        bound = studio.quote(request, timeout=20).bound
+        with pytest.raises(ProviderTimeout, match="ran past the 0.3 s this model may run"):
+            studio.generate(request, timeout=20)
+        booked = studio.spent_today()
+    finally:
+        studio.close()
+    assert fake.cancelled == list(fake.predictions)  # the one prediction was stopped on Replicate
+    # Booked: the run it can have had (at most its 0.3 s limit) and the cancel's margin, within the bound.
+    assert 0 < booked <= 0.000975 * (0.3 + costs.CANCEL_MARGIN_SECONDS) + 1e-6 and booked <= bound
 
 
 def test_fixed_prices_are_their_own_bound(catalog):
@@ -290,8 +324,6 @@ def test_a_reservation_made_before_midnight_still_counts_after_it(echo_studio):
 
 
 # -- an answer billed without a usable image is booked at the usage it reported --------------------------
-
-SDXL = "stability-ai/sdxl:39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b"
 
 
 def booked_for_unusable(studio: Studio, request: GenerationRequest) -> float:
