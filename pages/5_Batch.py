@@ -96,7 +96,7 @@ with new_batch:
                                persist_state=PERSIST,
                                help="per-scene: seed, seed+1, … (each scene its own); fixed: the same seed for "
                                     "every scene (a consistent look). The seed box below sets the first one.")
-        scenes_at_once = concurrency_bounds(ctx.studio.provider(provider))
+        scenes_at_once = concurrency_bounds(ctx.studio.provider(provider), ctx.studio.settings)
         concurrency = int(bounded_slider("Scenes at once", scenes_at_once, f"batch_concurrency_{provider}",
                                          help=f"{provider} allows up to {scenes_at_once.max:g} request(s) at once"))
         webhook = st.text_input("Webhook URL (optional)", key="batch_webhook", persist_state=PERSIST,

@@ -62,6 +62,20 @@ def _names(value: Any) -> Any:
     return value  # anything else is refused by the field's type
 
 
+def _counts(value: Any) -> Any:
+    """A table setting of whole numbers: "openai=8,replicate=2" in the environment, a table in studio.toml."""
+    if not isinstance(value, str):
+        return value  # a studio.toml table; anything else is refused by the field's type
+    pairs: dict[str, str] = {}
+    for entry in value.split(","):
+        if entry.strip():
+            name, sep, number = entry.partition("=")
+            if not sep or not name.strip():
+                raise ValueError(f"{entry.strip()[:40]!r} is not name=number")
+            pairs[name.strip()] = number.strip()
+    return pairs
+
+
 @dataclass
 class Settings:
     """Every setting, validated by pydantic when built (``Settings.load`` names the source of a bad
@@ -100,6 +114,11 @@ class Settings:
     # 3.x alone would pick v1, which does not. STUDIO_GEMINI_API_VERSION or [gemini] api_version.
     gemini_api_version: Annotated[str, AfterValidator(api_version)] = Field(
         "v1beta", description="an API version such as v1beta or v1")
+    # Requests a batch runs at once against a provider, by provider name; a provider not named keeps its
+    # own limit (Provider.max_concurrency: 4 for a cloud API, 1 for the local model).
+    provider_concurrency: Annotated[dict[str, Annotated[int, Field(ge=1)]], BeforeValidator(_counts)] = Field(
+        default_factory=dict, description="provider=number pairs, each 1 or more, comma-separated (a table in "
+                                          "studio.toml), e.g. openai=8,replicate=2")
     session_keys: dict[str, str] = field(default_factory=dict, repr=False)  # pasted by a user, never stored
 
     @classmethod
@@ -146,6 +165,12 @@ class Settings:
                 return os.environ[name]
         return _streamlit_secret(names)
 
+    def concurrency_limit(self, provider: Any) -> int:
+        """Requests a batch may run at once against ``provider`` (a ``Provider``): this studio's
+        ``provider_concurrency`` figure for its name, else the provider's own ``max_concurrency``; 1 or more."""
+        configured = self.provider_concurrency.get(provider.name)
+        return max(1, int(configured if configured is not None else getattr(provider, "max_concurrency", 1) or 1))
+
     def model_for_user(self, user: str) -> str:
         return self.user_models.get(user, self.local_model)
 
@@ -164,6 +189,7 @@ _SOURCES: dict[str, tuple[str | None, str | None, str]] = {
     "rate_limit_max_hold": ("STUDIO_RATE_LIMIT_MAX_HOLD", None, "rate_limit_max_hold"),
     "job_stale_seconds": ("STUDIO_JOB_STALE_SECONDS", None, "job_stale_seconds"),
     "gemini_api_version": ("STUDIO_GEMINI_API_VERSION", "gemini", "api_version"),
+    "provider_concurrency": ("STUDIO_PROVIDER_CONCURRENCY", None, "provider_concurrency"),
 }
 
 

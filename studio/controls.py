@@ -5,7 +5,7 @@ both Streamlit and Gradio refuse a default outside the range, so the bounds are 
 from the model's catalog entry (``ModelInfo``) and the provider, never in a page:
 
     bounds = setting_bounds(model, "image-to-image")   # {"n": Bounds, "steps": Bounds | None, ...}
-    scenes = concurrency_bounds(studio.provider(name))  # how many batch scenes may run at once
+    scenes = concurrency_bounds(studio.provider(name), studio.settings)  # batch scenes at once
 
 A setting the model does not have is ``None`` (no widget). A setting with one possible value is a
 ``Bounds`` whose ``fixed`` is true: show its value as text, not as a slider.
@@ -102,10 +102,12 @@ def default_format(model: ModelInfo) -> str:
     return "png" if "png" in formats else formats[0]
 
 
-def concurrency_bounds(provider) -> Bounds:
-    """Batch scenes run at once against ``provider``: 1 up to its ``max_concurrency`` (a local model
-    runs one at a time, so its bounds are fixed at 1). Default: as many as the provider allows."""
-    limit = max(1, int(getattr(provider, "max_concurrency", 1) or 1))
+def concurrency_bounds(provider, settings=None) -> Bounds:
+    """Batch scenes run at once against ``provider``: 1 up to its limit, ``settings.concurrency_limit``
+    (``studio.config.Settings``; without settings the provider's own ``max_concurrency``; a local
+    model runs one at a time, so its bounds are fixed at 1). Default: as many as allowed."""
+    limit = settings.concurrency_limit(provider) if settings is not None else max(
+        1, int(getattr(provider, "max_concurrency", 1) or 1))
     return _bounds(1, limit, limit, 1, integer=True)
 
 

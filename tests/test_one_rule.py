@@ -126,3 +126,51 @@ def test_a_pixel_size_for_a_ratio_model_is_made_as_its_nearest_ratio_and_said_so
     assert prepared.warnings == [f"{model_id} takes aspect ratios, not pixel sizes: 1344x768 is made as 16:9 "
                                  "(1360x768)"]
     assert cache_key(studio, asked) == cache_key(studio, offered)
+
+
+# -- silent corrections: the batch concurrency cap is a setting, and going over it is said ---------
+
+
+def test_more_scenes_at_once_than_the_provider_allows_is_a_warning_not_a_silent_cap(echo_studio):
+    from studio.jobs.manager import JobManager
+
+    manager = JobManager(echo_studio)
+    try:
+        limit = echo_studio.settings.concurrency_limit(echo_studio.provider("echo"))
+        preview = manager.preview("a\nb", provider="echo", concurrency=limit + 4)
+        assert preview.job.concurrency == limit
+        assert preview.warnings == [f"{limit + 4} scenes at once asked; echo runs at most {limit} requests at once, "
+                                    f"so {limit} run at a time (STUDIO_PROVIDER_CONCURRENCY=echo=N raises the limit)"]
+        assert manager.preview("a\nb", provider="echo", concurrency=limit).warnings == []
+    finally:
+        manager.close(wait=5)
+
+
+def test_the_concurrency_cap_is_a_setting_used_by_the_runner_the_preview_and_the_batch_page(studio_home,
+                                                                                          monkeypatch):
+    from studio.controls import concurrency_bounds
+    from studio.jobs.manager import JobManager
+    from tests.fakes import echo_provider
+
+    echo_provider.install(studio_home / "catalog")
+    monkeypatch.setenv("STUDIO_PROVIDER_CONCURRENCY", "echo=9")
+    studio = Studio(studio_home)
+    manager = JobManager(studio)
+    try:
+        echo = studio.provider("echo")
+        assert echo.max_concurrency < 9  # the provider's own figure is overridden, not raised by chance
+        assert studio.settings.concurrency_limit(echo) == 9
+        assert concurrency_bounds(echo, studio.settings).max == 9  # the Batch page's slider
+        preview = manager.preview("a\nb", provider="echo", concurrency=9)
+        assert preview.job.concurrency == 9 and preview.warnings == []
+    finally:
+        manager.close(wait=5)
+        studio.close()
+
+
+def test_a_bad_concurrency_setting_is_one_clear_error(studio_home, monkeypatch):
+    from studio.config import Settings, SettingsError
+
+    monkeypatch.setenv("STUDIO_PROVIDER_CONCURRENCY", "openai=0")
+    with pytest.raises(SettingsError, match="STUDIO_PROVIDER_CONCURRENCY='openai=0'.*provider=number"):
+        Settings.load(studio_home)

@@ -147,7 +147,7 @@ class JobManager:
         provider = self.studio.provider(opts.provider)
         model = provider.model(opts.model, opts.user)
         status = provider.status()
-        limit = max(1, int(provider.max_concurrency or 1))
+        limit = self.studio.settings.concurrency_limit(provider)  # a setting (provider_concurrency)
         if opts.concurrency is not None and int(opts.concurrency) < 1:
             raise InvalidRequest("concurrency must be at least 1")
         # Scene seeds wrap in the provider's own range (validation.nth_seed), as a request's images do.
@@ -167,6 +167,10 @@ class JobManager:
             # the operator's secret, so such a job gets its own; the front end shows it once.
             job.options[JOB_SECRET_OPTION] = new_secret()
         items, errors, warnings = [], [], []
+        if opts.concurrency is not None and int(opts.concurrency) > limit:
+            warnings.append(f"{int(opts.concurrency)} scenes at once asked; {provider.name} runs at most {limit} "
+                            f"requests at once, so {limit} run at a time (STUDIO_PROVIDER_CONCURRENCY="
+                            f"{provider.name}=N raises the limit)")
         for scene in parsed.scenes:
             if "seed" in scene.overrides:
                 seed = scene.overrides["seed"]

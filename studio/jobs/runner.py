@@ -1,7 +1,7 @@
 """Who runs the items: the ``Runner`` interface and the embedded default, worker threads.
 
 ``ThreadRunner`` runs each job with up to ``concurrency`` worker threads, and every provider behind
-a shared ``ProviderGate``: at most ``Provider.max_concurrency`` requests at once across all jobs
+a shared ``ProviderGate``: at most ``Settings.concurrency_limit(provider)`` requests at once across all jobs
 (several for cloud APIs, one for the local model on its device). A rate limit does not fail the
 item: the item goes back to the queue and the gate makes every worker of that provider wait out
 the backoff, with fewer requests in flight until calls succeed again.
@@ -311,7 +311,7 @@ class ThreadRunner(Runner):
             job = self._take(job_id)
             run = self._runs.get(job_id)
             if run is None:
-                limit = max(1, int(getattr(self.studio.provider(job.provider), "max_concurrency", 1) or 1))
+                limit = self.studio.settings.concurrency_limit(self.studio.provider(job.provider))
                 self._gates.setdefault(job.provider, ProviderGate(limit))
                 run = _Run(job, wanted=max(1, min(job.concurrency, limit)))
                 self._runs[job_id] = run
