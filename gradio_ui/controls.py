@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import gradio as gr
 
@@ -17,10 +17,12 @@ from studio import costs
 from studio.catalog import ModelInfo
 from studio.controls import Bounds, default_format, setting_bounds
 from studio.errors import InvalidRequest, StudioError
+from studio.estimates import cost_preview
 from studio.options import describe as describe_options
 from studio.options import example as example_options
 from studio.service import Studio
 from studio.sizes import size_choices  # the one rule for the sizes a model offers (Streamlit's too)
+from studio.types import GenerationRequest
 from studio.usertext import markdown_literal
 from studio.validation import parse_size
 
@@ -57,7 +59,6 @@ def model_props(model: ModelInfo, mode: str, status: str = "") -> dict[str, dict
             return {"visible": False}
         return {"visible": True, "minimum": setting.min, "maximum": setting.max, "value": setting.default,
                 "step": setting.step}
-
 
     formats = list(model.output_formats) or ["png"]
     choices = size_choices(model)
@@ -139,8 +140,7 @@ class ModelControls:
                 steps = gr.Slider(label="Steps", **props["steps"])
                 guidance = gr.Slider(label="Guidance", **props["guidance"])
             options = gr.Textbox(label="Provider options (JSON object)", lines=1, **props["options"])
-        estimate = gr.Markdown(estimate_text(studio, provider, models[0].id if models else None,
-                                             props["size"]["value"], 1, props["quality"]["value"]))
+        estimate = gr.Markdown()  # filled by wire_estimate once there is a prompt
         controls = cls(studio, mode, provider_box, model_box, about, negative, size, n, seed, steps, guidance,
                        strength, quality, output_format, options, estimate)
         controls._wire()
@@ -152,14 +152,33 @@ class ModelControls:
     def _wire(self) -> None:
         self.provider.change(self.on_provider, [self.provider], [self.model], api_visibility="private",
                              queue=False)
-        estimate_inputs = [self.provider, self.model, self.size, self.n, self.quality]
-        # The estimate follows the settings update (.then): run side by side, it would read the old
-        # size against the new model's list of sizes.
-        self.model.change(self.on_model, [self.provider, self.model], self._settings(), api_visibility="private",
-                          queue=False).then(self.on_estimate, estimate_inputs, [self.estimate],
-                                            api_visibility="private", queue=False)
-        gr.on([self.size.input, self.n.input, self.quality.input], self.on_estimate, estimate_inputs, [self.estimate],
-              api_visibility="private", queue=False)
+        # The estimate (``wire_estimate``) follows this settings update (.then): run side by side, it
+        # would read the old size against the new model's list of sizes.
+        self._model_changed = self.model.change(self.on_model, [self.provider, self.model], self._settings(),
+                                                api_visibility="private", queue=False)
+
+    def wire_estimate(self, inputs: set, request_for: Callable[..., Any], *,
+                      reads: set = frozenset()) -> None:
+        """Keep the estimate line showing ``studio.estimates.cost_preview`` of the request the tab
+        would run, as the Streamlit pages show it: ``request_for(values, request, profile)`` builds
+        that request (prompt, style, input images included; None while there is nothing to run; or
+        ``(request, count)`` for ``count`` such requests, as scene variations make) from the values
+        of ``inputs``, ``reads`` (read, not watched: the visitor's token) and these controls.
+        Recomputed after a model change and whenever one of ``inputs`` or the settings changes."""
+        watched = self.inputs() | set(inputs) | set(reads)
+
+        def on_estimate(values: dict, request: gr.Request, profile: gr.OAuthProfile | None):
+            try:
+                wanted = request_for(values, request, profile)
+            except (StudioError, LookupError, ValueError, TypeError, OSError):  # being typed: no line yet
+                return ""
+            wanted, count = wanted if isinstance(wanted, tuple) else (wanted, 1)
+            return estimate_text(self.studio, wanted, count=count)
+
+        self._model_changed.then(on_estimate, watched, [self.estimate], api_visibility="private", queue=False)
+        own = [self.size.input, self.n.input, self.quality.input, self.negative.input, self.options.input]
+        gr.on(own + [component.change for component in inputs], on_estimate, watched, [self.estimate],
+              api_visibility="private", queue=False, trigger_mode="always_last")
 
     # -- events -----------------------------------------------------------------------------
 
@@ -177,9 +196,6 @@ class ModelControls:
         # A ready provider's reason is worth seeing too ("... downloads on first use (2.6 GB)").
         updates = model_updates(model, self.mode, status.reason)
         return [updates[name] for name in self.SETTINGS]
-
-    def on_estimate(self, provider: str, model_id: str, size: str, n: float, quality: str | None):
-        return estimate_text(self.studio, provider, model_id, size, n, quality)
 
     # -- reading the values -----------------------------------------------------------------
 
@@ -217,16 +233,15 @@ class ModelControls:
         return fields
 
 
-def estimate_text(studio: Studio, provider: str | None, model_id: str | None, size: str, n: float,
-                  quality: str | None) -> str:
-    """"Estimated cost: $x" for the current settings (empty when they do not parse yet)."""
+def estimate_text(studio: Studio, request: GenerationRequest | None, *, count: int = 1) -> str:
+    """``studio.estimates.cost_preview``'s line for the request a tab would run (input text and images
+    included: the same line Streamlit shows); empty while there is none or it does not prepare yet."""
+    if request is None:
+        return ""
     try:
-        model = studio.provider(provider).model(model_id or None)
-        width, height = parse_size(size)
-        usd = costs.estimate(model, width=width, height=height, n=int(n or 1), quality=quality or None)
+        return cost_preview(studio, request, count=count).text()
     except (StudioError, LookupError, ValueError, KeyError, TypeError):
         return ""
-    return "Estimated cost: **free**" if usd == 0 else f"Estimated cost: **${usd:.4f}**"
 
 
 def provider_choices_for(studio: Studio) -> tuple[list[tuple[str, str]], dict[str, str]]:

@@ -22,6 +22,7 @@ from studio.controls import Bounds, variation_count_bounds
 from studio.errors import InvalidRequest, StudioError
 from studio.masks import mask_from_layers
 from studio.service import GenerationResult
+from studio.types import GenerationRequest, Mode
 from studio.usertext import markdown_literal
 
 PRIVATE = {"api_visibility": "private"}
@@ -193,6 +194,13 @@ def build_generate_tab(ctx: AppContext) -> CreateTab:
                                     tags=values[tags] or "", progress=progress, cancel=cancel, **fields,
                                     **finishing.fields(values))
 
+    def estimated(values: dict, request: gr.Request, profile: gr.OAuthProfile | None) -> GenerationRequest | None:
+        if not (values[prompt] or "").strip():
+            return None
+        return GenerationRequest(prompt=values[prompt], style=values[style], user=ctx.owner(values, request, profile),
+                                 **controls.request_fields(values), **finishing.fields(values))
+
+    controls.wire_estimate({prompt, style} | finishing.inputs(), estimated, reads={ctx.token})
     wire_run(ctx, go, stop, prompt, controls.inputs() | finishing.inputs() | {prompt, style, category, tags}, status,
              work)
     return CreateTab(panel, status)
@@ -225,6 +233,16 @@ def build_edit_tab(ctx: AppContext) -> CreateTab:
         return ctx.actions.edit(owner, values[prompt], mask=mask_from_editor(value), progress=progress,
                                 cancel=cancel, **source, **controls.request_fields(values), **finishing.fields(values))
 
+    def estimated(values: dict, request: gr.Request, profile: gr.OAuthProfile | None) -> GenerationRequest | None:
+        value = values[editor] or {}
+        if value.get("background") is None or not (values[prompt] or "").strip():
+            return None
+        mask = mask_from_editor(value)
+        return GenerationRequest(prompt=values[prompt], mode=Mode.INPAINT if mask is not None else Mode.IMAGE_TO_IMAGE,
+                                 init_image=value["background"], mask=mask, user=ctx.owner(values, request, profile),
+                                 **controls.request_fields(values), **finishing.fields(values))
+
+    controls.wire_estimate({editor, prompt} | finishing.inputs(), estimated, reads={ctx.token})
     wire_run(ctx, go, stop, prompt, controls.inputs() | finishing.inputs() | {editor, source_id, prompt}, status, work)
     return CreateTab(panel, status, source_id, source_note, editor)
 
@@ -286,6 +304,26 @@ def build_variations_tab(ctx: AppContext) -> CreateTab:
         return ctx.actions.variations(owner, prompt=values[prompt], n=int(how_many), scene=values[scene],
                                       progress=progress, cancel=cancel, **picked, **fields, **finishing.fields(values))
 
+    def estimated(values: dict, request: gr.Request, profile: gr.OAuthProfile | None):
+        """As the Streamlit Variations page: the source's own prompt when none is written, one request
+        of ``count`` images, or ``count`` requests of one for scene variations."""
+        owner = ctx.owner(values, request, profile)
+        text = (values[prompt] or "").strip()
+        if not text and values[source_id]:
+            record = ctx.studio.get_image(values[source_id], owner)
+            text = record.user_prompt or record.prompt
+        if not text:
+            return None
+        fields = controls.request_fields(values)
+        fields.pop("n", None)
+        limits = variation_count(ctx, chosen_model(values[controls.provider], values[controls.model]), values[scene])
+        how_many = int(limits.default if limits.fixed else limits.clamp(values[count] or limits.default))
+        init = Image.open(io.BytesIO(upload_bytes(values[source], "source image"))) if values[source] else None
+        wanted = GenerationRequest(prompt=text, mode=Mode.VARIATION, init_image=init, user=owner,
+                                   n=1 if values[scene] else how_many, **fields, **finishing.fields(values))
+        return wanted, how_many if values[scene] else 1
+
+    controls.wire_estimate({source, prompt, count, scene} | finishing.inputs(), estimated, reads={ctx.token, source_id})
     wire_run(ctx, go, stop, prompt, controls.inputs() | finishing.inputs() | {source, source_id, prompt, count, scene},
              status, work)
     return CreateTab(panel, status, source_id, source_note, source)

@@ -16,6 +16,7 @@ from studio import costs
 from studio.catalog import ModelInfo
 from studio.controls import DEFAULT_SIZE_RANGE, Bounds, default_format, free_size_bounds, setting_bounds
 from studio.errors import StudioError
+from studio.estimates import cost_preview
 from studio.identity import may_change
 from studio.imaging import EXTENSIONS, MIME_TYPES, load_image
 from studio.options import OptionSpec, coerce_options, option_specs, show_value
@@ -263,17 +264,12 @@ def style_picker(ctx, key: str) -> str | None:
 def show_estimate(ctx, request: GenerationRequest, *, count: int = 1) -> float | None:
     """The estimated cost, shown before the click. ``count`` multiplies it (e.g. scene variations)."""
     try:
-        amount = ctx.studio.estimate(request) * count
+        preview = cost_preview(ctx.studio, request, count=count)  # input (prompt, images) included
     except StudioError as error:
         st.warning(markdown_literal(error.message))
         return None
-    if amount <= 0:
-        st.caption("Estimated cost: **free** (runs on this machine)")
-    else:
-        budget = ctx.studio.settings.daily_budget
-        left = f" · ${max(0.0, budget - ctx.studio.spent_today()):.2f} left of today's budget" if budget else ""
-        st.caption(f"Estimated cost: **${amount:.4f}**{left}")
-    return amount
+    st.caption(preview.text())  # the same line as Gradio's, from the core
+    return preview.estimate
 
 
 # -- images and their actions --------------------------------------------------------------------

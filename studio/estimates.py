@@ -1,0 +1,46 @@
+"""The cost shown before the click, one rule for every front end.
+
+``cost_preview(studio, request)`` is what the Streamlit pages and Gradio's tabs show under their
+settings: the request's expected cost with its input priced in (prompt tokens, input images:
+``Studio.quote``), what today's budget holds while it runs (the quote's bound), and what is left of
+that budget. Both front ends print ``CostPreview.text()``, so the same inputs read the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from studio.service import Studio
+    from studio.types import GenerationRequest
+
+
+@dataclass
+class CostPreview:
+    """``estimate``: expected USD, input text and images included; ``bound``: the USD today's budget
+    holds while it runs; ``budget_left``: USD left of today's budget (None without a budget)."""
+
+    estimate: float
+    bound: float
+    budget_left: float | None = None
+
+    def text(self) -> str:
+        """One Markdown line: "Estimated cost: **$0.0051** · up to $0.0200 is held while it runs ·
+        $0.95 left of today's budget" (the last two only with a budget)."""
+        if self.estimate <= 0:
+            return "Estimated cost: **free** (runs on this machine)"
+        held = (f" · up to ${self.bound:.4f} is held while it runs"
+                if self.budget_left is not None and self.bound > self.estimate else "")
+        left = f" · ${self.budget_left:.2f} left of today's budget" if self.budget_left is not None else ""
+        return f"Estimated cost: **${self.estimate:.4f}**{held}{left}"
+
+
+def cost_preview(studio: "Studio", request: "GenerationRequest", *, count: int = 1) -> CostPreview:
+    """What every front end shows before the click: ``studio.quote(request)``'s estimate and bound
+    times ``count`` (requests of this kind, e.g. one per scene variation), and what is left of
+    today's budget. Raises what ``Studio.prepare`` raises for a request it would refuse."""
+    quote = studio.quote(request)
+    budget = studio.settings.daily_budget
+    left = None if budget is None else max(0.0, budget - studio.spent_today())
+    return CostPreview(round(quote.estimate * count, 6), round(quote.bound * count, 6), left)
