@@ -9,9 +9,10 @@ gives two figures from the model's price entry and the request itself:
   requests can never book more than the budget while each provider stays within its bound.
 
 After the request, the provider reports the actual cost (tokens, credits, GPU seconds) and the
-reservation is replaced by it. Where a provider can bill beyond anything we can compute up front
-(thinking tokens, a model's own text output), the quote says so (``exact=False``) and reserves the
-catalog's allowance for it; see ``quote``.
+reservation is replaced by it. Where a provider's output is its own choice (thinking tokens, a
+model's own text), the bound reserves the model's published output token limit when the catalog
+gives it; where it does not, the quote says so (``exact=False``) and reserves the catalog's
+allowance; see ``quote``.
 
 Price entry fields used here (all optional except ``kind`` and the kind's own fields):
 
@@ -24,6 +25,10 @@ Price entry fields used here (all optional except ``kind`` and the kind's own fi
   models without high fidelity). Gemini 3: 1,120 at the default media resolution, 2,240 the highest.
 - ``text_output_tokens`` / ``max_text_output_tokens``: text (or thinking) tokens a call is
   typically / at most expected to write besides the image.
+- ``output_token_limit``: the model's published output token limit per call (Gemini image models:
+  32,768). No request field caps a model's text and thinking output, but the model cannot write past
+  this limit, so the bound reserves it at the text output rate: a documented worst case, and the
+  quote is exact. Without it the bound holds ``max_text_output_tokens`` and says ``exact=False``.
 - ``images_per_call``: how many images one API call makes (input is billed once per call).
 - ``max_seconds`` (per-second prices): the longest one image may run at the model's default steps,
   from the run time its provider publishes (Replicate's model page: "predictions typically complete
@@ -142,13 +147,16 @@ def quote(prepared: "PreparedRequest", *, timeout: float) -> CostQuote:
         typical_image = float(price.get("input_image_tokens", 0))
         most_image = float(price.get("max_input_image_tokens", typical_image))
         typical_out = float(price.get("text_output_tokens", 0))
-        most_out_text = float(price.get("max_text_output_tokens", typical_out))
+        # The model's own output limit is the most it can write (and bill); else the catalog's allowance.
+        limit = price.get("output_token_limit")
+        most_out_text = float(limit) if limit else float(price.get("max_text_output_tokens", typical_out))
         expected += calls * (typical_text * rates["text_input"] + images_in * typical_image * rates["image_input"]
                              + typical_out * rates["text_output"])
         most += calls * (most_text * rates["text_input"] + images_in * most_image * rates["image_input"]
                          + most_out_text * rates["text_output"])
-        # Text output (thinking included) is the model's own choice: no request field caps it.
-        exact = not rates["text_output"]
+        # Text output (thinking included) is the model's own choice: no request field caps it, only
+        # the model's published output limit does.
+        exact = not rates["text_output"] or bool(limit)
     return CostQuote(round(expected, 6), round(max(most, expected), 6), exact)
 
 

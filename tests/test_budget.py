@@ -37,10 +37,11 @@ def openai_studio(studio_home, cloud_fake):
     studio.close()
 
 
-def gate_until_all_settled(fake, workers: int):
-    """Hold every request that reaches the fake until each worker has either reached it or been
-    refused by the budget, so all admitted requests hold their reservations at the same time.
-    Returns ``refused()``, which a worker calls when the studio refuses it."""
+def gate_until_all_settled(fake, workers: int, gated_call=lambda request: request.path.startswith("/v1/images/")):
+    """Hold every request that reaches the fake (``gated_call(what the fake's _answer takes)``: the
+    billed ones) until each worker has either reached it or been refused by the budget, so all
+    admitted requests hold their reservations at the same time. Returns ``refused()``, which a worker
+    calls when the studio refuses it."""
     state = threading.Condition()
     settled = [0]
     answer = fake._answer
@@ -51,7 +52,7 @@ def gate_until_all_settled(fake, workers: int):
             state.notify_all()
 
     def gated(request):
-        if request.path.startswith("/v1/images/"):
+        if gated_call(request):
             settle()
             with state:
                 if not state.wait_for(lambda: settled[0] >= workers, timeout=60):
@@ -62,8 +63,8 @@ def gate_until_all_settled(fake, workers: int):
     return settle
 
 
-def run_concurrently(studio: Studio, fake, make_call) -> list[str]:
-    refused = gate_until_all_settled(fake, WORKERS)
+def run_concurrently(studio: Studio, fake, make_call, **gate) -> list[str]:
+    refused = gate_until_all_settled(fake, WORKERS, **gate)
     barrier = threading.Barrier(WORKERS)
     outcomes: list[str] = []
     errors: list[BaseException] = []
@@ -249,7 +250,32 @@ def test_gemini_tiers_follow_the_image_size_option_and_count_input(catalog):
     edit = costs.quote(prepared(flash, mode=Mode.INPAINT, init_image=Image.new("RGB", (64, 64)),
                                 mask=Image.new("L", (64, 64))), timeout=300)
     assert edit.bound - small.bound == pytest.approx(2 * 2240 * 0.5 / 1e6)  # two input images at most
-    assert not small.exact  # Gemini may write (and bill) text and thinking beyond any bound
+    # No request field caps Gemini's text and thinking, but the model cannot write past its published
+    # output limit (32,768 tokens): the bound reserves that, so it holds whatever the model writes.
+    assert small.exact and small.bound >= 0.067 + 32768 * 3.0 / 1e6
+
+
+def test_eight_concurrent_gemini_requests_that_think_at_length_never_book_past_the_budget(studio_home,
+                                                                                          cloud_fake):
+    """Finding 1: a provider billing above our bound. Gemini 3 Pro Image may think (billed as text
+    output) far past the catalog's typical allowance; the fake reports 30,000 thinking tokens per
+    answer (within the model's 32,768 output limit). The old bound (2,000 text tokens) admitted six
+    $0.16 reservations against $1, which booked about $2.9."""
+    fake = cloud_fake("gemini")
+    fake.thought_tokens = 30_000
+    studio = Studio(home=studio_home)
+    studio.settings.daily_budget = budget = 1.0
+    try:
+        outcomes = run_concurrently(studio, fake, lambda index: studio.generate(GenerationRequest(
+            prompt=f"{index} a lighthouse at dusk", provider="gemini", model="gemini-3-pro-image")),
+            gated_call=lambda call: True)
+        booked = studio.spent_today()
+        rows = [r for r in studio.storage.index.generations() if r["status"] == "completed"]
+    finally:
+        studio.close()
+    assert outcomes.count("ok") == len(rows) >= 1
+    assert all(row["cost"] > 0.134 + 30_000 * 12.0 / 1e6 for row in rows)  # the thinking was billed
+    assert booked <= budget + 1e-9, f"booked ${booked:.4f} against a ${budget:.2f} budget"
 
 
 def test_openai_auto_quality_reserves_the_dearest_quality(catalog):

@@ -127,6 +127,9 @@ class GeminiFake:
         self.blocks_from_call = 1
         self.text_only: str | None = None
         self.thought_image_only = False
+        # thoughtsTokenCount a thinking model reports per answer (billed as text output; at most the
+        # model's output token limit, 32,768 for the image models, less the answer's other tokens)
+        self.thought_tokens = 180
         self.no_candidates = False
         self.delay = 0.0
         self.calls: list[Call] = []
@@ -259,7 +262,7 @@ class GeminiFake:
         parts: list[dict[str, Any]] = []
         thoughts = 0
         if call.model in THINKING_MODELS:
-            thoughts = 180
+            thoughts = self.thought_tokens
             parts.append({"text": "Planning the composition.", "thought": True})
             parts.append({"inlineData": {"mimeType": "image/png", "data": _b64(image_bytes(64, 64, "PNG", (9, 9, 9)))},
                           "thought": True})
