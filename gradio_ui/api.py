@@ -77,7 +77,7 @@ def build_api(ctx: AppContext) -> None:
         """Text to image. `options` is a JSON object of optional fields: negative_prompt, style, size
         ("WxH") or width and height, n, seed, steps, guidance, quality, output_format, compression,
         category, tags, extra (provider options), postprocess ({"upscale": 2, "enhance": true}), cache."""
-        with visitor_errors():
+        with visitor_errors(api=True):
             owner = ctx.owner({}, request, profile)
             ctx.access.check_may_generate(owner)
             made = ctx.actions.generate(owner, prompt or "", _text(provider), _text(model), progress=progress,
@@ -89,7 +89,7 @@ def build_api(ctx: AppContext) -> None:
              profile: gr.OAuthProfile | None = None, progress=gr.Progress()):
         """Image to image; with a mask (white = repaint, or paint on a transparent layer) it inpaints.
         Give an uploaded image or the id of one of your images."""
-        with visitor_errors():
+        with visitor_errors(api=True):
             owner = ctx.owner({}, request, profile)
             ctx.access.check_may_generate(owner)
             made = ctx.actions.edit(owner, prompt or "", image=upload_bytes(image, "image"), image_id=_text(image_id),
@@ -102,7 +102,7 @@ def build_api(ctx: AppContext) -> None:
                    request: gr.Request = None, profile: gr.OAuthProfile | None = None, progress=gr.Progress()):
         """N variations of an uploaded image, of one of your images (by id), or of a prompt.
         `scene` varies framing and lighting instead of only the seed."""
-        with visitor_errors():
+        with visitor_errors(api=True):
             owner = ctx.owner({}, request, profile)
             ctx.access.check_may_generate(owner)
             fields = request_fields(options)
@@ -125,7 +125,7 @@ def build_api(ctx: AppContext) -> None:
         signed with a secret made for this job, returned once as `webhook_secret` in the answer:
         X-Studio-Signature is sha256=HMAC-SHA256 of "<X-Studio-Timestamp>.<raw body>").
         Returns when the job stops; progress is reported per scene."""
-        with visitor_errors():
+        with visitor_errors(api=True):
             owner = ctx.owner({}, request, profile)
             ctx.access.check_may_generate(owner)
             job = ctx.actions.run_batch(owner, script or "", name=_text(name), format=_text(format) or None,
@@ -142,14 +142,14 @@ def build_api(ctx: AppContext) -> None:
     def providers_list():
         """Every provider with its state (ready / missing_key / unavailable), its models and their
         capabilities and prices, plus the style presets."""
-        with visitor_errors():
+        with visitor_errors(api=True):
             return ctx.actions.providers()
 
     def history(search: str = "", provider: str = "", model: str = "", tag: str = "", category: str = "",
                 limit: float = 24, offset: float = 0, request: gr.Request = None,
                 profile: gr.OAuthProfile | None = None):
         """A page of your own images, newest first: the files and their records."""
-        with visitor_errors():
+        with visitor_errors(api=True):
             owner = ctx.owner({}, request, profile)
             page = ctx.actions.history(owner, search=_text(search), provider=_text(provider), model=_text(model),
                                        tag=_text(tag), category=_text(category), limit=_count(limit, "limit", 24),

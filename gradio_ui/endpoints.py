@@ -27,6 +27,7 @@ from studio.errors import InvalidRequest, StudioError
 from studio.exports import build_zip
 from studio.identity import VisitorIds
 from studio.imaging import EXTENSIONS, MAX_INPUT_BYTES
+from studio.paging import page_bounds
 from studio.service import GenerationResult, Studio
 from studio.storage import HistoryQuery
 from studio.types import GenerationRequest, ImageRecord, ProgressEvent
@@ -44,13 +45,12 @@ BATCH_OPTION_NAMES = ("style", "negative_prompt", "size", "width", "height", "n"
                       "seed", "concurrency", "webhook")
 BATCH_POLL_SECONDS = 0.25
 _IMAGE_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
-MAX_HISTORY_PAGE = 100
 ERROR_TITLES = {
     "invalid_request": "Check the request", "not_found": "Not found", "budget_exceeded": "Daily budget reached",
     "not_configured": "Provider not set up", "content_blocked": "Blocked by a content filter",
     "rate_limit_held": "Rate limited",  # the studio held it back, unsent, while the provider's Retry-After ran
     "rate_limited": "Rate limited", "quota_exhausted": "Out of credit", "timeout": "Timed out",
-    "provider_failure": "The provider failed", "cancelled": "Stopped",
+    "provider_failure": "The provider failed", "cancelled": "Stopped", "busy": "Busy elsewhere",
 }
 
 
@@ -58,19 +58,21 @@ ERROR_TITLES = {
 
 
 @contextmanager
-def visitor_errors() -> Iterator[None]:
+def visitor_errors(*, api: bool = False) -> Iterator[None]:
     """Turn every failure into a ``gr.Error`` with the studio's message; never a traceback.
 
-    Gradio shows a ``gr.Error`` message to the visitor (and to API clients) as HTML, so it is
-    escaped. Anything that is not a ``StudioError`` is a bug: it is logged here with its traceback
-    and the visitor gets a short, honest line."""
+    The browser's error toast renders a ``gr.Error`` message as HTML, so for the UI's own events it
+    is escaped there. ``api=True`` is for the named API endpoints: their callers get the message as
+    JSON text, which is shown as written, so it goes out plain (``-->`` stays ``-->``). Anything that
+    is not a ``StudioError`` is a bug: it is logged here with its traceback and the visitor gets a
+    short, honest line."""
     try:
         yield
     except gr.Error:
         raise
     except StudioError as error:
-        raise gr.Error(html.escape(error.message, quote=False), title=ERROR_TITLES.get(error.kind, "Error"),
-                       print_exception=False) from None
+        message = error.message if api else html.escape(error.message, quote=False)
+        raise gr.Error(message, title=ERROR_TITLES.get(error.kind, "Error"), print_exception=False) from None
     except Exception as exc:
         log.exception("unexpected error in a Gradio handler")
         raise gr.Error(f"Something went wrong on the server ({type(exc).__name__}); the details are in its log.",
@@ -380,12 +382,7 @@ class Actions:
 
     def history(self, owner: str, *, search: str = "", provider: str = "", model: str = "", tag: str = "",
                 category: str = "", limit: int = 24, offset: int = 0):
-        limit = int(limit or 24)
-        offset = int(offset or 0)
-        if not 1 <= limit <= MAX_HISTORY_PAGE:
-            raise InvalidRequest(f"limit must be 1-{MAX_HISTORY_PAGE}")
-        if offset < 0:
-            raise InvalidRequest("offset must be 0 or more")
+        limit, offset = page_bounds(24 if limit in (None, "") else limit, offset or 0)
         query = HistoryQuery(owner=owner, text=search or None, provider=provider or None, model=model or None,
                              tag=(tag or "").strip().lower() or None, category=(category or "").strip().lower() or None,
                              limit=limit, offset=offset)

@@ -22,6 +22,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from studio.config import SettingsError
 from studio.errors import InvalidRequest
 from studio.identity import (LOCAL, LOCAL_OWNER, VISITOR_PREFIX, VISITORS_SETTING, VisitorIds, is_anonymous,
                              new_visitor_secret, valid_visitor_secret, visitor_policy)
@@ -62,7 +63,8 @@ def owner_for(request: Any, profile: Any = None, token: Any = None, *, single_us
 def parse_users(text: str | None) -> list[tuple[str, str]]:
     """``"alice:secret,bob:hunter2"`` → [("alice", "secret"), ("bob", "hunter2")].
 
-    Passwords may contain ``:`` (the first one separates the name) but not ``,``."""
+    Passwords may contain ``:`` (the first one separates the name) but not ``,``. A malformed entry
+    raises ``SettingsError`` (a ``ValueError``) naming its position, never its text."""
     users: list[tuple[str, str]] = []
     for position, item in enumerate((text or "").split(","), start=1):
         item = item.strip()
@@ -72,9 +74,9 @@ def parse_users(text: str | None) -> list[tuple[str, str]]:
         name = name.strip()
         if not sep or not name or not password:
             # Never echo the item: it may hold a password.
-            raise ValueError(f"STUDIO_GRADIO_USERS entry {position} is not user:password")
+            raise SettingsError(f"STUDIO_GRADIO_USERS entry {position} is not user:password")
         if name.startswith(_RESERVED_PREFIXES):
-            raise ValueError(f"STUDIO_GRADIO_USERS entry {position}: a username may not start with "
+            raise SettingsError(f"STUDIO_GRADIO_USERS entry {position}: a username may not start with "
                              + " or ".join(repr(prefix) for prefix in _RESERVED_PREFIXES))
         users.append((name, password))
     return users
@@ -98,7 +100,7 @@ class Access:
         env = os.environ if env is None else env
         # A Space with `hf_oauth: true` gets OAUTH_CLIENT_ID; elsewhere Gradio would need a local HF login.
         oauth = _flag(env.get("STUDIO_GRADIO_OAUTH")) or bool(env.get("OAUTH_CLIENT_ID") and env.get("SPACE_ID"))
-        single_user = visitor_policy(env.get(VISITORS_SETTING) or "") == LOCAL  # ValueError: unknown value
+        single_user = visitor_policy(env.get(VISITORS_SETTING) or "") == LOCAL  # SettingsError: unknown value
         return cls(users=parse_users(env.get("STUDIO_GRADIO_USERS")), oauth=oauth,
                    require_login=_flag(env.get("STUDIO_REQUIRE_LOGIN")), single_user=single_user)
 

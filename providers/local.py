@@ -22,6 +22,7 @@ import importlib.util
 import logging
 import math
 import os
+import re
 import secrets
 import threading
 import time
@@ -85,6 +86,10 @@ class ModelSource:
                                     provider="local")
             return cls("single_file", str(path.resolve()))
         raise NotConfigured(f"local model {text!r} not found: no such file or folder", provider="local")
+
+
+# A Hugging Face model id as the Hub writes one: owner/name, letters, digits, '-', '_' and '.'.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
 
 
 # -- device and dtype ------------------------------------------------------------------------
@@ -457,6 +462,14 @@ class LocalProvider(Provider):
             offered = ", ".join(m.id for m in self.models() if not ModelSource.looks_like_path(m.id))
             raise InvalidRequest(f"this server offers only its listed local models ({offered}); "
                                  "choose one of them")
+        if (model_id not in self.allowed_model_ids() and not ModelSource.looks_like_path(model_id)
+                and not _HUB_ID.fullmatch(model_id.strip()) and not Path(model_id.strip()).expanduser().exists()):
+            # Neither offered, nor a file or folder, nor written as a Hub id (owner/name): a typo
+            # or another provider's model. Bad input, said before anything asks the Hub.
+            offered = ", ".join(m.id for m in self.models() if not ModelSource.looks_like_path(m.id))
+            raise InvalidRequest(f"unknown local model {model_id[:100]!r}: choose one of {offered}, a Hugging "
+                                 "Face model id (owner/name) or a path to a diffusers folder or .safetensors file "
+                                 "(see `python -m studio providers`)", provider=self.name)
         return self.catalog.model(self.name, model_id)
 
     def status(self) -> ProviderStatus:

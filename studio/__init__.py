@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from studio.errors import (BudgetExceeded, Cancelled, ContentBlocked, InvalidRequest, NotConfigured, NotFound,
-                           ProviderFailure, ProviderTimeout, QuotaExhausted, RateLimited, StudioError)
+                           ProviderFailure, ProviderTimeout, QuotaExhausted, RateLimited, StudioError,
+                           missing_file)
 from studio.types import GenerationRequest, ImageRecord, Mode
 
 __version__ = "0.1.0"
@@ -93,7 +94,7 @@ def load_base64(path: str | Path) -> str:
     """The file at ``path`` as base64 text."""
     target = Path(path)
     if not target.is_file():
-        raise NotFound(f"file not found: {target}")
+        raise missing_file(target)
     return base64.b64encode(target.read_bytes()).decode("ascii")
 
 

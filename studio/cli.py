@@ -52,6 +52,23 @@ def add_generation_options(parser: argparse.ArgumentParser, *, images_help: str 
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
 
 
+ALL_USERS_HELP = ("the operator's view: every owner's images and jobs (web visitors' too), each named by a "
+                  "short label (visitor-1a2b3c4d for anonymous visitors)")
+
+
+def add_all_users(parser: argparse.ArgumentParser) -> None:
+    """``--all-users``: the CLI runs on the server as its operator, so it may act for every owner."""
+    parser.add_argument("--all-users", action="store_true", help=ALL_USERS_HELP)
+
+
+def owner_labeler(studio) -> Callable[[str], str]:
+    """``owner -> label`` for what ``--all-users`` prints (studio.identity.owner_label)."""
+    from studio.identity import VisitorIds, owner_label
+
+    ids = VisitorIds.for_home(studio.home)
+    return lambda owner: owner_label(owner, ids)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m studio", description="Image Studio command line")
     parser.add_argument("--home", help="data directory (default: $STUDIO_HOME or ~/.image-studio)")
@@ -80,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     hist = commands.add_parser("history", help="stored images, newest first")
     hist.add_argument("--json", action="store_true")
-    hist.add_argument("--limit", type=int, default=20)
-    hist.add_argument("--offset", type=int, default=0)
+    hist.add_argument("--limit", type=int, default=20, help="images per page, 1-100")
+    hist.add_argument("--offset", type=int, default=0, help="images to skip (0 or more)")
     hist.add_argument("--search")
     hist.add_argument("--provider")
     hist.add_argument("--model")
@@ -90,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("--since", help="YYYY-MM-DD")
     hist.add_argument("--until", help="YYYY-MM-DD")
     hist.add_argument("--user", default="local", help=argparse.SUPPRESS)
+    add_all_users(hist)
 
     rerun = commands.add_parser("rerun", help="make an image again from its metadata (same mode, inputs, seed)")
     rerun.add_argument("image", help="image file or stored image id")
@@ -107,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     delete = commands.add_parser("delete", help="delete a stored image (file and record)")
     delete.add_argument("image_id")
     delete.add_argument("--json", action="store_true")
+    add_all_users(delete)
 
     stats = commands.add_parser("stats", help="per-model figures and alerts from the audit log")
     stats.add_argument("--days", type=int, default=7)
@@ -209,11 +228,17 @@ def run(args: argparse.Namespace) -> int:
         statuses = studio.provider_statuses()
         _emit(args, {"providers": [s.to_dict() for s in statuses]}, lambda: _providers_text(statuses))
     elif command == "history":
-        page = studio.history(owner=args.user, text=args.search, provider=args.provider, model=args.model,
-                              tag=args.tag, category=args.category, date_from=args.since, date_to=args.until,
-                              limit=max(1, min(args.limit, 1000)), offset=max(0, args.offset))
-        _emit(args, {"items": [r.to_dict() for r in page.items], "total": page.total},
-              lambda: "\n".join(f"{r.created_at[:19]}  {r.id}  {r.provider}/{r.model}  {r.prompt[:60]!r}"
+        from studio.paging import page_bounds
+
+        limit, offset = page_bounds(args.limit, args.offset)
+        page = studio.history(owner=None if args.all_users else args.user, text=args.search, provider=args.provider,
+                              model=args.model, tag=args.tag, category=args.category, date_from=args.since,
+                              date_to=args.until, limit=limit, offset=offset)
+        label = owner_labeler(studio) if args.all_users else None
+        items = [dict(r.to_dict(), owner=label(r.owner)) if label else r.to_dict() for r in page.items]
+        _emit(args, {"items": items, "total": page.total},
+              lambda: "\n".join(f"{r.created_at[:19]}  {r.id}  " + (f"{label(r.owner)}  " if label else "")
+                                + f"{r.provider}/{r.model}  {r.prompt[:60]!r}"
                                 for r in page.items) + f"\n({len(page.items)} of {page.total})")
     elif command == "rerun":
         request = studio.request_from_image(args.image, args.user)
@@ -228,10 +253,13 @@ def run(args: argparse.Namespace) -> int:
                                  "negative_prompt": s.negative_prompt, "source": s.source} for s in styles]},
               lambda: "\n".join(f"{s.name:<16} {s.prompt}" for s in styles))
     elif command == "delete":
-        studio.delete_image(args.image_id)
+        found = studio.storage.get(args.image_id.strip()) if args.all_users else None
+        studio.delete_image(args.image_id, found.owner if found else "local")
         _emit(args, {"deleted": args.image_id}, lambda: f"deleted {args.image_id}")
     elif command == "stats":
-        figures = studio.stats(days=max(1, args.days))
+        if args.days < 1:
+            raise InvalidRequest(f"--days must be 1 or more, not {args.days}")
+        figures = studio.stats(days=args.days)
         found = studio.alerts()
         _emit(args, {"models": [f.to_dict() for f in figures], "alerts": [a.to_dict() for a in found],
                      "spent_today": round(studio.spent_today(), 6)}, lambda: _stats_text(figures, found))

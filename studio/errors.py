@@ -7,6 +7,8 @@ message. Secrets never go into a message.
 
 from __future__ import annotations
 
+import os
+
 
 class StudioError(Exception):
     """Base of every error the studio raises on purpose."""
@@ -39,6 +41,28 @@ class NotFound(InvalidRequest):
     """An id or file the user named does not exist."""
 
     kind = "not_found"
+
+
+class Busy(StudioError):
+    """What was asked is being done elsewhere right now (a batch job that another live process
+    runs): not bad input, and nothing changed here; it can be asked again once that stops."""
+
+    kind = "busy"
+    retryable = True
+
+
+def missing_file(path: object, what: str = "") -> NotFound:
+    """The error for a named file that is not a readable file: a folder is called a folder (saying
+    "not found" of a folder that plainly exists misleads), anything else "file not found".
+    ``what`` names the file's role ("image", "mask", "script"); the path is shown as given."""
+    label = f"{what} " if what else ""
+    try:
+        is_folder = os.path.isdir(os.path.expanduser(str(path)))
+    except (OSError, ValueError):  # a name the system cannot even look up is simply not found
+        is_folder = False
+    if is_folder:
+        return NotFound(f"{label}{path} is a folder, not a file")
+    return NotFound(f"{label}file not found: {path}")
 
 
 class BudgetExceeded(StudioError):

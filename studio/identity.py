@@ -42,6 +42,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from studio.config import SettingsError
+
 log = logging.getLogger(__name__)
 
 LOCAL_OWNER = "local"  # the CLI's and the library's default owner; every visitor in local mode
@@ -69,14 +71,15 @@ def visitor_policy(configured: str | None = None) -> str:
 
     ``configured`` is the operator's ``STUDIO_VISITORS`` value (front ends pass what they read from the
     environment or their own secrets store); ``None`` reads the environment. Empty or unset means
-    ``"private"``. Raises ``ValueError`` for a value it does not know (naming the value: it is the
-    operator's setting, not a secret)."""
+    ``"private"``. Raises ``studio.config.SettingsError`` (a ``ValueError``) for a value it does not
+    know (naming the value: it is the operator's setting, not a secret), which front ends report as
+    a bad setting at start."""
     value = os.environ.get(VISITORS_SETTING, "") if configured is None else configured
     word = (value or "").strip().lower()
     if not word:
         return PRIVATE
     if word not in _POLICY_WORDS:
-        raise ValueError(f"{VISITORS_SETTING}={value!r} is not a visitor policy: use 'private' (the default: "
+        raise SettingsError(f"{VISITORS_SETTING}={value!r} is not a visitor policy: use 'private' (the default: "
                          "each visitor sees only their own images) or 'local' (everyone shares one history)")
     return _POLICY_WORDS[word]
 
@@ -250,6 +253,15 @@ def _metadata_spans(data: bytes) -> list[tuple[int, int]]:
 # -- visibility ------------------------------------------------------------------------------------
 
 
+def owner_label(owner: str, ids: VisitorIds) -> str:
+    """How the operator's tools (the CLI's ``--all-users``) name an owner: ``local`` and signed-in
+    names as they are (the operator gave or allowed them), an anonymous visitor as
+    ``visitor-<8 hex>``, stable per data directory and revealing nothing of the stored id."""
+    if is_anonymous(owner):
+        return "visitor-" + ids.opaque(owner, "owner-label", 8)
+    return owner
+
+
 def visible_to(record: Any, user: str) -> bool:
     """Whether ``user`` may see ``record`` (anything with ``owner`` and ``shared``): its owner always,
     anyone else only once it is shared."""
@@ -263,4 +275,4 @@ def may_change(record: Any, user: str) -> bool:
 
 __all__ = ["LOCAL", "PRIVATE", "LOCAL_OWNER", "VISITOR_PREFIX", "LEGACY_ANONYMOUS_PREFIXES", "VisitorIds",
            "visitor_policy", "new_visitor_secret", "valid_visitor_secret", "is_anonymous", "visible_to", "may_change",
-           "without_embedded_owner"]
+           "without_embedded_owner", "owner_label"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from studio.errors import InvalidRequest, NotFound, UnusableResult
+from studio.errors import InvalidRequest, UnusableResult, missing_file
 from studio.types import ImageInput
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def _read_source(source: ImageInput, what: str) -> bytes:
     elif isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
-            raise NotFound(f"{what} file not found: {path}")
+            raise missing_file(path, what)
         if path.stat().st_size > MAX_INPUT_BYTES:
             raise InvalidRequest(f"{what} is larger than {MAX_INPUT_BYTES // (1024 * 1024)} MiB")
         try:

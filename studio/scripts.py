@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from studio.errors import InvalidRequest
+from studio.errors import InvalidRequest, missing_file
 from studio.options import parse_option_pairs
 from studio.validation import MAX_PROMPT_CHARS, parse_size
 
@@ -131,7 +131,7 @@ def parse_script(source: str | bytes | Path | Iterable, *, name: str = "", forma
 def read_script_file(path: str | Path, *, format: str | None = None) -> Script:
     path = Path(path).expanduser()
     if not path.is_file():
-        raise InvalidRequest(f"script file not found: {path}")
+        raise missing_file(path, "script")
     return parse_script(path, name=path.name, format=format)
 
 

@@ -86,6 +86,17 @@ def test_generate_json_then_history_info_variations_delete(echo, capsys, studio_
     (["variations", "~/no/such.webp", "--provider", "echo"], "file not found: ~/no/such.webp"),
     (["delete", "ffffffffffffffff"], "no image with id"),
     (["frobnicate"], "invalid choice"),
+    # an unknown model is bad input, said before anything asks the Hub or loads a pipeline
+    (["generate", "x", "--provider", "local", "--model", "nope"], "unknown local model 'nope': choose one of"),
+    # a folder is called a folder, wherever a file is named
+    (["info", str(ROOT / "tests")], f"{ROOT / 'tests'} is a folder, not a file"),
+    (["edit", str(ROOT / "tests"), "x", "--provider", "echo"], f"input image {ROOT / 'tests'} is a folder, not a file"),
+    (["batch", str(ROOT / "tests"), "--provider", "echo"], f"script {ROOT / 'tests'} is a folder, not a file"),
+    # paging limits: one rule (studio.paging), refused rather than quietly changed
+    (["history", "--limit", "-5"], "limit must be 1-100, not -5"),
+    (["history", "--offset", "-1"], "offset must be 0 or more, not -1"),
+    (["jobs", "--limit", "0"], "limit must be 1-100, not 0"),
+    (["stats", "--days", "0"], "--days must be 1 or more, not 0"),
 ])
 def test_invalid_input_is_one_error_line_exit_2_and_writes_nothing(echo, capsys, studio_home, args, message):
     assert main(["generate", "existing data", "--provider", "echo", "--json"]) == 0
@@ -263,3 +274,41 @@ def test_readme_says_which_torch_build_each_machine_gets_and_how_to_choose():
     assert "takes the CPU wheel" not in readme  # the old claim: true only where a CPU wheel is local
     requirements = (ROOT / "requirements.txt").read_text(encoding="utf-8")
     assert "--index-url https://download.pytorch.org/whl/cpu" in requirements
+
+
+def test_the_operator_sees_and_controls_every_owners_jobs_and_images_with_all_users(echo, capsys, studio_home):
+    """A web visitor's batch job and images, seen from the server's command line: hidden from the
+    local user, listed and controlled with --all-users, the visitor named only by a short label."""
+    from studio.jobs import JobManager
+    from studio.service import Studio
+
+    visitor = "visitor:" + "ab" * 16
+    studio = Studio(studio_home)
+    try:
+        job = JobManager(studio).create("first scene\nsecond scene", provider="echo", user=visitor)
+        from studio.types import GenerationRequest
+
+        image = studio.generate(GenerationRequest(prompt="a visitor's kite", provider="echo", user=visitor)).images[0]
+    finally:
+        studio.close()
+
+    assert main(["jobs"]) == 0 and capsys.readouterr().out.strip() == "(no jobs)"  # the local user's view
+    assert main(["job", job.id, "--pause"]) == 2 and "no job with id" in capsys.readouterr().err
+
+    assert main(["jobs", "--all-users", "--json"]) == 0
+    out = capsys.readouterr().out
+    (listed,) = json.loads(out)["jobs"]
+    assert listed["id"] == job.id and re.fullmatch(r"visitor-[0-9a-f]{8}", listed["owner"])
+    assert main(["jobs", "--all-users"]) == 0
+    text = capsys.readouterr().out
+    assert job.id in text and listed["owner"] in text
+    assert main(["history", "--all-users", "--json"]) == 0
+    history = capsys.readouterr().out
+    assert json.loads(history)["items"][0]["owner"] == listed["owner"]  # the same label for the same visitor
+    for shown in (out, text, history):
+        assert "ab" * 16 not in shown and visitor not in shown  # never the visitor's owner id
+
+    assert main(["job", job.id, "--all-users", "--pause", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "PAUSED"
+    assert main(["delete", image.id, "--all-users"]) == 0 and capsys.readouterr().out == f"deleted {image.id}\n"
+    assert main(["history", "--all-users", "--json"]) == 0 and json.loads(capsys.readouterr().out)["total"] == 0

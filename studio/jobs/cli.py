@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from studio.cli import add_generation_options, generation_options
-from studio.errors import InvalidRequest, StudioError
+from studio.cli import add_all_users, add_generation_options, generation_options, owner_labeler
+from studio.errors import InvalidRequest, StudioError, missing_file
 from studio.webhooks import JOB_SECRET_NOTICE, job_secret
 
 COMMANDS = ("batch", "jobs", "job")
@@ -34,11 +34,13 @@ def add_commands(commands) -> None:
     batch.add_argument("--webhook", help="POST progress and results here, signed with STUDIO_WEBHOOK_SECRET or, "
                        "without it, with a secret made for the job and printed once")
     batch.add_argument("--dry-run", action="store_true", help="only show the preview: prompts, seeds, cost")
+    add_all_users(batch)  # with --resume: finish a visitor's job
 
     jobs = commands.add_parser("jobs", help="batch jobs, newest first")
-    jobs.add_argument("--limit", type=int, default=20)
+    jobs.add_argument("--limit", type=int, default=20, help="jobs to list, 1-100")
     jobs.add_argument("--user", default="local", help=argparse.SUPPRESS)
     jobs.add_argument("--json", action="store_true")
+    add_all_users(jobs)
 
     job = commands.add_parser("job", help="one batch job: its scenes, status and images")
     job.add_argument("job_id")
@@ -50,18 +52,29 @@ def add_commands(commands) -> None:
     job.add_argument("--user", default="local", help=argparse.SUPPRESS)
     job.add_argument("--json", action="store_true")
     job.add_argument("--quiet", "-q", action="store_true")
+    add_all_users(job)
 
 
 def run_command(studio, args: argparse.Namespace) -> int:
     from studio.jobs import get_manager
 
     manager = get_manager(studio)
+    if args.command == "jobs":
+        from studio.paging import page_bounds
+
+        limit, _ = page_bounds(args.limit)
+        jobs = manager.list(None if args.all_users else args.user, limit=limit)
+        label = owner_labeler(studio) if args.all_users else None
+        _emit(args, {"jobs": [_job_row(j, label) for j in jobs]}, lambda: _jobs_text(jobs, label))
+        return 0
+    named = args.job_id if args.command == "job" else args.resume
+    if args.all_users and named:
+        # The operator acts on whoever's job it is; an unknown id stays the manager's NotFound.
+        found = manager.store.get(str(named).strip(), items=False)
+        if found is not None:
+            args.user = found.owner
     if args.command == "batch":
         return _batch(manager, args)
-    if args.command == "jobs":
-        jobs = manager.list(args.user, limit=max(1, min(args.limit, 1000)))
-        _emit(args, {"jobs": [j.to_dict(items=False) for j in jobs]}, lambda: _jobs_text(jobs))
-        return 0
     if args.cancel:
         manager.cancel(args.job_id, args.user)
     elif args.pause:
@@ -95,7 +108,7 @@ def _batch(manager, args: argparse.Namespace) -> int:
     else:
         path = Path(args.script).expanduser()
         if not path.is_file():
-            raise InvalidRequest(f"script file not found: {path}")
+            raise missing_file(path, "script")
         source, name = path, path.name
     options: dict[str, Any] = dict(generation_options(args), seed_policy=args.seed_policy,
                                    concurrency=args.concurrency, webhook=args.webhook, name=name,
@@ -165,11 +178,20 @@ def _preview_text(preview) -> str:
     return "\n".join(lines)
 
 
-def _jobs_text(jobs) -> str:
+def _job_row(job, label) -> dict[str, Any]:
+    """A job for ``jobs --json``: with ``--all-users`` its owner is the operator's label, never the id."""
+    row = job.to_dict(items=False)
+    if label is not None:
+        row["owner"] = label(job.owner)
+    return row
+
+
+def _jobs_text(jobs, label=None) -> str:
     if not jobs:
         return "(no jobs)"
     return "\n".join(
-        f"{j.id}  {j.created_at[:19]}  {j.status.value + (' (interrupted)' if j.interrupted else ''):<24} "
+        f"{j.id}  {j.created_at[:19]}  " + (f"{label(j.owner)}  " if label else "")
+        + f"{j.status.value + (' (interrupted)' if j.interrupted else ''):<24} "
         f"{j.done}/{j.total}  ${j.cost:.4f}  {j.provider}/{j.model}  {j.script_name}" for j in jobs)
 
 
