@@ -168,6 +168,12 @@ def test_the_gate_waits_the_servers_retry_after_in_full(clock):
     assert gate.limit == 2
 
 
+def test_a_batch_gate_waits_a_retry_after_years_ahead_only_up_to_the_cap(clock):
+    gate = runner.ProviderGate(4, max_hold=3600)
+    gate.rate_limited(2_300_278_807)  # "Wed, 21 Oct 2099 07:28:00 GMT": the job would wait 73 years
+    assert gate.backoff_until == 1000 + 3600
+
+
 @pytest.mark.parametrize("retry_after", [None, float("inf"), float("nan"), -1])
 def test_without_a_usable_retry_after_the_gate_backs_off_by_itself(clock, retry_after):
     gate = runner.ProviderGate(4)

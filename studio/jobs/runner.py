@@ -24,6 +24,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable
 
+from providers.retry import DEFAULT_MAX_HOLD_SECONDS
 from studio.errors import BudgetExceeded, Cancelled, InvalidRequest, RateLimited, StudioError
 from studio.jobs.model import STAGE_STATUS, ItemStatus, Job, JobItem, JobStatus
 from studio.jobs.store import JobStore, now_iso
@@ -190,9 +191,11 @@ def execute_item(studio, store: JobStore, job: Job, item: JobItem, cancel: threa
 class ProviderGate:
     """At most ``limit`` requests at once to one provider, and a shared backoff after a rate limit:
     the limit halves (down to one), every worker waits ``retry_after`` (or an exponential delay),
-    and the limit grows back by one after each run of successes."""
+    and the limit grows back by one after each run of successes. A wait is at most ``max_hold``
+    seconds (``Settings.rate_limit_max_hold``): a Retry-After years ahead must not park the job."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, max_hold: float = DEFAULT_MAX_HOLD_SECONDS):
+        self.max_hold = max_hold
         self.max_limit = max(1, int(limit))
         self.limit = self.max_limit
         self.active = 0
@@ -224,7 +227,7 @@ class ProviderGate:
         with self._cond:
             self._penalty += 1
             if retry_after is not None and 0 <= retry_after < float("inf"):  # NaN fails both
-                delay = retry_after
+                delay = min(retry_after, self.max_hold)
             else:
                 delay = min(MAX_BACKOFF, DEFAULT_BACKOFF * 2 ** (self._penalty - 1))
             self.backoff_until = max(self.backoff_until, time.monotonic() + delay)
@@ -312,7 +315,8 @@ class ThreadRunner(Runner):
             run = self._runs.get(job_id)
             if run is None:
                 limit = self.studio.settings.concurrency_limit(self.studio.provider(job.provider))
-                self._gates.setdefault(job.provider, ProviderGate(limit))
+                self._gates.setdefault(job.provider,
+                                       ProviderGate(limit, max_hold=self.studio.settings.rate_limit_max_hold))
                 run = _Run(job, wanted=max(1, min(job.concurrency, limit)))
                 self._runs[job_id] = run
             run.stopping.clear()  # a resume while a pause is still winding down keeps the same run
