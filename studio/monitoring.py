@@ -11,8 +11,9 @@ from datetime import datetime, timedelta, timezone
 from itertools import takewhile
 from typing import Any, Callable
 
+from studio.storage import INTERRUPTED  # a request whose process died in flight, booked as possibly billed
+
 CONSECUTIVE_FAILURES = 3
-INTERRUPTED = "interrupted"  # a request whose process died in flight (studio.storage.INTERRUPTED)
 SUCCEEDED = ("completed", "recovered")  # audit-log statuses of a request that made its images
 SETUP_ERRORS = ("not_configured",)  # failures that setting the provider up (a key, the model) cures
 BUDGET_WARNING_SHARE = 0.8

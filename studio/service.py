@@ -35,7 +35,7 @@ from studio.options import recordable
 from studio.metadata import format_parameters, read_metadata
 from studio.metadata_write import check_fits, encode_image, insert_metadata
 from studio.metadata_read import request_fields, seed_note
-from studio.storage import HistoryQuery, Page, RepairReport, Storage
+from studio.storage import HistoryQuery, Page, RepairReport, Storage, this_process
 from studio.storage.index import RESERVATION_TTL_SECONDS
 from studio.styles import StyleBook
 from studio.types import (GenerationRequest, ImageInput, ImageRecord, Mode, PreparedRequest, ProgressCallback,
@@ -173,7 +173,8 @@ class Studio:
                 return GenerationResult([self.storage.with_path(r) for r in hits[:prepared.n]], 0.0, estimate,
                                         True, request_id, time.monotonic() - started, prepared_all.warnings)
 
-        reservation = self._reserve_budget(request_id, quote, timeout or self.settings.request_timeout)
+        reservation = self._record_started(request_id, prepared, prepared_all.record_mode, quote,
+                                           timeout or self.settings.request_timeout)
         result: ProviderResult | None = None  # what the provider answered, once it has
         ctx = RunContext(progress=_staged(progress), cancel=cancel or threading.Event(),
                          timeout=timeout or self.settings.request_timeout)
@@ -227,17 +228,24 @@ class Studio:
         }
         return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
-    def _reserve_budget(self, request_id: str, quote: costs.CostQuote, timeout: float) -> str | None:
-        """Set the most the request can cost aside, or refuse it (BudgetExceeded) when that does not
-        fit in what is left of today's budget. The reservation is replaced by the actual cost when the
-        request is recorded; it is held at least as long as the request may run (``timeout`` seconds,
-        plus time to save its images)."""
+    def _record_started(self, request_id: str, prepared: PreparedRequest, record_mode: Mode,
+                        quote: costs.CostQuote, timeout: float) -> str:
+        """Record the request as started, before its provider is called: the most it can cost
+        (``quote.bound``, USD) is set aside, with this process (pid, host, start time) and what its
+        audit row would say, whether or not a daily budget is set. Should this process die in flight,
+        the next start or ``repair`` books it as "interrupted, possibly billed" at that bound
+        (``Storage.book_interrupted``). With a budget, refuses (BudgetExceeded) a bound that does not
+        fit in what is left of today's. The record is replaced by the request's audit row when it
+        ends. Returns the record's id (the request id)."""
         budget = self.settings.daily_budget
-        if budget is None or quote.bound <= 0:
-            return None
+        self.storage.book_interrupted()  # a request another process left in flight counts from now
         accepted, committed = self.storage.index.reserve(
-            request_id, utc_now().date().isoformat(), quote.bound, budget,
-            hold_seconds=max(RESERVATION_TTL_SECONDS, timeout + RESERVATION_SAVE_MARGIN_SECONDS))
+            request_id, utc_now().date().isoformat(), quote.bound, budget if quote.bound > 0 else None,
+            hold_seconds=max(RESERVATION_TTL_SECONDS, timeout + RESERVATION_SAVE_MARGIN_SECONDS),
+            started_by=this_process(),
+            request={"owner": prepared.user, "provider": prepared.provider, "model": prepared.model.id,
+                     "mode": record_mode.value, "prompt": prepared.user_prompt, "n": prepared.n,
+                     "estimate": quote.estimate})
         if not accepted:
             raise BudgetExceeded(
                 f"today's budget of ${budget:.2f} would be exceeded: ${committed:.4f} is spent or running "
@@ -296,8 +304,7 @@ class Studio:
         generation = self._generation_row(request_id, prepared, record_mode, "completed", cost=total_cost,
                                           estimate=quote.estimate, duration=time.monotonic() - started)
         generation["n"] = len(records)
-        self.storage.index.finish_generation(request_id if self.settings.daily_budget is not None else None,
-                                             records, generation)
+        self.storage.index.finish_generation(request_id, records, generation)  # replaces its started record
         return records
 
     @staticmethod

@@ -3,6 +3,7 @@ files agree, every finished image is there, and its cost is on the books."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import random
@@ -62,11 +63,18 @@ def test_kill_minus_9_at_random_points_loses_nothing(studio_home):
     studio = Studio(studio_home)  # the restart: interrupted writes are finished here
     assert_index_and_files_agree(studio, studio_home)
     assert studio.storage.index.pending() == []
+    # Requests killed while the provider had them are booked at a start; repair names those once.
+    first = studio.repair()
+    assert dataclasses.replace(first, interrupted=[]).clean
     assert studio.repair().clean
     total = studio.history(limit=1000).total
     assert total >= 4 * completed  # every request that finished is all there, plus files finished before a kill
     audit = studio.storage.index.generations()
-    booked = round(sum(row["cost"] for row in audit), 6)
+    interrupted = [row for row in audit if row["status"] == "interrupted"]
+    # (each spawned process's own start booked the ones killed before it; this start the rest)
+    assert set(first.interrupted) <= {row["id"] for row in interrupted}
+    assert all(row["cost"] > 0 for row in interrupted)  # possibly billed: booked at their bound
+    booked = round(sum(row["cost"] for row in audit if row["status"] != "interrupted"), 6)
     assert booked == pytest.approx(round(sum(r.cost for r in studio.history(limit=1000).items), 6))
 
 
@@ -88,3 +96,87 @@ def test_recovery_releases_the_dead_requests_budget_reservation(studio_home):
     Studio(studio_home)
     assert index.pending() == []
     assert index.reserve("req-next", "2026-11-21", 1.0, limit=1.0)[0]  # the whole budget is free again
+
+
+# -- a request killed in flight is booked: it may have been billed (issue 10, FX3) ---------------
+
+class _HoldImageRequests:
+    """Wraps a provider fake: an image request is announced on ``received`` and held until
+    ``release`` is set, so a test can kill the client while the provider has its request."""
+
+    def __init__(self, fake):
+        import threading
+
+        self.fake = fake
+        self.received = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, request):
+        if request.method == "POST" and "/images/" in request.path:
+            self.received.set()
+            self.release.wait(120)
+        return self.fake(request)
+
+
+def _cli(home: Path, *args: str, env: dict | None = None, **popen) -> subprocess.Popen:
+    environment = {**os.environ, "STUDIO_HOME": str(home), "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "studio", *args], env=environment, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+@pytest.mark.parametrize("budget", [None, "1"])
+def test_a_request_killed_in_flight_is_booked_as_interrupted_and_counts(cloud_fake, studio_home, monkeypatch,
+                                                                       budget):
+    """A CLI generation is killed with SIGKILL while the provider has its request. While it runs,
+    another process's start leaves it alone; once it is dead, the next start (and repair) books it
+    at its reserved bound as "interrupted, possibly billed": in stats, in today's spend, in repair's
+    report, with or without a daily budget (before: with a budget its reservation silently expired
+    an hour later; without one nothing at all was recorded)."""
+    import json
+
+    from studio import monitoring
+
+    if budget is None:
+        monkeypatch.delenv("STUDIO_DAILY_BUDGET", raising=False)
+    else:
+        monkeypatch.setenv("STUDIO_DAILY_BUDGET", budget)
+    fake = cloud_fake("openai")
+    hold = fake.server.serve(_HoldImageRequests(fake))
+    child = _cli(studio_home, "generate", "a lighthouse at dusk", "--provider", "openai",
+                 "--model", "gpt-image-1-mini")
+    try:
+        assert hold.received.wait(60), child.stderr.read() if child.poll() is not None else "no request"
+        live = Studio(studio_home)  # the child is alive and in flight: its record is left alone
+        in_flight = live.storage.index.open_requests()
+        assert [row["pid"] for row in in_flight] == [child.pid]
+        assert live.storage.index.generations() == []
+        bound = in_flight[0]["amount"]
+        assert bound > 0
+        live.close()
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(30)
+    finally:
+        hold.release.set()
+        if child.poll() is None:
+            child.kill()
+        child.communicate()
+    assert child.returncode == -signal.SIGKILL
+
+    repair = _cli(studio_home, "repair", "--fix", "--json")  # its start books it; repair says so
+    out, err = repair.communicate(timeout=60)
+    report = json.loads(out)
+    assert report["interrupted"] == [in_flight[0]["id"]] and not report["clean"], err
+
+    studio = Studio(studio_home)
+    try:
+        assert studio.storage.index.open_requests() == []
+        rows = studio.storage.index.generations()
+        assert [(r["id"], r["status"], r["cost"]) for r in rows] == [(in_flight[0]["id"], "interrupted", bound)]
+        assert "possibly billed" in rows[0]["error"]
+        assert studio.spent_today() == pytest.approx(bound)
+        [stats] = monitoring.model_stats(studio.storage.index)
+        assert (stats.model, stats.requests, stats.interrupted, stats.cost) == ("gpt-image-1-mini", 1, 1,
+                                                                              pytest.approx(bound))
+        assert Studio(studio_home).storage.index.generations() == rows  # booked once, not at every start
+    finally:
+        studio.close()

@@ -9,8 +9,8 @@ An item in flight when its process died is found by the request id its attempt p
    have started before the other one died.
 2. An item whose request has images in the index completes with them: the generation finished
    and was paid; only the item's own row was not updated.
-3. An item with nothing saved runs again, after its budget reservation is released (or, when
-   the job is being cancelled, ``rerun=False``, it is cancelled).
+3. An item with nothing saved runs again (or, when the job is being cancelled, ``rerun=False``, it
+   is cancelled); what its dead attempt may have cost was booked in step 1, as interrupted.
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ def reconcile(studio, store: JobStore, job: Job, *, rerun: bool = True) -> Recov
     report.adopted = studio.storage.recover_interrupted()
     for item in interrupted:
         records = studio.storage.index.images_for_request(item.request_id)
-        studio.storage.index.release(item.request_id)  # a dead request's reservation would hold budget for an hour
+        # A request the dead process had in flight was booked as interrupted (possibly billed) by
+        # recover_interrupted; only a hold made by older code, which says nothing of it, is dropped.
+        studio.storage.index.release(item.request_id, untracked_only=True)
         if records:
             store.complete_item(job.id, item.index, item.request_id, [r.id for r in records],
                                 sum(r.cost for r in records), [RECOVERED_NOTE])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +21,15 @@ from studio.storage.files import TMP_MARKER, FileStore, LocalFileStore
 from studio.storage.index import HistoryQuery, Page, SQLiteIndex
 from studio.types import ImageRecord
 
+log = logging.getLogger(__name__)
+
 IMAGES_PREFIX = "images"
 THUMBS_PREFIX = "thumbs"
 TRASH_PREFIX = "trash"
 ORPHANS_PREFIX = "orphans"
+INTERRUPTED = "interrupted"  # audit-log status (and error kind) of a request whose process died in flight
+INTERRUPTED_NOTE = ("interrupted, possibly billed: its process stopped while the provider had the request; "
+                    "booked at the most it can have cost")
 
 
 def slug(text: str, default: str = "uncategorized") -> str:
@@ -43,12 +49,15 @@ class RepairReport:
     restored_from_trash: list[str] = field(default_factory=list)
     purged_trash: list[str] = field(default_factory=list)
     thumbnails_rebuilt: list[str] = field(default_factory=list)
+    # Requests whose process died while the provider had them (request ids): booked, with ``fixed``
+    # (or at this process's start), as "interrupted, possibly billed" at the most they can have cost.
+    interrupted: list[str] = field(default_factory=list)
     fixed: bool = False
 
     @property
     def clean(self) -> bool:
         return not (self.orphan_files or self.missing_files or self.temp_files or self.restored_from_trash
-                    or self.purged_trash or self.thumbnails_rebuilt)
+                    or self.purged_trash or self.thumbnails_rebuilt or self.interrupted)
 
     def to_dict(self) -> dict:
         return {name: getattr(self, name) for name in self.__dataclass_fields__} | {"clean": self.clean}
@@ -60,6 +69,9 @@ class Storage:
         self.home.mkdir(parents=True, exist_ok=True)
         self.files = files or LocalFileStore(self.home)
         self.index = index or SQLiteIndex(self.home / "index.sqlite3")
+        # Requests booked as interrupted when this process started (``recover_interrupted``), until
+        # the next ``repair`` reports them.
+        self.interrupted_at_start: list[str] = []
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -180,12 +192,63 @@ class Storage:
                 if fix:
                     image = open_checked(self.files.get(path), "stored image")
                     self.files.put(thumb, thumbnail_bytes(image))
+        found = self.book_interrupted() if fix else [row["id"] for row in self.interrupted_requests()]
+        report.interrupted, self.interrupted_at_start = [*self.interrupted_at_start, *found], []
         return report
+
+    def interrupted_requests(self) -> list[dict]:
+        """Open reservations (``SQLiteIndex.open_requests``) of requests whose process is gone: on this
+        host, its pid is not running or runs another program (its start time differs); on another
+        host, which cannot be asked, once its hold has passed. A live request is never among them."""
+        import socket
+        import time
+
+        host, now = socket.gethostname(), time.time()
+        gone = []
+        for row in self.index.open_requests():
+            if row.get("request") is None:
+                continue  # made by older code: it expires by itself
+            if row["host"] == host:
+                if row["pid"] is not None and process_alive(int(row["pid"]), row["process_started"]):
+                    continue
+            elif (row["expires_at"] or 0.0) >= now:
+                continue
+            gone.append(row)
+        return gone
+
+    def book_interrupted(self) -> list[str]:
+        """Book every request whose process died in flight (``interrupted_requests``) in the audit log
+        as status "interrupted" at the amount it held (its bound: the provider may have billed it), so
+        it shows in stats and counts against the budget from then on. Returns their request ids."""
+        from datetime import datetime, timezone
+
+        booked = []
+        for row in self.interrupted_requests():
+            try:
+                request = json.loads(row["request"])
+            except ValueError:
+                log.exception("request %s: its in-flight record is unreadable; booking it without details", row["id"])
+                request = {}
+            now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+            generation = {
+                "id": row["id"], "owner": request.get("owner") or "unknown", "created_at": now, "day": row["day"],
+                "provider": request.get("provider") or "unknown", "model": request.get("model") or "unknown",
+                "mode": request.get("mode") or "unknown", "prompt": request.get("prompt") or "",
+                "n": request.get("n") or 0, "status": INTERRUPTED, "error_kind": INTERRUPTED,
+                "error": INTERRUPTED_NOTE, "cost": float(row["amount"] or 0.0),
+                "estimated_cost": float(request.get("estimate") or 0.0), "duration": 0.0}
+            if self.index.book_interrupted(row["id"], generation):
+                log.warning("request %s (%s/%s) was interrupted in flight: booked $%.6f as possibly billed",
+                            row["id"], generation["provider"], generation["model"], generation["cost"])
+                booked.append(row["id"])
+        return booked
 
     def recover_interrupted(self) -> list[str]:
         """Finish writes that a dead process started: each file it finished is indexed from its
         embedded metadata (with an audit row carrying its cost); a file it never finished is
-        forgotten. Cheap: only the recorded intents are looked at, not the whole file store."""
+        forgotten. Then every request a dead process had in flight and did not save is booked as
+        interrupted (``book_interrupted``). Cheap: only the recorded intents and open reservations
+        are looked at, not the whole file store."""
         import socket
 
         from studio.metadata import read_metadata
@@ -224,9 +287,13 @@ class Storage:
                 "n": len(records), "status": "recovered", "cost": sum(r.cost for r in records),
                 "estimated_cost": sum(r.cost for r in records), "duration": first.generation_time})
         for request_id in dead_requests:
-            self.index.release(request_id)  # the budget it held: what it spent is booked above
+            if request_id in recovered_requests:
+                self.index.release(request_id)  # what it spent is booked above
+            else:  # paid, its images lost: booked as interrupted below (older code's untracked hold: dropped)
+                self.index.release(request_id, untracked_only=True)
         if done_keys:
             self.index.clear_pending(done_keys)
+        self.interrupted_at_start += self.book_interrupted()
         return adopted
 
     def _adopt_orphan(self, key: str, read_metadata, report: RepairReport, owner: str | None = None) -> None:
@@ -251,6 +318,35 @@ class Storage:
         self.files.put(record.thumb_path, thumbnail_bytes(image))
         self.index.insert_images([record])
         report.reindexed.append(record.id)
+
+
+def process_started(pid: int) -> str | None:
+    """When process ``pid`` started, as the system tells it (Linux: ``/proc/<pid>/stat``'s starttime,
+    in clock ticks since boot); None where it cannot be read. With the pid it names one process: a
+    pid reused by another program after a crash has another start time."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[-1].split()  # the program's name, in brackets, may hold spaces
+    return fields[19] if len(fields) > 19 else None
+
+
+def this_process() -> dict:
+    """``{"pid", "host", "process_started"}`` of the calling process, as ``SQLiteIndex.reserve`` records."""
+    import os
+    import socket
+
+    return {"pid": os.getpid(), "host": socket.gethostname(), "process_started": process_started(os.getpid())}
+
+
+def process_alive(pid: int, started: str | None) -> bool:
+    """Is the process ``pid`` that started at ``started`` (``process_started``; None: unknown) still
+    running on this host?"""
+    if not _process_alive(pid):
+        return False
+    now = process_started(pid)
+    return started is None or now is None or now == started
 
 
 def _process_alive(pid: int) -> bool:

@@ -277,32 +277,63 @@ class SQLiteIndex:
             args.append(owner)
         return float(self.connection().execute(sql, args).fetchone()[0])
 
-    def reserve(self, reservation_id: str, day: str, amount: float, limit: float, *,
-                hold_seconds: float = RESERVATION_TTL_SECONDS) -> tuple[bool, float]:
+    def reserve(self, reservation_id: str, day: str, amount: float, limit: float | None, *,
+                hold_seconds: float = RESERVATION_TTL_SECONDS, started_by: dict[str, Any] | None = None,
+                request: dict[str, Any] | None = None) -> tuple[bool, float]:
         """Atomically set ``amount`` (USD) aside if ``day``'s spend + open reservations + amount stays
-        within ``limit``. The reservation counts until ``finish_generation``/``release`` removes it, or
-        ``hold_seconds`` pass (for a process that died): give at least the longest the request can run.
+        within ``limit`` (``None``: no budget, always accepted). The reservation counts until
+        ``finish_generation``/``release``/``book_interrupted`` removes it.
+
+        ``started_by`` (``{"pid", "host", "process_started"}``) and ``request`` (the audit row's
+        fields: owner, provider, model, mode, prompt, n, estimate) record a request in flight: if its
+        process dies, ``Storage.book_interrupted`` books it at ``amount`` ("interrupted, possibly
+        billed"); it never expires by itself. A reservation without them (made by older code) stops
+        counting ``hold_seconds`` after it was made: give at least the longest the request can run.
 
         Every open reservation counts, whatever day it was made: one made before midnight is booked
         on the day its request finishes. Returns (accepted, committed) where committed is spend plus
         open reservations before this one."""
+        started_by = started_by or {}
         with self.write() as conn:
             now = time.time()
-            conn.execute("DELETE FROM reservations WHERE COALESCE(expires_at, created_at + ?) < ?",
+            conn.execute("DELETE FROM reservations WHERE request IS NULL AND COALESCE(expires_at, created_at + ?) < ?",
                          (RESERVATION_TTL_SECONDS, now))
             spent = conn.execute("SELECT COALESCE(SUM(cost), 0) FROM generations WHERE day = ?",
                                  (day,)).fetchone()[0]
             held = conn.execute("SELECT COALESCE(SUM(amount), 0) FROM reservations").fetchone()[0]
             committed = float(spent) + float(held)
-            if committed + amount > limit + 1e-9:
+            if limit is not None and committed + amount > limit + 1e-9:
                 return False, committed
-            conn.execute("INSERT INTO reservations (id, day, amount, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
-                         (reservation_id, day, amount, now, now + max(hold_seconds, 0.0)))
+            conn.execute(
+                "INSERT INTO reservations (id, day, amount, created_at, expires_at, pid, host, process_started, "
+                "request) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (reservation_id, day, amount, now, now + max(hold_seconds, 0.0), started_by.get("pid"),
+                 started_by.get("host"), started_by.get("process_started"),
+                 json.dumps(request, default=str) if request is not None else None))
             return True, committed
 
-    def release(self, reservation_id: str) -> None:
+    def open_requests(self) -> list[dict[str, Any]]:
+        """Every open reservation (requests in flight, by this process or any other), oldest first."""
+        rows = self.connection().execute("SELECT * FROM reservations ORDER BY created_at").fetchall()
+        return [dict(row) for row in rows]
+
+    def book_interrupted(self, reservation_id: str, generation: dict[str, Any]) -> bool:
+        """Replace an open reservation by its audit row ``generation`` (an interrupted request booked
+        at what it held), atomically; False, and nothing written, when the reservation is gone (its
+        request finished, or another process booked it first)."""
         with self.write() as conn:
-            conn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+            if conn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,)).rowcount != 1:
+                return False
+            if conn.execute("SELECT 1 FROM generations WHERE id = ?", (generation["id"],)).fetchone() is None:
+                self._insert_generation(conn, generation)
+            return True
+
+    def release(self, reservation_id: str, *, untracked_only: bool = False) -> None:
+        """Drop a reservation. ``untracked_only``: only one made without a record of its process and
+        request (older code); a tracked one is left for ``Storage.book_interrupted``."""
+        with self.write() as conn:
+            conn.execute("DELETE FROM reservations WHERE id = ?" + (" AND request IS NULL" if untracked_only else ""),
+                         (reservation_id,))
 
     def finish_generation(self, reservation_id: str | None, records: list[ImageRecord],
                           generation: dict[str, Any]) -> None:
