@@ -397,3 +397,20 @@ def test_every_provider_books_an_unusable_answer_at_its_reported_usage(studio_ho
     assert 0 < booked < bound
     if name == "replicate":
         assert booked == pytest.approx(2.5 * 0.000975, abs=1e-6)  # predict_time x the per-second price
+
+
+def test_a_failed_replicate_prediction_is_booked_for_the_gpu_seconds_it_ran(studio_home, cloud_fake):
+    """Replicate bills a prediction that ran and failed (metrics.predict_time); it was booked $0."""
+    from studio.errors import ProviderFailure
+
+    fake = cloud_fake("replicate")
+    fake.outcome, fake.predict_time = "fail", 4.0  # "CUDA out of memory" after 4 s of GPU time
+    studio = Studio(home=studio_home)
+    studio.settings.daily_budget = 1.0
+    try:
+        with pytest.raises(ProviderFailure, match="the model failed on Replicate"):
+            studio.generate(GenerationRequest(prompt="a fox", provider="replicate", model=SDXL))
+        booked = studio.spent_today()
+    finally:
+        studio.close()
+    assert booked == pytest.approx(4.0 * 0.000975, abs=1e-6)
