@@ -26,7 +26,7 @@ from studio.contentfilter import ContentFilter
 from studio.copies import note_deleted
 from studio.config import SECRET_NAMES, Settings
 from studio.errors import (BudgetExceeded, ContentBlocked, InvalidRequest, NotFound, ProviderFailure, StudioError,
-                           UnusableResult)
+                           UnusableResult, missing_file)
 from studio.identity import may_change, visible_to, without_embedded_owner
 from studio.imaging import decode_result, load_image, png_bytes, sniff_format, thumbnail_bytes
 from studio.masks import fit_to_input, kept_size
@@ -462,7 +462,7 @@ class Studio:
             return fetch_url(source), None
         if isinstance(source, str) and not Path(source).exists():
             if _looks_like_path(source):  # ids are hex; calling a missing file an "image id" misleads
-                raise NotFound(f"file not found: {source}")
+                raise missing_file(source)
             record = self.get_image(source, user)
             return self.storage.read(record), record
         return source, None
@@ -613,7 +613,7 @@ class Studio:
         if isinstance(image, (str, Path)):
             path = Path(image)
             if not path.is_file():
-                raise NotFound(f"file not found: {path}")
+                raise missing_file(path)
             image = path.read_bytes()
         if not isinstance(image, (bytes, bytearray)):
             image = png_bytes(load_image(image))

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from providers.retry import DEFAULT_MAX_HOLD_SECONDS
-from studio.errors import BudgetExceeded, Cancelled, InvalidRequest, RateLimited, StudioError
+from studio.errors import BudgetExceeded, Busy, Cancelled, RateLimited, StudioError
 from studio.jobs.model import STAGE_STATUS, ItemStatus, Job, JobItem, JobStatus
 from studio.jobs.store import JobStore, now_iso
 from studio.options import merge_options
@@ -71,9 +71,10 @@ def runner_alive(runner: str | None, heartbeat_at: float | None, now: float | No
     return True
 
 
-def held_elsewhere(job_id: str, holder: str | None) -> InvalidRequest:
-    """The refusal when a live runner of another manager or process holds the job."""
-    return InvalidRequest(f"job {job_id} is running in another process ({holder}); "
+def held_elsewhere(job_id: str, holder: str | None) -> Busy:
+    """The refusal when a live runner of another manager or process holds the job: ``Busy``, not
+    bad input (the same command works once that runner stops; the CLI exits 1)."""
+    return Busy(f"job {job_id} is running in another process ({holder}); "
                           "pause or cancel it there, or wait for it")
 
 
@@ -86,7 +87,7 @@ class Runner(ABC):
     @abstractmethod
     def take(self, job_id: str) -> None:
         """Become the job's holder, atomically in the store (``JobStore.take``): raises
-        ``InvalidRequest`` (``held_elsewhere``) while a live runner elsewhere holds it, and
+        ``Busy`` (``held_elsewhere``) while a live runner elsewhere holds it, and
         ``LookupError`` when there is no such job."""
 
     @abstractmethod
