@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import threading
 from pathlib import Path
 
 from PIL import Image
@@ -68,3 +69,19 @@ def as_read(markdown: str) -> str:
     """A Markdown body as a reader sees its characters: backslash escapes (``studio.usertext.
     markdown_literal`` escapes user text that way) undone, non-breaking spaces as spaces."""
     return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", str(markdown)).replace("\u00a0", " ")
+
+
+class HoldImageRequests:
+    """Wraps a provider fake: an image request is announced on ``received`` and held until
+    ``release`` is set, so a test can kill the client while the provider has its request."""
+
+    def __init__(self, fake):
+        self.fake = fake
+        self.received = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, request):
+        if request.method == "POST" and "/images/" in request.path:
+            self.received.set()
+            self.release.wait(120)
+        return self.fake(request)

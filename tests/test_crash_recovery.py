@@ -17,6 +17,7 @@ import pytest
 
 from studio.service import Studio
 from tests.fakes import echo_provider
+from tests.helpers import HoldImageRequests
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,24 +101,6 @@ def test_recovery_releases_the_dead_requests_budget_reservation(studio_home):
 
 # -- a request killed in flight is booked: it may have been billed (issue 10, FX3) ---------------
 
-class _HoldImageRequests:
-    """Wraps a provider fake: an image request is announced on ``received`` and held until
-    ``release`` is set, so a test can kill the client while the provider has its request."""
-
-    def __init__(self, fake):
-        import threading
-
-        self.fake = fake
-        self.received = threading.Event()
-        self.release = threading.Event()
-
-    def __call__(self, request):
-        if request.method == "POST" and "/images/" in request.path:
-            self.received.set()
-            self.release.wait(120)
-        return self.fake(request)
-
-
 def _cli(home: Path, *args: str, env: dict | None = None, **popen) -> subprocess.Popen:
     environment = {**os.environ, "STUDIO_HOME": str(home), "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "studio", *args], env=environment, cwd=ROOT,
@@ -141,7 +124,7 @@ def test_a_request_killed_in_flight_is_booked_as_interrupted_and_counts(cloud_fa
     else:
         monkeypatch.setenv("STUDIO_DAILY_BUDGET", budget)
     fake = cloud_fake("openai")
-    hold = fake.server.serve(_HoldImageRequests(fake))
+    hold = fake.server.serve(HoldImageRequests(fake))
     child = _cli(studio_home, "generate", "a lighthouse at dusk", "--provider", "openai",
                  "--model", "gpt-image-1-mini")
     try:

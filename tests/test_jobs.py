@@ -961,3 +961,59 @@ def test_completed_scenes_carry_warnings_not_errors(cloud_fake, studio_home):
     assert len(answer["warnings"]) == len(set(answer["warnings"]))
     assert all(item.error is None and item.warnings for item in stored.items)
     assert stored.to_dict()["warnings"] == answer["warnings"]
+
+
+def test_a_job_started_with_a_session_key_waits_for_that_key_after_a_restart(cloud_fake, studio_home, monkeypatch):
+    """A visitor's batch, started with an OpenAI key pasted for their browser session, is cut short by
+    a restart. The restarted server (the operator's key only) must not finish it on the operator's
+    key: it pauses it, "needs your key again", and refuses to resume it; the visitor resumes it with
+    the key and it completes, every request made with the visitor's key."""
+    import dataclasses
+
+    from studio.errors import NotConfigured
+    from studio.jobs.manager import NEEDS_KEY_NOTE
+    from studio.service import Studio
+    from tests.helpers import HoldImageRequests
+
+    fake = cloud_fake("openai")
+    visitor_key = fake.api_key
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-operator-0123456789abcdefOPERATOR")  # the server's own key
+    hold = fake.server.serve(HoldImageRequests(fake))
+    shared = Studio(studio_home)
+
+    def keyed_studio() -> Studio:  # as ui.setup makes one for a session that pasted a key
+        return Studio(settings=dataclasses.replace(shared.settings, session_keys={"OPENAI_API_KEY": visitor_key}))
+
+    visitor = keyed_studio()
+    first = JobManager(visitor)
+    job = first.submit("scene a\nscene b\n", provider="openai", model="gpt-image-1-mini", concurrency=1,
+                       user="visitor")
+    assert hold.received.wait(60)
+    first.runner.shutdown()  # the server stops: the scene in flight finishes, the other never starts
+    hold.release.set()
+    assert first.runner.wait(job.id, timeout=60)
+    assert first.get(job.id, "visitor").status is JobStatus.RUNNING
+
+    restarted = JobManager(shared)
+    try:
+        assert restarted.recover() == []
+        paused = restarted.get(job.id, "visitor")
+        assert paused.status is JobStatus.PAUSED and paused.error == NEEDS_KEY_NOTE
+        assert [item.status for item in paused.items] == [ItemStatus.COMPLETED, ItemStatus.PENDING]
+        with pytest.raises(NotConfigured, match="needs your key again") as refused:
+            restarted.resume(job.id, "visitor")
+        assert refused.value.needs_key
+        assert restarted.get(job.id, "visitor").status is JobStatus.PAUSED
+    finally:
+        restarted.close()
+
+    again = JobManager(keyed_studio())
+    try:
+        again.resume(job.id, "visitor")
+        final = again.wait(job.id, "visitor", timeout=60)
+    finally:
+        again.close()
+        first.close()
+    assert final.status is JobStatus.COMPLETED
+    images = [r for r in fake.server.requests if r.method == "POST" and "/images/" in r.path]
+    assert len(images) == 2 and {r.headers["authorization"] for r in images} == {f"Bearer {visitor_key}"}

@@ -27,6 +27,11 @@ from studio.webhooks import JOB_SECRET_OPTION, DeliveryResult, WebhookDispatcher
 
 # The request fields a batch sets once for every scene (a scene's overrides may change some).
 JOB_REQUEST_FIELDS = tuple(f for f in REQUEST_FIELDS if f != "style")  # the style is a column of its own
+# A job option: the job was started with its provider's API key pasted for one browser session
+# (Settings.session_keys, never stored). Only a studio holding such a key again may run it.
+SESSION_KEY_OPTION = "session_key"
+NEEDS_KEY_NOTE = ("needs your key again: this job was started with an API key pasted for a browser session, "
+                  "which the studio never stores; paste the key again and resume the job")
 log = logging.getLogger("studio.jobs")
 
 
@@ -162,6 +167,8 @@ class JobManager:
                   script_format=parsed.format, total=len(parsed.scenes))
         if opts.webhook_public_only:
             job.options["webhook_public_only"] = True
+        if self._has_session_key(provider):
+            job.options[SESSION_KEY_OPTION] = True
         if opts.webhook and (opts.webhook_public_only or not self.studio.settings.secret("STUDIO_WEBHOOK_SECRET")):
             # No unsigned webhooks. Visitors of a shared server cannot know (and must not share)
             # the operator's secret, so such a job gets its own; the front end shows it once.
@@ -248,6 +255,17 @@ class JobManager:
         """Is the runner the store names for ``job`` alive (fresh heartbeat, process there)?"""
         return runner_alive(job.runner, job.heartbeat_at, stale_after=self.runner.stale_after)
 
+    def _has_session_key(self, provider) -> bool:
+        """Does this manager's studio hold a session key (pasted, not the operator's) for ``provider``?"""
+        keys = self.studio.settings.session_keys
+        return any(keys.get(name) for name in getattr(provider, "key_names", ()))
+
+    def _lacks_its_session_key(self, job: Job) -> bool:
+        """Was ``job`` started with a session key that this manager's studio does not hold? It must
+        then not run here: it would be paid with the operator's key."""
+        return bool(job.options.get(SESSION_KEY_OPTION)) and not self._has_session_key(
+            self.studio.provider(job.provider))
+
     def _refuse_if_held_elsewhere(self, job: Job) -> None:
         """A job a live runner of another manager or process holds is never run here too."""
         if job.runner and job.runner != self.runner.runner_id and self._holder_alive(job):
@@ -314,18 +332,36 @@ class JobManager:
             if self.runner.running(job.id):
                 self.runner.start(job.id)
                 return self.get(job.id, user)
+            if self._lacks_its_session_key(job):
+                raise NotConfigured(f"job {job.id} {NEEDS_KEY_NOTE}", provider=job.provider, needs_key=True)
             self._refuse_if_held_elsewhere(job)
             self.runner.take(job.id)  # atomic: whoever took it since we read it keeps it
             reconcile(self.studio, self.store, job)
             self.runner.start(job.id)
         return self.get(job.id, user)
 
+    def _pause_for_its_key(self, job: Job) -> None:
+        """A job whose runner died, started with a session key this studio lacks: settle what its
+        runner left in flight (as ``resume`` does) and pause it, saying it needs the key again."""
+        with self._lock:
+            self._refuse_if_held_elsewhere(job)
+            self.runner.take(job.id)
+            reconcile(self.studio, self.store, job)
+            if not self.store.release(job.id, self.runner.runner_id, status=JobStatus.PAUSED, error=NEEDS_KEY_NOTE):
+                return  # taken over meanwhile: its new holder decides
+        self._on_event("job.paused", job.id, None)
+
     def recover(self) -> list[str]:
-        """Resume every job whose runner died (call once when the studio starts)."""
+        """Resume every job whose runner died (call once when the studio starts). A job started with
+        a key pasted for a browser session is paused instead, until its visitor resumes it with the key
+        again (``NEEDS_KEY_NOTE``): it is never run on the operator's key."""
         resumed = []
         for job in self.store.list(None, limit=10_000, statuses=[JobStatus.RUNNING]):
             if not self.runner.running(job.id) and not self._holder_alive(job):
                 try:
+                    if self._lacks_its_session_key(job):
+                        self._pause_for_its_key(job)
+                        continue
                     self.resume(job.id, job.owner)
                     resumed.append(job.id)
                 except StudioError as error:  # another process got there first

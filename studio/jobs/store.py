@@ -286,7 +286,8 @@ class SQLiteJobStore(JobStore):
             request_id = attempt_request_id(job_id, row["idx"], attempt)
             conn.execute(
                 "UPDATE job_items SET status = ?, attempts = ?, request_id = ?, progress = 0, error = NULL, "
-                "error_kind = NULL, warnings = NULL, started_at = ?, updated_at = ?, finished_at = NULL WHERE job_id = ? AND idx = ?",
+                "error_kind = NULL, warnings = NULL, started_at = ?, updated_at = ?, finished_at = NULL "
+                "WHERE job_id = ? AND idx = ?",
                 (ItemStatus.INITIALIZING.value, attempt, request_id, now, now, job_id, row["idx"]))
             claimed = conn.execute("SELECT * FROM job_items WHERE job_id = ? AND idx = ?",
                                    (job_id, row["idx"])).fetchone()
