@@ -12,7 +12,6 @@ request runs, so listing providers never imports it.
 from __future__ import annotations
 
 import base64
-import math
 from typing import Any
 
 from PIL import Image, ImageOps
@@ -25,6 +24,7 @@ from studio.errors import (ContentBlocked, InvalidRequest, NotConfigured, Provid
                            QuotaExhausted, RateLimited, StudioError, UnusableResult)
 from studio.identity import VisitorIds
 from studio.imaging import load_image, png_bytes
+from studio.sizes import fit_pixel_budget
 from studio.types import Mode, PreparedRequest, ProviderImage, ProviderResult, RunContext
 
 # The API takes n from 1 to 10 per call; more images mean more calls.
@@ -228,21 +228,9 @@ def _quality(model: ModelInfo, quality: str | None) -> str | None:
 
 
 def _api_size(model: ModelInfo, width: int, height: int) -> str:
-    """The ``size`` to send. Free-size models (limits in the catalog's size_range) take any WxH within a
-    pixel budget: a size outside it is scaled, keeping its shape, to the nearest one the model makes."""
-    limits = model.size_range or {}
-    if model.sizes or not limits.get("min_pixels"):
-        return f"{width}x{height}"
-    if limits.get("max_ratio") and max(width, height) > limits["max_ratio"] * min(width, height):
-        raise InvalidRequest(f"{model.id} needs an aspect ratio within {limits['max_ratio']}:1; "
-                             f"{width}x{height} is wider", provider="openai")
-    pixels, step = width * height, limits.get("multiple", 16)
-    if pixels < limits["min_pixels"]:
-        scale = math.sqrt(limits["min_pixels"] / pixels)
-        width, height = (math.ceil(side * scale / step) * step for side in (width, height))
-    elif pixels > limits["max_pixels"]:
-        scale = math.sqrt(limits["max_pixels"] / pixels)
-        width, height = (math.floor(side * scale / step) * step for side in (width, height))
+    """The ``size`` to send: validation has already brought a free size into the model's pixel budget
+    (``studio.sizes.fit_pixel_budget``, with a warning); the same rule here only guards direct callers."""
+    width, height = fit_pixel_budget(model, width, height)
     return f"{width}x{height}"
 
 

@@ -52,7 +52,8 @@ def ratio_size(model: ModelInfo, ratio: str) -> tuple[int, int]:
     share_w, share_h = _ratio_parts(ratio)
     area = model.default_width * model.default_height
     multiple = max(RATIO_MULTIPLE, int((model.size_range or {}).get("multiple", 1)))
-    return _rounded(math.sqrt(area * share_w / share_h), multiple), _rounded(math.sqrt(area * share_h / share_w), multiple)
+    width = _rounded(math.sqrt(area * share_w / share_h), multiple)
+    return width, _rounded(math.sqrt(area * share_h / share_w), multiple)
 
 
 def ratio_sizes(model: ModelInfo) -> dict[str, tuple[int, int]]:
@@ -101,6 +102,27 @@ def fits(model: ModelInfo, width: int, height: int) -> bool:
     return max(width, height) / min(width, height) <= limits.get("max_ratio", math.inf)
 
 
+def fit_pixel_budget(model: ModelInfo, width: int, height: int) -> tuple[int, int]:
+    """``width`` x ``height`` for a model whose free sizes have a pixel budget (``size_range`` with
+    ``min_pixels``/``max_pixels``, as OpenAI's GPT image models): unchanged inside the budget, else
+    scaled, keeping its shape, to the nearest size inside it (sides multiples of the model's multiple).
+    Raises InvalidRequest for a shape beyond the model's ``max_ratio``. Other models: unchanged."""
+    limits = model.size_range or {}
+    if model.sizes or not limits.get("min_pixels"):
+        return width, height
+    if limits.get("max_ratio") and max(width, height) > limits["max_ratio"] * min(width, height):
+        raise InvalidRequest(f"{model.id} needs an aspect ratio within {limits['max_ratio']}:1; "
+                             f"{width}x{height} is wider")
+    pixels, step = width * height, int(limits.get("multiple", 16))
+    if pixels < limits["min_pixels"]:
+        scale = math.sqrt(limits["min_pixels"] / pixels)
+        return math.ceil(width * scale / step) * step, math.ceil(height * scale / step) * step
+    if pixels > limits.get("max_pixels", math.inf):
+        scale = math.sqrt(limits["max_pixels"] / pixels)
+        return math.floor(width * scale / step) * step, math.floor(height * scale / step) * step
+    return width, height
+
+
 def size_choices(model: ModelInfo) -> list[tuple[str, str]]:
     """(label, "WxH") pairs for a size picker: the model's own sizes, its aspect ratios
     (``ratio_size``, labelled "16:9 (1360x768)"), or up to ``MAX_SIZE_CHOICES`` common shapes that fit
@@ -124,5 +146,5 @@ def size_choices(model: ModelInfo) -> list[tuple[str, str]]:
     return [(size, size) for size in sizes[:MAX_SIZE_CHOICES]]
 
 
-__all__ = ["MAX_SIZE_CHOICES", "RATIO_MULTIPLE", "fits", "nearest_aspect_ratio", "ratio_for_size", "ratio_size", "ratio_sizes",
-           "size_choices"]
+__all__ = ["MAX_SIZE_CHOICES", "RATIO_MULTIPLE", "fit_pixel_budget", "fits", "nearest_aspect_ratio", "ratio_for_size",
+           "ratio_size", "ratio_sizes", "size_choices"]

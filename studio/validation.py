@@ -20,7 +20,7 @@ from studio.errors import InvalidRequest
 from studio.imaging import load_image, normalize_format
 from studio.masks import kept_size, load_mask
 from studio.options import coerce_options
-from studio.sizes import ratio_for_size, ratio_size
+from studio.sizes import fit_pixel_budget, ratio_for_size, ratio_size
 from studio.styles import StyleBook
 from studio.types import GenerationRequest, Mode, PreparedRequest
 
@@ -210,10 +210,15 @@ def prepare(request: GenerationRequest, provider: str, model: ModelInfo, styles:
         width = int(_number(request.width, "width", int))
         height = int(_number(request.height, "height", int))
     _check_size(model, width, height)
+    asked = f"{width}x{height}"
+    width, height = fit_pixel_budget(model, width, height)  # the size the provider is sent, so the recorded one
+    if request.width is not None and f"{width}x{height}" != asked:  # an input image's size is kept: no news
+        ends = [model.size_range[end] for end in ("min_pixels", "max_pixels") if end in model.size_range]
+        budget = "-".join(f"{pixels:,}" for pixels in ends)
+        warnings.append(f"{model.id} makes {budget} pixels: {asked} is made as {width}x{height}")
     made_as = ratio_for_size(model, width, height) if request.width is not None else None
     if made_as is not None:
         # The provider is sent the nearest ratio; record (and cache) the size every front end uses for it.
-        asked = f"{width}x{height}"
         width, height = ratio_size(model, made_as)
         warnings.append(f"{model.id} takes aspect ratios, not pixel sizes: {asked} is made as {made_as} "
                         f"({width}x{height})")

@@ -174,3 +174,22 @@ def test_a_bad_concurrency_setting_is_one_clear_error(studio_home, monkeypatch):
     monkeypatch.setenv("STUDIO_PROVIDER_CONCURRENCY", "openai=0")
     with pytest.raises(SettingsError, match="STUDIO_PROVIDER_CONCURRENCY='openai=0'.*provider=number"):
         Settings.load(studio_home)
+
+
+# -- silent corrections: a size outside OpenAI's pixel budget is rescaled in the open ---------------
+
+
+def test_a_size_outside_the_pixel_budget_is_rescaled_with_a_warning_and_recorded_as_sent(studio_home, monkeypatch):
+    """gpt-image-2 makes 655,360-8,294,400 pixels: 512x512 went out as 816x816 with nothing said, and
+    was recorded (and cached) as 512x512."""
+    studio = Studio(studio_home)
+    try:
+        prepared = studio.prepare(GenerationRequest(prompt=PROMPT, provider="openai", model="gpt-image-2", width=512,
+                                                    height=512))
+        assert prepared.request.size == "816x816"
+        assert prepared.warnings == ["gpt-image-2 makes 655,360-8,294,400 pixels: 512x512 is made as 816x816"]
+        inside = studio.prepare(GenerationRequest(prompt=PROMPT, provider="openai", model="gpt-image-2", width=1024,
+                                                  height=1024))
+        assert inside.request.size == "1024x1024" and inside.warnings == []
+    finally:
+        studio.close()
