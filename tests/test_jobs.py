@@ -936,7 +936,7 @@ def test_job_and_item_cost_is_what_was_booked_even_for_answers_billed_without_an
     assert answer["cost"] == pytest.approx(sum(booked.values())) == pytest.approx(spent)
 
 
-def test_completed_scenes_carry_warnings_not_errors(cloud_fake, studio_home):
+def test_completed_scenes_carry_warnings_not_errors(cloud_fake, studio_home, capsys):
     """gpt-image-1-mini takes no seed: every scene completes with that warning under ``warnings``
     (item and job), and ``error`` stays empty, in the result and the webhook's item summary."""
     from studio.jobs import get_manager
@@ -950,6 +950,7 @@ def test_completed_scenes_carry_warnings_not_errors(cloud_fake, studio_home):
         manager.wait(job.id, timeout=120)
         answer = manager.result(job.id, public=True)
         stored = manager.get(job.id)
+        segments = manager.enriched_script(job.id)["segments"]
     finally:
         manager.close()
         studio.close()
@@ -961,6 +962,10 @@ def test_completed_scenes_carry_warnings_not_errors(cloud_fake, studio_home):
     assert len(answer["warnings"]) == len(set(answer["warnings"]))
     assert all(item.error is None and item.warnings for item in stored.items)
     assert stored.to_dict()["warnings"] == answer["warnings"]
+    assert [s["warnings"] for s in segments] == [item["warnings"] for item in answer["items"]]
+    assert main(["job", job.id]) == 0  # the CLI's text: the job's warning once, scenes with their files
+    text = capsys.readouterr().out
+    assert text.count("does not take a seed") == 1 and text.splitlines()[1].startswith("warning: ")
 
 
 def test_a_job_started_with_a_session_key_waits_for_that_key_after_a_restart(cloud_fake, studio_home, monkeypatch):

@@ -197,6 +197,7 @@ def _jobs_text(jobs, label=None) -> str:
 
 def _job_text(result: dict[str, Any]) -> str:
     lines = [f"job {result['job_id']}: {result['status']}  {result['progress']:.0f}%  ${result['cost']:.4f}"]
+    lines += [f"warning: {w}" for w in result.get("warnings") or []]  # each once, not per scene
     for item in result["items"]:
         paths = ", ".join(image["path"] for image in item["images"]) or (item["error"] or "")
         lines.append(f"{item['index'] + 1:>4}  {item['timestamp'] or '':<12} {item['status']:<12} "

@@ -59,6 +59,7 @@ def enriched_script(studio, job: Job, names: dict[tuple[int, str], str] | None =
         segments.append({"index": item.index, "timestamp": item.timestamp, "start": item.start, "end": item.end,
                          "text": item.text, "prompt": item.prompt, "status": item.status.value,
                          "error": item.error if item.status.value != "COMPLETED" else None,
+                         "warnings": item.warnings,
                          "image": images[0] if images else None, "images": images})
     return {"job_id": job.id, "status": job.status.value, "provider": job.provider, "model": job.model,
             "style": job.style, "script": job.script_name, "format": job.script_format, "segments": segments}
