@@ -344,6 +344,11 @@ def load_model(source: ModelSource, device: str, dtype: str, *, config: str | No
 # -- generation helpers ----------------------------------------------------------------------
 
 
+def _asked_steps(request: PreparedRequest) -> int:
+    """The steps the request asks for: its own, else the model's default (30 for a model without one)."""
+    return int(request.steps or (request.model.steps.default if request.model.steps else 30))
+
+
 def steps_for_strength(steps: int, strength: float, max_steps: int = 150) -> int:
     """diffusers runs ``int(steps * strength)`` denoising steps on an input image; zero would crash.
     Raise the step count just enough to run one step (e.g. 2 steps at strength 0.3 becomes 4)."""
@@ -568,6 +573,10 @@ class LocalProvider(Provider):
 
         images = self._encode(output, request, seeds, loaded, steps)
         warnings = clip_cut_warnings(pipe, request.prompt, request.negative_prompt)
+        if steps > _asked_steps(request):  # raised by steps_for_strength: said, not silent
+            warnings.append(f"{_asked_steps(request)} step(s) at strength {arguments['strength']:g} would change "
+                            f"nothing (diffusers runs steps x strength of them on an input image); {steps} steps "
+                            f"were run")
         usage = {"device": loaded.device, "dtype": loaded.dtype, "from_cache": from_cache,
                  "load_seconds": 0.0 if from_cache else round(loaded.load_seconds, 4),
                  "generate_seconds": round(generate_seconds, 4), "steps": steps, "denoising_steps": denoising_steps,
@@ -580,7 +589,7 @@ class LocalProvider(Provider):
         mode = request.mode
         if mode == Mode.VARIATION:  # a variation of an image is image-to-image; of a prompt, new seeds
             mode = Mode.IMAGE_TO_IMAGE if request.init_image is not None else Mode.TEXT_TO_IMAGE
-        steps = request.steps or (request.model.steps.default if request.model.steps else 30)
+        steps = _asked_steps(request)
         guidance = request.guidance if request.guidance is not None else 7.5
         arguments: dict[str, Any] = {
             "prompt": request.prompt,

@@ -193,3 +193,30 @@ def test_a_size_outside_the_pixel_budget_is_rescaled_with_a_warning_and_recorded
         assert inside.request.size == "1024x1024" and inside.warnings == []
     finally:
         studio.close()
+
+
+# -- silent corrections: image-to-image steps raised for a low strength are said --------------------
+
+
+def test_raised_image_to_image_steps_are_a_warning(tiny_model_dir, studio_home):
+    """diffusers runs int(steps x strength) steps on an input image: 1 step at strength 0.3 runs none,
+    so the local provider runs 4; that was only in the usage figures."""
+    from PIL import Image
+
+    from providers.local import LocalProvider
+    from studio.catalog import Catalog
+    from studio.config import Settings
+    from studio.types import Mode, PreparedRequest, RunContext
+
+    provider = LocalProvider(Settings.load(studio_home, local_model=str(tiny_model_dir)), Catalog())
+    fields = dict(provider="local", model=provider.default_model(), mode=Mode.IMAGE_TO_IMAGE,
+                  prompt="a lighthouse", negative_prompt="", width=64, height=64, n=1, seed=42, steps=1, guidance=7.5,
+                  strength=0.3, init_image=Image.new("RGB", (64, 64), (90, 120, 200)), mask=None, output_format="png",
+                  quality=None, compression=95, user="local", extra={})
+    raised = provider.generate(PreparedRequest(**fields), RunContext())
+    assert raised.usage["steps"] == 4
+    assert [w for w in raised.warnings if "step" in w] == [
+        "1 step(s) at strength 0.3 would change nothing (diffusers runs steps x strength of them on an input "
+        "image); 4 steps were run"]
+    kept = provider.generate(PreparedRequest(**{**fields, "steps": 4}), RunContext())
+    assert [w for w in kept.warnings if "step" in w] == []
