@@ -16,6 +16,7 @@ from typing import Any
 
 from studio import postprocess
 from studio.catalog import ModelInfo, check_not_retired
+from studio.controls import STRENGTH_FLOOR
 from studio.errors import InvalidRequest
 from studio.imaging import load_image, normalize_format
 from studio.masks import kept_size, load_mask
@@ -233,6 +234,9 @@ def prepare(request: GenerationRequest, provider: str, model: ModelInfo, styles:
     strength = None
     if run_mode in (Mode.IMAGE_TO_IMAGE, Mode.INPAINT):
         strength = _ranged(request.strength, "strength", model.strength, (0.0, 1.0), float, warnings, model.id)
+        if strength is not None and strength < STRENGTH_FLOOR:  # the front ends' sliders stop at the same floor
+            raise InvalidRequest(f"strength {strength:g} would return the input image (nearly) unchanged and still be "
+                                 f"paid for; the least strength is {STRENGTH_FLOOR:g}")
     elif request.strength is not None:
         value = _number(request.strength, "strength")
         if not 0.0 <= value <= 1.0:

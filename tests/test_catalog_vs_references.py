@@ -28,6 +28,7 @@ from providers.openai_images import OpenAIProvider
 from providers.replicate_models import ReplicateProvider
 from providers.stability import StabilityProvider, route_for
 from studio.catalog import Catalog, ModelInfo
+from studio.controls import STRENGTH_FLOOR
 from studio.errors import ContentBlocked, InvalidRequest, StudioError, UnusableResult
 from studio.options import option_specs
 from studio.styles import StyleBook
@@ -135,7 +136,8 @@ def _variants(model: ModelInfo, mode: str) -> Iterator[tuple[str, dict[str, Any]
             for end in (limits.min, limits.max):
                 yield f"{name}={end:g}", {name: end}
     if model.strength and mode in ("image-to-image", "inpaint"):
-        for end in (model.strength.min, model.strength.max):
+        # The studio's own floor (studio.controls.STRENGTH_FLOOR) refuses less before any call.
+        for end in (max(model.strength.min, STRENGTH_FLOOR), model.strength.max):
             yield f"strength={end:g}", {"strength": end}
     if mode == "text-to-image":
         for width, height in _sizes(model):

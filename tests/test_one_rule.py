@@ -220,3 +220,23 @@ def test_raised_image_to_image_steps_are_a_warning(tiny_model_dir, studio_home):
         "image); 4 steps were run"]
     kept = provider.generate(PreparedRequest(**{**fields, "steps": 4}), RunContext())
     assert [w for w in kept.warnings if "step" in w] == []
+
+
+# -- silent corrections: the strength floor is one rule, an error for every way in ------------------
+
+
+def test_a_strength_below_the_floor_the_sliders_use_is_refused_for_the_library_too(echo_studio):
+    """Streamlit and Gradio stop strength at studio.controls.STRENGTH_FLOOR (a remembered lower value
+    was moved up silently); the library and CLI took 0.01, which changes (nearly) nothing, paid."""
+    from PIL import Image
+
+    from studio.controls import STRENGTH_FLOOR
+    from studio.errors import InvalidRequest
+    from studio.types import Mode
+
+    picture = Image.new("RGB", (64, 64), (90, 120, 200))
+    request = GenerationRequest(prompt=PROMPT, mode=Mode.IMAGE_TO_IMAGE, init_image=picture, provider="echo",
+                                strength=0.01)
+    with pytest.raises(InvalidRequest, match=f"the least strength is {STRENGTH_FLOOR:g}"):
+        echo_studio.prepare(request)
+    assert echo_studio.prepare(request.replace(strength=STRENGTH_FLOOR)).request.strength == STRENGTH_FLOOR
