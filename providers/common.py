@@ -5,6 +5,7 @@ Kept free of SDK imports so that ``import providers`` stays light.
 
 from __future__ import annotations
 
+from studio.redaction import mask_secrets
 from studio.sizes import nearest_aspect_ratio  # noqa: F401  (the one rule; providers import it from here)
 
 
@@ -14,7 +15,5 @@ def scrub(text: str, secret: str | None) -> str:
     Error details come from servers and proxies we do not control; an echoed key must never reach a
     message, a log or a record.
     """
-    if secret and len(secret) >= 4 and secret in text:
-        return text.replace(secret, "***")
-    return text
+    return mask_secrets(text, [secret])  # the core's rule (studio.redaction), as Studio.redact uses
 

@@ -32,6 +32,7 @@ from studio.imaging import decode_result, load_image, png_bytes, sniff_format, t
 from studio.masks import fit_to_input, kept_size
 from studio.netfetch import fetch_url, is_url
 from studio.options import recordable
+from studio.redaction import mask_secrets
 from studio.metadata import format_parameters, read_metadata
 from studio.metadata_write import check_fits, encode_image, insert_metadata
 from studio.metadata_read import request_fields, seed_note
@@ -688,14 +689,8 @@ class Studio:
         are kept in records that visitors, API clients and webhook receivers read."""
         for home in sorted({str(self.home), str(Path(self.home).resolve())}, key=len, reverse=True):
             text = text.replace(home, "<data>")
-        for name in SECRET_NAMES:
-            value = self.settings.secret(name)
-            if value and len(value) >= 6:
-                text = text.replace(value, "***")
-        for value in self.settings.session_keys.values():
-            if value and len(value) >= 6:
-                text = text.replace(value, "***")
-        return text
+        secrets = [self.settings.secret(name) for name in SECRET_NAMES] + list(self.settings.session_keys.values())
+        return mask_secrets(text, secrets)  # the providers' scrub uses the same rule and minimum
 
     def clear_model_cache(self) -> None:
         """Unload every locally loaded model (shared by the whole process) and free its memory."""

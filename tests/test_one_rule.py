@@ -240,3 +240,16 @@ def test_a_strength_below_the_floor_the_sliders_use_is_refused_for_the_library_t
     with pytest.raises(InvalidRequest, match=f"the least strength is {STRENGTH_FLOOR:g}"):
         echo_studio.prepare(request)
     assert echo_studio.prepare(request.replace(strength=STRENGTH_FLOOR)).request.strength == STRENGTH_FLOOR
+
+
+# -- redaction: one rule and one minimum for the core and the providers ---------------------------
+
+
+def test_a_short_key_is_masked_by_the_core_as_by_the_providers(echo_studio, monkeypatch):
+    """Studio.redact skipped keys under 6 characters while the providers' scrub masked from 4: a
+    5-character key echoed in an error reached records through one and not the other."""
+    from providers.common import scrub
+
+    monkeypatch.setenv("OPENAI_API_KEY", "k3y5x")
+    text = "upstream said: bad key k3y5x"
+    assert scrub(text, "k3y5x") == echo_studio.redact(text) == "upstream said: bad key ***"
