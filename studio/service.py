@@ -689,8 +689,8 @@ class Studio:
         are kept in records that visitors, API clients and webhook receivers read."""
         for home in sorted({str(self.home), str(Path(self.home).resolve())}, key=len, reverse=True):
             text = text.replace(home, "<data>")
-        secrets = [self.settings.secret(name) for name in SECRET_NAMES] + list(self.settings.session_keys.values())
-        return mask_secrets(text, secrets)  # the providers' scrub uses the same rule and minimum
+        keys = [self.settings.secret(name) for name in SECRET_NAMES] + list(self.settings.session_keys.values())
+        return mask_secrets(text, keys)  # the providers' scrub uses the same rule and minimum
 
     def clear_model_cache(self) -> None:
         """Unload every locally loaded model (shared by the whole process) and free its memory."""
