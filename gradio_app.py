@@ -37,6 +37,7 @@ from gradio_ui.library_tabs import build_boards_tab, build_history_tab
 from studio import get_studio
 from studio.config import SettingsError
 from studio.errors import InvalidRequest
+from studio.identity import VisitorIds
 from studio.migrations import SchemaTooNew
 from studio.service import Studio
 from studio.usertext import markdown_literal
@@ -154,6 +155,7 @@ def main() -> None:
         access = Access.from_env()
         studio = get_studio()
         limits = Limits()
+        VisitorIds.for_home(studio.home)  # a bad identity key stops the app here, not at the first visitor
     except (SettingsError, SchemaTooNew) as exc:
         print(f"error: {exc}", file=sys.stderr)
         settings_error_app(exc).launch()

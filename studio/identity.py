@@ -157,7 +157,7 @@ def _load_key(home: Path) -> bytes:
     configured = os.environ.get(KEY_SETTING, "").strip()
     if configured:
         if len(configured) < MIN_KEY_CHARS:
-            raise ValueError(f"{KEY_SETTING} must be at least {MIN_KEY_CHARS} characters")
+            raise SettingsError(f"{KEY_SETTING} must be at least {MIN_KEY_CHARS} characters")
         return configured.encode("utf-8")
     path = home / KEY_FILE_NAME
     if not path.exists():
@@ -178,7 +178,7 @@ def _load_key(home: Path) -> bytes:
             temporary.unlink(missing_ok=True)
     key = path.read_text(encoding="ascii").strip()
     if len(key) < MIN_KEY_CHARS:
-        raise ValueError(f"{path} is damaged (shorter than {MIN_KEY_CHARS} characters); restore it from a backup "
+        raise SettingsError(f"{path} is damaged (shorter than {MIN_KEY_CHARS} characters); restore it from a backup "
                          "or delete it (anonymous visitors then start new histories)")
     return key.encode("ascii")
 

@@ -2,7 +2,7 @@
 
 API callers get the studio's message as plain JSON text (a cue timing's ``-->`` stays ``-->``); only
 the browser's toast, which renders HTML, gets it escaped. A setting the app cannot use stops it with
-one ``error:`` line naming it, never a traceback.
+one ``error:`` line naming it (Streamlit: the page says it), never a traceback.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ def test_a_bad_access_setting_is_a_settings_error(env):
 @pytest.mark.parametrize("name, value, says", [
     ("STUDIO_VISITORS", "bogus", "error: STUDIO_VISITORS='bogus' is not a visitor policy"),
     ("STUDIO_GRADIO_USERS", "carol", "error: STUDIO_GRADIO_USERS entry 1 is not user:password"),
+    ("STUDIO_IDENTITY_KEY", "carol", "error: STUDIO_IDENTITY_KEY must be at least 32 characters"),
 ])
 def test_gradio_app_with_a_bad_setting_says_so_in_one_line_without_a_traceback(tmp_path, name, value, says):
     with socket.socket() as probe:  # a free port, should the app go on to serve a page
@@ -70,12 +71,29 @@ def test_gradio_app_with_a_bad_setting_says_so_in_one_line_without_a_traceback(t
     env = {**os.environ, "STUDIO_HOME": str(tmp_path / "home"), "GRADIO_SERVER_NAME": "127.0.0.1",
            "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", name: value}
     process = subprocess.Popen([sys.executable, str(ROOT / "gradio_app.py")], cwd=tmp_path, env=env, text=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    seen = []
     try:
-        # The first thing on stderr is the verdict: the error line, or (before the fix) a traceback.
-        first = process.stderr.readline()
+        # Read until the verdict: the error line, a traceback, the app serving as if all were well, or
+        # the end of the output.
+        for line in process.stdout:
+            seen.append(line)
+            if line.startswith(("error:", "Traceback", "* Running on")):
+                break
     finally:
         process.kill()
-        rest = process.communicate(timeout=60)[1]
-    assert first.startswith(says), first + rest
-    assert "Traceback" not in first + rest and "carol" not in (first + rest).replace(says, "")
+        seen.append(process.communicate(timeout=60)[0])
+    output = "".join(seen)
+    assert [line for line in seen if line.startswith(("error:", "Traceback", "* Running on"))][0].startswith(says), \
+        output
+    assert "Traceback" not in output and "carol" not in output.replace(says, "")
+
+
+def test_streamlit_says_a_bad_identity_key_on_the_page_instead_of_a_traceback(app_home, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("STUDIO_IDENTITY_KEY", "carol")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [e.value for e in at.error] == ["The studio cannot start: STUDIO_IDENTITY_KEY must be at least 32 "
+                                           "characters. Fix the setting and restart the app."]

@@ -88,7 +88,9 @@ def get_studio() -> Studio:
     """The process-wide studio for $STUDIO_HOME: one index, one set of providers and loaded models.
     Stops the page with the reason when a setting cannot be used (nothing else can work then)."""
     try:
-        return _shared_studio(str(default_home()))
+        studio = _shared_studio(str(default_home()))
+        VisitorIds.for_home(studio.home)  # a bad identity key is a bad setting: said here, not as a traceback
+        return studio
     except SettingsError as exc:
         st.error(f"The studio cannot start: {exc}. Fix the setting and restart the app.")
         st.stop()
