@@ -423,6 +423,9 @@ def test_login_settings_come_from_the_environment_without_echoing_passwords():
     assert access.users == [("alice", "a:b"), ("bob", "pw")] and access.require_login and not access.oauth
     assert Access.from_env({"SPACE_ID": "me/studio", "OAUTH_CLIENT_ID": "x"}).oauth
     assert Access.from_env({"STUDIO_VISITORS": "local"}).single_user and not Access.from_env({}).single_user
+    assert not Access.from_env({"SPACE_ID": "me/studio"}).single_user
+    with pytest.raises(ValueError, match="'lcoal' is not a visitor policy"):
+        Access.from_env({"STUDIO_VISITORS": "lcoal"})
     with pytest.raises(ValueError) as raised:
         parse_users("carol")
     assert "carol" not in str(raised.value)
@@ -434,9 +437,6 @@ def test_login_settings_come_from_the_environment_without_echoing_passwords():
 def test_the_mask_is_the_alpha_of_the_painted_layers():
     background = Image.new("RGB", (40, 30), "white")
     layer = Image.new("RGBA", (40, 30), (0, 0, 0, 0))
-    assert not Access.from_env({"SPACE_ID": "me/studio"}).single_user
-    with pytest.raises(ValueError, match="'lcoal' is not a visitor policy"):
-        Access.from_env({"STUDIO_VISITORS": "lcoal"})
     layer.paste((255, 0, 255, 128), (10, 5, 20, 15))
     mask = mask_from_editor({"background": background, "layers": [layer], "composite": background})
     assert mask.mode == "L" and mask.size == (40, 30)
@@ -528,16 +528,22 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
 
 
-def pick(scope, page, label: str, option: str) -> None:
+ECHO_ABOUT = re.compile(r"^Echo · \$")  # the model line a tab shows once the echo model's settings arrived
+
+
+def pick(scope, page, label: str, option: str, shows: re.Pattern | None = None) -> None:
+    """Choose ``option`` in the dropdown ``label``; with ``shows``, wait until the tab shows that text
+    (a provider's choice reaches its model's settings through two server round trips)."""
     scope.get_by_label(label).first.click()
     page.get_by_role("option", name=option).first.click()
-    page.wait_for_timeout(400)  # let the model's settings arrive
+    if shows is not None:
+        scope.get_by_text(shows).first.wait_for()
 
 
 @pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; .ci/run does it)")
 def test_the_ui_generates_inpaints_batches_and_keeps_each_browsers_images_apart(app, echo):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
@@ -550,9 +556,9 @@ def test_the_ui_generates_inpaints_batches_and_keeps_each_browsers_images_apart(
         generate = page.locator("#generate-gallery").locator("xpath=ancestor::div[contains(@class,'tabitem')]")
 
         # Only the chosen model's settings: FLUX has no negative prompt, echo has one.
-        pick(generate, page, "Provider", "Replicate — needs a key")
+        pick(generate, page, "Provider", "Replicate — needs a key", re.compile(r"^FLUX\.1 \[schnell\]"))
         assert not generate.get_by_label("Negative prompt").is_visible()
-        pick(generate, page, "Provider", "Echo (test)")
+        pick(generate, page, "Provider", "Echo (test)", ECHO_ABOUT)
         assert generate.get_by_label("Negative prompt").is_visible()
         generate.get_by_label("Prompt", exact=True).fill("a fox in the snow")
         generate.get_by_role("button", name="Generate", exact=True).click()
@@ -563,19 +569,26 @@ def test_the_ui_generates_inpaints_batches_and_keeps_each_browsers_images_apart(
         page.locator("#generate-gallery img").first.click()
         page.get_by_role("button", name="Edit selected").first.click()
         page.get_by_text(f"Using your image {made.id}").wait_for()
-        # The editor zooms the 64 px picture to fit once it has loaded it; strokes before that are lost.
-        page.locator("#edit-editor").get_by_text(re.compile(r"^(?!100%)\d+%$")).wait_for()
-        page.wait_for_timeout(1500)  # and settles
-        box = page.locator("#edit-editor canvas").first.bounding_box()
+        # Once the editor has loaded the picture (and zoomed it to fit) it switches from its image tool to
+        # the brush; a stroke before that is taken by the image tool and lost (the edit is then an
+        # image-to-image). The switch shows as the Brush button's highlight.
+        editor = page.locator("#edit-editor")
+        expect(editor.get_by_role("button", name="Brush", exact=True)).to_have_class(re.compile(r"\bhighlight\b"))
+        box = editor.locator("canvas").first.bounding_box()
         x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-        page.mouse.move(x - 60, y)
-        page.mouse.down()
-        for dx, dy in ((-20, 10), (20, -10), (60, 5)):
-            page.mouse.move(x + dx, y + dy, steps=4)
-        page.mouse.up()
-        page.wait_for_timeout(1000)  # the editor uploads the painted layer in the background
+        # A stroke that lands changes the editor, which then hands its background, layer and composite to
+        # the server (ImageEditor.accept_blobs, a POST to /gradio_api/component_server): waiting for that
+        # answer proves the stroke was painted. (The Edit click uploads the layers again itself.)
+        with page.expect_response(lambda response: "/gradio_api/component_server" in response.url
+                                  and response.request.method == "POST", timeout=60_000) as accepted:
+            page.mouse.move(x - 60, y)
+            page.mouse.down()
+            for dx, dy in ((-20, 10), (20, -10), (60, 5)):
+                page.mouse.move(x + dx, y + dy, steps=4)
+            page.mouse.up()
+        assert accepted.value.ok
         edit = page.locator("#edit-editor").locator("xpath=ancestor::div[contains(@class,'tabitem')]")
-        pick(edit, page, "Provider", "Echo (test)")
+        pick(edit, page, "Provider", "Echo (test)", ECHO_ABOUT)
         edit.get_by_label("What to make").fill("a red door")
         edit.get_by_role("button", name="Edit", exact=True).click()
         page.locator("#edit-status").get_by_text("image(s) in").wait_for()
@@ -598,7 +611,7 @@ def test_the_ui_generates_inpaints_batches_and_keeps_each_browsers_images_apart(
         page.get_by_role("tab", name="Batch from script").click()
         batch = page.locator("#batch-status").locator("xpath=ancestor::div[contains(@class,'tabitem')]")
         batch.get_by_label("Script").fill("00:00 a harbour at dawn\n00:04 gulls over the pier")
-        pick(batch, page, "Provider", "Echo (test)")
+        pick(batch, page, "Provider", "Echo (test)", ECHO_ABOUT)
         batch.get_by_role("button", name="Preview").click()
         batch.get_by_text("2 scene(s)").wait_for()
         batch.get_by_role("button", name="Run batch").click()
