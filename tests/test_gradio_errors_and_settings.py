@@ -97,3 +97,11 @@ def test_streamlit_says_a_bad_identity_key_on_the_page_instead_of_a_traceback(ap
     assert not at.exception, [e.value for e in at.exception]
     assert [e.value for e in at.error] == ["The studio cannot start: STUDIO_IDENTITY_KEY must be at least 32 "
                                            "characters. Fix the setting and restart the app."]
+
+
+def test_both_web_front_ends_title_the_same_error_kinds():
+    from gradio_ui.endpoints import ERROR_TITLES as GRADIO_TITLES
+    from ui.widgets import ERROR_TITLES as STREAMLIT_TITLES
+
+    assert set(GRADIO_TITLES) == set(STREAMLIT_TITLES)
+    assert {"busy", "invalid_request", "not_found"} <= set(GRADIO_TITLES)  # a job held elsewhere is not bad input

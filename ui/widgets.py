@@ -43,6 +43,7 @@ ERROR_TITLES = {
     "provider_failure": "The provider failed",
     "budget_exceeded": "Daily budget reached",
     "cancelled": "Cancelled",
+    "busy": "Busy elsewhere",
 }
 KEY_HINT = ("Set the key in the environment or Streamlit secrets, or paste one for this session under "
             "**API keys** in the sidebar.")
