@@ -27,6 +27,7 @@ from studio.catalog import ModelInfo
 from studio.errors import (ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure, ProviderTimeout,
                            QuotaExhausted, RateLimited, StudioError, UnusableResult)
 from studio.imaging import flatten, png_bytes
+from studio.sizes import image_size_tier
 from studio.types import Mode, PreparedRequest, ProviderImage, ProviderResult, RunContext
 from studio.validation import nth_seed
 
@@ -121,8 +122,7 @@ class GeminiProvider(CloudProvider):
     def _image_size(request: PreparedRequest) -> str:
         if request.extra.get("image_size"):
             return str(request.extra["image_size"])
-        long_side = max(request.width, request.height)
-        return "1K" if long_side <= 1024 else "2K" if long_side <= 2048 else "4K"
+        return image_size_tier(request.width, request.height)
 
     def _call(self, client, request: PreparedRequest, contents, seed, deadline: Deadline, key: str):
         from google.genai import errors

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from studio.catalog import ModelInfo
+from studio.sizes import IMAGE_SIZE_TIERS as GEMINI_IMAGE_SIZES, image_size_tier
 
 if TYPE_CHECKING:
     from studio.types import PreparedRequest
@@ -63,7 +64,6 @@ INSTRUCTION_TOKENS = 64
 # poll noticing, the cancel request, the model's worker stopping).
 CANCEL_MARGIN_SECONDS = 5.0
 # Gemini's image sizes, as the long side in pixels (its ``image_size`` option).
-GEMINI_IMAGE_SIZES = {"1K": 1024, "2K": 2048, "4K": 4096}
 
 
 @dataclass(frozen=True)
@@ -129,8 +129,8 @@ def quote(prepared: "PreparedRequest", *, timeout: float) -> CostQuote:
         most_out = (float(top) + PUBLISHED_ROUNDING_USD) * _pixel_scale(price, width, height)
     elif kind == "per_image_tiers":
         # Gemini draws at its image_size option (1K/2K/4K) when one is given, else at the size asked.
-        long_side = GEMINI_IMAGE_SIZES.get(str(prepared.extra.get("image_size")), max(width, height))
-        expected_out = _tier_price(price, long_side)
+        tier = str(prepared.extra.get("image_size") or image_size_tier(width, height))
+        expected_out = _tier_price(price, GEMINI_IMAGE_SIZES.get(tier, max(width, height)))
         most_out = expected_out + PUBLISHED_ROUNDING_USD
     else:
         expected_out = most_out = price_per_image(price, width, height, prepared.quality)

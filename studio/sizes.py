@@ -148,3 +148,17 @@ def size_choices(model: ModelInfo) -> list[tuple[str, str]]:
 
 __all__ = ["MAX_SIZE_CHOICES", "RATIO_MULTIPLE", "fit_pixel_budget", "fits", "nearest_aspect_ratio", "ratio_for_size",
            "ratio_size", "ratio_sizes", "size_choices"]
+
+
+# Gemini draws at three image sizes; each holds about side² pixels in any aspect ratio (16:9 at 1K is
+# 1376x768, 21:9 is 1584x672), so the tier follows the pixel count, not the long side.
+IMAGE_SIZE_TIERS = {"1K": 1024, "2K": 2048, "4K": 4096}
+_TIER_SLACK = 1.25  # the published 1K sizes reach 1.06 MP (21:9); 1.25 keeps every ratio in its tier
+
+
+def image_size_tier(width: int, height: int) -> str:
+    """The smallest Gemini image size ("1K", "2K" or "4K") that holds ``width`` × ``height`` pixels."""
+    for name, side in IMAGE_SIZE_TIERS.items():
+        if width * height <= side * side * _TIER_SLACK:
+            return name
+    return "4K"

@@ -294,7 +294,7 @@ def test_generate_through_the_openai_fake_with_a_key_pasted_for_the_session(app_
         model = Studio(app_home).provider("openai").model("gpt-image-1-mini")
         at.selectbox(key=control_key("gen", "quality", model)).select("low").run()
         at.text_area(key="gen_prompt").input("a forbidden thing").run()
-        assert "Estimated cost: **$0.0050**" in texts(at)
+        assert "Estimated cost: **$0.0051**" in texts(at)  # $0.005 an image plus the prompt's input tokens
         button(at, "Generate").click().run()
         settle(at)
         assert "Blocked by the provider's safety system" in at.error[0].value

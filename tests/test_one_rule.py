@@ -253,3 +253,19 @@ def test_a_short_key_is_masked_by_the_core_as_by_the_providers(echo_studio, monk
     monkeypatch.setenv("OPENAI_API_KEY", "k3y5x")
     text = "upstream said: bad key k3y5x"
     assert scrub(text, "k3y5x") == echo_studio.redact(text) == "upstream said: bad key ***"
+
+
+def test_every_gemini_ratio_is_drawn_and_priced_at_the_1k_tier_unless_asked():
+    """Gemini's 1K sizes hold about a megapixel in every ratio (16:9 is 1376x768), so the tier follows
+    the pixel count: the long side of 16:9 (1360) once sent "2K" and was priced as 2K."""
+    from studio.catalog import Catalog
+    from studio.sizes import image_size_tier, ratio_sizes
+
+    catalog = Catalog()
+    models = [m for m in catalog.models("gemini") if "image_size" in m.options]
+    assert models
+    for model in models:
+        for ratio, (width, height) in ratio_sizes(model).items():
+            assert image_size_tier(width, height) == "1K", (model.id, ratio)
+    assert image_size_tier(2048, 2048) == "2K" and image_size_tier(2752, 1536) == "2K"
+    assert image_size_tier(4096, 2304) == "4K"
