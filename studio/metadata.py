@@ -53,7 +53,7 @@ def parse_parameters(text: str) -> dict[str, Any]:
             if value.startswith('"') and value.endswith('"'):
                 try:
                     value = json.loads(value)
-                except json.JSONDecodeError:
+                except (json.JSONDecodeError, RecursionError):  # hostile nesting is just text
                     pass
             pairs[key.strip()] = value
     prompt_lines: list[str] = []
@@ -149,6 +149,6 @@ def read_metadata(data: bytes) -> dict[str, Any]:
 def _loads(text: str) -> dict[str, Any] | None:
     try:
         value = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: nesting deeper than any real record
         return None
     return value if isinstance(value, dict) else None

@@ -261,7 +261,7 @@ def _json_object(text: Any) -> dict[str, Any] | None:
         return None
     try:
         value = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: nesting deeper than any real record
         return None
     return value if isinstance(value, dict) else None
 

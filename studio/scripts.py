@@ -458,7 +458,7 @@ def _parse_csv(text: str) -> list[Scene]:
 def _looks_like_json(text: str) -> bool:
     try:
         json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return text.startswith("{") or bool(re.match(r"\[\s*[\[{\"]", text))
     return True
 
@@ -468,6 +468,8 @@ def _parse_json(text: str) -> list[Scene]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(f"line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg})") from None
+    except RecursionError:  # json recurses once per level: a hostile file nests past Python's limit
+        raise InvalidRequest("line 1: the JSON is nested too deeply to be a script") from None
     array_start = 0
     if isinstance(data, dict):
         key = next((k for k in ("segments", "scenes", "script") if isinstance(data.get(k), list)), None)
@@ -513,7 +515,7 @@ def _element_lines(text: str, array_start: int, count: int) -> list[int | None]:
         result.append(line)
         try:
             _value, end = decoder.raw_decode(text, position)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return result + [None] * (count - len(result))
         line += text.count("\n", position, end)
         position = end
