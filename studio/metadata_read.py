@@ -97,7 +97,8 @@ def _studio(data: dict[str, Any]) -> dict[str, Any] | None:
     params = data.get("params") if isinstance(data.get("params"), dict) else {}
     return generation("image-studio", data["prompt"], data.get("negative_prompt", ""), seed=data.get("seed"),
                       steps=params.get("steps"), guidance=params.get("guidance"),
-                      width=params.get("width") or data.get("width"), height=params.get("height") or data.get("height"),
+                      # the image's own size: an edit's result is fitted back to its input after the provider
+                      width=data.get("width") or params.get("width"), height=data.get("height") or params.get("height"),
                       model=data.get("model"), sampler=params.get("sampler"))
 
 

@@ -1,6 +1,6 @@
-"""JSON nested deeper than Python's recursion limit, in image metadata and in batch scripts: a clear
-answer, never "unexpected RecursionError" (found by an outside tester: `info`, `rerun` and `batch -`
-exited 1 with the library's recursion message)."""
+"""Edge cases an outside tester found in reading images and scripts: JSON nested deeper than Python's
+recursion limit (in image metadata and batch scripts) gets a clear answer, never "unexpected
+RecursionError"; `info` reports the size of the file itself after an edit was fitted back."""
 
 from __future__ import annotations
 
@@ -50,3 +50,21 @@ def test_a_deeply_nested_json_script_is_one_error_line(echo, capsys, monkeypatch
     assert main(["batch", "-p", "echo", "--dry-run", str(script)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "RecursionError" not in err
+
+
+def test_info_shows_the_size_of_the_file_after_an_edit_is_fitted_back(echo, tmp_path, capsys):
+    """A 427x320 inpaint is saved at 427x320 (the provider drew 424x320): `info` said 424x320."""
+    import json
+
+    source, mask = tmp_path / "src.png", tmp_path / "mask.png"
+    Image.new("RGB", (427, 320), (40, 90, 160)).save(source)
+    painted = Image.new("L", (427, 320), 0)
+    painted.paste(255, (100, 100, 200, 200))
+    painted.save(mask)
+    assert main(["edit", "-p", "echo", "--mask", str(mask), str(source), "a red door", "--json"]) == 0
+    made = json.loads(capsys.readouterr().out)["images"][0]
+    assert main(["info", made["path"], "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["generation"]["width"], shown["generation"]["height"]) == (427, 320)
+    with Image.open(made["path"]) as image:
+        assert image.size == (427, 320)
