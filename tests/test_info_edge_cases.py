@@ -68,3 +68,21 @@ def test_info_shows_the_size_of_the_file_after_an_edit_is_fitted_back(echo, tmp_
     assert (shown["generation"]["width"], shown["generation"]["height"]) == (427, 320)
     with Image.open(made["path"]) as image:
         assert image.size == (427, 320)
+
+
+def test_output_cut_short_by_the_reader_is_quiet(echo):
+    """`python -m studio providers | head -0`: the reader is gone before the CLI writes; the CLI said
+    "error: unexpected BrokenPipeError" or Python reported the broken pipe at exit."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # no reader at all: the CLI's first write to stdout meets a broken pipe
+    try:
+        done = subprocess.run([sys.executable, "-m", "studio", "providers"], stdout=write_end,
+                              stderr=subprocess.PIPE, timeout=120)
+    finally:
+        os.close(write_end)
+    stderr = done.stderr.decode()
+    assert "BrokenPipe" not in stderr and "Traceback" not in stderr and "unexpected" not in stderr
