@@ -264,7 +264,10 @@ def test_two_processes_starting_at_once_migrate_once(tmp_path):
             if "waiting for another process to finish with the database" in line:
                 waiting.add(n)
         holder.execute("COMMIT")
-        outputs = [p.communicate(timeout=120)[0] for p in starts]
+        # communicate() reads stderr too: whatever it takes before the reader threads see it is logged here
+        answers = [p.communicate(timeout=120) for p in starts]
+        outputs = [out for out, _err in answers]
+        logs += [(n, line) for n, (_out, err) in enumerate(answers) for line in (err or "").splitlines(True)]
     finally:
         holder.close()
         for p in starts:
