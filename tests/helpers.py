@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import socket
 import threading
 from pathlib import Path
 
@@ -85,3 +86,32 @@ class HoldImageRequests:
             self.received.set()
             self.release.wait(120)
         return self.fake(request)
+
+
+class Rebinding:
+    """``socket.getaddrinfo`` for one name whose first answer is public and every later one is the
+    loopback listener, and ``socket.create_connection`` recording where connections really go (the
+    public address answers "refused": the test machine has no internet)."""
+
+    PUBLIC = "93.184.216.34"
+
+    def __init__(self, monkeypatch, name: str):
+        self.name, self.lookups, self.connections = name, 0, []
+        real_getaddrinfo, real_connect = socket.getaddrinfo, socket.create_connection
+
+        def getaddrinfo(host, port, *args, **kwargs):
+            if host != name:
+                return real_getaddrinfo(host, port, *args, **kwargs)
+            self.lookups += 1
+            address = self.PUBLIC if self.lookups == 1 else "127.0.0.1"
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, int(port or 0)))]
+
+        def create_connection(address, *args, **kwargs):
+            self.connections.append(address[0])
+            if address[0] == self.PUBLIC:
+                raise ConnectionRefusedError(111, "refused (no internet here)")
+            return real_connect(address, *args, **kwargs)
+
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+        monkeypatch.setattr(socket, "create_connection", create_connection)
+

@@ -4,7 +4,6 @@ job, final errors recorded, and which URLs are refused."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 
@@ -20,6 +19,7 @@ from tests.fakes.echo_provider import EchoProvider
 from tests.fakes.http import FakeServer, Response
 
 SECRET = "whsec-test-0123456789"
+from tests.helpers import Rebinding
 
 
 @pytest.fixture
@@ -141,34 +141,6 @@ def test_each_delivery_is_checked_again_and_nothing_reaches_a_refused_address():
     dispatcher.close()
     assert [(r.ok, r.attempts) for r in dispatcher.results] == [(False, 1), (False, 1)]
     assert all("refusing to send webhooks" in r.error for r in dispatcher.results)
-
-
-class Rebinding:
-    """``socket.getaddrinfo`` for one name whose first answer is public and every later one is the
-    loopback listener, and ``socket.create_connection`` recording where connections really go (the
-    public address answers "refused": the test machine has no internet)."""
-
-    PUBLIC = "93.184.216.34"
-
-    def __init__(self, monkeypatch, name: str):
-        self.lookups, self.connections = 0, []
-        real_getaddrinfo, real_connect = socket.getaddrinfo, socket.create_connection
-
-        def getaddrinfo(host, port, *args, **kwargs):
-            if host != name:
-                return real_getaddrinfo(host, port, *args, **kwargs)
-            self.lookups += 1
-            address = self.PUBLIC if self.lookups == 1 else "127.0.0.1"
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, int(port or 0)))]
-
-        def create_connection(address, *args, **kwargs):
-            self.connections.append(address[0])
-            if address[0] == self.PUBLIC:
-                raise ConnectionRefusedError(111, "refused (no internet here)")
-            return real_connect(address, *args, **kwargs)
-
-        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-        monkeypatch.setattr(socket, "create_connection", create_connection)
 
 
 def test_a_rebinding_name_never_reaches_the_loopback_listener(monkeypatch):
