@@ -24,7 +24,8 @@ from studio.errors import InvalidRequest
 
 # Every secret the studio may read; used to scrub them from any text that leaves the process.
 SECRET_NAMES = ("OPENAI_API_KEY", "REPLICATE_API_TOKEN", "STABILITY_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY",
-                "STUDIO_WEBHOOK_SECRET", "STUDIO_IDENTITY_KEY")
+                "STUDIO_WEBHOOK_SECRET", "STUDIO_IDENTITY_KEY", "STUDIO_WEBHOOK_SHARED_SECRET",
+                "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 def default_home() -> Path:
@@ -119,6 +120,28 @@ class Settings:
     provider_concurrency: Annotated[dict[str, Annotated[int, Field(ge=1)]], BeforeValidator(_counts)] = Field(
         default_factory=dict, description="provider=number pairs, each 1 or more, comma-separated (a table in "
                                           "studio.toml), e.g. openai=8,replicate=2")
+    # --- Scale-out back ends (issue 13). Unset: the embedded default (SQLite in home, files in home,
+    # threads in the process). Each is a URL so one variable moves one part to a shared engine.
+    # SQLAlchemy URL of the database: sqlite:///path or postgresql://user:pass@host/db (unset: home/index.db)
+    database_url: str | None = Field(None, description="a database URL such as postgresql://user@host/db "
+                                                       "(unset: SQLite in the data directory)")
+    # Where images and thumbnails live: s3://bucket/prefix (endpoint, region, credentials from the usual
+    # AWS_* variables), or unset for files under home.
+    storage_url: str | None = Field(None, description="s3://bucket/prefix (unset: files in the data directory)")
+    # Celery broker for generations and batch scenes: redis://host:port/db (unset: threads in this process)
+    broker_url: str | None = Field(None, description="a broker URL such as redis://localhost:6379/0 "
+                                                     "(unset: threads in this process)")
+    # --- The HTTP API (issue 12).
+    # Origins a browser page may call the HTTP API from (CORS); empty: none besides the API's own.
+    api_cors_origins: Annotated[tuple[str, ...], BeforeValidator(_names)] = Field(
+        (), description="origins such as https://app.example.com, comma-separated (a list in studio.toml)")
+    # Requests one API token (or the local visitor) may make per minute; 0: no limit.
+    api_rate_limit: int = Field(60, ge=0, description="a whole number of requests per minute, 0 or more (0: no limit)")
+    # Largest upload the HTTP API accepts (an image, a mask or a batch script), in bytes.
+    api_max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024,
+                                      description="a whole number of bytes, 1024 or more")
+    # The deployment's name in webhook payloads of the job API (document 3's "environment" field).
+    environment: str = Field("development", min_length=1, description="a deployment name such as production")
     session_keys: dict[str, str] = field(default_factory=dict, repr=False)  # pasted by a user, never stored
 
     @classmethod
@@ -190,6 +213,13 @@ _SOURCES: dict[str, tuple[str | None, str | None, str]] = {
     "job_stale_seconds": ("STUDIO_JOB_STALE_SECONDS", None, "job_stale_seconds"),
     "gemini_api_version": ("STUDIO_GEMINI_API_VERSION", "gemini", "api_version"),
     "provider_concurrency": ("STUDIO_PROVIDER_CONCURRENCY", None, "provider_concurrency"),
+    "database_url": ("STUDIO_DATABASE_URL", None, "database_url"),
+    "storage_url": ("STUDIO_STORAGE_URL", None, "storage_url"),
+    "broker_url": ("STUDIO_BROKER_URL", None, "broker_url"),
+    "api_cors_origins": ("STUDIO_API_CORS_ORIGINS", "api", "cors_origins"),
+    "api_rate_limit": ("STUDIO_API_RATE_LIMIT", "api", "rate_limit"),
+    "api_max_upload_bytes": ("STUDIO_API_MAX_UPLOAD_BYTES", "api", "max_upload_bytes"),
+    "environment": ("STUDIO_ENVIRONMENT", None, "environment"),
 }
 
 
