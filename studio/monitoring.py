@@ -65,8 +65,13 @@ def _since(days: float) -> str:
     return (datetime.now(timezone.utc) - timedelta(days=days)).date().isoformat()
 
 
+def _audit_rows(index, days: int, owner: str | None) -> list[dict[str, Any]]:
+    """The audit log's rows of the last ``days`` days (of ``owner``, or everyone's): what every figure here reads."""
+    return index.generations(day_from=_since(days), owner=owner, limit=100_000)
+
+
 def model_stats(index, *, days: int = 7, owner: str | None = None) -> list[ModelStats]:
-    rows = index.generations(day_from=_since(days), owner=owner, limit=100_000)
+    rows = _audit_rows(index, days, owner)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["provider"], row["model"]), []).append(row)
@@ -92,6 +97,38 @@ def model_stats(index, *, days: int = 7, owner: str | None = None) -> list[Model
             estimated_cost=round(estimated, 6),
             estimate_error=round(sum(r["cost"] for r in done) / estimated - 1, 4) if estimated > 0 else 0.0,
             worst_estimate_error=round(max(errors), 4) if errors else 0.0))
+    return result
+
+
+@dataclass
+class DaySpend:
+    """One provider's requests on one UTC day: USD booked, requests, failures (as ``ModelStats``
+    counts them) and the mean seconds of the requests that made images (None when none did)."""
+
+    day: str
+    provider: str
+    cost: float
+    requests: int
+    failed: int
+    mean_seconds: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def spend_by_day(index, *, days: int = 30, owner: str | None = None) -> list[DaySpend]:
+    """Spend and timing per day and provider over the rows ``model_stats`` reads for the same
+    ``days`` and ``owner``, so a day's costs summed per provider equal its ``cost`` there. Oldest day
+    first, providers by name."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in _audit_rows(index, days, owner):
+        groups.setdefault((row["day"], row["provider"]), []).append(row)
+    result = []
+    for (day, provider), items in sorted(groups.items()):
+        timed = [r["duration"] for r in items if r["status"] in SUCCEEDED]
+        result.append(DaySpend(day, provider, round(sum(r["cost"] for r in items), 6), len(items),
+                               sum(1 for r in items if r["status"] == "failed" and r["error_kind"] != HELD_BACK),
+                               round(statistics.fmean(timed), 3) if timed else None))
     return result
 
 
