@@ -2,8 +2,9 @@
 
 ``LocalFileStore`` keeps files under the data directory. Every write is atomic: bytes go to a
 temporary file in the same folder, are flushed to disk, then renamed into place, so a crash leaves
-either the whole file or nothing (plus a ``.tmp-`` file that ``repair`` removes). A later backend
-(S3-compatible object storage) implements the same methods.
+either the whole file or nothing (plus a ``.tmp-`` file that ``repair`` removes).
+``studio.storage.s3.S3FileStore`` implements the same methods on S3-compatible object storage;
+``studio.storage.file_store_for`` picks one from the settings.
 """
 
 from __future__ import annotations
@@ -13,10 +14,27 @@ import secrets
 from pathlib import Path
 from typing import Iterator, Protocol
 
+from studio.errors import StudioError
+
 TMP_MARKER = ".tmp-"
 
 
+class StorageError(StudioError):
+    """The image store cannot be used right now: unreachable, refusing, or an object that did not
+    arrive intact. Nothing was saved by the call that raised it; it may be tried again."""
+
+    kind = "storage_error"
+    retryable = True
+
+
 class FileStore(Protocol):
+    """Bytes by key (``images/<category>/<yyyy>/<mm>/<dd>/<id>.png``, ``thumbs/...``).
+
+    ``put`` returns only once the bytes are durably stored and whole; ``get`` and ``move`` raise
+    FileNotFoundError for a missing key; ``delete`` of a missing key does nothing. ``local_path``
+    is None where objects have no path on this machine (callers then read bytes); ``url`` is a
+    short-lived link a browser may fetch the object from, or None where the server must stream it."""
+
     def put(self, key: str, data: bytes) -> None: ...
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
@@ -25,6 +43,8 @@ class FileStore(Protocol):
     def keys(self, prefix: str) -> Iterator[str]: ...
     def local_path(self, key: str) -> Path | None: ...
     def discard_partial(self, key: str) -> None: ...
+    def url(self, key: str, expires: int = 300) -> str | None: ...
+    def location_of(self, key: str) -> str: ...
 
 
 class LocalFileStore:
@@ -78,6 +98,12 @@ class LocalFileStore:
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
+
+    def url(self, key: str, expires: int = 300) -> str | None:
+        return None  # a local file has no URL of its own: the server reads and streams it
+
+    def location_of(self, key: str) -> str:
+        return str(self._path(key))
 
     def discard_partial(self, key: str) -> None:
         """Remove temp files an interrupted ``put(key, ...)`` left behind."""
