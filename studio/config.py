@@ -54,6 +54,16 @@ def api_version(value: Any) -> str:
     return text
 
 
+def _http_url(value: str | None) -> str | None:
+    """A URL setting: http(s) with a host (the address itself is checked where it is used)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not re.fullmatch(r"https?://[^/\s?#]+\S*", text, flags=re.IGNORECASE):
+        raise ValueError(f"not an http(s) URL: {text[:60]!r}")
+    return text
+
+
 def _names(value: Any) -> Any:
     """A list setting: comma-separated in the environment (or a string in studio.toml), else a list."""
     if isinstance(value, str):
@@ -142,6 +152,10 @@ class Settings:
                                       description="a whole number of bytes, 1024 or more")
     # The deployment's name in webhook payloads of the job API (document 3's "environment" field).
     environment: str = Field("development", min_length=1, description="a deployment name such as production")
+    # Where the job API's webhooks go (document 3: the operator's receiver, which alone is given the
+    # shared secret STUDIO_WEBHOOK_SHARED_SECRET); unset: that API sends none.
+    job_api_webhook_url: Annotated[str | None, AfterValidator(_http_url)] = Field(
+        None, description="an http(s) URL such as https://hooks.example.com/jobs (unset: no webhooks from the job API)")
     session_keys: dict[str, str] = field(default_factory=dict, repr=False)  # pasted by a user, never stored
 
     @classmethod
@@ -220,6 +234,7 @@ _SOURCES: dict[str, tuple[str | None, str | None, str]] = {
     "api_rate_limit": ("STUDIO_API_RATE_LIMIT", "api", "rate_limit"),
     "api_max_upload_bytes": ("STUDIO_API_MAX_UPLOAD_BYTES", "api", "max_upload_bytes"),
     "environment": ("STUDIO_ENVIRONMENT", None, "environment"),
+    "job_api_webhook_url": ("STUDIO_JOB_API_WEBHOOK_URL", "api", "job_webhook_url"),
 }
 
 

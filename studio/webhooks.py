@@ -166,6 +166,7 @@ class _Delivery:
     attempts: int = field(compare=False, default=0)
     public_only: bool = field(compare=False, default=False)
     secret: str | None = field(compare=False, default=None, repr=False)  # this job's own; else the dispatcher's
+    headers: dict[str, str] = field(compare=False, default_factory=dict, repr=False)  # more, e.g. a shared secret
 
     @property
     def lane(self) -> tuple[str, str]:
@@ -213,11 +214,13 @@ class WebhookDispatcher:
         self._clients: dict[bool, Any] = {}  # public_only -> a client through the outbound guard
 
     def send(self, url: str, event: str, payload: dict[str, Any], *, job_id: str | None = None,
-             public_only: bool = False, secret: str | None = None) -> str:
+             public_only: bool = False, secret: str | None = None, headers: Mapping[str, str] | None = None) -> str:
         """Queue a delivery; the payload gains ``event``, ``delivery_id``, ``sequence`` and ``sent_at``.
 
         ``secret`` signs this delivery (a job's own secret); without it the dispatcher's secret
-        does, and with neither the delivery fails unsent. The address is checked when sent."""
+        does, and with neither the delivery fails unsent. The address is checked when sent.
+        ``headers``: more headers for every attempt (document 3's shared secret, ``SHARED_SECRET_HEADER``);
+        the signing headers are always the studio's own."""
         validate_url(url)
         with self._cond:
             sequence = next(self._sequence.setdefault(job_id or "", itertools.count(1)))
@@ -225,7 +228,7 @@ class WebhookDispatcher:
             body = json.dumps({"event": event, "delivery_id": delivery_id, "sequence": sequence,
                                "sent_at": time.time(), **payload}, ensure_ascii=False, default=str).encode("utf-8")
             delivery = _Delivery(time.monotonic(), next(self._order), delivery_id, url, event, body, job_id,
-                                 public_only=public_only, secret=secret)
+                                 public_only=public_only, secret=secret, headers=dict(headers or {}))
             lane = self._lanes.setdefault(delivery.lane, deque())
             last = lane[-1] if lane else None
             if event == "job.progress" and last is not None and last.event == event and last.attempts == 0:
@@ -319,7 +322,8 @@ class WebhookDispatcher:
         status: int | None = None
         retry_after: float | None = None
         try:
-            headers = signed_headers(delivery.secret or self._secret(), body, delivery.event, delivery.id)
+            headers = {**delivery.headers,
+                       **signed_headers(delivery.secret or self._secret(), body, delivery.event, delivery.id)}
             # The guard resolves the host now, checks every address and connects to the one it
             # checked: a name that pointed somewhere public at submit time may not point inside now.
             response = self._client(delivery.public_only).post(delivery.url, content=body, headers=headers)
@@ -355,6 +359,37 @@ class WebhookDispatcher:
             return client
 
 
+# -- document 3's payload (its job API: studio.jobapi) -------------------------------------------
+
+JOB_API_OPTION = "job_api"  # a job's stored option: the job is document 3's, and so are its webhooks' bodies
+# The header that carries document 3's shared secret (STUDIO_WEBHOOK_SHARED_SECRET) to the operator's
+# receiver, beside the studio's own HMAC signature.
+SHARED_SECRET_HEADER = "X-Webhook-Secret"
+
+
+def job_api_payload(job_id: str, status: str, *, environment: str, timestamp: str | None = None,
+                    data: dict[str, Any] | None = None, error_message: str | None = None,
+                    progress: float | None = None) -> dict[str, Any]:
+    """The webhook body document 3 defines: ``job_id``; ``status`` in lower case (``completed``,
+    ``failed``, or the stage of a job still running); ``timestamp`` (ISO 8601, UTC; now when not
+    given); ``environment`` (the deployment's name, ``Settings.environment``); then ``data`` (a
+    completed job's images and metadata), ``error_message`` (why it failed) and ``progress``
+    (0-100), each only when given. ``WebhookDispatcher.send`` adds its own four fields on top."""
+    from datetime import datetime, timezone
+
+    body: dict[str, Any] = {"job_id": job_id, "status": status.lower(),
+                            "timestamp": timestamp or datetime.now(timezone.utc).isoformat(),
+                            "environment": environment}
+    if data is not None:
+        body["data"] = data
+    if error_message is not None:
+        body["error_message"] = error_message
+    if progress is not None:
+        body["progress"] = progress
+    return body
+
+
 __all__ = ["sign", "signed_headers", "verify_signature", "check_url", "validate_url", "new_secret", "job_secret",
            "JOB_SECRET_OPTION", "JOB_SECRET_NOTICE", "WebhookDispatcher", "DeliveryResult", "SIGNATURE_HEADER",
-           "TIMESTAMP_HEADER", "EVENT_HEADER", "DELIVERY_HEADER", "DEFAULT_TOLERANCE"]
+           "TIMESTAMP_HEADER", "EVENT_HEADER", "DELIVERY_HEADER", "DEFAULT_TOLERANCE", "JOB_API_OPTION",
+           "SHARED_SECRET_HEADER", "job_api_payload"]
