@@ -139,7 +139,55 @@ def build_parser() -> argparse.ArgumentParser:
     from studio.jobs.cli import add_commands as add_batch_commands
 
     add_batch_commands(commands)  # batch, jobs, job
+    _add_api_commands(commands)  # serve, token
     return parser
+
+
+def _add_api_commands(commands) -> None:
+    """``serve`` (the HTTP API, with the Gradio UI at /ui) and ``token`` (the API's per-user tokens)."""
+    serve = commands.add_parser("serve", help="serve the HTTP API (and the web UI at /ui) with uvicorn")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--no-ui", action="store_true", help="the API alone, without the Gradio UI at /ui")
+
+    token = commands.add_parser("token", help="API tokens: create (shown once), list, revoke")
+    actions = token.add_subparsers(dest="token_command", required=True, parser_class=_Parser)
+    create = actions.add_parser("create", help="make a token; it is printed once and cannot be shown again")
+    create.add_argument("name", help="what the token is for, e.g. 'laptop script'")
+    listing = actions.add_parser("list", help="tokens of a user (never the tokens themselves)")
+    revoke = actions.add_parser("revoke", help="revoke a token by its id (see `token list`)")
+    revoke.add_argument("token_id")
+    for action in (create, listing, revoke):
+        action.add_argument("--user", default="local", help="the owner the token acts for (default: local)")
+        action.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _run_api_command(studio, args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        from studio.http.server import serve
+
+        if not 0 < args.port < 65536:
+            raise InvalidRequest(f"--port must be 1-65535, not {args.port}")
+        serve(args.host, args.port, gradio=not args.no_ui, studio=studio)
+        return EXIT_OK
+    from studio.tokens import tokens_for
+
+    tokens = tokens_for(studio)
+    if args.token_command == "create":
+        row, secret = tokens.create(args.user, args.name)
+        if not args.json:  # stdout carries the token alone, so TOKEN=$(python -m studio token create x) works
+            print(f"token {row.id} ({row.name}): copy it now, it is not shown again", file=sys.stderr)
+        _emit(args, dict(row.public_dict(), token=secret), lambda: secret)
+    elif args.token_command == "list":
+        rows = tokens.list(args.user)
+        _emit(args, {"tokens": [r.public_dict() for r in rows]},
+              lambda: "\n".join(f"{r.id}  {r.created_at}  last used {r.last_used_at or 'never'}"
+                                + ("  REVOKED" if r.revoked else "") + f"  {r.name}" for r in rows)
+              or "no tokens")
+    else:
+        row = tokens.revoke(args.user, args.token_id)
+        _emit(args, row.public_dict(), lambda: f"revoked {row.id} ({row.name})")
+    return EXIT_OK
 
 
 def _emit(args: argparse.Namespace, payload: dict[str, Any], text: Callable[[], str]) -> None:
@@ -210,6 +258,8 @@ def run(args: argparse.Namespace) -> int:
         from studio.jobs.cli import run_command
 
         return run_command(studio, args)
+    if command in ("serve", "token"):
+        return _run_api_command(studio, args)
     if command in ("generate", "edit", "variations"):
         from studio.types import GenerationRequest
 

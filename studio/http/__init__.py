@@ -42,6 +42,7 @@ def create_app(studio: "Studio | None" = None, *, settings: "Settings | None" = 
     from fastapi import FastAPI
     from fastapi.middleware.cors import CORSMiddleware
 
+    from studio.application import Application
     from studio.http.errors import CatchAllMiddleware, install_handlers
     from studio.http.limits import CallerMiddleware, RateLimiter, UploadLimitMiddleware
     from studio.identity import visitor_policy
@@ -61,6 +62,7 @@ def create_app(studio: "Studio | None" = None, *, settings: "Settings | None" = 
                   description="Generate, edit and keep images. Authorization: Bearer <API token> "
                               "(without one only a single-user studio answers).")
     app.state.studio = studio
+    app.state.application = Application(studio)
     app.state.settings = settings
     app.state.tokens = tokens_for(studio)
     app.state.visitor_policy = visitor_policy()

@@ -23,6 +23,7 @@ from studio.http.errors import ApiError
 from studio.identity import LOCAL, LOCAL_OWNER
 
 if TYPE_CHECKING:
+    from studio.application import Application
     from studio.service import Studio
     from studio.tokens import Tokens
 
@@ -77,6 +78,11 @@ def get_tokens(request: Request) -> "Tokens":
     return request.app.state.tokens
 
 
+def get_application(request: Request) -> "Application":
+    """The application layer over the studio (``studio.application.Application``), one per app."""
+    return request.app.state.application
+
+
 def get_caller(request: Request) -> Caller:
     """The caller ``CallerMiddleware`` resolved for this request. A route outside the paths the
     middleware guards resolves it here (raising 401 as above)."""
@@ -89,4 +95,4 @@ def get_caller(request: Request) -> Caller:
     return caller
 
 
-__all__ = ["CALLER_KEY", "Caller", "get_caller", "get_studio", "get_tokens", "resolve_caller"]
+__all__ = ["CALLER_KEY", "Caller", "get_application", "get_caller", "get_studio", "get_tokens", "resolve_caller"]
