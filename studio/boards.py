@@ -2,8 +2,8 @@
 
 Two layers:
 
-* ``SQLiteBoardStore`` is the SQL, on the ``boards`` / ``board_items`` tables of the history index.
-  It knows nothing about owners' rights; a PostgreSQL index would implement the same methods.
+* ``BoardStore`` is the SQL, on the ``boards`` / ``board_items`` tables of the studio's database
+  (SQLite or PostgreSQL). It knows nothing about owners' rights.
 * ``Boards`` is what front ends use: every call names the owner, a board of someone else is
   "not found", only images the owner may see can be added, and it renders a board as one collage
   image or exports it as a zip (images + manifest + board.json + the collage).
@@ -17,7 +17,6 @@ import io
 import json
 import math
 import secrets
-import sqlite3
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Iterable
@@ -28,12 +27,13 @@ from studio.errors import InvalidRequest, NotFound
 from studio.exports import build_zip
 from studio.identity import visible_to
 from studio.imaging import THUMBNAIL_SIDE, open_checked
+from studio.storage.index import sql
 from studio.types import ImageRecord
 from studio.validation import clean_text
 
 if TYPE_CHECKING:
     from studio.service import Studio
-    from studio.storage.index import SQLiteIndex
+    from studio.storage.index import HistoryIndex
 
 MAX_NAME_CHARS = 80
 MAX_NOTES_CHARS = 4000
@@ -71,62 +71,75 @@ def _now() -> str:
 # -- the SQL -------------------------------------------------------------------------------------
 
 
-class SQLiteBoardStore:
-    """Board rows in the SQLite index. Positions are 0..n-1 in display order."""
+class BoardStore:
+    """Board rows in the studio's database (``HistoryIndex.db``: SQLite or PostgreSQL, one SQL).
+    Positions are 0..n-1 in display order; changes to one board's items run with its row locked, so
+    two processes adding to a board at once never give two images one position."""
 
-    def __init__(self, index: "SQLiteIndex"):
+    def __init__(self, index: "HistoryIndex"):
         self.index = index
 
     @staticmethod
-    def _board(row: sqlite3.Row) -> Board:
-        return Board(**{k: row[k] for k in row.keys()})
+    def _board(row) -> Board:
+        return Board(**dict(row))
 
     _SELECT = ("SELECT b.id, b.owner, b.name, b.notes, b.created_at, b.updated_at, "
                "(SELECT COUNT(*) FROM board_items i WHERE i.board_id = b.id) AS item_count FROM boards b")
 
+    def _rows(self, statement: str, params: dict) -> list:
+        with self.index.read() as conn:
+            return conn.execute(sql(statement), params).mappings().all()
+
+    def _lock_board(self, conn, board_id: str) -> None:
+        conn.execute(sql("SELECT id FROM boards WHERE id = :id" + self.index.db.for_update()), {"id": board_id})
+
     def create(self, board: Board) -> None:
         """Insert ``board``; raises ``ValueError`` when the owner already has a board of that name."""
+        from sqlalchemy.exc import IntegrityError
+
         try:
             with self.index.write() as conn:
-                conn.execute("INSERT INTO boards (id, owner, name, notes, created_at, updated_at) "
-                             "VALUES (?, ?, ?, ?, ?, ?)",
-                             (board.id, board.owner, board.name, board.notes, board.created_at, board.updated_at))
-        except sqlite3.IntegrityError as exc:
+                conn.execute(sql("INSERT INTO boards (id, owner, name, notes, created_at, updated_at) "
+                                 "VALUES (:id, :owner, :name, :notes, :created_at, :updated_at)"),
+                             {"id": board.id, "owner": board.owner, "name": board.name, "notes": board.notes,
+                              "created_at": board.created_at, "updated_at": board.updated_at})
+        except IntegrityError as exc:
             raise ValueError("duplicate board name") from exc
 
     def list(self, owner: str) -> list[Board]:
-        rows = self.index.connection().execute(
-            f"{self._SELECT} WHERE b.owner = ? ORDER BY b.updated_at DESC, b.name", (owner,)).fetchall()
+        rows = self._rows(f"{self._SELECT} WHERE b.owner = :owner ORDER BY b.updated_at DESC, b.name",
+                          {"owner": owner})
         return [self._board(row) for row in rows]
 
     def get(self, board_id: str) -> Board | None:
-        row = self.index.connection().execute(f"{self._SELECT} WHERE b.id = ?", (board_id,)).fetchone()
-        return self._board(row) if row else None
+        rows = self._rows(f"{self._SELECT} WHERE b.id = :id", {"id": board_id})
+        return self._board(rows[0]) if rows else None
 
     def find(self, owner: str, name: str) -> Board | None:
-        row = self.index.connection().execute(f"{self._SELECT} WHERE b.owner = ? AND b.name = ?",
-                                              (owner, name)).fetchone()
-        return self._board(row) if row else None
+        rows = self._rows(f"{self._SELECT} WHERE b.owner = :owner AND b.name = :name", {"owner": owner, "name": name})
+        return self._board(rows[0]) if rows else None
 
     def update(self, board_id: str, *, name: str | None = None, notes: str | None = None) -> None:
         """Rename and/or change notes; raises ``ValueError`` on a duplicate name."""
+        from sqlalchemy.exc import IntegrityError
+
         fields = {k: v for k, v in (("name", name), ("notes", notes)) if v is not None}
         fields["updated_at"] = _now()
-        assignments = ", ".join(f"{k} = ?" for k in fields)
+        assignments = ", ".join(f"{k} = :{k}" for k in fields)
         try:
             with self.index.write() as conn:
-                conn.execute(f"UPDATE boards SET {assignments} WHERE id = ?", [*fields.values(), board_id])
-        except sqlite3.IntegrityError as exc:
+                conn.execute(sql(f"UPDATE boards SET {assignments} WHERE id = :board_id"),
+                             {**fields, "board_id": board_id})
+        except IntegrityError as exc:
             raise ValueError("duplicate board name") from exc
 
     def delete(self, board_id: str) -> None:
         with self.index.write() as conn:
-            conn.execute("DELETE FROM boards WHERE id = ?", (board_id,))
+            conn.execute(sql("DELETE FROM boards WHERE id = :id"), {"id": board_id})
 
     def items(self, board_id: str) -> list[BoardItem]:
-        rows = self.index.connection().execute(
-            "SELECT image_id, position, note, added_at FROM board_items WHERE board_id = ? "
-            "ORDER BY position, added_at", (board_id,)).fetchall()
+        rows = self._rows("SELECT image_id, position, note, added_at FROM board_items WHERE board_id = :board_id "
+                          "ORDER BY position, added_at", {"board_id": board_id})
         return [BoardItem(**dict(row)) for row in rows]
 
     def add_items(self, board_id: str, image_ids: list[str]) -> int:
@@ -134,49 +147,70 @@ class SQLiteBoardStore:
         added = 0
         now = _now()
         with self.index.write() as conn:
-            present = {row[0] for row in conn.execute("SELECT image_id FROM board_items WHERE board_id = ?",
-                                                      (board_id,))}
-            position = conn.execute("SELECT COALESCE(MAX(position) + 1, 0) FROM board_items WHERE board_id = ?",
-                                    (board_id,)).fetchone()[0]
+            self._lock_board(conn, board_id)
+            present = {row[0] for row in conn.execute(
+                sql("SELECT image_id FROM board_items WHERE board_id = :board_id"), {"board_id": board_id})}
+            position = conn.execute(sql("SELECT COALESCE(MAX(position) + 1, 0) FROM board_items "
+                                        "WHERE board_id = :board_id"), {"board_id": board_id}).scalar()
             for image_id in image_ids:
                 if image_id in present:
                     continue
-                conn.execute("INSERT INTO board_items (board_id, image_id, position, note, added_at) "
-                             "VALUES (?, ?, ?, '', ?)", (board_id, image_id, position, now))
+                conn.execute(sql("INSERT INTO board_items (board_id, image_id, position, note, added_at) "
+                                 "VALUES (:board_id, :image_id, :position, '', :added_at)"),
+                             {"board_id": board_id, "image_id": image_id, "position": position, "added_at": now})
                 present.add(image_id)
                 position += 1
                 added += 1
-            conn.execute("UPDATE boards SET updated_at = ? WHERE id = ?", (now, board_id))
+            self._touch(conn, board_id, now)
         return added
 
     def remove_item(self, board_id: str, image_id: str) -> None:
         with self.index.write() as conn:
-            conn.execute("DELETE FROM board_items WHERE board_id = ? AND image_id = ?", (board_id, image_id))
+            self._lock_board(conn, board_id)
+            conn.execute(sql("DELETE FROM board_items WHERE board_id = :board_id AND image_id = :image_id"),
+                         {"board_id": board_id, "image_id": image_id})
             self._renumber(conn, board_id)
-            conn.execute("UPDATE boards SET updated_at = ? WHERE id = ?", (_now(), board_id))
+            self._touch(conn, board_id, _now())
 
     def reorder(self, board_id: str, image_ids: list[str]) -> None:
         """Put the board's items in the order of ``image_ids`` (items not named keep their order, after)."""
         with self.index.write() as conn:
-            current = [row[0] for row in conn.execute(
-                "SELECT image_id FROM board_items WHERE board_id = ? ORDER BY position, added_at", (board_id,))]
+            self._lock_board(conn, board_id)
+            current = self._ordered_ids(conn, board_id)
             wanted = [i for i in dict.fromkeys(image_ids) if i in current]
-            order = wanted + [i for i in current if i not in wanted]
-            conn.executemany("UPDATE board_items SET position = ? WHERE board_id = ? AND image_id = ?",
-                             [(pos, board_id, image_id) for pos, image_id in enumerate(order)])
-            conn.execute("UPDATE boards SET updated_at = ? WHERE id = ?", (_now(), board_id))
+            self._set_positions(conn, board_id, wanted + [i for i in current if i not in wanted])
+            self._touch(conn, board_id, _now())
 
     def set_item_note(self, board_id: str, image_id: str, note: str) -> None:
         with self.index.write() as conn:
-            conn.execute("UPDATE board_items SET note = ? WHERE board_id = ? AND image_id = ?",
-                         (note, board_id, image_id))
+            conn.execute(sql("UPDATE board_items SET note = :note WHERE board_id = :board_id AND image_id = :image_id"),
+                         {"note": note, "board_id": board_id, "image_id": image_id})
 
     @staticmethod
-    def _renumber(conn: sqlite3.Connection, board_id: str) -> None:
-        ids = [row[0] for row in conn.execute(
-            "SELECT image_id FROM board_items WHERE board_id = ? ORDER BY position, added_at", (board_id,))]
-        conn.executemany("UPDATE board_items SET position = ? WHERE board_id = ? AND image_id = ?",
-                         [(pos, board_id, image_id) for pos, image_id in enumerate(ids)])
+    def _touch(conn, board_id: str, now: str) -> None:
+        conn.execute(sql("UPDATE boards SET updated_at = :now WHERE id = :id"), {"now": now, "id": board_id})
+
+    @staticmethod
+    def _ordered_ids(conn, board_id: str) -> list[str]:
+        return [row[0] for row in conn.execute(
+            sql("SELECT image_id FROM board_items WHERE board_id = :board_id ORDER BY position, added_at"),
+            {"board_id": board_id})]
+
+    @staticmethod
+    def _set_positions(conn, board_id: str, order: list[str]) -> None:
+        if order:
+            conn.execute(sql("UPDATE board_items SET position = :position WHERE board_id = :board_id "
+                             "AND image_id = :image_id"),
+                         [{"position": pos, "board_id": board_id, "image_id": image_id}
+                          for pos, image_id in enumerate(order)])
+
+    @classmethod
+    def _renumber(cls, conn, board_id: str) -> None:
+        cls._set_positions(conn, board_id, cls._ordered_ids(conn, board_id))
+
+
+# The name this store had while it was SQLite only.
+SQLiteBoardStore = BoardStore
 
 
 # -- the service ---------------------------------------------------------------------------------
@@ -185,9 +219,9 @@ class SQLiteBoardStore:
 class Boards:
     """Mood boards of one studio, checked per owner."""
 
-    def __init__(self, studio: "Studio", store: SQLiteBoardStore | None = None):
+    def __init__(self, studio: "Studio", store: BoardStore | None = None):
         self.studio = studio
-        self.store = store or SQLiteBoardStore(studio.storage.index)
+        self.store = store or BoardStore(studio.storage.index)
 
     # -- boards -------------------------------------------------------------------------------
 
@@ -363,4 +397,4 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-__all__ = ["Board", "BoardItem", "Boards", "SQLiteBoardStore", "render_collage"]
+__all__ = ["Board", "BoardItem", "BoardStore", "Boards", "SQLiteBoardStore", "render_collage"]

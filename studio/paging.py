@@ -7,6 +7,9 @@ Streamlit. A limit outside the range is refused with one message, never quietly 
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from typing import Any
 
 from studio.errors import InvalidRequest
@@ -33,4 +36,24 @@ def _whole(value: Any, what: str, minimum: int, maximum: int | None) -> int:
     return int(number)
 
 
-__all__ = ["MAX_PAGE", "page_bounds"]
+def encode_cursor(created_at: str, image_id: str) -> str:
+    """Where the next history page starts: after the row ``(created_at, image_id)`` (pages are
+    read newest first). Opaque to callers: URL-safe text, no padding."""
+    raw = json.dumps([created_at, image_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    """``(created_at, image_id)`` of an ``encode_cursor`` text; ``InvalidRequest`` for anything else
+    (a cursor comes from a visitor's request)."""
+    try:
+        text = str(cursor).strip()
+        value = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        value = None
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
+        raise InvalidRequest("the page cursor is not one this studio gave out; start from the first page")
+    return value[0], value[1]
+
+
+__all__ = ["MAX_PAGE", "decode_cursor", "encode_cursor", "page_bounds"]

@@ -7,7 +7,7 @@ secrets from offline guessing and would only cost every API request its time her
 
 Two layers, as in ``studio.boards``:
 
-* ``SQLiteTokenStore`` is the SQL on the ``api_tokens`` table (migration 0005) of the history index.
+* ``TokenStore`` is the SQL on the ``api_tokens`` table (migration 0005) of the studio's database.
 * ``Tokens`` is what front ends use: every call names the owner; another owner's token is "not found".
 
 What leaves the server about a token is ``ApiToken.public_dict()``: id, name, dates, revoked. Never
@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from studio.errors import InvalidRequest, NotFound
+from studio.storage.index import sql
 from studio.validation import clean_text
 
 if TYPE_CHECKING:
-    from studio.storage.index import SQLiteIndex
+    from studio.storage.index import HistoryIndex
 
 TOKEN_PREFIX = "ist_"  # "image studio token": lets secret scanners and people recognise one
 MAX_NAME_CHARS = 80
@@ -74,52 +74,56 @@ def _stamp(moment: datetime) -> str:
 # -- the SQL -------------------------------------------------------------------------------------
 
 
-class SQLiteTokenStore:
-    """Token rows in the SQLite index; knows nothing of owners' rights."""
+class TokenStore:
+    """Token rows in the studio's database (``HistoryIndex``: SQLite or PostgreSQL, one SQL); knows
+    nothing of owners' rights."""
 
     _COLUMNS = "id, owner, name, created_at, last_used_at, revoked_at"
 
-    def __init__(self, index: "SQLiteIndex"):
+    def __init__(self, index: "HistoryIndex"):
         self.index = index
 
-    @staticmethod
-    def _token(row: sqlite3.Row) -> ApiToken:
-        return ApiToken(**{key: row[key] for key in row.keys()})
+    def _one(self, where: str, params: dict[str, Any]) -> ApiToken | None:
+        with self.index.read() as conn:
+            row = conn.execute(sql(f"SELECT {self._COLUMNS} FROM api_tokens WHERE {where}"), params).mappings().first()
+        return ApiToken(**row) if row else None
 
     def insert(self, token: ApiToken, token_hash: str, *, max_active: int) -> bool:
-        """Insert ``token`` unless its owner already has ``max_active`` usable tokens (then False)."""
+        """Insert ``token`` unless its owner already has ``max_active`` usable tokens (then False).
+        The count and the insert are one transaction under a named lock, so two requests at once
+        cannot both pass the count."""
         with self.index.write() as conn:
-            active = conn.execute("SELECT COUNT(*) FROM api_tokens WHERE owner = ? AND revoked_at IS NULL",
-                                  (token.owner,)).fetchone()[0]
+            self.index.db.lock(conn, "api-tokens")
+            active = conn.execute(sql("SELECT COUNT(*) FROM api_tokens WHERE owner = :owner AND revoked_at IS NULL"),
+                                  {"owner": token.owner}).scalar()
             if active >= max_active:
                 return False
-            conn.execute("INSERT INTO api_tokens (id, owner, name, token_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-                         (token.id, token.owner, token.name, token_hash, token.created_at))
+            conn.execute(sql("INSERT INTO api_tokens (id, owner, name, token_hash, created_at) "
+                             "VALUES (:id, :owner, :name, :token_hash, :created_at)"),
+                         {"id": token.id, "owner": token.owner, "name": token.name, "token_hash": token_hash,
+                          "created_at": token.created_at})
         return True
 
     def list(self, owner: str) -> list[ApiToken]:
-        rows = self.index.connection().execute(
-            f"SELECT {self._COLUMNS} FROM api_tokens WHERE owner = ? ORDER BY created_at DESC, id",
-            (owner,)).fetchall()
-        return [self._token(row) for row in rows]
+        with self.index.read() as conn:
+            rows = conn.execute(sql(f"SELECT {self._COLUMNS} FROM api_tokens WHERE owner = :owner "
+                                    "ORDER BY created_at DESC, id"), {"owner": owner}).mappings().all()
+        return [ApiToken(**row) for row in rows]
 
     def get(self, token_id: str) -> ApiToken | None:
-        row = self.index.connection().execute(f"SELECT {self._COLUMNS} FROM api_tokens WHERE id = ?",
-                                              (token_id,)).fetchone()
-        return self._token(row) if row else None
+        return self._one("id = :id", {"id": token_id})
 
     def by_hash(self, token_hash: str) -> ApiToken | None:
-        row = self.index.connection().execute(f"SELECT {self._COLUMNS} FROM api_tokens WHERE token_hash = ?",
-                                              (token_hash,)).fetchone()
-        return self._token(row) if row else None
+        return self._one("token_hash = :hash", {"hash": token_hash})
 
     def revoke(self, token_id: str, when: str) -> None:
         with self.index.write() as conn:
-            conn.execute("UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (when, token_id))
+            conn.execute(sql("UPDATE api_tokens SET revoked_at = :when WHERE id = :id AND revoked_at IS NULL"),
+                         {"when": when, "id": token_id})
 
     def touch(self, token_id: str, when: str) -> None:
         with self.index.write() as conn:
-            conn.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?", (when, token_id))
+            conn.execute(sql("UPDATE api_tokens SET last_used_at = :when WHERE id = :id"), {"when": when, "id": token_id})
 
 
 # -- the service ---------------------------------------------------------------------------------
@@ -128,8 +132,8 @@ class SQLiteTokenStore:
 class Tokens:
     """API tokens of one studio, checked per owner."""
 
-    def __init__(self, index: "SQLiteIndex", store: SQLiteTokenStore | None = None):
-        self.store = store or SQLiteTokenStore(index)
+    def __init__(self, index: "HistoryIndex", store: TokenStore | None = None):
+        self.store = store or TokenStore(index)
 
     def create(self, owner: str, name: str) -> tuple[ApiToken, str]:
         """A new token for ``owner`` named ``name`` (1-80 characters): ``(row, token)``. The token text
@@ -180,4 +184,4 @@ def tokens_for(studio: Any) -> Tokens:
     return Tokens(studio.storage.index)
 
 
-__all__ = ["ApiToken", "MAX_ACTIVE_TOKENS", "TOKEN_PREFIX", "SQLiteTokenStore", "Tokens", "hash_token", "tokens_for"]
+__all__ = ["ApiToken", "MAX_ACTIVE_TOKENS", "TOKEN_PREFIX", "TokenStore", "Tokens", "hash_token", "tokens_for"]

@@ -2,7 +2,8 @@
 
 The revisions in ``versions/`` are the schema, for SQLite and PostgreSQL alike: ``0001`` is the last
 release before migrations (commit 048d061); each later change is one more file. They are applied at
-start (``SQLiteIndex`` calls ``ensure_current``), under a lock, in one transaction, so two processes
+start (``studio.db.Database`` calls ``ensure_current`` for SQLite, ``upgrade_engine`` for PostgreSQL),
+under a lock, in one transaction, so two processes
 starting at once migrate once and a failed upgrade leaves the previous schema whole. A database
 whose revision this code does not know (a newer studio upgraded it) is refused with ``SchemaTooNew``.
 
@@ -107,6 +108,22 @@ def upgrade_url(url: str) -> list[str]:
             return upgrade(connection, where=engine.url.render_as_string(hide_password=True))
     finally:
         engine.dispose()
+
+
+def upgrade_engine(engine: "sa.Engine", *, where: str) -> list[str]:
+    """Bring the database of a server ``engine`` (PostgreSQL) to the newest revision: one query
+    when it already is, else ``upgrade`` on a fresh connection. ``where`` names it in the log
+    (never with its password)."""
+    import sqlalchemy as sa
+
+    with engine.connect() as connection:
+        current = None
+        if sa.inspect(connection).has_table("alembic_version"):
+            current = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    if current == head_revision():
+        return []
+    with engine.connect() as connection:
+        return upgrade(connection, where=where)
 
 
 def upgrade(connection: "sa.Connection", *, where: str, busy_timeout_ms: int = 30000) -> list[str]:

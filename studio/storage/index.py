@@ -1,32 +1,59 @@
-"""The history index: one SQLite database (WAL) holding every image's record, the audit log of
-generations, budget reservations and mood boards.
+"""The history index: every image's record, the audit log of generations, budget reservations and
+pending writes, in the studio's database (``studio.db``: SQLite in the data directory by default,
+PostgreSQL when ``STUDIO_DATABASE_URL`` names one).
 
-Each thread gets its own connection; writers take the lock up front (``BEGIN IMMEDIATE``) and wait
-up to ``busy_timeout`` for one another, so several workers and the UI never see "database is
-locked". A later backend (PostgreSQL) implements the same methods.
+One code path for both engines: portable SQL through SQLAlchemy Core (``text``), run inside the
+database's ``read``/``write`` transactions. What differs (how a writer takes its lock, row and named
+locks) is ``Database``'s. The budget reservation is a read-check-insert under the database's
+``budget`` lock, so processes on several machines never together set aside more than the limit.
+
+History pages are read newest first by ``(created_at, id)``; a page's ``next_cursor`` continues
+after its last row without counting the rows before it (keyset paging, ``studio.paging``).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Mapping
 
-from studio import migrations
+from studio.db import DEFAULT_BUSY_TIMEOUT_MS, Database
+from studio.paging import decode_cursor, encode_cursor
 from studio.types import ImageRecord
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 IMAGE_COLUMNS = (
     "id", "owner", "path", "thumb_path", "sha256", "width", "height", "format", "size_bytes", "provider",
     "model", "mode", "prompt", "user_prompt", "negative_prompt", "style", "params", "seed", "category",
     "tags", "cost", "generation_time", "created_at", "day", "status", "parent_id", "request_id", "cache_key",
-    "shared",
+    "shared", "position",
 )
+GENERATION_COLUMNS = ("id", "owner", "created_at", "day", "provider", "model", "mode", "prompt", "n", "status",
+                      "error_kind", "error", "cost", "estimated_cost", "duration", "cached")
 RESERVATION_TTL_SECONDS = 3600  # a reservation left by a crashed process stops counting after this
+BUDGET_LOCK = "budget"  # the named lock (Database.lock) every reservation is made under
+
+
+def sql(statement: str) -> "sa.TextClause":
+    """A statement with ``:name`` parameters (SQLAlchemy's ``text``)."""
+    from sqlalchemy import text
+
+    return text(statement)
+
+
+def expanding(statement: str, *names: str) -> "sa.TextClause":
+    """``sql(statement)`` whose parameters ``names`` take a list (``IN :ids``)."""
+    from sqlalchemy import bindparam
+
+    return sql(statement).bindparams(*(bindparam(name, expanding=True) for name in names))
 
 
 @dataclass
@@ -44,6 +71,8 @@ class HistoryQuery:
     include_shared: bool = False
     limit: int = 50
     offset: int = 0
+    # A page's ``next_cursor``: continue after its last row (``offset`` is then ignored).
+    after: str | None = None
 
 
 @dataclass
@@ -53,108 +82,129 @@ class Page:
     limit: int
     offset: int
     extra: dict[str, Any] = field(default_factory=dict)
+    # Where the next page starts (``HistoryQuery.after``); None when this page reaches the end.
+    next_cursor: str | None = None
 
 
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def record_from_row(row: sqlite3.Row) -> ImageRecord:
+def record_from_row(row: Mapping[str, Any]) -> ImageRecord:
     data = dict(row)
     data.pop("day", None)
+    data.pop("position", None)
     data["params"] = json.loads(data["params"] or "{}")
     data["tags"] = json.loads(data["tags"] or "[]")
     data["shared"] = bool(data["shared"])
     return ImageRecord(**data)
 
 
-class SQLiteIndex:
-    def __init__(self, path: Path, busy_timeout_ms: int = 30000):
-        self.path = Path(path)
-        self.busy_timeout_ms = busy_timeout_ms
+class HistoryIndex:
+    """The index on a ``Database``. ``target``: a ``Database``, a SQLite file path, or a database
+    URL (see ``Database``); the schema is brought up to date on opening."""
+
+    def __init__(self, target: "Database | Path | str", busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS):
+        self.db = target if isinstance(target, Database) else Database(target, busy_timeout_ms=busy_timeout_ms)
+        self.path: Path | None = self.db.path  # the SQLite file; None on a server
+        self.busy_timeout_ms = self.db.busy_timeout_ms
         self._local = threading.local()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # The tables are the migrations' (studio/migrations/versions): a new file gets the newest
-        # schema, an older one is upgraded in place, a newer one is refused (SchemaTooNew).
-        migrations.ensure_current(self.connection(), self.path, self.busy_timeout_ms)
+
+    @classmethod
+    def for_home(cls, home: Path, database_url: str | None = None) -> "HistoryIndex":
+        """The index of the studio in ``home``: on ``database_url``, else the ``database_url``
+        setting (``STUDIO_DATABASE_URL`` or studio.toml), else ``home/index.sqlite3``."""
+        if database_url is None:
+            from studio.config import Settings
+
+            database_url = Settings.load(home).database_url
+        return cls(Database.for_home(home, database_url))
 
     # -- connections and transactions ---------------------------------------------------------
 
+    def read(self):
+        """A connection for reads (``Database.read``)."""
+        return self.db.read()
+
+    def write(self):
+        """One write transaction (``Database.write``)."""
+        return self.db.write()
+
     def connection(self) -> sqlite3.Connection:
+        """A raw ``sqlite3`` connection to the SQLite file, one per thread, for tests and tools that
+        read the file directly. Not for the studio's own code (it runs on PostgreSQL too); raises
+        ``RuntimeError`` on a server database."""
+        if self.path is None:
+            raise RuntimeError(f"{self.db.display_url} is not a SQLite file: use read() and write()")
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None)
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA foreign_keys = ON")
             self._local.conn = conn
         return conn
-
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, holding the write lock from the start."""
-        conn = self.connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+        self.db.close()
+
+    def _rows(self, statement: "sa.TextClause", params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        with self.db.read() as conn:
+            return [dict(row) for row in conn.execute(statement, dict(params or {})).mappings()]
+
+    def _scalar(self, statement: "sa.TextClause", params: Mapping[str, Any] | None = None) -> Any:
+        with self.db.read() as conn:
+            return conn.execute(statement, dict(params or {})).scalar()
 
     # -- images -------------------------------------------------------------------------------
 
     def insert_images(self, records: list[ImageRecord], generation: dict[str, Any] | None = None) -> None:
         """Insert records (and the audit row of the request that made them) in one transaction."""
-        with self.write() as conn:
-            for record in records:
-                self._insert_image(conn, record)
+        with self.db.write() as conn:
+            for position, record in enumerate(records):
+                self._insert_image(conn, record, position)
             if generation is not None:
                 self._insert_generation(conn, generation)
 
-    def _insert_image(self, conn: sqlite3.Connection, record: ImageRecord) -> None:
+    def _insert_image(self, conn: "sa.Connection", record: ImageRecord, position: int) -> None:
         values = {
-            **{name: getattr(record, name, None) for name in IMAGE_COLUMNS if name != "day"},
+            **{name: getattr(record, name, None) for name in IMAGE_COLUMNS if name not in ("day", "position")},
             "day": record.created_at[:10],
             "params": json.dumps(record.params, sort_keys=True, default=str),
             "tags": json.dumps(record.tags),
             "shared": int(record.shared),
+            "position": position,
         }
         placeholders = ", ".join(f":{name}" for name in IMAGE_COLUMNS)
-        conn.execute(f"INSERT INTO images ({', '.join(IMAGE_COLUMNS)}) VALUES ({placeholders})", values)
-        conn.executemany("INSERT OR IGNORE INTO image_tags (image_id, tag) VALUES (?, ?)",
-                         [(record.id, tag) for tag in record.tags])
+        conn.execute(sql(f"INSERT INTO images ({', '.join(IMAGE_COLUMNS)}) VALUES ({placeholders})"), values)
+        if record.tags:
+            conn.execute(sql("INSERT INTO image_tags (image_id, tag) VALUES (:image_id, :tag) ON CONFLICT DO NOTHING"),
+                         [{"image_id": record.id, "tag": tag} for tag in record.tags])
 
     def get(self, image_id: str) -> ImageRecord | None:
-        row = self.connection().execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone()
-        return record_from_row(row) if row else None
+        rows = self._rows(sql("SELECT * FROM images WHERE id = :id"), {"id": image_id})
+        return record_from_row(rows[0]) if rows else None
 
     def get_many(self, image_ids: list[str]) -> list[ImageRecord]:
         if not image_ids:
             return []
-        marks = ", ".join("?" for _ in image_ids)
-        rows = self.connection().execute(f"SELECT * FROM images WHERE id IN ({marks})", image_ids).fetchall()
+        rows = self._rows(expanding("SELECT * FROM images WHERE id IN :ids", "ids"), {"ids": list(image_ids)})
         by_id = {row["id"]: record_from_row(row) for row in rows}
         return [by_id[i] for i in image_ids if i in by_id]
 
     def images_for_request(self, request_id: str) -> list[ImageRecord]:
         """The images a request saved (in the order it saved them); empty when it saved none."""
-        rows = self.connection().execute(
-            "SELECT * FROM images WHERE request_id = ? ORDER BY rowid", (request_id,)).fetchall()
+        rows = self._rows(sql("SELECT * FROM images WHERE request_id = :request_id "
+                              "ORDER BY position, created_at, id"), {"request_id": request_id})
         return [record_from_row(row) for row in rows]
 
     def by_cache_key(self, owner: str, cache_key: str) -> list[ImageRecord]:
-        rows = self.connection().execute(
-            "SELECT * FROM images WHERE owner = ? AND cache_key = ? AND status = 'completed' "
-            "ORDER BY created_at, seed, id", (owner, cache_key)).fetchall()
+        rows = self._rows(sql("SELECT * FROM images WHERE owner = :owner AND cache_key = :cache_key "
+                              "AND status = 'completed' ORDER BY created_at, seed, id"),
+                          {"owner": owner, "cache_key": cache_key})
         records = [record_from_row(row) for row in rows]
         if not records:
             return []
@@ -163,119 +213,129 @@ class SQLiteIndex:
         return [r for r in records if r.request_id == first_request]
 
     def query(self, q: HistoryQuery) -> Page:
+        """A page of ``q``'s matches, newest first (by ``created_at``, then ``id``), with the total.
+        ``q.after`` (a page's ``next_cursor``) continues after that page; InvalidRequest for a
+        cursor that is not one."""
         where: list[str] = []
-        args: list[Any] = []
+        args: dict[str, Any] = {}
         if q.owner is not None:
-            if q.include_shared:
-                where.append("(owner = ? OR shared = 1)")
-            else:
-                where.append("owner = ?")
-            args.append(q.owner)
+            where.append("(owner = :owner OR shared = 1)" if q.include_shared else "owner = :owner")
+            args["owner"] = q.owner
         if q.text:
-            pattern = f"%{_escape_like(q.text.strip())}%"
-            where.append("(prompt LIKE ? ESCAPE '\\' OR user_prompt LIKE ? ESCAPE '\\' OR id = ?)")
-            args += [pattern, pattern, q.text.strip()]
+            # lower() on both sides: SQLite's LIKE ignores ASCII case, PostgreSQL's does not.
+            args["pattern"] = f"%{_escape_like(q.text.strip())}%"
+            args["text"] = q.text.strip()
+            where.append("(lower(prompt) LIKE lower(:pattern) ESCAPE '\\' "
+                         "OR lower(user_prompt) LIKE lower(:pattern) ESCAPE '\\' OR id = :text)")
         for column in ("provider", "model", "category", "mode", "parent_id"):
             value = getattr(q, column)
             if value:
-                where.append(f"{column} = ?")
-                args.append(value)
+                where.append(f"{column} = :{column}")
+                args[column] = value
         if q.tag:
-            where.append("id IN (SELECT image_id FROM image_tags WHERE tag = ?)")
-            args.append(q.tag)
+            where.append("id IN (SELECT image_id FROM image_tags WHERE tag = :tag)")
+            args["tag"] = q.tag
         if q.date_from:
-            where.append("day >= ?")
-            args.append(q.date_from)
+            where.append("day >= :date_from")
+            args["date_from"] = q.date_from
         if q.date_to:
-            where.append("day <= ?")
-            args.append(q.date_to)
+            where.append("day <= :date_to")
+            args["date_to"] = q.date_to
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        conn = self.connection()
-        total = conn.execute(f"SELECT COUNT(*) FROM images {clause}", args).fetchone()[0]
-        rows = conn.execute(
-            f"SELECT * FROM images {clause} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
-            [*args, int(q.limit), int(q.offset)]).fetchall()
-        return Page([record_from_row(row) for row in rows], total, q.limit, q.offset)
+        page_where = list(where)
+        offset = int(q.offset)
+        if q.after:
+            args["after_created"], args["after_id"] = decode_cursor(q.after)
+            page_where.append("(created_at < :after_created OR (created_at = :after_created AND id < :after_id))")
+            offset = 0
+        page_clause = f"WHERE {' AND '.join(page_where)}" if page_where else ""
+        limit = int(q.limit)
+        with self.db.read() as conn:
+            total = conn.execute(sql(f"SELECT COUNT(*) FROM images {clause}"), args).scalar()
+            rows = conn.execute(sql(f"SELECT * FROM images {page_clause} ORDER BY created_at DESC, id DESC "
+                                    f"LIMIT :limit OFFSET :offset"),
+                                {**args, "limit": limit + 1, "offset": offset}).mappings().all()
+        # One row more than asked says whether another page follows.
+        items = [record_from_row(row) for row in rows[:limit]]
+        more = len(rows) > limit and limit > 0
+        next_cursor = encode_cursor(items[-1].created_at, items[-1].id) if more else None
+        return Page(items, int(total), q.limit, q.offset, next_cursor=next_cursor)
 
     def delete_image(self, image_id: str) -> None:
-        with self.write() as conn:
-            conn.execute("DELETE FROM images WHERE id = ?", (image_id,))
+        with self.db.write() as conn:
+            conn.execute(sql("DELETE FROM images WHERE id = :id"), {"id": image_id})
 
     def update_image(self, image_id: str, **fields: Any) -> None:
         allowed = {"category", "tags", "shared", "status"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"cannot update {sorted(unknown)}")
-        with self.write() as conn:
+        with self.db.write() as conn:
             if "tags" in fields:
                 tags = list(dict.fromkeys(fields["tags"]))
-                conn.execute("DELETE FROM image_tags WHERE image_id = ?", (image_id,))
-                conn.executemany("INSERT INTO image_tags (image_id, tag) VALUES (?, ?)",
-                                 [(image_id, t) for t in tags])
+                conn.execute(sql("DELETE FROM image_tags WHERE image_id = :id"), {"id": image_id})
+                if tags:
+                    conn.execute(sql("INSERT INTO image_tags (image_id, tag) VALUES (:image_id, :tag)"),
+                                 [{"image_id": image_id, "tag": t} for t in tags])
                 fields["tags"] = json.dumps(tags)
             if "shared" in fields:
                 fields["shared"] = int(bool(fields["shared"]))
-            assignments = ", ".join(f"{name} = ?" for name in fields)
-            conn.execute(f"UPDATE images SET {assignments} WHERE id = ?", [*fields.values(), image_id])
+            if fields:
+                assignments = ", ".join(f"{name} = :{name}" for name in fields)
+                conn.execute(sql(f"UPDATE images SET {assignments} WHERE id = :image_id"),
+                             {**fields, "image_id": image_id})
 
     def count_params_naming(self, text: str) -> int:
         """How many images hold ``text`` as a string value in their params (e.g. the file store key of
         an edit's kept input image, which several edits may share)."""
         pattern = f"%{_escape_like(json.dumps(text))}%"
-        row = self.connection().execute("SELECT COUNT(*) FROM images WHERE params LIKE ? ESCAPE '\\'",
-                                        (pattern,)).fetchone()
-        return int(row[0])
+        return int(self._scalar(sql("SELECT COUNT(*) FROM images WHERE params LIKE :pattern ESCAPE '\\'"),
+                                {"pattern": pattern}))
 
     def all_paths(self) -> dict[str, str]:
         """path -> id for every image (repair compares this with the file store)."""
-        rows = self.connection().execute("SELECT path, id FROM images").fetchall()
-        return {row["path"]: row["id"] for row in rows}
+        return {row["path"]: row["id"] for row in self._rows(sql("SELECT path, id FROM images"))}
 
     def has_path(self, path: str) -> bool:
-        return self.connection().execute("SELECT 1 FROM images WHERE path = ?", (path,)).fetchone() is not None
+        return self._scalar(sql("SELECT 1 FROM images WHERE path = :path"), {"path": path}) is not None
 
     def all_thumbs(self) -> dict[str, str]:
-        rows = self.connection().execute("SELECT id, thumb_path FROM images").fetchall()
-        return {row["id"]: row["thumb_path"] for row in rows}
+        return {row["id"]: row["thumb_path"] for row in self._rows(sql("SELECT id, thumb_path FROM images"))}
 
     # -- the audit log and spend ---------------------------------------------------------------
 
-    def _insert_generation(self, conn: sqlite3.Connection, generation: dict[str, Any]) -> None:
-        columns = ("id", "owner", "created_at", "day", "provider", "model", "mode", "prompt", "n", "status",
-                   "error_kind", "error", "cost", "estimated_cost", "duration", "cached")
-        values = {name: generation.get(name) for name in columns}
+    def _insert_generation(self, conn: "sa.Connection", generation: dict[str, Any]) -> None:
+        values = {name: generation.get(name) for name in GENERATION_COLUMNS}
         values["day"] = values["day"] or values["created_at"][:10]
         values["cached"] = int(bool(values.get("cached")))
         for name, default in (("cost", 0.0), ("estimated_cost", 0.0), ("duration", 0.0)):
             values[name] = values[name] or default
-        conn.execute(f"INSERT INTO generations ({', '.join(columns)}) VALUES "
-                     f"({', '.join(':' + c for c in columns)})", values)
+        conn.execute(sql(f"INSERT INTO generations ({', '.join(GENERATION_COLUMNS)}) VALUES "
+                         f"({', '.join(':' + c for c in GENERATION_COLUMNS)})"), values)
 
     def log_generation(self, generation: dict[str, Any]) -> None:
-        with self.write() as conn:
+        with self.db.write() as conn:
             self._insert_generation(conn, generation)
 
     def generations(self, *, day_from: str | None = None, owner: str | None = None,
                     limit: int = 10000) -> list[dict[str, Any]]:
-        where, args = [], []
+        where, args = [], {"limit": int(limit)}
         if day_from:
-            where.append("day >= ?")
-            args.append(day_from)
+            where.append("day >= :day_from")
+            args["day_from"] = day_from
         if owner:
-            where.append("owner = ?")
-            args.append(owner)
+            where.append("owner = :owner")
+            args["owner"] = owner
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self.connection().execute(
-            f"SELECT * FROM generations {clause} ORDER BY created_at DESC LIMIT ?", [*args, limit]).fetchall()
-        return [dict(row) for row in rows]
+        return self._rows(sql(f"SELECT * FROM generations {clause} ORDER BY created_at DESC LIMIT :limit"), args)
 
     def spent_on(self, day: str, owner: str | None = None) -> float:
-        sql = "SELECT COALESCE(SUM(cost), 0) FROM generations WHERE day = ?"
-        args: list[Any] = [day]
+        statement = "SELECT COALESCE(SUM(cost), 0) FROM generations WHERE day = :day"
+        args: dict[str, Any] = {"day": day}
         if owner:
-            sql += " AND owner = ?"
-            args.append(owner)
-        return float(self.connection().execute(sql, args).fetchone()[0])
+            statement += " AND owner = :owner"
+            args["owner"] = owner
+        return float(self._scalar(sql(statement), args))
 
     def reserve(self, reservation_id: str, day: str, amount: float, limit: float | None, *,
                 hold_seconds: float = RESERVATION_TTL_SECONDS, started_by: dict[str, Any] | None = None,
@@ -283,6 +343,12 @@ class SQLiteIndex:
         """Atomically set ``amount`` (USD) aside if ``day``'s spend + open reservations + amount stays
         within ``limit`` (``None``: no budget, always accepted). The reservation counts until
         ``finish_generation``/``release``/``book_interrupted`` removes it.
+
+        Atomic across processes and machines: the check and the insert run under the database's
+        budget lock (``Database.lock``: SQLite's write lock; a PostgreSQL advisory lock, which every
+        reservation takes and nothing else waits on), and spend plus reservations are read in one
+        statement, so a request finishing meanwhile (its reservation swapped for its audit row) is
+        counted once.
 
         ``started_by`` (``{"pid", "host", "process_started"}``) and ``request`` (the audit row's
         fields: owner, provider, model, mode, prompt, n, estimate) record a request in flight: if its
@@ -294,77 +360,90 @@ class SQLiteIndex:
         on the day its request finishes. Returns (accepted, committed) where committed is spend plus
         open reservations before this one."""
         started_by = started_by or {}
-        with self.write() as conn:
+        with self.db.write() as conn:
+            self.db.lock(conn, BUDGET_LOCK)
             now = time.time()
-            conn.execute("DELETE FROM reservations WHERE request IS NULL AND COALESCE(expires_at, created_at + ?) < ?",
-                         (RESERVATION_TTL_SECONDS, now))
-            spent = conn.execute("SELECT COALESCE(SUM(cost), 0) FROM generations WHERE day = ?",
-                                 (day,)).fetchone()[0]
-            held = conn.execute("SELECT COALESCE(SUM(amount), 0) FROM reservations").fetchone()[0]
-            committed = float(spent) + float(held)
+            conn.execute(sql("DELETE FROM reservations WHERE request IS NULL "
+                             "AND COALESCE(expires_at, created_at + :ttl) < :now"),
+                         {"ttl": RESERVATION_TTL_SECONDS, "now": now})
+            committed = float(conn.execute(sql(
+                "SELECT (SELECT COALESCE(SUM(cost), 0) FROM generations WHERE day = :day) "
+                "+ (SELECT COALESCE(SUM(amount), 0) FROM reservations)"), {"day": day}).scalar())
             if limit is not None and committed + amount > limit + 1e-9:
                 return False, committed
             conn.execute(
-                "INSERT INTO reservations (id, day, amount, created_at, expires_at, pid, host, process_started, "
-                "request) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (reservation_id, day, amount, now, now + max(hold_seconds, 0.0), started_by.get("pid"),
-                 started_by.get("host"), started_by.get("process_started"),
-                 json.dumps(request, default=str) if request is not None else None))
+                sql("INSERT INTO reservations (id, day, amount, created_at, expires_at, pid, host, process_started, "
+                    "request) VALUES (:id, :day, :amount, :created_at, :expires_at, :pid, :host, :process_started, "
+                    ":request)"),
+                {"id": reservation_id, "day": day, "amount": amount, "created_at": now,
+                 "expires_at": now + max(hold_seconds, 0.0), "pid": started_by.get("pid"),
+                 "host": started_by.get("host"), "process_started": started_by.get("process_started"),
+                 "request": json.dumps(request, default=str) if request is not None else None})
             return True, committed
 
     def open_requests(self) -> list[dict[str, Any]]:
         """Every open reservation (requests in flight, by this process or any other), oldest first."""
-        rows = self.connection().execute("SELECT * FROM reservations ORDER BY created_at").fetchall()
-        return [dict(row) for row in rows]
+        return self._rows(sql("SELECT * FROM reservations ORDER BY created_at"))
 
     def book_interrupted(self, reservation_id: str, generation: dict[str, Any]) -> bool:
         """Replace an open reservation by its audit row ``generation`` (an interrupted request booked
         at what it held), atomically; False, and nothing written, when the reservation is gone (its
         request finished, or another process booked it first)."""
-        with self.write() as conn:
-            if conn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,)).rowcount != 1:
+        with self.db.write() as conn:
+            deleted = conn.execute(sql("DELETE FROM reservations WHERE id = :id"), {"id": reservation_id})
+            if deleted.rowcount != 1:
                 return False
-            if conn.execute("SELECT 1 FROM generations WHERE id = ?", (generation["id"],)).fetchone() is None:
+            if conn.execute(sql("SELECT 1 FROM generations WHERE id = :id"), {"id": generation["id"]}).first() is None:
                 self._insert_generation(conn, generation)
             return True
 
     def release(self, reservation_id: str, *, untracked_only: bool = False) -> None:
         """Drop a reservation. ``untracked_only``: only one made without a record of its process and
         request (older code); a tracked one is left for ``Storage.book_interrupted``."""
-        with self.write() as conn:
-            conn.execute("DELETE FROM reservations WHERE id = ?" + (" AND request IS NULL" if untracked_only else ""),
-                         (reservation_id,))
+        with self.db.write() as conn:
+            conn.execute(sql("DELETE FROM reservations WHERE id = :id" + (" AND request IS NULL" if untracked_only else "")),
+                         {"id": reservation_id})
 
     def finish_generation(self, reservation_id: str | None, records: list[ImageRecord],
                           generation: dict[str, Any]) -> None:
         """Record a finished request: images, audit row, the reservation released and its pending
         writes cleared, atomically."""
-        with self.write() as conn:
-            for record in records:
-                self._insert_image(conn, record)
+        with self.db.write() as conn:
+            for position, record in enumerate(records):
+                self._insert_image(conn, record, position)
             self._insert_generation(conn, generation)
             if reservation_id:
-                conn.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
-            conn.execute("DELETE FROM pending_writes WHERE request_id = ?", (generation["id"],))
+                conn.execute(sql("DELETE FROM reservations WHERE id = :id"), {"id": reservation_id})
+            conn.execute(sql("DELETE FROM pending_writes WHERE request_id = :request_id"),
+                         {"request_id": generation["id"]})
 
     # -- write intents: files about to be written, so a crash can be finished cheaply on restart --
 
     def add_pending(self, request_id: str, keys: list[str], owner: str | None = None) -> None:
         """Record that ``keys`` are about to be written for ``owner`` (kept here because the files
         themselves do not name their owner)."""
-        import os
-        import socket
-
-        with self.write() as conn:
-            conn.executemany(
-                "INSERT OR REPLACE INTO pending_writes (key, request_id, pid, host, created_at, owner) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(key, request_id, os.getpid(), socket.gethostname(), time.time(), owner) for key in keys])
+        if not keys:
+            return
+        with self.db.write() as conn:
+            conn.execute(
+                sql("INSERT INTO pending_writes (key, request_id, pid, host, created_at, owner) "
+                    "VALUES (:key, :request_id, :pid, :host, :created_at, :owner) "
+                    "ON CONFLICT (key) DO UPDATE SET request_id = excluded.request_id, pid = excluded.pid, "
+                    "host = excluded.host, created_at = excluded.created_at, owner = excluded.owner"),
+                [{"key": key, "request_id": request_id, "pid": os.getpid(), "host": socket.gethostname(),
+                  "created_at": time.time(), "owner": owner} for key in keys])
 
     def pending(self) -> list[dict[str, Any]]:
-        rows = self.connection().execute("SELECT * FROM pending_writes ORDER BY created_at").fetchall()
-        return [dict(row) for row in rows]
+        return self._rows(sql("SELECT * FROM pending_writes ORDER BY created_at"))
 
     def clear_pending(self, keys: list[str]) -> None:
-        with self.write() as conn:
-            conn.executemany("DELETE FROM pending_writes WHERE key = ?", [(k,) for k in keys])
+        if not keys:
+            return
+        with self.db.write() as conn:
+            conn.execute(sql("DELETE FROM pending_writes WHERE key = :key"), [{"key": k} for k in keys])
+
+
+# The name the studio's code and tests have always used (it was SQLite only).
+SQLiteIndex = HistoryIndex
+
+__all__ = ["HistoryIndex", "HistoryQuery", "Page", "SQLiteIndex", "record_from_row"]

@@ -1,0 +1,164 @@
+"""The studio's database: one SQLAlchemy Core engine, SQLite (embedded default) or PostgreSQL.
+
+    db = Database.for_home(home)            # STUDIO_DATABASE_URL, else home/index.sqlite3
+    with db.read() as conn:                 # a Connection; statements are ``sqlalchemy.text``
+        conn.execute(text("SELECT ..."), {...})
+    with db.write() as conn:                # one transaction, committed on exit, rolled back on error
+        db.lock(conn, "budget")             # serialise a read-check-write across processes/machines
+
+Every store (history index, jobs, boards, tokens) writes the same portable SQL for both engines; the
+few places where the engines differ are here: how a write transaction starts (SQLite takes its one
+write lock up front with ``BEGIN IMMEDIATE``, so concurrent writers wait ``busy_timeout`` instead of
+failing with "database is locked"; PostgreSQL runs ordinary transactions), named locks (nothing to do
+on SQLite, whose write transaction already excludes every other writer; a transaction-scoped
+advisory lock on PostgreSQL) and row locks (``FOR UPDATE [SKIP LOCKED]`` on PostgreSQL only).
+
+The schema is the migrations' (``studio.migrations``), applied when a ``Database`` is opened.
+
+A PostgreSQL URL may carry a password: it is only ever shown as ``display_url`` (password masked).
+sqlalchemy is imported when a database is opened, not when this module is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from studio.errors import StudioError
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+SQLITE_FILE_NAME = "index.sqlite3"  # the embedded database's file in the data directory
+DEFAULT_BUSY_TIMEOUT_MS = 30000
+# Connections kept open per process. SQLite connections are cheap and the pool may grow past this
+# (no caller ever waits for one); a PostgreSQL server counts them, so its pool is bounded.
+SQLITE_POOL_SIZE = 16
+POSTGRES_POOL_SIZE = 10
+POSTGRES_MAX_OVERFLOW = 20
+
+
+class DatabaseUrlError(StudioError, ValueError):
+    """STUDIO_DATABASE_URL names an engine the studio does not support (the message masks any password)."""
+
+    kind = "bad_setting"
+
+
+def engine_url(url: str) -> "sa.URL":
+    """The SQLAlchemy URL for a setting: ``postgresql://`` and ``postgres://`` use psycopg (3),
+    the driver the studio installs; ``sqlite:///path`` is a SQLite file. Raises ``DatabaseUrlError``."""
+    import sqlalchemy as sa
+
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        # The text itself may hold a password: say only what is wrong with it.
+        raise DatabaseUrlError("the database URL is not a URL such as postgresql://user@host/db") from None
+    backend = parsed.get_backend_name()
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg")
+    if backend == "sqlite" and parsed.database:
+        return parsed.set(drivername="sqlite")
+    raise DatabaseUrlError(f"the database URL {parsed.render_as_string(hide_password=True)!r} is not "
+                           f"postgresql://… or sqlite:///path: the studio supports PostgreSQL and SQLite")
+
+
+class Database:
+    """An open database. ``target``: a SQLite file path, or a URL (``postgresql://…``,
+    ``sqlite:///path``). Safe to share between threads; each ``read``/``write`` borrows a pooled
+    connection. Raises ``DatabaseUrlError`` for an unsupported URL, ``SchemaTooNew`` for a
+    database a newer studio upgraded, and SQLAlchemy's ``OperationalError`` when it cannot connect."""
+
+    def __init__(self, target: str | Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS):
+        import sqlalchemy as sa
+
+        from studio import migrations
+
+        self.busy_timeout_ms = int(busy_timeout_ms)
+        if isinstance(target, Path) or "://" not in str(target):
+            url = sa.engine.URL.create("sqlite", database=str(target))
+        else:
+            url = engine_url(str(target))
+        self.dialect = url.get_backend_name()  # "sqlite" or "postgresql"
+        self.display_url = url.render_as_string(hide_password=True)
+        self.path: Path | None = None
+        if self.dialect == "sqlite":
+            self.path = Path(url.database)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.engine = sa.create_engine("sqlite://", creator=self._connect_sqlite, poolclass=sa.pool.QueuePool,
+                                           pool_size=SQLITE_POOL_SIZE, max_overflow=-1)
+            # One query when the file is current; Alembic only for a new or older file.
+            with self.engine.connect() as conn:
+                migrations.ensure_current(conn.connection.driver_connection, self.path, self.busy_timeout_ms)
+        else:
+            self.engine = sa.create_engine(url, pool_size=POSTGRES_POOL_SIZE, max_overflow=POSTGRES_MAX_OVERFLOW,
+                                           pool_pre_ping=True)
+            migrations.upgrade_engine(self.engine, where=self.display_url)
+
+    @classmethod
+    def for_home(cls, home: str | Path, url: str | None = None) -> "Database":
+        """The studio's database: ``url`` (``STUDIO_DATABASE_URL``), else ``home/index.sqlite3``."""
+        return cls(url if url else Path(home) / SQLITE_FILE_NAME)
+
+    def __repr__(self) -> str:
+        return f"Database({self.display_url!r})"
+
+    def _connect_sqlite(self) -> sqlite3.Connection:
+        # Autocommit at the driver (isolation_level=None): ``write`` issues BEGIN IMMEDIATE itself, and
+        # reads outside it see each statement's latest committed state, as before SQLAlchemy.
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    # -- transactions ---------------------------------------------------------------------------
+
+    @contextmanager
+    def read(self) -> Iterator["sa.Connection"]:
+        """A connection for reads (nothing it writes is kept unless the caller commits)."""
+        with self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator["sa.Connection"]:
+        """One write transaction: committed when the block ends, rolled back if it raises. On SQLite
+        it holds the database's write lock from the start (waiting up to ``busy_timeout_ms``)."""
+        with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+
+    def lock(self, conn: "sa.Connection", name: str) -> None:
+        """Hold the lock ``name`` until ``conn``'s write transaction ends, excluding every other
+        process on any machine that takes it. SQLite: nothing more to do (a write transaction already
+        excludes all other writers). PostgreSQL: a transaction-scoped advisory lock keyed by ``name``."""
+        if self.dialect == "postgresql":
+            from sqlalchemy import text
+
+            key = int.from_bytes(hashlib.sha256(f"studio:{name}".encode()).digest()[:8], "big", signed=True)
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+    def for_update(self, *, skip_locked: bool = False, share: bool = False) -> str:
+        """The row-lock clause to end a SELECT with inside ``write`` (``FOR UPDATE [SKIP LOCKED]`` or
+        ``FOR SHARE`` on PostgreSQL; empty on SQLite, whose write transaction already excludes others)."""
+        if self.dialect != "postgresql":
+            return ""
+        return (" FOR SHARE" if share else " FOR UPDATE") + (" SKIP LOCKED" if skip_locked else "")
+
+    def close(self) -> None:
+        """Close every pooled connection (connections still borrowed close when returned)."""
+        self.engine.dispose()
+
+
+__all__ = ["Database", "DatabaseUrlError", "SQLITE_FILE_NAME", "engine_url"]
