@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from studio.imaging import open_checked
 from studio.metadata_write import (EXIF_IFD_POINTER, EXIF_IMAGE_DESCRIPTION, EXIF_USER_COMMENT, JSON_PREFIX,
                                    UNICODE_HEADER, encode_image, xmp_fields)
 
-__all__ = ["encode_image", "format_parameters", "parse_parameters", "read_metadata"]
+if TYPE_CHECKING:
+    from studio.types import ImageRecord
+
+__all__ = ["STUDIO_VERSION", "embedded_json", "encode_image", "format_parameters", "parse_parameters",
+           "read_metadata", "record_parameters"]
+STUDIO_VERSION = "image-studio 0.1"  # the ``Version`` of the A1111 text the studio writes
 _NEEDS_QUOTES = re.compile(r"[,:\n\"]")
 
 
@@ -35,6 +40,33 @@ def format_parameters(prompt: str, negative_prompt: str, pairs: dict[str, Any]) 
         lines.append(f"Negative prompt: {negative_prompt.strip()}")
     lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in pairs.items() if value not in (None, "")))
     return "\n".join(lines)
+
+
+def record_parameters(record: "ImageRecord") -> str:
+    """The A1111 ``parameters`` text of one stored image: its prompts, then steps, sampler (the
+    provider's, else the provider's name), guidance, seed, size, model, strength and our version."""
+    params = record.params
+    pairs = {
+        "Steps": params.get("steps"),
+        "Sampler": params.get("sampler") or record.provider,
+        "CFG scale": params.get("guidance"),
+        "Seed": record.seed,
+        "Size": f"{record.width}x{record.height}",
+        "Model": record.model,
+        "Denoising strength": params.get("strength"),
+        "Provider": record.provider,
+        "Version": STUDIO_VERSION,
+    }
+    return format_parameters(record.prompt, record.negative_prompt, pairs)
+
+
+def embedded_json(record: "ImageRecord") -> dict[str, Any]:
+    """What goes into the image's ``studio`` metadata: what anyone holding the file may know
+    (``ImageRecord.public_dict``: no owner), minus file facts it cannot know about itself."""
+    data = record.public_dict()
+    for name in ("sha256", "size_bytes"):
+        data.pop(name, None)
+    return data
 
 
 _PAIR = re.compile(r'\s*([\w ./+-]+):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')

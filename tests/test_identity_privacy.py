@@ -363,13 +363,13 @@ def _old_embedded_json(record):
 def test_images_stored_by_earlier_versions_leave_without_their_owner(app_home, monkeypatch, output_format):
     from PIL import Image, ImageChops
 
-    import studio.service as service_module
+    import studio.metadata as metadata_module
 
     owner = 'user:alice@example.com'
     studio = Studio(app_home)
     try:
         with monkeypatch.context() as old_version:
-            old_version.setattr(service_module, "embedded_json", _old_embedded_json)
+            old_version.setattr(metadata_module, "embedded_json", _old_embedded_json)
             [record] = studio.generate(GenerationRequest(prompt="an old picture", provider="echo", user=owner,
                                                          width=64, height=64, output_format=output_format)).images
         stored = studio.storage.read(record)

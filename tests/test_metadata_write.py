@@ -225,7 +225,7 @@ def test_long_non_ascii_prompt_as_jpeg_is_kept_in_full(studio, prompt, negative,
 def test_prompt_that_cannot_fit_a_jpeg_is_refused_before_the_provider_is_called(studio, monkeypatch):
     # Validated prompts nearly always fit; a larger allowance for what providers add to the record
     # makes these (4,000 emoji each, 16 KB of UTF-8 per copy of each) not fit.
-    monkeypatch.setattr("studio.service.METADATA_HEADROOM_BYTES", 30_000, raising=False)
+    monkeypatch.setattr("studio.saving.METADATA_HEADROOM_BYTES", 30_000)
     with pytest.raises(InvalidRequest, match="too long to keep in full in a JPEG"):
         saved(studio, "jpeg", photo("jpeg"), prompt="🦊" * 4000, negative_prompt="🐺" * 4000)
     assert FixedAnswer.calls == 0

@@ -11,6 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from providers.common import nearest_aspect_ratio
+from studio import cache_keys
 from studio.catalog import load_catalog
 from studio.service import Studio
 from studio.types import GenerationRequest
@@ -80,7 +81,7 @@ def studio_and_gradio(app_home, monkeypatch, tmp_path):
 
 def cache_key(studio: Studio, request: GenerationRequest) -> str:
     prepared = studio.prepare(request).request
-    return studio._cache_key(prepared, studio._edit_sources(prepared))
+    return cache_keys.cache_key(prepared, cache_keys.edit_sources(prepared))
 
 
 @pytest.mark.parametrize("provider, model_id, ratio", CASES)

@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
+from studio import cache_keys
 from studio.application.forms import BATCH_OPTION_NAMES, OPTION_NAMES, coerce_fields, is_blank, whole_number
 from studio.application.frontends import random_base_seed
 from studio.catalog import ModelInfo
@@ -115,7 +116,7 @@ class Application:
         """The key a request's images are cached under (the same inputs from any front end give the
         same key). Raises what validation raises."""
         prepared = self.studio.prepare(request).request
-        return self.studio._cache_key(prepared, self.studio._edit_sources(prepared))
+        return cache_keys.cache_key(prepared, cache_keys.edit_sources(prepared))
 
     def generate_from_form(self, owner: str, values: Mapping[str, Any], *, progress: ProgressCallback | None = None,
                            cancel: threading.Event | None = None) -> "GenerationResult":
