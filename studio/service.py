@@ -35,7 +35,7 @@ from studio.masks import kept_size
 from studio.netfetch import fetch_url, is_url
 from studio.records import RunFacts, audit, generation_row, utc_now
 from studio.redaction import mask_secrets
-from studio.storage import HistoryQuery, Page, RepairReport, Storage
+from studio.storage import HistoryQuery, Page, RepairReport, Storage, file_store_for
 from studio.styles import StyleBook
 from studio.types import (GenerationRequest, ImageInput, ImageRecord, Mode, ProgressCallback, ProgressEvent,
                           ProviderResult, RunContext)
@@ -69,7 +69,7 @@ class Studio:
         self.catalog = Catalog(self.home / "catalog")
         self.styles = StyleBook(self.home)
         self.content_filter = ContentFilter(self.home)
-        self.storage = Storage(self.home)
+        self.storage = Storage(self.home, files=file_store_for(self.settings))
         self.recovered = self.storage.recover_interrupted()
         self._providers: dict[str, Provider] = {}
         self._providers_lock = threading.Lock()

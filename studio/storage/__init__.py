@@ -5,6 +5,9 @@ first, then their rows are committed in one transaction. A crash in between leav
 row, which ``repair`` finds and re-indexes from the metadata embedded in the file. Deleting moves the
 file to ``trash/`` first, removes the row, then purges the file, so a crash never leaves a row without
 its file.
+
+Files live under the data directory (``LocalFileStore``) or, with ``STUDIO_STORAGE_URL=s3://bucket/prefix``,
+in S3-compatible object storage (``studio.storage.s3.S3FileStore``); ``file_store_for`` chooses.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from studio.imaging import EXTENSIONS, open_checked, thumbnail_bytes
-from studio.storage.files import TMP_MARKER, FileStore, LocalFileStore
+from studio.storage.files import TMP_MARKER, FileStore, LocalFileStore, StorageError
 from studio.storage.index import HistoryQuery, Page, SQLiteIndex
 from studio.types import ImageRecord
 
@@ -63,12 +66,32 @@ class RepairReport:
         return {name: getattr(self, name) for name in self.__dataclass_fields__} | {"clean": self.clean}
 
 
+def file_store_for(settings) -> FileStore:
+    """The file store ``settings`` (a ``Settings``) ask for: S3 for ``storage_url`` s3://bucket/prefix
+    (its bucket checked now, so a wrong setting stops the start instead of failing a paid request at
+    its save), else files under ``settings.home``. Raises ``SettingsError`` for a malformed URL and
+    ``StorageError`` for a bucket that is missing or cannot be reached."""
+    url = (settings.storage_url or "").strip()
+    if not url:
+        return LocalFileStore(settings.home)
+    from studio.config import SettingsError
+    from studio.storage.s3 import S3FileStore, parse_s3_url
+
+    try:
+        location = parse_s3_url(url)
+    except ValueError as exc:
+        raise SettingsError(f"the storage URL (STUDIO_STORAGE_URL) {url[:80]!r} is not valid: {exc}") from None
+    store = S3FileStore(location)
+    store.check()
+    return store
+
+
 class Storage:
     def __init__(self, home: Path, files: FileStore | None = None, index: SQLiteIndex | None = None):
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
         self.files = files or LocalFileStore(self.home)
-        self.index = index or SQLiteIndex(self.home / "index.sqlite3")
+        self.index = index or SQLiteIndex.for_home(self.home)
         # Requests booked as interrupted when this process started (``recover_interrupted``), until
         # the next ``repair`` reports them.
         self.interrupted_at_start: list[str] = []
@@ -86,8 +109,19 @@ class Storage:
         return f"{THUMBS_PREFIX}/{record.created_at[:4]}/{record.created_at[5:7]}/{record.id}.webp"
 
     def abs_path(self, record: ImageRecord) -> str | None:
+        """The image's file on this machine; None when the store has no local files (S3)."""
         path = self.files.local_path(record.path)
         return str(path) if path else None
+
+    def location(self, record: ImageRecord) -> str:
+        """Where the image is, for the CLI and logs: its file, or ``s3://bucket/prefix/key``."""
+        return self.files.location_of(record.path)
+
+    def image_url(self, record: ImageRecord, expires: int = 300, *, thumbnail: bool = False) -> str | None:
+        """A link a browser may fetch the image (or its thumbnail) from for ``expires`` seconds: a
+        presigned GET on S3; None for local files, which the server streams itself."""
+        key = record.thumb_path if thumbnail and record.thumb_path else record.path
+        return self.files.url(key, expires)
 
     def with_path(self, record: ImageRecord) -> ImageRecord:
         record.abs_path = self.abs_path(record)
@@ -109,8 +143,12 @@ class Storage:
         return self.files.get(record.path)
 
     def read_thumbnail(self, record: ImageRecord) -> bytes:
-        if record.thumb_path and self.files.exists(record.thumb_path):
-            return self.files.get(record.thumb_path)
+        # One read, not a check and a read: on S3 each is a request.
+        if record.thumb_path:
+            try:
+                return self.files.get(record.thumb_path)
+            except FileNotFoundError:
+                pass  # a thumbnail repair rebuilds; the image itself serves meanwhile
         return self.read(record)
 
     # -- reading ------------------------------------------------------------------------------
@@ -164,20 +202,26 @@ class Storage:
                 report.purged_trash.append(key)
                 if fix:
                     self.files.delete(key)
+        # Each prefix is listed once and rows are checked against the listing: on S3 a check per
+        # row would be one request per image.
+        stored: dict[str, set[str]] = {}
         for prefix in (IMAGES_PREFIX, THUMBS_PREFIX):
+            stored[prefix] = set()
             for key in list(self.files.keys(prefix)):
                 if TMP_MARKER in key:
                     report.temp_files.append(key)
                     if fix:
                         self.files.delete(key)
                     continue
+                stored[prefix].add(key)
                 if prefix == IMAGES_PREFIX and key not in by_path:
                     report.orphan_files.append(key)
                     if fix:
                         self._adopt_orphan(key, read_metadata, report, owner=intended_owner.get(key))
         thumbs = self.index.all_thumbs()
         for path, image_id in by_path.items():
-            if not self.files.exists(path):
+            # (a row written since the listing began has its file: files are written first)
+            if path not in stored[IMAGES_PREFIX] and not self.files.exists(path):
                 report.missing_files.append(image_id)
                 if fix:
                     record = self.index.get(image_id)
@@ -187,7 +231,7 @@ class Storage:
                     report.removed_rows.append(image_id)
                 continue
             thumb = thumbs.get(image_id)
-            if thumb and not self.files.exists(thumb):
+            if thumb and thumb not in stored[THUMBS_PREFIX] and not self.files.exists(thumb):
                 report.thumbnails_rebuilt.append(image_id)
                 if fix:
                     image = open_checked(self.files.get(path), "stored image")
@@ -389,4 +433,5 @@ def record_from_metadata(studio_json: dict, key: str, data: bytes, meta: dict | 
     return record
 
 
-__all__ = ["Storage", "HistoryQuery", "Page", "RepairReport", "SQLiteIndex", "LocalFileStore", "slug"]
+__all__ = ["Storage", "HistoryQuery", "Page", "RepairReport", "SQLiteIndex", "LocalFileStore", "StorageError",
+           "file_store_for", "slug"]

@@ -116,6 +116,8 @@ class S3FileStore:
     code (never a credential); ``get`` and ``move`` raise ``FileNotFoundError`` for a missing key, as
     the local store does."""
 
+    page_size = 1000  # keys per listing request (S3's own maximum)
+
     def __init__(self, location: S3Location | str, client: Any = None):
         self.location = location if isinstance(location, S3Location) else parse_s3_url(location)
         self.client = client if client is not None else client_from_environment()
@@ -193,7 +195,8 @@ class S3FileStore:
         else:
             listed = f"{self.location.prefix}/" if self.location.prefix else ""
         paginator = self.client.get_paginator("list_objects_v2")
-        pages = paginator.paginate(Bucket=self.location.bucket, Prefix=listed)
+        pages = paginator.paginate(Bucket=self.location.bucket, Prefix=listed,
+                                   PaginationConfig={"PageSize": self.page_size})
         try:
             for page in pages:
                 for item in page.get("Contents", []):
