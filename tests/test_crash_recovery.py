@@ -18,6 +18,7 @@ import pytest
 from studio.service import Studio
 from tests.fakes import echo_provider
 from tests.helpers import HoldImageRequests
+from tests.s3_server import s3_server, s3_storage_url, storage_url  # noqa: F401  (also registered in conftest)
 
 ROOT = Path(__file__).resolve().parent.parent
 
