@@ -148,7 +148,7 @@ def build_api(ctx: AppContext) -> None:
     def history(search: str = "", provider: str = "", model: str = "", tag: str = "", category: str = "",
                 limit: float = 24, offset: float = 0, request: gr.Request = None,
                 profile: gr.OAuthProfile | None = None):
-        """A page of your own images, newest first: the files and their records."""
+        """A page of your images and the images others shared, newest first: the files and their records."""
         with visitor_errors(api=True):
             owner = ctx.owner({}, request, profile)
             page = ctx.actions.history(owner, search=_text(search), provider=_text(provider), model=_text(model),

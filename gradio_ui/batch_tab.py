@@ -87,15 +87,14 @@ def build_batch_tab(ctx: AppContext) -> None:
 
     def options(values: dict) -> dict:
         fields = controls.request_fields(values)
-        fields.pop("seed", None)
-        seed = values[controls.seed]
+        fields.pop("seed", None)  # the seed box is the batch's base seed (read by the application's coercion)
         text = values[script] or ""
         name = ""
         if not text.strip() and values[upload]:
             text = upload_bytes(values[upload], "script")
             name = Path(values[upload]).name
         return dict(script=text, name=name, format=values[script_format] or None, style=values[style],
-                    seed_policy=values[seed_policy], seed=int(seed) if seed not in (None, "") else None,
+                    seed_policy=values[seed_policy], seed=values[controls.seed],
                     category=values[category] or "", tags=values[tags] or "", **fields)
 
     form = controls.inputs() | {script, upload, script_format, style, seed_policy, category, tags} | who

@@ -52,6 +52,11 @@ class AppContext:
     board_pickers: list = field(default_factory=list)  # gallery panels' board dropdowns (values: names)
     board_selector: Any = None  # the Mood boards tab's dropdown (values: board ids)
 
+    @property
+    def app(self):
+        """The application layer (``studio.application.Application``) every tab calls."""
+        return self.actions.app
+
     @classmethod
     def create(cls, studio: Studio, access: Access, limits: Limits, export_dir=None) -> "AppContext":
         exporter = Exporter(studio, export_dir)

@@ -16,7 +16,8 @@ import gradio as gr
 from studio import costs
 from studio.catalog import ModelInfo
 from studio.controls import Bounds, default_format, setting_bounds
-from studio.errors import InvalidRequest, StudioError
+from studio.application import coerce_fields
+from studio.errors import StudioError
 from studio.estimates import cost_preview
 from studio.options import describe as describe_options
 from studio.options import example as example_options
@@ -24,7 +25,6 @@ from studio.service import Studio
 from studio.sizes import size_choices  # the one rule for the sizes a model offers (Streamlit's too)
 from studio.types import GenerationRequest
 from studio.usertext import markdown_literal
-from studio.validation import parse_size
 
 CREATE_MODES = {
     "text-to-image": ("text-to-image",),
@@ -204,33 +204,27 @@ class ModelControls:
                 self.strength, self.quality, self.output_format, self.options}
 
     def request_fields(self, values: dict) -> dict[str, Any]:
-        """GenerationRequest fields from the widgets' values, keeping only what the model offers."""
+        """GenerationRequest fields from the widgets' values, keeping only what the model offers; the
+        values are read by the application layer's one coercion (``studio.application.coerce_fields``)."""
         provider = values[self.provider]
         model = self.studio.provider(provider).model(values[self.model] or None, mode=run_mode(self.mode))
-        fields: dict[str, Any] = {"provider": provider, "model": values[self.model] or None,
-                                  "output_format": values[self.output_format] or "png"}
-        if values[self.size]:
-            fields["width"], fields["height"] = parse_size(values[self.size])
+        raw: dict[str, Any] = {"size": values[self.size], "output_format": values[self.output_format] or "png"}
         if model.negative_prompt:
-            fields["negative_prompt"] = values[self.negative] or ""
-        if model.seed and values[self.seed] not in (None, ""):
-            fields["seed"] = int(values[self.seed])
+            raw["negative_prompt"] = values[self.negative] or ""
+        if model.seed:
+            raw["seed"] = values[self.seed]
         for name, bounds in setting_bounds(model, run_mode(self.mode)).items():
             if bounds is None or (name == "n" and bounds.fixed):  # one image per request: nothing to say
                 continue
-            value = bounds.default if bounds.fixed else values[getattr(self, name)]
-            fields[name] = int(value or 1) if bounds.integer else float(value)
-        if model.qualities and values[self.quality]:
-            fields["quality"] = values[self.quality]
-        if model.options and (values[self.options] or "").strip():
-            try:
-                extra = json.loads(values[self.options])
-            except json.JSONDecodeError as exc:
-                raise InvalidRequest(f"provider options are not valid JSON: {exc.msg}") from None
-            if not isinstance(extra, dict):
-                raise InvalidRequest("provider options must be a JSON object, e.g. {\"background\": \"transparent\"}")
-            fields["extra"] = extra
-        return fields
+            # A hidden slider (one possible value) sends that value; an emptied one its default.
+            value = values[getattr(self, name)]
+            raw[name] = bounds.default if bounds.fixed or value in (None, "") else value
+        if model.qualities:
+            raw["quality"] = values[self.quality]
+        if model.options:
+            raw["extra"] = values[self.options]
+        fields = coerce_fields(raw, model=model)
+        return {"provider": provider, "model": values[self.model] or None, **fields}
 
 
 def estimate_text(studio: Studio, request: GenerationRequest | None, *, count: int = 1) -> str:

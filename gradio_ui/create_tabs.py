@@ -17,6 +17,7 @@ from gradio_ui.context import AppContext
 from gradio_ui.controls import ModelControls, run_mode
 from gradio_ui.endpoints import upload_bytes, visitor_errors
 from gradio_ui.session_gallery import GalleryPanel, with_results
+from studio.application import whole_number
 from studio.catalog import ModelInfo
 from studio.controls import Bounds, variation_count_bounds
 from studio.errors import InvalidRequest, StudioError
@@ -197,8 +198,9 @@ def build_generate_tab(ctx: AppContext) -> CreateTab:
     def estimated(values: dict, request: gr.Request, profile: gr.OAuthProfile | None) -> GenerationRequest | None:
         if not (values[prompt] or "").strip():
             return None
-        return GenerationRequest(prompt=values[prompt], style=values[style], user=ctx.owner(values, request, profile),
-                                 **controls.request_fields(values), **finishing.fields(values))
+        return ctx.app.form_request(ctx.owner(values, request, profile),
+                                    {"prompt": values[prompt], "style": values[style],
+                                     **controls.request_fields(values), **finishing.fields(values)})
 
     controls.wire_estimate({prompt, style} | finishing.inputs(), estimated, reads={ctx.token})
     wire_run(ctx, go, stop, prompt, controls.inputs() | finishing.inputs() | {prompt, style, category, tags}, status,
@@ -238,9 +240,11 @@ def build_edit_tab(ctx: AppContext) -> CreateTab:
         if value.get("background") is None or not (values[prompt] or "").strip():
             return None
         mask = mask_from_editor(value)
-        return GenerationRequest(prompt=values[prompt], mode=Mode.INPAINT if mask is not None else Mode.IMAGE_TO_IMAGE,
-                                 init_image=value["background"], mask=mask, user=ctx.owner(values, request, profile),
-                                 **controls.request_fields(values), **finishing.fields(values))
+        return ctx.app.form_request(ctx.owner(values, request, profile),
+                                    {"prompt": values[prompt], **controls.request_fields(values),
+                                     **finishing.fields(values)},
+                                    mode=Mode.INPAINT if mask is not None else Mode.IMAGE_TO_IMAGE,
+                                    init_image=value["background"], mask=mask)
 
     controls.wire_estimate({editor, prompt} | finishing.inputs(), estimated, reads={ctx.token})
     wire_run(ctx, go, stop, prompt, controls.inputs() | finishing.inputs() | {editor, source_id, prompt}, status, work)
@@ -296,12 +300,13 @@ def build_variations_tab(ctx: AppContext) -> CreateTab:
         fields = controls.request_fields(values)
         fields.pop("n", None)  # the count of variations is its own control
         limits = variation_count(ctx, chosen_model(values[controls.provider], values[controls.model]), values[scene])
-        how_many = limits.default if limits.fixed else limits.clamp(values[count] or limits.default)
+        # A hidden slider (one value possible) sends that value; any other is checked by the core, not clamped.
+        how_many = limits.default if limits.fixed else values[count]
         picked = {}
         if values[source]:
             with Image.open(io.BytesIO(upload_bytes(values[source], "source image"))) as shown:
                 picked = picked_or_uploaded(ctx, owner, values[source_id], shown)
-        return ctx.actions.variations(owner, prompt=values[prompt], n=int(how_many), scene=values[scene],
+        return ctx.actions.variations(owner, prompt=values[prompt], n=how_many, scene=values[scene],
                                       progress=progress, cancel=cancel, **picked, **fields, **finishing.fields(values))
 
     def estimated(values: dict, request: gr.Request, profile: gr.OAuthProfile | None):
@@ -317,10 +322,10 @@ def build_variations_tab(ctx: AppContext) -> CreateTab:
         fields = controls.request_fields(values)
         fields.pop("n", None)
         limits = variation_count(ctx, chosen_model(values[controls.provider], values[controls.model]), values[scene])
-        how_many = int(limits.default if limits.fixed else limits.clamp(values[count] or limits.default))
+        how_many = whole_number(limits.default if limits.fixed else values[count], "variations")
         init = Image.open(io.BytesIO(upload_bytes(values[source], "source image"))) if values[source] else None
-        wanted = GenerationRequest(prompt=text, mode=Mode.VARIATION, init_image=init, user=owner,
-                                   n=1 if values[scene] else how_many, **fields, **finishing.fields(values))
+        wanted = ctx.app.form_request(owner, {"prompt": text, "n": 1 if values[scene] else how_many, **fields,
+                                              **finishing.fields(values)}, mode=Mode.VARIATION, init_image=init)
         return wanted, how_many if values[scene] else 1
 
     controls.wire_estimate({source, prompt, count, scene} | finishing.inputs(), estimated, reads={ctx.token, source_id})

@@ -22,36 +22,22 @@ from typing import Any, Callable, Iterable, Iterator
 
 import gradio as gr
 
+# BATCH_OPTION_NAMES and ERROR_TITLES are re-exported: the API module and tests read them from here.
+from studio.application import (BATCH_OPTION_NAMES, ERROR_TITLES, OPTION_NAMES, Application,  # noqa: F401
+                                coerce_fields, error_title)
 from studio.copies import copies, copy_name, deleted_ids, remove, remove_folder, write_ids
 from studio.errors import InvalidRequest, StudioError
 from studio.exports import build_zip
 from studio.identity import VisitorIds
 from studio.imaging import EXTENSIONS, MAX_INPUT_BYTES
-from studio.paging import page_bounds
 from studio.service import GenerationResult, Studio
-from studio.storage import HistoryQuery
-from studio.types import GenerationRequest, ImageRecord, ProgressEvent
-from studio.validation import parse_size
+from studio.types import ImageRecord, ProgressEvent
 
 log = logging.getLogger("studio.gradio")
 
-# Optional request fields an API caller may put in ``options``; the core validates the values.
-OPTION_NAMES = ("negative_prompt", "style", "size", "width", "height", "n", "seed", "steps", "guidance",
-                "strength", "quality", "output_format", "compression", "category", "tags", "extra", "postprocess",
-                "cache")
-# What a batch caller may set in ``options`` (studio.jobs.BatchOptions, less what the app decides).
-BATCH_OPTION_NAMES = ("style", "negative_prompt", "size", "width", "height", "n", "steps", "guidance", "quality",
-                      "output_format", "compression", "category", "tags", "extra", "postprocess", "seed_policy",
-                      "seed", "concurrency", "webhook")
-BATCH_POLL_SECONDS = 0.25
+# OPTION_NAMES, BATCH_OPTION_NAMES and ERROR_TITLES are the application layer's (studio.application),
+# imported above and kept under these names for the API module and callers of this one.
 _IMAGE_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
-ERROR_TITLES = {
-    "invalid_request": "Check the request", "not_found": "Not found", "budget_exceeded": "Daily budget reached",
-    "not_configured": "Provider not set up", "content_blocked": "Blocked by a content filter",
-    "rate_limit_held": "Rate limited",  # the studio held it back, unsent, while the provider's Retry-After ran
-    "rate_limited": "Rate limited", "quota_exhausted": "Out of credit", "timeout": "Timed out",
-    "provider_failure": "The provider failed", "cancelled": "Stopped", "busy": "Busy elsewhere",
-}
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -72,7 +58,7 @@ def visitor_errors(*, api: bool = False) -> Iterator[None]:
         raise
     except StudioError as error:
         message = error.message if api else html.escape(error.message, quote=False)
-        raise gr.Error(message, title=ERROR_TITLES.get(error.kind, "Error"), print_exception=False) from None
+        raise gr.Error(message, title=error_title(error), print_exception=False) from None
     except Exception as exc:
         log.exception("unexpected error in a Gradio handler")
         raise gr.Error(f"Something went wrong on the server ({type(exc).__name__}); the details are in its log.",
@@ -294,22 +280,12 @@ def result_json(result: GenerationResult) -> dict[str, Any]:
 
 
 def request_fields(options: Any, allowed: tuple[str, ...] = OPTION_NAMES) -> dict[str, Any]:
-    """``options`` from an API caller (a dict, or None) as request fields (``GenerationRequest``'s,
-    or with ``allowed=BATCH_OPTION_NAMES`` a batch's)."""
-    if options in (None, "", {}):
-        return {}
-    if not isinstance(options, dict):
-        raise InvalidRequest("options must be a JSON object, e.g. {\"n\": 2, \"seed\": 7}")
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise InvalidRequest(f"unknown option(s) {', '.join(map(repr, unknown))}; "
-                             f"allowed: {', '.join(allowed)}")
-    fields = {name: value for name, value in options.items() if value is not None and value != ""}
-    if "size" in fields:
-        if "width" in fields or "height" in fields:
-            raise InvalidRequest("give size or width and height, not both")
-        fields["width"], fields["height"] = parse_size(str(fields.pop("size")))
-    return fields
+    """``options`` from an API caller (a JSON object, or None) as request fields (``GenerationRequest``'s,
+    or with ``allowed=BATCH_OPTION_NAMES`` a batch's): the application layer's one coercion
+    (``studio.application.coerce_fields``). A "W:H" size is given a model by the action that runs it."""
+    if isinstance(options, dict) and any(":" in str(options.get(name) or "") for name in ("size", "ratio")):
+        return dict(options)  # worked out with the chosen model by studio.application
+    return coerce_fields(options, allowed=allowed)
 
 
 def upload_bytes(path: Any, what: str) -> bytes | None:
@@ -338,104 +314,66 @@ def checked_image_id(image_id: Any) -> str | None:
 
 
 class Actions:
-    """The studio's operations for one Gradio app, always on behalf of an owner."""
+    """The Gradio app's adapter over ``studio.application.Application``: the same actions, plus the
+    files Gradio hands out. Every rule (coercion, visibility, batch watching) is the application's."""
 
-    def __init__(self, studio: Studio, exporter: Exporter):
+    def __init__(self, studio: Studio, exporter: Exporter | None):
         self.studio = studio
         self.exporter = exporter
+        self.app = Application(studio)
 
     def files(self, records: list[ImageRecord], owner: str) -> list[str]:
         return [self.exporter.image_file(r, owner) for r in records]
 
     def generate(self, owner: str, prompt: str, provider: str | None = None, model: str | None = None,
                  progress=None, cancel: threading.Event | None = None, **fields: Any) -> GenerationResult:
-        request = GenerationRequest(prompt=prompt, provider=provider or None, model=model or None, user=owner,
-                                    **fields)
-        return self.studio.generate(request, progress=progress_reporter(progress), cancel=cancel)
+        values = {"prompt": prompt, "provider": provider, "model": model, **fields}
+        return self.app.generate_from_form(owner, values, progress=progress_reporter(progress), cancel=cancel)
 
     def edit(self, owner: str, prompt: str, *, image: bytes | None = None, image_id: str | None = None,
              mask: Any = None, provider: str | None = None, model: str | None = None, progress=None,
              cancel: threading.Event | None = None, **fields: Any) -> GenerationResult:
-        source = self._source(owner, image, image_id, required=True)
-        return self.studio.edit(source, prompt, mask=mask, provider=provider or None, model=model or None,
-                                user=owner, progress=progress_reporter(progress), cancel=cancel, **fields)
+        values = {"prompt": prompt, "provider": provider, "model": model, **fields}
+        return self.app.edit_from_form(owner, values, image=image, image_id=checked_image_id(image_id), mask=mask,
+                                       progress=progress_reporter(progress), cancel=cancel)
 
     def variations(self, owner: str, *, image: bytes | None = None, image_id: str | None = None,
                    prompt: str | None = None, n: int = 4, scene: bool = False, provider: str | None = None,
                    model: str | None = None, progress=None, cancel: threading.Event | None = None,
                    **fields: Any) -> GenerationResult:
-        source = self._source(owner, image, image_id, required=False)
-        options = {name: value for name, value in (("provider", provider), ("model", model)) if value}
-        return self.studio.variations(source, prompt=prompt or None, n=int(n), scene=bool(scene), user=owner,
-                                      progress=progress_reporter(progress), cancel=cancel, **options, **fields)
-
-    def _source(self, owner: str, image: bytes | None, image_id: str | None, *, required: bool):
-        image_id = checked_image_id(image_id)
-        if image is not None and image_id:
-            raise InvalidRequest("give an image or an image id, not both")
-        if image_id:
-            self.studio.get_image(image_id, owner)  # NotFound unless it is the caller's (or shared)
-            return image_id
-        if image is None and required:
-            raise InvalidRequest("upload an image (or give the id of one of your images)")
-        return image
+        values = {"prompt": prompt, "provider": provider, "model": model, **fields}
+        return self.app.variations_from_form(owner, values, image=image, image_id=checked_image_id(image_id), n=n,
+                                             scene=scene, progress=progress_reporter(progress), cancel=cancel)
 
     def history(self, owner: str, *, search: str = "", provider: str = "", model: str = "", tag: str = "",
                 category: str = "", limit: int = 24, offset: int = 0):
-        limit, offset = page_bounds(24 if limit in (None, "") else limit, offset or 0)
-        query = HistoryQuery(owner=owner, text=search or None, provider=provider or None, model=model or None,
-                             tag=(tag or "").strip().lower() or None, category=(category or "").strip().lower() or None,
-                             limit=limit, offset=offset)
-        return self.studio.history(query)
+        """A page of what ``owner`` may see: their images and shared ones (``Application.history``)."""
+        return self.app.history(owner, {"text": search, "provider": provider, "model": model, "tag": tag,
+                                        "category": category}, limit=limit, offset=offset)
 
     # -- batches --------------------------------------------------------------------------------
 
     @property
     def jobs(self):
-        from studio.jobs import get_manager  # the batch core is only loaded when a batch is used
-
-        return get_manager(self.studio)
+        return self.app.jobs
 
     def preview_batch(self, owner: str, script: str | bytes, *, name: str = "", format: str | None = None,
                       **options: Any):
         """What a batch would do. The script is text (or an upload's bytes), never a path: a visitor
-        must not make the server read its own files."""
-        if isinstance(script, str) and not script.strip():
-            raise InvalidRequest("the script is empty: paste it or upload a file")
-        options = {k: v for k, v in options.items() if v is not None and v != ""}
-        # A shared server only calls public webhook addresses (no probing of its own network).
-        options["webhook_public_only"] = True
-        return self.jobs.preview(script, user=owner, name=name, format=format or None, **options)
+        must not make the server read its own files; only public webhook addresses are called."""
+        return self.app.preview_batch(owner, script, public_webhooks=True, name=name, format=format, **options)
 
     def run_batch(self, owner: str, script: str | bytes, **options: Any):
         """Start a batch job and return it; it runs in the studio's worker threads."""
-        return self.jobs.submit(self.preview_batch(owner, script, **options))
+        return self.app.run_batch(owner, script, public_webhooks=True, **options)
 
     def watch_batch(self, owner: str, job_id: str, *, progress=None, timeout: float | None = None):
-        """Yield the job each time it changes until it stops running (finished, paused, interrupted),
-        drawing its progress on ``progress``."""
-        from studio.jobs import JobStatus
-
-        deadline = None if timeout is None else time.monotonic() + timeout
-        last = None
-        while True:
-            job = self.jobs.get(job_id, owner)
-            state = (job.status, job.progress, tuple(sorted(job.counts.items())))
-            if progress is not None:
-                progress(job.progress / 100, desc=f"{job.done}/{job.total} scene(s) · {job.status.value.lower()}")
-            if state != last:
-                last = state
-                yield job
-            stopped = job.status.finished or job.status is JobStatus.PAUSED or job.interrupted
-            if stopped or (deadline is not None and time.monotonic() > deadline):
-                return
-            time.sleep(BATCH_POLL_SECONDS)
+        """``Application.watch_batch``: the job each time it changes, until it stops."""
+        return self.app.watch_batch(owner, job_id, progress=progress, timeout=timeout)
 
     def job_records(self, owner: str, job) -> list[ImageRecord]:
         """The job's images in scene order."""
-        ids = [image_id for item in job.items or [] for image_id in item.image_ids]
-        found = {r.id: r for r in self.studio.storage.index.get_many(ids)}
-        return [self.studio.storage.with_path(found[i]) for i in ids if i in found and found[i].owner == owner]
+        return self.app.job_records(owner, job)
 
     def job_json(self, owner: str, job_id: str) -> dict[str, Any]:
         """The job's status and items with their images (ids, files, seeds; no server paths)."""

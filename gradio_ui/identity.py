@@ -24,8 +24,9 @@ from typing import Any, Mapping
 
 from studio.config import SettingsError
 from studio.errors import InvalidRequest
-from studio.identity import (LOCAL, LOCAL_OWNER, VISITOR_PREFIX, VISITORS_SETTING, VisitorIds, is_anonymous,
-                             new_visitor_secret, valid_visitor_secret, visitor_policy)
+from studio.application.frontends import visitor_mode
+from studio.identity import (LOCAL, LOCAL_OWNER, VISITOR_PREFIX, VisitorIds, is_anonymous, new_visitor_secret,
+                             valid_visitor_secret)
 
 HF_PREFIX = "hf:"
 ANON_PREFIX = "anon:"  # owners of anonymous Gradio visitors before keyed hashes; no longer given out
@@ -100,7 +101,7 @@ class Access:
         env = os.environ if env is None else env
         # A Space with `hf_oauth: true` gets OAUTH_CLIENT_ID; elsewhere Gradio would need a local HF login.
         oauth = _flag(env.get("STUDIO_GRADIO_OAUTH")) or bool(env.get("OAUTH_CLIENT_ID") and env.get("SPACE_ID"))
-        single_user = visitor_policy(env.get(VISITORS_SETTING) or "") == LOCAL  # SettingsError: unknown value
+        single_user = visitor_mode(env) == LOCAL  # the studio's one policy; SettingsError: unknown value
         return cls(users=parse_users(env.get("STUDIO_GRADIO_USERS")), oauth=oauth,
                    require_login=_flag(env.get("STUDIO_REQUIRE_LOGIN")), single_user=single_user)
 

@@ -1,6 +1,7 @@
 """The tabs that look back: History (search, page, details, delete, zip) and Mood boards.
 
-Both only ever show the visitor's own images and boards (the owner comes from ``AppContext.owner``).
+History shows the visitor's own images and every shared one (``studio.application``'s one visibility rule);
+Mood boards only the visitor's own boards (the owner comes from ``AppContext.owner``).
 """
 
 from __future__ import annotations

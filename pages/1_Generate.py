@@ -50,15 +50,19 @@ with st.expander("Post-process"):
     enhance = st.checkbox("Enhance (auto-contrast and a mild sharpen)", key="gen_enhance")
 postprocessing = {**({"upscale": upscale} if upscale > 1.0 else {}), **({"enhance": True} if enhance else {})}
 
-request = GenerationRequest(prompt=prompt, provider=provider, model=model.id, style=style, user=ctx.user,
-                            category=category, tags=[t for t in tags.split(",") if t.strip()],
-                            postprocess=postprocessing, **controls)
+values = {"prompt": prompt, "provider": provider, "model": model.id, "style": style, "category": category,
+          "tags": tags, "postprocess": postprocessing, **controls}
+try:
+    request = ctx.app.form_request(ctx.user, values)  # the one coercion every front end uses
+except StudioError as error:
+    request = None
+    show_error(error)
 task = tasks.current(ctx, PAGE)
 busy = task is not None and task.running
 
-if prompt.strip():
+if prompt.strip() and request is not None:
     show_estimate(ctx, request)
-clicked = st.button("Generate", type="primary", disabled=busy, icon=":material/auto_awesome:")
+clicked = st.button("Generate", type="primary", disabled=busy or request is None, icon=":material/auto_awesome:")
 if clicked:
     status = provider_statuses(ctx)[provider]
     try:

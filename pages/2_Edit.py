@@ -7,7 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from studio.errors import InvalidRequest, NotConfigured, StudioError
-from studio.types import GenerationRequest, Mode
+from studio.types import Mode
 from ui import tasks
 from ui.masks import mask_editor
 from ui.setup import setup
@@ -38,8 +38,8 @@ with settings_column:
     style = style_picker(ctx, "edit_style")
 controls = model_controls(model, "edit", mode=mode.value, size=False)
 
-request = GenerationRequest(prompt=prompt, mode=mode, provider=provider, model=model.id, style=style, user=ctx.user,
-                            init_image=data, mask=mask, parent_id=record.id if record else None, **controls)
+values = {"prompt": prompt, "provider": provider, "model": model.id, "style": style, **controls}
+request = ctx.app.form_request(ctx.user, values, mode=mode, init_image=data, mask=mask)
 task = tasks.current(ctx, PAGE)
 busy = task is not None and task.running
 
@@ -55,12 +55,11 @@ if st.button("Apply edit", type="primary", disabled=busy, icon=":material/brush:
         if not status.ready:
             raise NotConfigured(status.reason, provider=provider, needs_key=status.state == "missing_key")
         ctx.studio.prepare(request)
-        studio = ctx.studio
-        options = {k: v for k, v in controls.items() if k != "strength"}
+        app = ctx.app
+        picked = {"image_id": record.id} if record is not None else {"image": data}  # a stored one becomes the parent
         label = f"{mode.value}: {prompt.strip()[:40]}"
-        task = tasks.start(ctx, PAGE, label, lambda progress, cancel: studio.edit(
-            source, prompt, mask=mask, strength=controls.get("strength"), progress=progress, cancel=cancel,
-            provider=provider, model=model.id, style=style, user=ctx.user, **options))
+        task = tasks.start(ctx, PAGE, label, lambda progress, cancel: app.edit_from_form(
+            ctx.user, values, mask=mask, progress=progress, cancel=cancel, **picked))
     except StudioError as error:
         show_error(error)
 

@@ -7,7 +7,7 @@ import streamlit as st
 
 from studio.controls import variation_count_bounds
 from studio.errors import InvalidRequest, NotConfigured, StudioError
-from studio.types import GenerationRequest, Mode
+from studio.types import Mode
 from ui import tasks
 from ui.setup import setup
 from ui.widgets import (PERSIST, bounded_slider, image_source, model_controls, provider_picker, provider_statuses,
@@ -44,9 +44,9 @@ effective_prompt = prompt.strip() or (record.user_prompt or record.prompt if rec
 strength = controls.pop("strength", None)
 task = tasks.current(ctx, PAGE)
 busy = task is not None and task.running
-estimate_request = GenerationRequest(prompt=effective_prompt or "x", mode=Mode.VARIATION, provider=provider,
-                                     model=model.id, style=style, user=ctx.user, init_image=data,
-                                     strength=strength, n=1 if scene else count, **controls)
+values = {"provider": provider, "model": model.id, "style": style, "strength": strength, **controls}
+estimate_request = ctx.app.form_request(ctx.user, {"prompt": effective_prompt or "x", "n": 1 if scene else count,
+                                                   **values}, mode=Mode.VARIATION, init_image=data)
 if effective_prompt and (data is not None or not from_image):
     show_estimate(ctx, estimate_request, count=count if scene else 1)
 
@@ -60,11 +60,12 @@ if st.button(f"Make {count} variations", type="primary", disabled=busy, icon=":m
         if not status.ready:
             raise NotConfigured(status.reason, provider=provider, needs_key=status.state == "missing_key")
         ctx.studio.prepare(estimate_request)
-        studio = ctx.studio
+        app = ctx.app
+        picked = ({"image_id": record.id} if record is not None else {"image": data}) if from_image else {}
         label = f"{count} variations: {effective_prompt[:40]}"
-        task = tasks.start(ctx, PAGE, label, lambda progress, cancel: studio.variations(
-            source, prompt=effective_prompt, n=count, strength=strength, scene=scene, progress=progress,
-            cancel=cancel, provider=provider, model=model.id, style=style, user=ctx.user, **controls))
+        task = tasks.start(ctx, PAGE, label, lambda progress, cancel: app.variations_from_form(
+            ctx.user, {"prompt": effective_prompt, **values}, n=count, scene=scene, progress=progress,
+            cancel=cancel, **picked))
     except StudioError as error:
         show_error(error)
 

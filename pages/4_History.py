@@ -10,16 +10,14 @@ from __future__ import annotations
 import base64
 import math
 import time
-from datetime import date, timedelta
 
 import pandas as pd
 import streamlit as st
 
 import providers as provider_registry
 from studio.errors import StudioError
-from studio.exports import build_zip, records_to_csv
+from studio.exports import build_zip
 from studio.identity import may_change
-from studio.storage import HistoryQuery
 from studio.types import ImageRecord, Mode
 from studio.usertext import markdown_literal
 from ui import tasks
@@ -29,30 +27,29 @@ from ui.widgets import (PERSIST, board_adder, describe, file_name, image_bytes_o
 
 PAGE = "history"
 PAGE_SIZES = (24, 48, 96)
-CSV_LIMIT = 50_000  # rows in one CSV export, read in pages of 1000
 ctx = setup("History", "🗂️")
 st.title("🗂️ History")
 
 browse, charts = st.tabs(["Browse", "Spend & timing"])
 
 
-def current_filters() -> HistoryQuery:
+def current_filters() -> dict[str, str | None]:
+    """The filter widgets' values as the application layer's history filters (blank: not filtered)."""
     text, provider, mode, tag, category, since, until = st.columns([3, 2, 2, 2, 2, 2, 2])
-    query = HistoryQuery(owner=ctx.user)
-    query.text = text.text_input("Search prompts or an id", key="hist_text", persist_state=PERSIST) or None
     chosen = provider.selectbox("Provider", ["all", *provider_registry.names()], key="hist_provider",
                                 persist_state=PERSIST)
-    query.provider = None if chosen == "all" else chosen
     mode_choice = mode.selectbox("Mode", ["all", *(m.value for m in Mode)], key="hist_mode", persist_state=PERSIST)
-    query.mode = None if mode_choice == "all" else mode_choice
-    query.tag = (tag.text_input("Tag", key="hist_tag", persist_state=PERSIST) or "").strip().lower() or None
-    query.category = (category.text_input("Category", key="hist_category", persist_state=PERSIST)
-                      or "").strip().lower() or None
     date_from = since.date_input("From", value=None, key="hist_from", persist_state=PERSIST)
     date_to = until.date_input("To", value=None, key="hist_to", persist_state=PERSIST)
-    query.date_from = date_from.isoformat() if date_from else None
-    query.date_to = date_to.isoformat() if date_to else None
-    return query
+    return {
+        "text": text.text_input("Search prompts or an id", key="hist_text", persist_state=PERSIST),
+        "provider": None if chosen == "all" else chosen,
+        "mode": None if mode_choice == "all" else mode_choice,
+        "tag": tag.text_input("Tag", key="hist_tag", persist_state=PERSIST),
+        "category": category.text_input("Category", key="hist_category", persist_state=PERSIST),
+        "date_from": date_from.isoformat() if date_from else None,
+        "date_to": date_to.isoformat() if date_to else None,
+    }
 
 
 def select(image_id: str) -> None:
@@ -65,18 +62,6 @@ def thumbnail_url(record: ImageRecord) -> str | None:
         return None
     mime = "image/webp" if (record.thumb_path or "").endswith(".webp") else f"image/{record.format}"
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def all_matching(query: HistoryQuery) -> list[ImageRecord]:
-    records: list[ImageRecord] = []
-    offset = 0
-    while len(records) < CSV_LIMIT:
-        page = ctx.studio.history(HistoryQuery(**{**query.__dict__, "limit": 1000, "offset": offset}))
-        records.extend(page.items)
-        offset += 1000
-        if offset >= page.total:
-            break
-    return records
 
 
 def details(record: ImageRecord) -> None:
@@ -142,8 +127,8 @@ def details(record: ImageRecord) -> None:
 
 
 with browse:
-    query = current_filters()
-    signature = repr(sorted(query.__dict__.items()))
+    filters = current_filters()
+    signature = repr(sorted(filters.items()))
     if st.session_state.get("_hist_signature") != signature:  # new filters: back to the first page
         st.session_state["_hist_signature"] = signature
         st.session_state["hist_page"] = 1
@@ -152,20 +137,18 @@ with browse:
                                          persist_state=PERSIST) or "Grid"
     size = size_column.selectbox("Per page", PAGE_SIZES, key="hist_size", persist_state=PERSIST)
     started = time.perf_counter()
-    total = ctx.studio.history(HistoryQuery(**{**query.__dict__, "limit": 0})).total
+    total = ctx.app.history_count(ctx.user, filters)  # the user's images and shared ones (one rule)
     pages = max(1, math.ceil(total / size))
     if st.session_state.get("hist_page", 1) > pages:
         st.session_state["hist_page"] = pages
     number = page_column.number_input("Page", 1, pages, key="hist_page")
-    query.limit, query.offset = size, (int(number) - 1) * size
-    page = ctx.studio.history(query)
+    page = ctx.app.history(ctx.user, filters, limit=size, offset=(int(number) - 1) * size)
     elapsed = (time.perf_counter() - started) * 1000
     noun = "image" if page.total == 1 else "images"
     info_column.caption(f"{page.total:,} {noun} · page {int(number)} of {pages} · query {elapsed:.0f} ms")
 
     if not page.items:
-        st.info("No images match." if page.total or any(v for k, v in query.__dict__.items()
-                                                       if k not in ("owner", "limit", "offset", "include_shared"))
+        st.info("No images match." if page.total or any(filters.values())
                 else "No images yet: make some on the Generate page.")
     elif view == "Table":
         frame = pd.DataFrame([{
@@ -200,7 +183,7 @@ with browse:
     export_csv, export_zip = st.columns(2)
     export_csv.download_button(
         f"Export metadata of all {page.total:,} matching images (CSV)", key="hist_csv", on_click="ignore",
-        data=lambda q=HistoryQuery(**query.__dict__): records_to_csv(all_matching(q)), file_name="history.csv",
+        data=lambda f=dict(filters): ctx.app.export_history_csv(ctx.user, f), file_name="history.csv",
         mime="text/csv", disabled=not page.total, icon=":material/table:")
     export_zip.download_button(
         f"Download this page's {len(page.items)} images (zip)", key="hist_zip", on_click="ignore",
@@ -218,16 +201,15 @@ with browse:
 
 with charts:
     days = st.selectbox("Period", [7, 30, 90, 365], index=1, key="hist_days", format_func=lambda d: f"last {d} days")
-    since = (date.today() - timedelta(days=days - 1)).isoformat()
-    rows = ctx.studio.storage.index.generations(day_from=since, owner=ctx.user)
-    if not rows:
+    # The audit log's figures as studio.monitoring computes them (the same as `studio stats`): charts only draw.
+    daily = ctx.app.spend_by_day(ctx.user, days)
+    if not daily:
         st.info("No requests in this period.")
     else:
-        audit = pd.DataFrame(rows)
-        audit["failed"] = audit["status"].eq("failed")
-        spend = audit.pivot_table(index="day", columns="provider", values="cost", aggfunc="sum", fill_value=0.0)
-        timing = audit[~audit["failed"] & ~audit["cached"].astype(bool)].pivot_table(
-            index="day", columns="provider", values="duration", aggfunc="mean")
+        per_day = pd.DataFrame([d.to_dict() for d in daily])
+        spend = per_day.pivot_table(index="day", columns="provider", values="cost", aggfunc="sum", fill_value=0.0)
+        timing = per_day.dropna(subset=["mean_seconds"]).pivot_table(index="day", columns="provider",
+                                                                     values="mean_seconds", aggfunc="sum")
         st.markdown("**Spend per day (USD)**")
         st.bar_chart(spend, y_label="USD")
         st.markdown("**Mean generation time per request (seconds)**")
@@ -235,11 +217,13 @@ with charts:
             st.caption("No completed requests to time yet.")
         else:
             st.line_chart(timing, y_label="seconds")
-        summary = audit.groupby("provider").agg(
-            requests=("id", "count"), failed=("failed", "sum"), images=("n", "sum"), spend=("cost", "sum"),
-            mean_seconds=("duration", "mean"))
-        summary["success rate"] = 1 - summary["failed"] / summary["requests"]
-        st.dataframe(summary, width="stretch",
+        # Per provider: monitoring's per-model figures added up (success rate over the requests that ran).
+        per_model = pd.DataFrame([m.to_dict() for m in ctx.studio.stats(days, ctx.user)])
+        summary = per_model.groupby("provider").agg(requests=("requests", "sum"), completed=("completed", "sum"),
+                                                    failed=("failed", "sum"), images=("images", "sum"),
+                                                    spend=("cost", "sum"))
+        ran = summary["completed"] + summary["failed"]
+        summary["success rate"] = (summary["completed"] / ran.where(ran > 0)).fillna(1.0)
+        st.dataframe(summary.drop(columns="completed"), width="stretch",
                      column_config={"spend": st.column_config.NumberColumn(format="$%.4f"),
-                                    "mean_seconds": st.column_config.NumberColumn(format="%.2f"),
                                     "success rate": st.column_config.NumberColumn(format="percent")})

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 
 import pandas as pd
 import streamlit as st
 
-from studio.controls import concurrency_bounds
 from studio.errors import NotFound, StudioError
-from studio.jobs import ItemStatus, JobStatus, get_manager
+from studio.jobs import ItemStatus, JobStatus
 from studio.jobs.export import item_records
 from studio.scripts import FORMATS, MAX_SCENES
 from studio.usertext import markdown_literal
@@ -27,6 +25,7 @@ from ui.widgets import PERSIST, board_adder, bounded_slider, image_bytes_or_none
 
 JOB_PARAM = "job"
 JOB_STATE = "batch_job"
+RANDOM_SEED_STATE = "batch_random_seed"  # + "_<provider>": this session's random base seed
 WEBHOOK_SECRET_STATE = "batch_webhook_secret"  # (job id, the job's own webhook secret) for this session
 POLL_SECONDS = 1.0
 GRID_PAGE = 24
@@ -37,7 +36,7 @@ ctx = setup("Batch", "🎬")
 st.title("🎬 Batch from script")
 
 
-jobs = get_manager(ctx.studio)
+jobs = ctx.app.jobs  # the studio's one job manager
 
 
 # -- which job this page shows (kept in the URL, so a refresh re-attaches) -------------------------
@@ -96,7 +95,7 @@ with new_batch:
                                persist_state=PERSIST,
                                help="per-scene: seed, seed+1, … (each scene its own); fixed: the same seed for "
                                     "every scene (a consistent look). The seed box below sets the first one.")
-        scenes_at_once = concurrency_bounds(ctx.studio.provider(provider), ctx.studio.settings)
+        scenes_at_once = ctx.app.batch_concurrency(provider)  # Settings.concurrency_limit, as the runner's
         concurrency = int(bounded_slider("Scenes at once", scenes_at_once, f"batch_concurrency_{provider}",
                                          help=f"{provider} allows up to {scenes_at_once.max:g} request(s) at once"))
         webhook = st.text_input("Webhook URL (optional)", key="batch_webhook", persist_state=PERSIST,
@@ -106,15 +105,18 @@ with new_batch:
     controls = model_controls(model, "batch")
     base_seed = controls.pop("seed", None)
     if base_seed is None and model.seed:
-        # One random base per session, so the preview does not change under the user's eyes.
-        base_seed = st.session_state.setdefault("batch_random_seed", secrets.randbelow(2**31))
+        # One random base per session and provider (its own seed range), so the preview does not change
+        # under the user's eyes; drawn by the application layer's one rule.
+        seed_key = f"{RANDOM_SEED_STATE}_{provider}"
+        if seed_key not in st.session_state:
+            st.session_state[seed_key] = ctx.app.base_seed(provider)
+        base_seed = st.session_state[seed_key]
 
     preview = None
     if (isinstance(source, str) and source.strip()) or (isinstance(source, bytes) and source):
         options = dict(name=name, format=None if script_format == "auto" else script_format, provider=provider,
                        model=model.id, style=style, seed_policy=seed_policy, seed=base_seed, concurrency=concurrency,
-                       webhook=webhook.strip() or None, webhook_public_only=ctx.login != "local", user=ctx.user,
-                       **controls)
+                       webhook=webhook.strip() or None, public_webhooks=ctx.login != "local", **controls)
         # A long script takes a moment to prepare: prepare it again only when something changed.
         fingerprint = hashlib.sha256(repr((source, sorted(options.items(), key=str))).encode()).hexdigest()
         cached = st.session_state.get("_batch_preview")
@@ -122,7 +124,7 @@ with new_batch:
             if cached and cached[0] == fingerprint:
                 preview = cached[1]
             else:
-                preview = jobs.preview(source, **options)
+                preview = ctx.app.preview_batch(ctx.user, source, **options)
                 st.session_state["_batch_preview"] = (fingerprint, preview)
         except StudioError as error:
             show_error(error)
@@ -158,7 +160,8 @@ with new_batch:
                 if job_secret(started):  # shown in this session only; no record of the job keeps it
                     st.session_state[WEBHOOK_SECRET_STATE] = (started.id, job_secret(started))
                 show_job(started.id)
-                st.session_state.pop("batch_random_seed", None)  # the next batch gets new seeds
+                for seed_key in [k for k in st.session_state if str(k).startswith(RANDOM_SEED_STATE)]:
+                    del st.session_state[seed_key]  # the next batch gets new seeds
                 st.session_state.pop("_batch_preview", None)  # and a new preview (a new job id)
                 st.rerun()
 

@@ -181,7 +181,8 @@ def test_only_supported_controls_are_shown(app_home, monkeypatch):
 
 @pytest.mark.parametrize("failure, expected", [
     (RateLimited("too many requests", retry_after=3), "Try again in about 3 s"),
-    (ContentBlocked("the prompt was refused by the safety system"), "Blocked by the provider's safety system"),
+    (ContentBlocked("the prompt was refused by the safety system", provider="echo"),  # as every provider names itself
+     "Blocked by the provider's safety system"),
 ])
 def test_provider_errors_are_messages_and_inputs_survive(app_home, failure, expected):
     echo_provider.EchoProvider.failures = [failure]

@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from dataclasses import dataclass
 import streamlit as st
 
 from studio.config import SettingsError, default_home
 from studio.gallery import Gallery
-from studio.identity import VISITORS_SETTING, VisitorIds, new_visitor_secret, valid_visitor_secret, visitor_policy
+from studio.application import Application
+from studio.application import visitor_mode as application_visitor_mode
+from studio.identity import VisitorIds, new_visitor_secret, valid_visitor_secret
 from studio.migrations import SchemaTooNew
 from studio.service import Studio
 
@@ -65,6 +66,11 @@ class PageContext:
         from studio.boards import Boards
 
         return Boards(self.studio)
+
+    @property
+    def app(self) -> Application:
+        """The application layer over this session's studio: every action a page takes goes through it."""
+        return Application(self.studio)
 
 
 # -- the studio ----------------------------------------------------------------------------------
@@ -137,21 +143,11 @@ def forget_session_keys() -> None:
 # -- who is this ---------------------------------------------------------------------------------
 
 
-def _secret(name: str) -> str | None:
-    if os.environ.get(name):
-        return os.environ[name]
-    try:
-        value = st.secrets.get(name)
-    except Exception:  # no secrets.toml: st.secrets raises even on .get
-        return None
-    return str(value) if value else None
-
-
 def visitor_mode() -> str:
-    """``local`` or ``private``: ``studio.identity.visitor_policy`` over ``STUDIO_VISITORS`` from the
-    environment or Streamlit secrets. Stops the page with the reason when the setting is not valid."""
+    """``local`` or ``private``: the application layer's ``visitor_mode`` (``STUDIO_VISITORS`` from the
+    environment or Streamlit secrets). Stops the page with the reason when the setting is not valid."""
     try:
-        return visitor_policy(_secret(VISITORS_SETTING) or "")
+        return application_visitor_mode()
     except ValueError as exc:
         st.error(str(exc))
         st.stop()

@@ -7,12 +7,13 @@ box, one with fixed sizes shows a size list, one that takes aspect ratios shows 
 
 from __future__ import annotations
 
-import math
+import logging
 from typing import Any
 
 import streamlit as st
 
 from studio import costs
+from studio.application import ERROR_TITLES, error_text  # noqa: F401  (ERROR_TITLES: one table for every front end)
 from studio.catalog import ModelInfo
 from studio.controls import DEFAULT_SIZE_RANGE, Bounds, default_format, free_size_bounds, setting_bounds
 from studio.errors import StudioError
@@ -20,64 +21,37 @@ from studio.estimates import cost_preview
 from studio.identity import may_change
 from studio.imaging import EXTENSIONS, MIME_TYPES, load_image
 from studio.options import OptionSpec, coerce_options, option_specs, show_value
-from studio.sizes import nearest_aspect_ratio, ratio_size
+from studio.sizes import nearest_aspect_ratio
 from studio.types import GenerationRequest, ImageRecord
 from studio.usertext import markdown_literal
 from studio.validation import MAX_SEED
 
+log = logging.getLogger("studio.streamlit")
 STATE_ICONS = {"ready": "✅", "missing_key": "🔑", "unavailable": "⛔"}
 STATE_WORDS = {"ready": "ready", "missing_key": "needs a key", "unavailable": "unavailable"}
 SAVED_TAG = "saved"
 DEFAULT_CHOICE = "(default)"  # a provider option left to the model
 PERSIST = "session"  # inputs survive page switches: nothing typed is lost by looking at History
 
-ERROR_TITLES = {
-    "not_configured": "Provider not set up",
-    "invalid_request": "Check the request",
-    "not_found": "Not found",
-    "content_blocked": "Blocked by the provider's safety system",
-    "rate_limited": "Rate limited",
-    "rate_limit_held": "Rate limited",
-    "quota_exhausted": "Out of credit or quota",
-    "timeout": "The provider timed out",
-    "provider_failure": "The provider failed",
-    "budget_exceeded": "Daily budget reached",
-    "cancelled": "Cancelled",
-    "busy": "Busy elsewhere",
-}
+# Where a key goes in this app: the hint shown with an error that says a provider's key is missing.
 KEY_HINT = ("Set the key in the environment or Streamlit secrets, or paste one for this session under "
             "**API keys** in the sidebar.")
-# Hints that hold for every error of a kind. "not_configured" has none: only a key problem
-# (``error.needs_key``) gets KEY_HINT; other set-up errors (a local model that is not on this
-# machine, a missing package) carry their own fix in the message.
-ERROR_HINTS = {
-    "content_blocked": "Rephrase the prompt (or use another image) and try again.",
-    "rate_limited": "Wait a little and try again.",
-    "rate_limit_held": "Wait a little and try again.",
-    "quota_exhausted": "Add credit to the provider account, or pick another provider.",
-    "timeout": "Try again, or ask for fewer or smaller images.",
-    "budget_exceeded": "Wait until tomorrow (UTC) or raise STUDIO_DAILY_BUDGET.",
-}
 
 
 # -- messages ------------------------------------------------------------------------------------
 
 
 def show_error(error: BaseException) -> None:
-    """A studio error as a message a person can act on (never a traceback)."""
-    if isinstance(error, StudioError):
-        title = ERROR_TITLES.get(error.kind, "Something went wrong")
-        text = f"**{title}:** {markdown_literal(error.message)}"  # messages echo input
-        retry_after = getattr(error, "retry_after", None)
-        hint = KEY_HINT if getattr(error, "needs_key", False) else ERROR_HINTS.get(error.kind, "")
-        if retry_after:
-            hint = f"Try again in about {math.ceil(retry_after)} s."
-        if error.kind == "cancelled":
-            st.info(text)
-            return
-        st.error(text + (f"\n\n{hint}" if hint else ""))
-    else:
-        st.error(f"**Something went wrong:** {markdown_literal(f'{type(error).__name__}: {error}')}")
+    """A failure as a message a person can act on (never a traceback): the application layer's title,
+    message and hint (``studio.application.error_text``), the same words Gradio and the API use."""
+    if not isinstance(error, StudioError):  # a bug: its details go to the server's log, not the page
+        log.error("unexpected error shown on a page", exc_info=error)
+    text = error_text(error, key_hint=KEY_HINT)
+    line = f"**{text.title}:** {markdown_literal(text.message)}"  # messages echo input
+    if text.kind == "cancelled":
+        st.info(line)
+        return
+    st.error(line + (f"\n\n{text.hint}" if text.hint else ""))
 
 
 # -- providers and models ------------------------------------------------------------------------
@@ -154,7 +128,9 @@ def control_key(prefix: str, name: str, model: ModelInfo) -> str:
 
 def model_controls(model: ModelInfo, prefix: str, *, mode: str = "text-to-image", size: bool = True,
                    count: bool = True) -> dict[str, Any]:
-    """Draw the controls ``model`` supports; return them as ``GenerationRequest`` fields."""
+    """Draw the controls ``model`` supports; return their values as form fields for the application
+    layer (``ctx.app.form_request`` and friends), e.g. ``{"ratio": "16:9", "n": 2, "extra": {...}}``:
+    the sizes of a ratio are worked out there, once for every front end."""
     key = lambda name: control_key(prefix, name, model)  # noqa: E731
     values: dict[str, Any] = {}
     if model.negative_prompt:
@@ -240,13 +216,11 @@ def _size_control(model: ModelInfo, key) -> dict[str, Any]:
     if model.sizes:
         sizes = list(model.sizes)
         index = sizes.index(model.default_size) if model.default_size in sizes else 0
-        width, height = st.selectbox("Size", sizes, index=index, key=key("size"), persist_state=PERSIST).split("x")
-        return {"width": int(width), "height": int(height)}
+        return {"size": st.selectbox("Size", sizes, index=index, key=key("size"), persist_state=PERSIST)}
     if model.aspect_ratios:
         ratios = list(model.aspect_ratios)
-        ratio = st.selectbox("Aspect ratio", ratios, key=key("ratio"), persist_state=PERSIST)
-        width, height = ratio_size(model, ratio)  # the core's rule: Gradio and validation use the same
-        return {"width": width, "height": height}
+        # The application layer gives the ratio its size (studio.sizes), as for Gradio and the API.
+        return {"ratio": st.selectbox("Aspect ratio", ratios, key=key("ratio"), persist_state=PERSIST)}
     width_bounds, height_bounds = free_size_bounds(model)
     width, height = (st.number_input(label, bounds.min, bounds.max, bounds.default, step=bounds.step, key=key(name),
                                      persist_state=PERSIST)
@@ -412,7 +386,7 @@ def image_source(ctx, prefix: str) -> tuple[Any, bytes | None, ImageRecord | Non
                               format_func=lambda i: record_label(by_id[i]))
         record = by_id[chosen]
     else:
-        page = ctx.studio.history(owner=ctx.user, include_shared=True, limit=100)
+        page = ctx.app.history(ctx.user, limit=100)  # the user's images and shared ones (one rule)
         typed = st.text_input("Image id (or pick a recent one below)", key=f"{prefix}_history_id").strip()
         record = None
         if typed:

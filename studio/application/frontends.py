@@ -23,12 +23,12 @@ from studio.validation import SEED_SPACE
 
 
 def front_end_setting(name: str, environ: Mapping[str, str] | None = None) -> str | None:
-    """The operator's value of ``name``: the environment (``environ``, default ``os.environ``), else
-    Streamlit's secrets when Streamlit runs this process; None when neither has it."""
-    env = os.environ if environ is None else environ
-    if env.get(name):
-        return env[name]
-    return _streamlit_secret((name,))
+    """The operator's value of ``name``: the environment, else Streamlit's secrets when Streamlit runs
+    this process; None when neither has it. ``environ``: a mapping to read instead (nothing else is
+    read then: a test's or a caller's own settings)."""
+    if environ is not None:
+        return environ.get(name) or None
+    return os.environ.get(name) or _streamlit_secret((name,))
 
 
 def visitor_mode(environ: Mapping[str, str] | None = None) -> str:
