@@ -1,5 +1,11 @@
-"""Retrying a provider call: the server's Retry-After waited in full, else exponential backoff,
-bounded in tries and time.
+"""Retrying: one backoff rule, one Retry-After parser, and the retry loop of every provider call.
+
+- ``Backoff``: exponential delays with an optional jitter, capped. Provider calls use it through
+  ``RetryPolicy``; webhook deliveries (``studio.webhooks``) and a batch's provider gate use it too.
+- ``parse_retry_after``: a server's Retry-After (seconds, milliseconds or an HTTP date) as seconds,
+  at most a cap; ``server_wait`` is the same check for a wait already read as a number.
+- ``call_with_retry``: the server's Retry-After waited in full (up to the cap), else our backoff,
+  bounded in tries and time.
 
 Only errors marked ``retryable`` (rate limits, transient server errors) are retried. Quota, auth,
 content and validation errors surface at once: retrying them only burns time or money.
@@ -13,22 +19,42 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Callable, Mapping, TypeVar
 
 from studio.errors import Cancelled, RateLimited, RateLimitHeld, StudioError
 
 T = TypeVar("T")
 log = logging.getLogger("studio.providers.retry")
 
-# The longest one Retry-After may hold every call to a provider (seconds); Settings.rate_limit_max_hold.
+# The longest any Retry-After is honoured (seconds); Settings.rate_limit_max_hold. A longer ask (a
+# date years ahead, a misconfigured proxy) is read as this long: waiting it out is no option anyway.
 DEFAULT_MAX_HOLD_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff: ``base`` seconds before the second try, doubling after each failure, at
+    most ``cap`` seconds, then multiplied by a random factor within 1 +/- ``jitter`` (so that clients
+    that failed together do not all come back together; 0 for none)."""
+
+    base: float = 1.0
+    cap: float = 20.0
+    jitter: float = 0.0
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after ``failures`` failed tries in a row (1 or more)."""
+        seconds = min(self.base * 2 ** (max(failures, 1) - 1), self.cap)
+        return seconds * random.uniform(1 - self.jitter, 1 + self.jitter) if self.jitter else seconds
 
 
 @dataclass
 class RetryPolicy:
     """How often and how long to retry. ``max_delay`` caps only our own backoff: a wait the server
-    asks for (Retry-After) is kept whole, and when it does not fit in ``max_total_seconds`` the call
-    fails at once with "rate limited, retry after N s" instead of retrying early."""
+    asks for (Retry-After) is kept whole (up to the provider's hold cap), and when it does not fit
+    in ``max_total_seconds`` the call fails at once with "rate limited, retry after N s" instead of
+    retrying early."""
 
     max_tries: int = 4
     max_total_seconds: float = 90.0
@@ -37,14 +63,54 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait before try ``attempt + 1`` (attempt counts from 1): the server's
-        ``retry_after`` when it gave one, else exponential backoff with jitter."""
+        ``retry_after`` when it gave one, else exponential backoff with 20 % jitter."""
         if retry_after is not None and retry_after >= 0:
             return retry_after
-        backoff = self.base_delay * (2 ** (attempt - 1))
-        return min(backoff, self.max_delay) * random.uniform(0.8, 1.2)
+        return Backoff(self.base_delay, self.max_delay, jitter=0.2).delay(attempt)
 
 
 DEFAULT_POLICY = RetryPolicy()
+
+
+def server_wait(seconds: float | None, cap: float = DEFAULT_MAX_HOLD_SECONDS) -> float | None:
+    """A wait a server asked for, as one we can follow: ``seconds`` at most ``cap`` (logged when it
+    asked for more); None when there is none or it is no finite wait of at least 0 (negative,
+    "inf", "nan")."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return None
+    if seconds > cap:
+        log.warning("a server asked to wait %.0f s (Retry-After); waiting %.0f s at most", seconds, cap)
+    return min(float(seconds), cap)
+
+
+def parse_retry_after(headers: Mapping[str, str] | None, *, cap: float = DEFAULT_MAX_HOLD_SECONDS,
+                      now: Callable[[], float] = time.time) -> float | None:
+    """Seconds to wait from a response's ``retry-after-ms`` or ``retry-after`` header (delta-seconds
+    or an HTTP date; a date already past is 0), at most ``cap`` seconds. None when absent or
+    unusable (garbage, negative, "inf", "nan"). ``headers`` is a case-insensitive mapping (httpx,
+    requests) or a dict with lower-case names; ``now`` gives the Unix time a date is counted from."""
+    if headers is None:
+        return None
+    asked = _number(headers.get("retry-after-ms"))
+    if asked is not None:
+        asked /= 1000.0
+    else:
+        value = (headers.get("retry-after") or "").strip()
+        asked = _number(value)
+        if asked is None and value:
+            when = _http_date(value)
+            asked = None if when is None else max(0.0, when.timestamp() - now())
+    return server_wait(asked, cap)
+
+
+def _http_date(text: str) -> datetime | None:
+    """An HTTP date (``Wed, 21 Oct 2099 07:28:00 GMT``, always GMT) as an aware datetime; None when
+    ``text`` is not one."""
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
 class RetryAfterWindow:
@@ -53,8 +119,8 @@ class RetryAfterWindow:
     only the call that got it. Rate limits are per account, so one window covers the provider.
 
     The shared hold lasts at most ``max_hold`` seconds: a longer ask (a Retry-After date years
-    ahead, a misconfigured proxy) still fails the request that got it, with the server's figure, but
-    must not shut the provider for every visitor of a long-running server until it restarts."""
+    ahead, a misconfigured proxy) fails the request that got it, saying ``max_hold``, but must not
+    shut the provider for every visitor of a long-running server until it restarts."""
 
     def __init__(self, provider: str | None = None, clock: Callable[[], float] = time.monotonic,
                  max_hold: float = DEFAULT_MAX_HOLD_SECONDS):
@@ -111,9 +177,14 @@ def call_with_retry(
         try:
             return call()
         except StudioError as error:
-            retry_after = error.retry_after if isinstance(error, RateLimited) else None
-            if window is not None and retry_after is not None:
-                window.hold_off(retry_after)
+            # The server's wait, at most what the window (or the default) ever holds: that capped
+            # figure is also the one the final "retry after N s" message says.
+            cap = window.max_hold if window is not None else DEFAULT_MAX_HOLD_SECONDS
+            retry_after = server_wait(error.retry_after, cap) if isinstance(error, RateLimited) else None
+            if retry_after is not None:
+                error.retry_after = retry_after  # whoever waits on this error waits the capped figure
+                if window is not None:
+                    window.hold_off(retry_after)
             if not error.retryable or attempt >= policy.max_tries:
                 raise
             wait = policy.delay(attempt, retry_after)
@@ -139,29 +210,6 @@ def rate_limited_for(retry_after: float, *, provider: str | None, reason: str) -
     than the time we have: "rate limited, retry after N s (reason)", carrying the wait."""
     return RateLimited(f"rate limited, retry after {math.ceil(retry_after)} s ({reason})", provider=provider,
                        retry_after=retry_after)
-
-
-def parse_retry_after(headers) -> float | None:
-    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date); None when absent
-    or not a finite, non-negative number (a wait of "inf" or "nan" is no instruction we can follow)."""
-    if headers is None:
-        return None
-    milliseconds = _number(headers.get("retry-after-ms"))
-    if milliseconds is not None:
-        return milliseconds / 1000.0
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    seconds = _number(value)
-    if seconds is not None:
-        return seconds
-    from email.utils import parsedate_to_datetime
-
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _number(text: str | None) -> float | None:

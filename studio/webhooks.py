@@ -20,8 +20,9 @@ every address checked (link-local and metadata always refused; shared servers on
 addresses), and the connection made to the checked address.
 
 Deliveries run on one background thread: the job never waits for a receiver. A failed delivery
-(connection error, timeout, 408, 429, 5xx) is retried with exponential backoff; other 4xx answers
-are final. Redirects are not followed. One job's deliveries to one URL arrive in order; a progress
+(connection error, timeout, 408, 429, 5xx) is retried after the receiver's Retry-After, else with
+exponential backoff (``providers.retry``; either at most ``max_delay``); other 4xx answers are
+final. Redirects are not followed. One job's deliveries to one URL arrive in order; a progress
 update still waiting is replaced by the newest one, so a slow receiver gets the latest state, not
 a backlog.
 """
@@ -42,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
+from providers.retry import Backoff, parse_retry_after
 from studio import netfetch
 from studio.errors import InvalidRequest
 
@@ -333,8 +335,7 @@ class WebhookDispatcher:
                                       delivery.attempts, status)
             error = f"HTTP {status}"
             retryable = status >= 500 or status in _RETRY_STATUSES
-            header = response.headers.get("retry-after", "")
-            retry_after = float(header) if header.replace(".", "", 1).isdigit() else None
+            retry_after = parse_retry_after(response.headers, cap=self.max_delay)
         except httpx.InvalidURL as exc:  # a spelling httpx cannot send (e.g. an octal IPv4 host)
             error, retryable = f"the webhook URL cannot be sent to: {exc}", False
         except netfetch.UnresolvableHost as exc:  # DNS may be back later
@@ -344,8 +345,8 @@ class WebhookDispatcher:
         except httpx.HTTPError as exc:
             error, retryable = f"{type(exc).__name__}: {exc}", True
         if retryable and delivery.attempts < self.max_attempts:
-            delay = retry_after if retry_after is not None else self.base_delay * 2 ** (delivery.attempts - 1)
-            delivery.due = time.monotonic() + min(delay, self.max_delay)
+            backoff = Backoff(self.base_delay, self.max_delay).delay(delivery.attempts)
+            delivery.due = time.monotonic() + (backoff if retry_after is None else retry_after)
             return None
         return DeliveryResult(delivery.id, delivery.url, delivery.event, delivery.job_id, False, delivery.attempts,
                               status, error)
