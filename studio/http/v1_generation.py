@@ -22,12 +22,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from studio.errors import InvalidRequest
-from studio.http.deps import Caller, get_caller, get_studio
+from studio.http.deps import Caller, get_application, get_caller, get_studio
 from studio.http.v1_shapes import RETURN_CHOICES, image_answer
 
 router = APIRouter(prefix="/api/v1", tags=["generation"])
@@ -91,16 +91,6 @@ class VariationsBody(ImageSettings):
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-
-
-def get_application(request: Request):
-    """The application layer over the app's studio (``studio.application.Application``), one per app."""
-    application = getattr(request.app.state, "application", None)
-    if application is None:
-        from studio.application import Application
-
-        application = request.app.state.application = Application(request.app.state.studio)
-    return application
 
 
 def wants_base64(settings: ImageSettings | None, response: str | None) -> bool:

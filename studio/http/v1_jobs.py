@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from studio.errors import InvalidRequest
-from studio.http.deps import Caller, get_caller
-from studio.http.v1_generation import Real, Whole, get_application
+from studio.http.deps import Caller, get_application, get_caller
+from studio.http.v1_generation import Real, Whole
 from studio.http.v1_shapes import API_PREFIX, summary_with_urls
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
