@@ -199,28 +199,22 @@ def _emit(args: argparse.Namespace, payload: dict[str, Any], text: Callable[[], 
 
 def generation_options(args: argparse.Namespace) -> dict[str, Any]:
     """GenerationRequest fields from ``add_generation_options``' arguments (only ``n`` and the size
-    are left out when not given). Raises InvalidRequest for a malformed size or --option."""
-    from studio.options import parse_option_pairs
-    from studio.validation import parse_size
+    are left out when not given), read by the application layer's one coercion
+    (``studio.application.forms.coerce_fields``) like every front end's. Raises InvalidRequest for a
+    malformed size or --option."""
+    from studio.application.forms import coerce_fields
 
-    options: dict[str, Any] = {
-        "provider": args.provider, "model": args.model, "seed": args.seed, "steps": args.steps,
-        "guidance": args.guidance, "negative_prompt": args.negative, "style": args.style,
-        "output_format": args.format, "quality": args.quality, "category": args.category, "tags": args.tag,
-        "user": args.user,
-    }
-    if args.n is not None:
-        options["n"] = args.n
-    if args.size:
-        options["width"], options["height"] = parse_size(args.size)
-    extra = parse_option_pairs(args.option)  # text here; the model's schema types it (studio.options)
-    if extra:
-        options["extra"] = extra
     post = {name: value for name, value in (("upscale", args.upscale), ("sharpen", args.sharpen),
                                             ("enhance", args.enhance)) if value}
-    if post:
-        options["postprocess"] = post
-    return options
+    given = {"seed": args.seed, "steps": args.steps, "guidance": args.guidance, "negative_prompt": args.negative,
+             "style": args.style, "output_format": args.format, "quality": args.quality, "category": args.category,
+             "tags": args.tag, "n": args.n, "size": args.size,
+             "extra": args.option or None,  # text here; the model's schema types it (studio.options)
+             "postprocess": post or None}
+    # Every field a command may read is present, None (or empty) when not given.
+    return {"provider": args.provider, "model": args.model, "user": args.user, "seed": None, "steps": None,
+            "guidance": None, "negative_prompt": "", "style": None, "output_format": "png", "quality": None,
+            "category": "", "tags": [], **coerce_fields(given)}
 
 
 def _progress_printer(args: argparse.Namespace):

@@ -275,19 +275,15 @@ def _convert_override(key: str, value: Any, line: int) -> tuple[str, Any]:
             return "size", parse_size(str(value))
         except InvalidRequest as exc:
             raise InvalidRequest(f"line {line}: {exc}") from None
+    if kind is str:
+        return target, str(value).strip()
+    # Numbers are read by the one coercion every front end uses (studio.application.forms).
+    from studio.application.forms import real_number, whole_number
+
     try:
-        if kind is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            converted: Any = int(str(value).strip()) if not isinstance(value, (int, float)) else int(value)
-        elif kind is float:
-            converted = float(value)
-        else:
-            converted = str(value).strip()
-    except (TypeError, ValueError):
-        raise InvalidRequest(f"line {line}: --{name} must be a {'whole ' if kind is int else ''}number, "
-                             f"not {_excerpt(value)}") from None
-    return target, converted
+        return target, whole_number(value, f"--{name}") if kind is int else real_number(value, f"--{name}")
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"line {line}: {exc.message}") from None
 
 
 def _finish_overrides(pairs: dict[str, Any]) -> dict[str, Any]:

@@ -48,6 +48,13 @@ NO_STYLE = "none"  # what the style pickers of both web front ends show for "no 
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 
 
+def _excerpt(value: Any, limit: int = 40) -> str:
+    """``value`` quoted for an error message, cut (with "…") to ``limit`` characters: a script line
+    or a JSON field can be megabytes long."""
+    text = str(value)
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
 def is_blank(value: Any) -> bool:
     """Not given: None, or text that is empty after trimming."""
     return value is None or (isinstance(value, str) and not value.strip())
@@ -61,9 +68,9 @@ def whole_number(value: Any, what: str) -> int:
     try:
         number = float(str(value).strip()) if isinstance(value, str) else float(value)
     except (TypeError, ValueError):
-        raise InvalidRequest(f"{what} must be a whole number, not {str(value)[:40]!r}") from None
+        raise InvalidRequest(f"{what} must be a whole number, not {_excerpt(value)}") from None
     if not math.isfinite(number) or not number.is_integer():
-        raise InvalidRequest(f"{what} must be a whole number, not {str(value)[:40]!r}")
+        raise InvalidRequest(f"{what} must be a whole number, not {_excerpt(value)}")
     return int(number)
 
 
@@ -74,9 +81,9 @@ def real_number(value: Any, what: str) -> float:
     try:
         number = float(str(value).strip()) if isinstance(value, str) else float(value)
     except (TypeError, ValueError):
-        raise InvalidRequest(f"{what} must be a number, not {str(value)[:40]!r}") from None
+        raise InvalidRequest(f"{what} must be a number, not {_excerpt(value)}") from None
     if not math.isfinite(number):
-        raise InvalidRequest(f"{what} must be a finite number, not {str(value)[:40]!r}")
+        raise InvalidRequest(f"{what} must be a finite number, not {_excerpt(value)}")
     return number
 
 
@@ -107,7 +114,7 @@ def _flag(value: Any, what: str) -> bool:
     text = str(value).strip().lower()
     if text in _TRUE or text in _FALSE:
         return text in _TRUE
-    raise InvalidRequest(f"{what} must be true or false, not {str(value)[:40]!r}")
+    raise InvalidRequest(f"{what} must be true or false, not {_excerpt(value)}")
 
 
 def _tags(value: Any) -> list[str]:
