@@ -34,6 +34,7 @@ from gradio_ui.create_tabs import CreateTab, build_edit_tab, build_generate_tab,
 from gradio_ui.endpoints import visitor_errors
 from gradio_ui.identity import HF_PREFIX, LOCAL_OWNER, Access, is_anonymous, new_token, valid_token
 from gradio_ui.library_tabs import build_boards_tab, build_history_tab
+from gradio_ui.tokens_tab import build_tokens_tab
 from studio import get_studio
 from studio.config import SettingsError
 from studio.errors import InvalidRequest
@@ -70,6 +71,7 @@ def build_app(studio: Studio | None = None, *, access: Access | None = None, lim
             build_batch_tab(ctx)
             history = build_history_tab(ctx)
             build_boards_tab(ctx)
+            build_tokens_tab(ctx)
         build_api(ctx)
         _wire_sending(ctx, tabs, edit, variations,
                       [(panel.selected, panel.edit_button, panel.vary_button)

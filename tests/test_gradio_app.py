@@ -119,7 +119,7 @@ def test_every_child_of_a_tab_bar_is_a_tab(app):
     for bar in bars:
         assert [type(child).__name__ for child in bar.children if not isinstance(child, gr.Tab)] == []
     assert [child.label for child in bars[0].children] == ["Generate", "Edit", "Variations", "Batch from script",
-                                                          "History", "Mood boards"]
+                                                          "History", "Mood boards", "API tokens"]
 
 
 def test_queue_has_a_size_limit_and_generations_share_one_concurrency_group(app):
