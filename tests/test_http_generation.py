@@ -267,6 +267,24 @@ def test_tokens_keep_owners_apart_and_no_owner_id_leaves(private):
     assert OWNER_A not in result.text and client.get("/api/v1/jobs", headers=headers_b).json()["jobs"] == []
 
 
+def test_callers_of_a_shared_studio_cannot_make_the_server_open_its_files(private, tmp_path):
+    """File names on the server (an image option, a local model path) are the operator's alone, as in
+    the Gradio app with private visitors: refused by name, before anything looks at the disk."""
+    client, headers_a, _ = private
+    on_server = tmp_path / "someone-elses.png"
+    on_server.write_bytes(png())
+    option = client.post("/api/v1/estimate", headers=headers_a, json={
+        "prompt": "x", "provider": "openai", "options": {"reference_images": [str(on_server)]}})
+    assert option.status_code == 400 and "not file names on the server" in option.json()["detail"]
+    model = client.post("/api/v1/estimate", headers=headers_a,
+                        json={"prompt": "x", "provider": "local", "model": str(tmp_path)})
+    assert model.status_code == 400 and "listed local models" in model.json()["detail"]
+    in_a_script = client.post("/api/v1/jobs/preview", headers=headers_a, json={
+        "provider": "openai", "script": [{"text": "x", "options": {"reference_images": [str(on_server)]}}]})
+    assert in_a_script.status_code == 200
+    assert "not file names on the server" in " ".join(in_a_script.json()["errors"])
+
+
 # -- jobs -------------------------------------------------------------------------------------------
 
 

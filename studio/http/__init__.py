@@ -45,7 +45,7 @@ def create_app(studio: "Studio | None" = None, *, settings: "Settings | None" = 
     from studio.application import Application
     from studio.http.errors import CatchAllMiddleware, install_handlers
     from studio.http.limits import CallerMiddleware, RateLimiter, UploadLimitMiddleware
-    from studio.identity import visitor_policy
+    from studio.identity import LOCAL, visitor_policy
     from studio.tokens import tokens_for
 
     if studio is None:
@@ -66,6 +66,9 @@ def create_app(studio: "Studio | None" = None, *, settings: "Settings | None" = 
     app.state.settings = settings
     app.state.tokens = tokens_for(studio)
     app.state.visitor_policy = visitor_policy()
+    # A shared studio's callers may be anyone: files on this server (image options, local model paths)
+    # are named by its operator only, as in the Gradio app with private visitors.
+    studio.settings.local_free_paths = app.state.visitor_policy == LOCAL
     app.state.rate_limiter = RateLimiter(settings.api_rate_limit)
     install_handlers(app)
     # add_middleware wraps what is there: the last added runs first.
@@ -91,11 +94,17 @@ def _include_routers(app: Any) -> None:
 
 
 def _mount_gradio(app: Any, studio: "Studio") -> None:
+    """The Gradio app at /ui, with the options ``python gradio_app.py`` launches it with (its
+    visitors' logins, upload bound and theme)."""
     import gradio as gr
 
-    from gradio_app import build_app
+    from gradio_app import MAX_UPLOAD, build_app
+    from gradio_ui.identity import Access
 
-    gr.mount_gradio_app(app, build_app(studio), path="/ui")
+    access = Access.from_env()
+    gr.mount_gradio_app(app, build_app(studio, access=access), path="/ui", auth=access.users or None,
+                        auth_message="Image Studio: log in to continue.", max_file_size=MAX_UPLOAD,
+                        theme=gr.themes.Soft())
 
 
 __all__ = ["create_app"]
