@@ -276,3 +276,64 @@ def test_an_unknown_visitor_policy_stops_the_app(echo_studio, monkeypatch):
     monkeypatch.setenv("STUDIO_VISITORS", "everyone")
     with pytest.raises(SettingsError, match="STUDIO_VISITORS"):
         create_app(echo_studio)
+
+
+# -- serving ----------------------------------------------------------------------------------------
+
+
+def test_gradio_is_mounted_at_ui_without_the_api_guard(echo_studio, private, monkeypatch, tmp_path):
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio-cache"))
+    client = TestClient(create_app(echo_studio, gradio=True))
+    page = client.get("/ui/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert client.get("/ui/config").json()["title"] == "Image Studio"
+    assert client.get("/api/v1/boards").status_code == 401  # the API still needs a token
+
+
+def test_serve_command_runs_uvicorn_with_the_app(echo_studio, monkeypatch):
+    import uvicorn
+
+    from studio.cli import main
+
+    monkeypatch.setenv("STUDIO_VISITORS", "local")
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.update(app=app, **kwargs))
+    assert main(["--home", str(echo_studio.home), "serve", "--port", "8123", "--host", "0.0.0.0", "--no-ui"]) == 0
+    assert (served["host"], served["port"]) == ("0.0.0.0", 8123)
+    client = TestClient(served["app"])
+    assert client.get("/api/v1/boards").json() == {"boards": []}
+    assert client.get("/ui/").status_code == 404  # --no-ui
+    assert main(["--home", str(echo_studio.home), "serve"]) == 0
+    assert (served["host"], served["port"]) == ("127.0.0.1", 8000)
+    assert any(getattr(route, "path", "") == "/ui" for route in served["app"].routes)
+
+
+def test_serve_refuses_a_bad_setting_before_listening(echo_studio, monkeypatch, capsys):
+    import uvicorn
+
+    from studio.cli import main
+
+    monkeypatch.setenv("STUDIO_VISITORS", "everyone")
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: pytest.fail("it listened"))
+    assert main(["--home", str(echo_studio.home), "serve", "--no-ui"]) == 2
+    assert "STUDIO_VISITORS" in capsys.readouterr().err
+    assert main(["--home", str(echo_studio.home), "serve", "--port", "70000"]) == 2
+
+
+def test_token_commands(echo_studio, capsys):
+    from studio.cli import main
+
+    home = ["--home", str(echo_studio.home)]
+    assert main([*home, "token", "create", "laptop", "--user", "user:alice@example.com"]) == 0
+    out, err = capsys.readouterr()
+    token = out.strip()
+    assert token.startswith("ist_") and "not shown again" in err
+    assert main([*home, "token", "list", "--user", "user:alice@example.com", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["tokens"]
+    assert row["name"] == "laptop" and "token" not in row and "owner" not in row
+    assert main([*home, "token", "list"]) == 0
+    assert capsys.readouterr().out.strip() == "no tokens"  # local has none
+    assert main([*home, "token", "revoke", row["id"]]) == 2  # not local's
+    assert main([*home, "token", "revoke", row["id"], "--user", "user:alice@example.com"]) == 0
+    assert tokens_for(echo_studio).verify(token) is None
+    assert main([*home, "token", "create", " "]) == 2

@@ -11,13 +11,22 @@ DEFAULT_PORT = 8000
 
 
 def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, gradio: bool = True, studio=None) -> None:
-    """Run the API (and the UI at /ui) until interrupted. Raises ``SettingsError`` for a bad setting
-    before listening."""
+    """Run the API (and the UI at /ui) until interrupted. A setting that cannot be used (visitor
+    policy, identity key, a schema newer than this code) raises before anything listens."""
     import uvicorn
 
+    from studio import get_studio
     from studio.http import create_app
+    from studio.identity import VisitorIds
+    from studio.jobs import get_manager
 
+    studio = studio or get_studio()
+    VisitorIds.for_home(studio.home)  # a bad identity key stops the start, not the first visitor
     app = create_app(studio, gradio=gradio)
+    # Batch jobs a restart interrupted continue (their finished scenes are not paid twice).
+    resumed = get_manager(studio).recover()
+    if resumed:
+        print(f"resumed {len(resumed)} interrupted batch job(s): {', '.join(resumed)}")
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 
