@@ -93,6 +93,23 @@ def test_a_damaged_upload_is_caught_and_not_kept(store, s3_server):
     assert store.get("images/a/2026/01/01/x.png") == data
 
 
+def test_without_an_md5_in_the_answer_the_object_is_checked_by_head(store, s3_server):
+    """A KMS-encrypted bucket answers a PUT with an ETag that is not the MD5: the store then HEADs
+    the object and compares its size and checksums."""
+    def kms_like(parsed, **_):
+        parsed["ETag"], parsed["ServerSideEncryption"] = '"0123456789abcdef0123456789abcdef"', "aws:kms"
+
+    heads = []
+    store.client.meta.events.register("after-call.s3.PutObject", kms_like)
+    store.client.meta.events.register("before-call.s3.HeadObject", lambda **kw: heads.append(kw))
+    store.put("images/a/ok.png", b"fine bytes")
+    assert len(heads) == 1 and store.get("images/a/ok.png") == b"fine bytes"
+    s3_server.corrupt_next_puts(1)
+    with pytest.raises(StorageError, match="did not arrive intact"):
+        store.put("images/a/bad.png", b"other bytes")
+    assert not store.exists("images/a/bad.png")
+
+
 def test_a_generation_whose_upload_is_damaged_fails_and_leaves_no_row(s3_storage_url, echo_studio, s3_server):
     s3_server.corrupt_next_puts(2)  # the thumbnail and the image
     with pytest.raises(StorageError):

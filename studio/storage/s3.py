@@ -12,9 +12,11 @@ usual AWS variables, so one set of code talks to every S3-compatible service:
 
 The file-before-record rule holds because ``put`` returns only once the object is stored *and* has
 been checked: the upload carries its MD5 (``Content-MD5``) and SHA-256 (``x-amz-checksum-sha256``),
-which S3 checks on arrival, and a HEAD afterwards must report the same size and checksum (the
-SHA-256 the service stored, and the ETag, which is the MD5 of a single-part unencrypted upload). An
-object that does not match is deleted and ``put`` raises ``StorageError``; the caller then writes no row.
+which S3 checks on arrival (BadDigest otherwise), and the service's answer must name the same
+object: its ETag (the MD5 of what it stored, for a single-part upload not encrypted with KMS or a
+customer key) and its SHA-256 where it reports one. When the answer has no MD5 to compare (KMS), a
+HEAD must report the same size and SHA-256. An object that does not match is deleted and ``put``
+raises ``StorageError``; the caller then writes no row.
 
 Objects are never given a public ACL: browsers get an image through ``url`` (a presigned GET that
 expires) or through the server, which reads the bytes.
@@ -143,13 +145,17 @@ class S3FileStore:
         name = self._object(key)
         md5 = hashlib.md5(data, usedforsecurity=False)
         sha256 = base64.b64encode(hashlib.sha256(data).digest()).decode()
-        self._call("put", key, self.client.put_object, Bucket=self.location.bucket, Key=name, Body=data,
-                   ContentMD5=base64.b64encode(md5.digest()).decode(), ChecksumAlgorithm="SHA256",
-                   ChecksumSHA256=sha256, ContentType=_CONTENT_TYPES.get(Path(key).suffix.lower(),
-                                                                        "application/octet-stream"),
-                   CacheControl="private, max-age=300")
-        head = self._head(key, checksums=True)
-        problem = _mismatch(head, len(data), md5.hexdigest(), sha256)
+        answer = self._call("put", key, self.client.put_object, Bucket=self.location.bucket, Key=name, Body=data,
+                            ContentMD5=base64.b64encode(md5.digest()).decode(), ChecksumAlgorithm="SHA256",
+                            ChecksumSHA256=sha256, ContentType=_CONTENT_TYPES.get(Path(key).suffix.lower(),
+                                                                                 "application/octet-stream"),
+                            CacheControl="private, max-age=300")
+        # The PUT's own answer carries the stored object's MD5 (ETag): one request, not two. Only
+        # where it cannot (KMS-encrypted buckets) is the object looked at again.
+        if _plain_etag(answer):
+            problem = _mismatch({**answer, "ContentLength": len(data)}, len(data), md5.hexdigest(), sha256)
+        else:
+            problem = _mismatch(self._head(key, checksums=True), len(data), md5.hexdigest(), sha256)
         if problem:
             try:
                 self.client.delete_object(Bucket=self.location.bucket, Key=name)
