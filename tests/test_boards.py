@@ -13,6 +13,12 @@ from studio.boards import Boards, render_collage
 from studio.errors import InvalidRequest, NotFound
 from studio.types import GenerationRequest
 
+# Every test here runs once per database back end (tests/pg_server.py): embedded SQLite, PostgreSQL.
+# (Imported here until tests/conftest.py, which registers them for every module, is committed.)
+from tests.pg_server import database_url, pg_database, pg_server  # noqa: E402,F401
+
+pytestmark = pytest.mark.usefixtures("database_url")
+
 
 def make_images(studio, n=3, user="alice", prompt="a red kite"):
     result = studio.generate(GenerationRequest(prompt=prompt, provider="echo", n=n, user=user, width=64, height=64))

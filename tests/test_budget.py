@@ -24,6 +24,12 @@ from studio.types import GenerationRequest, Mode, ProviderResult
 from tests.fakes import echo_provider
 from tests.fakes.prepared import prepared
 
+# Every test here runs once per database back end (tests/pg_server.py): embedded SQLite, PostgreSQL.
+# (Imported here until tests/conftest.py, which registers them for every module, is committed.)
+from tests.pg_server import database_url, pg_database, pg_server  # noqa: E402,F401
+
+pytestmark = pytest.mark.usefixtures("database_url")
+
 LONG_PROMPT = ("a lighthouse on a rocky coast at dusk, waves breaking, gulls, warm windows, " * 60)[:4000]
 WORKERS = 8
 SDXL = "stability-ai/sdxl:39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b"
@@ -124,7 +130,7 @@ def test_eight_concurrent_openai_requests_never_book_past_the_budget(openai_stud
     output_only = costs.estimate(studio.catalog.model("openai", model), width=1024, height=1024, n=1,
                                  quality="low")
     assert all(row["cost"] > output_only * 1.15 for row in rows)
-    assert not studio.storage.index.connection().execute("SELECT COUNT(*) FROM reservations").fetchone()[0]
+    assert studio.storage.index.open_requests() == []
 
 
 def test_the_estimate_shown_before_the_click_includes_input_costs(openai_studio, source_image):
@@ -414,3 +420,62 @@ def test_a_failed_replicate_prediction_is_booked_for_the_gpu_seconds_it_ran(stud
     finally:
         studio.close()
     assert booked == pytest.approx(4.0 * 0.000975, abs=1e-6)
+
+
+# A process that reserves against the budget as fast as it can, once told to start: each accepted
+# reservation is booked right away (its reservation swapped for its audit row, as a finished request
+# is), so the check races both kinds of rows. Prints how many it got.
+_RESERVING_PROCESS = r"""
+import sys
+from studio.storage.index import HistoryIndex
+
+target, name, tries, amount, limit = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+index = HistoryIndex(target)
+print("ready", flush=True)
+sys.stdin.readline()  # the go: every process is connected and waiting
+accepted = 0
+for attempt in range(tries):
+    rid = f"{name}-{attempt}"
+    if index.reserve(rid, "2026-11-29", amount, limit, started_by={"pid": 1, "host": name}, request={})[0]:
+        accepted += 1
+        if attempt % 2:
+            index.finish_generation(rid, [], {"id": rid, "owner": "o", "created_at": "2026-11-29T10:00:00",
+                                              "provider": "p", "model": "m", "mode": "generate", "prompt": "x",
+                                              "n": 1, "status": "completed", "cost": amount})
+print(accepted, flush=True)
+index.close()
+"""
+
+
+def test_processes_reserving_at_once_never_set_aside_more_than_the_budget(database_url, studio_home):
+    """Three processes, 40 reservations of $0.01 each against a $0.25 budget, started together:
+    exactly 25 are accepted in all (on PostgreSQL the advisory budget lock is what holds this; without
+    it each process's check passes on the same committed total)."""
+    import subprocess
+    import sys
+
+    from studio.storage.index import HistoryIndex
+
+    target = database_url or str(studio_home / "index.sqlite3")
+    HistoryIndex(target).close()  # the schema, made once before the race
+    processes = [subprocess.Popen([sys.executable, "-c", _RESERVING_PROCESS, target, f"p{n}", "40", "0.01", "0.25"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for n in range(3)]
+    try:
+        for process in processes:
+            assert process.stdout.readline().strip() == "ready"
+        for process in processes:
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        accepted = [int(process.communicate(timeout=120)[0].strip()) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert all(process.returncode == 0 for process in processes)
+    assert sum(accepted) == 25, accepted
+    index = HistoryIndex(target)
+    try:
+        assert index.spent_on("2026-11-29") + sum(r["amount"] for r in index.open_requests()) == pytest.approx(0.25)
+    finally:
+        index.close()
