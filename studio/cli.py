@@ -235,7 +235,7 @@ def _progress_printer(args: argparse.Namespace):
 
 
 def _result_text(result) -> str:
-    lines = [f"{r.id}  {r.width}x{r.height} {r.format}  seed={r.seed}  ${r.cost:.4f}  {r.abs_path}"
+    lines = [f"{r.id}  {r.width}x{r.height} {r.format}  seed={r.seed}  ${r.cost:.4f}  {r.abs_path or r.path}"
              for r in result.images]
     if result.cached:
         lines.append("(reused stored images: identical request with a fixed seed)")

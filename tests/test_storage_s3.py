@@ -236,3 +236,18 @@ def test_gradio_serves_images_from_s3(s3_storage_url, studio_home, tmp_path, mon
     finally:
         shut(running)
     assert not (studio_home / "images").exists()
+
+
+def test_the_cli_names_the_stored_key_and_repairs_on_s3(s3_storage_url, studio_home, monkeypatch, capsys):
+    import json
+
+    from studio.cli import main
+    from tests.fakes import echo_provider
+
+    monkeypatch.setenv("STUDIO_PROVIDER_PLUGINS", echo_provider.PLUGIN_SPEC)
+    echo_provider.install(studio_home / "catalog")
+    assert main(["generate", "a red boat", "--provider", "echo"]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.split()[-1].startswith("images/") and "None" not in line  # no local file: its key
+    assert main(["repair", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["clean"] is True
