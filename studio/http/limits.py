@@ -80,8 +80,11 @@ class CallerMiddleware:
             return
         authorization = Headers(scope=scope).get("authorization")
         try:
-            caller = await anyio.to_thread.run_sync(resolve_caller, authorization, self.state.tokens,
-                                                    self.state.visitor_policy)
+            if authorization is None:  # nothing to look up: answered here, without a thread hop
+                caller = resolve_caller(None, self.state.tokens, self.state.visitor_policy)
+            else:  # the token table is read (and its last use written): off the event loop
+                caller = await anyio.to_thread.run_sync(resolve_caller, authorization, self.state.tokens,
+                                                        self.state.visitor_policy)
             wait = self.limiter.take(caller.limit_key)
             if wait is not None:
                 seconds = max(1, math.ceil(wait))
