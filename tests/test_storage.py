@@ -1,4 +1,7 @@
-"""Storage keeps index and files in agreement: atomic writes, crash windows, repair."""
+"""Storage keeps index and files in agreement: atomic writes, crash windows, repair.
+
+The tests that use ``echo_studio`` run once per file store (``storage_url``: files in the data
+directory, and S3 on moto's server); they reach the stored bytes through ``studio.storage.files``."""
 
 from __future__ import annotations
 
@@ -9,7 +12,20 @@ import pytest
 
 from studio.storage.files import LocalFileStore
 from studio.types import GenerationRequest
-from tests.helpers import db_rows
+from tests.pg_server import query_studio_db
+
+# Every test here runs once per database back end (tests/pg_server.py): embedded SQLite, PostgreSQL.
+# (Imported here until tests/conftest.py, which registers them for every module, is committed.)
+from tests.pg_server import database_url, pg_database, pg_server  # noqa: E402,F401
+from tests.s3_server import s3_server, s3_storage_url, storage_url  # noqa: E402,F401
+
+pytestmark = pytest.mark.usefixtures("database_url")
+
+
+@pytest.fixture
+def echo_studio(storage_url, echo_studio):
+    """The conftest's echo studio, built after ``storage_url`` chose its file store."""
+    return echo_studio
 
 
 def gen(studio, **kw):
@@ -45,7 +61,7 @@ def test_crash_between_file_and_row_is_repaired_from_embedded_metadata(echo_stud
     with pytest.raises(BaseException):
         gen(echo_studio, n=2, seed=3, tags=["kept"])
     monkeypatch.undo()
-    assert db_rows(studio_home) == 0
+    assert query_studio_db(studio_home, "SELECT COUNT(*) FROM images") == [(0,)]
     report = echo_studio.repair()
     assert len(report.orphan_files) == 2 and not report.clean
     fixed = echo_studio.repair(fix=True)
@@ -55,25 +71,26 @@ def test_crash_between_file_and_row_is_repaired_from_embedded_metadata(echo_stud
     assert page.total == 2
     record = page.items[0]
     assert record.tags == ["kept"] and record.seed in (3, 4) and record.provider == "echo"
-    assert (studio_home / record.thumb_path).is_file()
-    assert record.sha256 == __import__("hashlib").sha256((studio_home / record.path).read_bytes()).hexdigest()
+    assert echo_studio.storage.files.exists(record.thumb_path)
+    assert record.sha256 == __import__("hashlib").sha256(echo_studio.storage.files.get(record.path)).hexdigest()
 
 
 def test_repair_quarantines_foreign_files_and_drops_rows_without_files(echo_studio, studio_home):
+    files = echo_studio.storage.files
     kept = gen(echo_studio).images[0]
     lost = gen(echo_studio).images[0]
-    (studio_home / lost.path).unlink()
-    stray = studio_home / "images" / "uncategorized" / "2026" / "01" / "01" / "stray.png"
-    stray.parent.mkdir(parents=True)
-    stray.write_bytes(b"not ours")
-    temp = studio_home / "images" / "uncategorized" / "x.png.tmp-1234"
-    temp.write_bytes(b"half")
-    (studio_home / kept.thumb_path).unlink()
+    files.delete(lost.path)
+    files.put("images/uncategorized/2026/01/01/stray.png", b"not ours")
+    temp = "images/uncategorized/x.png.tmp-1234"  # (only the local store makes these; S3 writes whole)
+    files.put(temp, b"half")
+    files.delete(kept.thumb_path)
     report = echo_studio.repair(fix=True)
     assert report.missing_files == [lost.id] and report.removed_rows == [lost.id]
     assert len(report.quarantined) == 1 and report.quarantined[0].startswith("orphans/")
-    assert report.temp_files and not temp.exists()
-    assert report.thumbnails_rebuilt == [kept.id] and (studio_home / kept.thumb_path).is_file()
+    assert files.get(report.quarantined[0]) == b"not ours"
+    assert not files.exists("images/uncategorized/2026/01/01/stray.png")
+    assert report.temp_files and not files.exists(temp)
+    assert report.thumbnails_rebuilt == [kept.id] and files.exists(kept.thumb_path)
     assert echo_studio.repair().clean
     assert echo_studio.history().total == 1
 
@@ -88,7 +105,8 @@ def test_crash_during_delete_restores_the_file(echo_studio, studio_home, monkeyp
     with pytest.raises(KeyboardInterrupt):
         echo_studio.delete_image(record.id)
     monkeypatch.undo()
-    assert (studio_home / record.path).is_file()  # rolled back by the delete itself
+    assert echo_studio.storage.files.exists(record.path)  # rolled back by the delete itself
+    assert not list(echo_studio.storage.files.keys("trash"))
     assert echo_studio.repair().clean
 
 
@@ -108,6 +126,7 @@ def test_concurrent_writers_never_hit_database_locked(echo_studio, studio_home):
     for t in threads:
         t.join()
     assert errors == []
-    assert db_rows(studio_home) == 48
-    with sqlite3.connect(studio_home / "index.sqlite3") as conn:
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert query_studio_db(studio_home, "SELECT COUNT(*) FROM images") == [(48,)]
+    if echo_studio.storage.index.path is not None:  # the embedded database: SQLite in WAL mode
+        with sqlite3.connect(studio_home / "index.sqlite3") as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
