@@ -330,6 +330,12 @@ def test_job_from_a_multipart_srt_file_keeps_its_timestamps(client):
     assert (job["name"], job["script_format"]) == ("scenes.srt", "srt")
     assert [item["start"] for item in job["items"]] == [1.0, 5.0]
     assert events_of(client, job["job_id"])[-1][1]["status"] == "COMPLETED"
+    pasted = client.post("/api/v1/jobs", data={"script": "one line\nanother", "settings": '{"provider": "echo"}'})
+    assert pasted.status_code == 201 and pasted.json()["total"] == 2
+    no_script = client.post("/api/v1/jobs", data={"settings": '{"provider": "echo"}'},
+                            files={"other": ("x.txt", b"x", "text/plain")})
+    assert no_script.status_code == 400 and "script" in no_script.json()["detail"]
+    events_of(client, pasted.json()["job_id"])
 
 
 def test_a_bad_script_or_setting_is_400_and_no_job_is_stored(client, studio_home):

@@ -148,20 +148,23 @@ async def _read_job_request(request: Request) -> tuple[Any, JobSettings]:
     (a ``script`` file part and a ``settings`` JSON text part). A bad body is a 400 naming why."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
-        if content_type == "multipart/form-data":
+        if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
             form = await request.form()
             upload = form.get("script")
-            if upload is None or isinstance(upload, str):
-                raise InvalidRequest("a multipart job needs the script as a file part named 'script'")
+            if upload is None:
+                raise InvalidRequest("a multipart job needs its script in a part named 'script' (a file or text)")
             settings_text = form.get("settings") or "{}"
             if not isinstance(settings_text, str):
                 raise InvalidRequest("the 'settings' part must be JSON text, not a file")
             settings = JobSettings.model_validate_json(settings_text)
+            if isinstance(upload, str):  # the script pasted as a text field
+                return upload, settings
             if not settings.name and upload.filename:
                 settings.name = upload.filename  # the extension picks the format (.srt, .csv...)
             return await upload.read(), settings
         if content_type not in ("application/json", ""):
-            raise InvalidRequest(f"send the job as application/json or multipart/form-data, not {content_type}")
+            raise InvalidRequest(f"send the job as application/json or a form (multipart/form-data), "
+                                 f"not {content_type[:60]}")
         try:
             data = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
