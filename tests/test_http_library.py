@@ -219,3 +219,12 @@ def test_token_routes_for_the_caller_only(api):
     assert [t["name"] for t in bob.get("/api/v1/tokens").json()["tokens"]] == ["bob"]
     assert bob.delete(f"/api/v1/tokens/{made.json()['id']}").status_code == 404
     assert alice.post("/api/v1/tokens", json={"name": ""}).status_code == 400
+
+
+def test_metadata_is_the_stored_images_even_if_a_file_has_its_name(api, monkeypatch, tmp_path):
+    # Studio.info reads a string naming an existing file as that file: the route must never hand it the id.
+    alice, _bob, images = api
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / images["cat"]).write_bytes(b"not an image of the studio")
+    metadata = alice.get(f"/api/v1/images/{images['cat']}/metadata")
+    assert metadata.status_code == 200 and metadata.json()["generation"]["prompt"] == "a cat"

@@ -130,8 +130,9 @@ def image_thumbnail(image_id: str, caller: CallerDep, studio: StudioDep) -> Resp
 def image_metadata(image_id: str, caller: CallerDep, studio: StudioDep) -> dict[str, Any]:
     """The metadata embedded in the image file: ``generation`` (prompt, seed, steps... in one shape
     whichever tool wrote it), ``studio`` (the record written into it) and ``seed_note``."""
-    studio.get_image(image_id, caller.owner)  # 404 before anything is read
-    return studio.info(image_id, caller.owner)
+    record = studio.get_image(image_id, caller.owner)
+    # The file's bytes, not the id: Studio.info reads a string that names an existing file as a path.
+    return studio.info(studio.image_bytes(record), caller.owner)
 
 
 class TagsBody(_Body):
