@@ -23,6 +23,7 @@ import gradio as gr
 from gradio_ui.context import AppContext
 from gradio_ui.endpoints import (BATCH_OPTION_NAMES, public_image, request_fields, result_json, upload_bytes,
                                  visitor_errors)
+from studio.application.forms import is_blank, whole_number
 from studio.errors import InvalidRequest
 from studio.service import GenerationResult
 from studio.webhooks import job_secret
@@ -37,15 +38,9 @@ def _text(value: Any) -> str:
 
 
 def _count(value: Any, what: str, default: int) -> int:
-    if value in (None, ""):
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InvalidRequest(f"{what} must be a whole number, not {value!r}") from None
-    if not number.is_integer():
-        raise InvalidRequest(f"{what} must be a whole number, not {value!r}")
-    return int(number)
+    """A count a client sent (``n``, ``limit``, ``offset``): ``default`` when blank, else read by the
+    application layer's one rule for whole numbers."""
+    return default if is_blank(value) else whole_number(value, what)
 
 
 def build_api(ctx: AppContext) -> None:

@@ -281,7 +281,8 @@ def test_one_coercion_reads_what_any_front_end_holds(given, expected):
 @pytest.mark.parametrize("given, message", [
     ({"n": 2.5}, "n must be a whole number, not '2.5'"),
     ({"seed": "x" * 100}, "seed must be a whole number, not 'xxxx"),
-    ({"guidance": "nan"}, "guidance must be a finite number"),
+    ({"guidance": "nan"}, "guidance must be a number, not 'nan'"),
+    ({"steps": True}, "steps must be a whole number, not True"),
     ({"size": "64x64", "width": 64}, "give one of size, ratio, or width and height"),
     ({"size": "16:9"}, "an aspect ratio \\(16:9\\) needs a model"),
     ({"owner": "alice"}, "unknown option\\(s\\) 'owner'"),

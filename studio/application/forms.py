@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Mapping
 
 from studio.catalog import ModelInfo
@@ -46,6 +47,7 @@ WHOLE_FIELDS = ("n", "seed", "steps", "width", "height", "compression", "concurr
 NUMBER_FIELDS = ("guidance", "strength")
 NO_STYLE = "none"  # what the style pickers of both web front ends show for "no style"
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+_DIGITS = re.compile(r"[+-]?[0-9]{1,30}")  # whole-number text read exactly (longer is refused as out of range later)
 
 
 def _excerpt(value: Any, limit: int = 40) -> str:
@@ -60,31 +62,35 @@ def is_blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def whole_number(value: Any, what: str) -> int:
-    """``value`` (a number or numeric text) as an int; InvalidRequest naming ``what`` for a fraction,
-    a boolean or anything that is not a number."""
-    if isinstance(value, bool):
-        raise InvalidRequest(f"{what} must be a whole number, not {value!r}")
+def _number(value: Any, what: str, noun: str) -> float:
+    if isinstance(value, bool):  # True is not 1 here: a checkbox's value given for a number is a mistake
+        raise InvalidRequest(f"{what} must be {noun}, not {value!r}")
     try:
-        number = float(str(value).strip()) if isinstance(value, str) else float(value)
-    except (TypeError, ValueError):
-        raise InvalidRequest(f"{what} must be a whole number, not {_excerpt(value)}") from None
-    if not math.isfinite(number) or not number.is_integer():
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidRequest(f"{what} must be {noun}, not {_excerpt(value)}") from None
+    if not math.isfinite(number):
+        raise InvalidRequest(f"{what} must be {noun}, not {_excerpt(value)}")
+    return number
+
+
+def whole_number(value: Any, what: str) -> int:
+    """``value`` (a number or numeric text: ``2``, ``2.0``, ``"2"``) as an int; InvalidRequest naming
+    ``what`` for a fraction, a boolean, or anything that is not a finite number."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value  # exact, however large (a float would round past 2**53)
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
+        return int(value.strip())
+    number = _number(value, what, "a whole number")
+    if not number.is_integer():
         raise InvalidRequest(f"{what} must be a whole number, not {_excerpt(value)}")
     return int(number)
 
 
 def real_number(value: Any, what: str) -> float:
-    """``value`` (a number or numeric text) as a float; InvalidRequest naming ``what`` otherwise."""
-    if isinstance(value, bool):
-        raise InvalidRequest(f"{what} must be a number, not {value!r}")
-    try:
-        number = float(str(value).strip()) if isinstance(value, str) else float(value)
-    except (TypeError, ValueError):
-        raise InvalidRequest(f"{what} must be a number, not {_excerpt(value)}") from None
-    if not math.isfinite(number):
-        raise InvalidRequest(f"{what} must be a finite number, not {_excerpt(value)}")
-    return number
+    """``value`` (a number or numeric text) as a float; InvalidRequest naming ``what`` for a boolean
+    or anything that is not a finite number."""
+    return _number(value, what, "a number")
 
 
 def _json_object(value: Any, what: str, example: str) -> dict[str, Any]:
