@@ -86,7 +86,10 @@ def test_history_filters_and_bad_values(api):
     assert sorted(item["prompt"] for item in red["items"]) == ["a cat", "a owl"]
     assert alice.get("/api/v1/history", params={"text": "dog"}).json()["total"] == 1
     assert alice.get("/api/v1/history", params={"provider": "nobody"}).json()["total"] == 0
-    for params in ({"limit": 0}, {"limit": 101}, {"cursor": "banana"}, {"limit": "many"}):
+    assert alice.get("/api/v1/history", params={"date_from": "2000-01-01", "date_to": "2999-12-31"}).json()["total"] == 4
+    assert alice.get("/api/v1/history", params={"date_to": "2000-01-01"}).json()["total"] == 0
+    for params in ({"limit": 0}, {"limit": 101}, {"cursor": "banana"}, {"limit": "many"}, {"date_from": "yesterday"},
+                   {"date_to": "2026-13-01"}):
         answer = alice.get("/api/v1/history", params=params)
         assert answer.status_code == 400, params
         assert answer.json()["error"] == "invalid_request"

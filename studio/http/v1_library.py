@@ -19,6 +19,7 @@ functions: FastAPI runs them in its thread pool, off the event loop.
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -72,10 +73,11 @@ def _file_response(data: bytes, name: str, *, download: bool = False) -> Respons
 
 def _filters(text: str | None = None, provider: str | None = None, model: str | None = None, tag: str | None = None,
              category: str | None = None, mode: str | None = None,
-             date_from: str | None = Query(None, description="YYYY-MM-DD, inclusive"),
-             date_to: str | None = Query(None, description="YYYY-MM-DD, inclusive"),
+             date_from: date | None = Query(None, description="YYYY-MM-DD, inclusive"),
+             date_to: date | None = Query(None, description="YYYY-MM-DD, inclusive"),
              parent_id: str | None = None) -> dict[str, Any]:
-    return {name: value for name, value in (
+    # Dates are parsed here (a bad one is a 400 naming it) and passed on as the index stores days.
+    return {name: value.isoformat() if isinstance(value, date) else value for name, value in (
         ("text", text), ("provider", provider), ("model", model), ("tag", tag), ("category", category),
         ("mode", mode), ("date_from", date_from), ("date_to", date_to), ("parent_id", parent_id)) if value}
 
