@@ -11,11 +11,13 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import threading
 import zipfile
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from studio.errors import ContentBlocked, ProviderFailure, ProviderTimeout, QuotaExhausted, RateLimited
 from tests.fakes import echo_provider
@@ -209,6 +211,24 @@ def test_edit_upload_keeps_the_input_size_and_inpaint_needs_a_mask(client, echo_
     assert inpainted.status_code == 200, inpainted.text
     result = inpainted.json()["images"][0]
     assert (result["mode"], result["parent_id"]) == ("inpaint", image["id"])
+
+
+def test_an_upload_over_the_bound_is_413_and_nothing_is_written(echo_studio, studio_home, monkeypatch):
+    from studio.http import create_app
+
+    monkeypatch.setenv("STUDIO_VISITORS", "local")
+    echo_studio.settings.api_max_upload_bytes = 64 * 1024
+    client = TestClient(create_app(echo_studio))
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (256, 256), os.urandom(256 * 256 * 3)).save(buffer, format="PNG")  # ~200 KB
+    before = written(studio_home)
+    refused = client.post("/api/v1/edit", data={"prompt": "x", "settings": json.dumps({"provider": "echo"})},
+                          files={"image": ("big.png", buffer.getvalue(), "image/png")})
+    assert refused.status_code == 413 and refused.json()["error"] == "payload_too_large"
+    assert written(studio_home) == before and EchoProvider.calls == 0
+    small = client.post("/api/v1/edit", data={"prompt": "x", "settings": json.dumps({"provider": "echo"})},
+                        files={"image": ("small.png", png(16, 16), "image/png")})
+    assert small.status_code == 200, small.text
 
 
 def test_an_image_id_is_never_a_server_path(client, tmp_path):
