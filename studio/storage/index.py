@@ -164,25 +164,29 @@ class HistoryIndex:
     def insert_images(self, records: list[ImageRecord], generation: dict[str, Any] | None = None) -> None:
         """Insert records (and the audit row of the request that made them) in one transaction."""
         with self.db.write() as conn:
-            for position, record in enumerate(records):
-                self._insert_image(conn, record, position)
+            self._insert_images(conn, records)
             if generation is not None:
                 self._insert_generation(conn, generation)
 
-    def _insert_image(self, conn: "sa.Connection", record: ImageRecord, position: int) -> None:
-        values = {
+    def _insert_images(self, conn: "sa.Connection", records: list[ImageRecord]) -> None:
+        """Rows for ``records`` (``position``: their order in the list) and their tags, each table
+        in one statement (many rows per round trip to a server)."""
+        if not records:
+            return
+        rows = [{
             **{name: getattr(record, name, None) for name in IMAGE_COLUMNS if name not in ("day", "position")},
             "day": record.created_at[:10],
             "params": json.dumps(record.params, sort_keys=True, default=str),
             "tags": json.dumps(record.tags),
             "shared": int(record.shared),
             "position": position,
-        }
+        } for position, record in enumerate(records)]
         placeholders = ", ".join(f":{name}" for name in IMAGE_COLUMNS)
-        conn.execute(sql(f"INSERT INTO images ({', '.join(IMAGE_COLUMNS)}) VALUES ({placeholders})"), values)
-        if record.tags:
+        conn.execute(sql(f"INSERT INTO images ({', '.join(IMAGE_COLUMNS)}) VALUES ({placeholders})"), rows)
+        tags = [{"image_id": record.id, "tag": tag} for record in records for tag in record.tags]
+        if tags:
             conn.execute(sql("INSERT INTO image_tags (image_id, tag) VALUES (:image_id, :tag) ON CONFLICT DO NOTHING"),
-                         [{"image_id": record.id, "tag": tag} for tag in record.tags])
+                         tags)
 
     def get(self, image_id: str) -> ImageRecord | None:
         rows = self._rows(sql("SELECT * FROM images WHERE id = :id"), {"id": image_id})
@@ -409,8 +413,7 @@ class HistoryIndex:
         """Record a finished request: images, audit row, the reservation released and its pending
         writes cleared, atomically."""
         with self.db.write() as conn:
-            for position, record in enumerate(records):
-                self._insert_image(conn, record, position)
+            self._insert_images(conn, records)
             self._insert_generation(conn, generation)
             if reservation_id:
                 conn.execute(sql("DELETE FROM reservations WHERE id = :id"), {"id": reservation_id})
