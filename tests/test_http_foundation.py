@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 
+from fastapi import UploadFile  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from studio.config import Settings  # noqa: E402
@@ -337,3 +338,22 @@ def test_token_commands(echo_studio, capsys):
     assert main([*home, "token", "revoke", row["id"], "--user", "user:alice@example.com"]) == 0
     assert tokens_for(echo_studio).verify(token) is None
     assert main([*home, "token", "create", " "]) == 2
+
+
+def test_a_streamed_multipart_upload_over_the_bound_is_413_not_a_parse_error(echo_studio, local):
+    # FastAPI answers an error while reading a form with its own 400: the bound's 413 must win.
+    client = _client(echo_studio, api_max_upload_bytes=1024)
+    seen = []
+
+    def upload(image: UploadFile):
+        seen.append(image.filename)
+        return {"ok": True}
+
+    client.app.add_api_route("/api/v1/test/upload", upload, methods=["POST"])
+    boundary = "studio-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + b"\0" * 4096 + f"\r\n--{boundary}--\r\n".encode()
+    answer = client.post("/api/v1/test/upload", content=iter([body[i:i + 512] for i in range(0, len(body), 512)]),
+                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert answer.status_code == 413 and answer.json()["error"] == "payload_too_large", answer.text
+    assert seen == []
