@@ -95,6 +95,7 @@ def test_unknown_route_and_validation_errors_are_json(echo_studio, local):
     assert answer.status_code == 400 and "colour" in answer.json()["detail"]
     answer = client.post("/api/v1/boards", content=b"{not json", headers={"Content-Type": "application/json"})
     assert answer.status_code == 400 and answer.json()["error"] == "invalid_request"
+    assert answer.json()["detail"].startswith("the body is not valid JSON: ")
 
 
 @pytest.mark.background_errors  # the error is logged on purpose, from the app's thread

@@ -106,6 +106,10 @@ async def _validation_error(request: Request, exc: Any) -> JSONResponse:
     # values are left out (they may be long, binary or a secret pasted in the wrong field).
     reasons = []
     for item in exc.errors():
+        if item.get("type") == "json_invalid":  # loc is ("body", <character position>)
+            why = (item.get("ctx") or {}).get("error") or "not valid JSON"
+            reasons.append(f"the body is not valid JSON: {why} (at character {item['loc'][-1]})")
+            continue
         where = ".".join(str(part) for part in item.get("loc", ()) if part != "body" or len(item["loc"]) == 1)
         reasons.append(f"{where}: {item.get('msg', 'invalid')}" if where else str(item.get("msg", "invalid")))
     return JSONResponse(error_body("invalid_request", "; ".join(reasons) or "the request is not valid"),
