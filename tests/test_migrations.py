@@ -7,11 +7,9 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,6 +21,9 @@ from studio.boards import SQLiteBoardStore
 from studio.jobs.store import SQLiteJobStore
 from studio.storage.index import HistoryQuery, SQLiteIndex
 from tests.schema_048d061 import INDEX_SCHEMA, JOBS_SCHEMA
+
+# The throwaway PostgreSQL server (imported here until tests/conftest.py, which registers it, is committed).
+from tests.pg_server import pg_server  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = "2026-11-20T10:00:00.000+00:00"
@@ -319,43 +320,19 @@ def test_a_failed_upgrade_leaves_the_previous_schema_and_data_whole(tmp_path):
 # -- the same revisions on a real PostgreSQL server (skipped where none is installed) ------------
 
 
-def _postgres_bin() -> Path | None:
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).parent
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    return versions[-1].parent if versions else None
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    """``postgres(name)``: the SQLAlchemy URL of a new, empty database on a throwaway server (a
-    unix socket in a temporary folder, trust authentication), stopped after the module."""
-    psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed")
-    bindir = _postgres_bin()
-    if bindir is None:
-        pytest.skip("no PostgreSQL server installed (initdb not found)")
-    # PostgreSQL refuses to run as root: as root, run it as the postgres user, in a folder it can reach.
-    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    home = Path(tempfile.mkdtemp(prefix="studio-pg-", dir="/tmp"))
-    home.chmod(0o777)
-    data = home / "data"
-    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "studio"],
-                   check=True, capture_output=True, timeout=120)
-    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(home / "log"), "-w", "start",
-                    "-o", f"-k {home} -c listen_addresses=''"], check=True, capture_output=True, timeout=120)
+@pytest.fixture
+def postgres(pg_server):
+    """``postgres(name)``: the SQLAlchemy URL of a new, empty database (no schema) on the session's
+    throwaway server (tests/pg_server.py), dropped after the test."""
+    made: list[str] = []
 
     def new_database(name: str) -> str:
-        with psycopg.connect(host=str(home), user="studio", dbname="postgres", autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")
-        return f"postgresql+psycopg://studio@/{name}?host={home}"
+        made.append(name)
+        return pg_server.create(name)
 
-    try:
-        yield new_database
-    finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True, timeout=120)
-        shutil.rmtree(home, ignore_errors=True)
+    yield new_database
+    for name in made:
+        pg_server.drop(name)
 
 
 def _pg(url: str):
@@ -387,6 +364,11 @@ def test_postgresql_new_database_and_one_of_048d061_with_data_upgrade(postgres):
         return {(r[0], r[1]): r[2:] for r in rows}
 
     assert columns(old) == columns(new)
+    # 0006: PostgreSQL's 4-byte real and 31-bit integer widened where the studio needs 8 bytes.
+    types = {key: value[0] for key, value in columns(new).items()}
+    assert types[("reservations", "amount")] == types[("jobs", "heartbeat_at")] == "double precision"
+    assert not [key for key, kind in types.items() if kind == "real"]
+    assert types[("images", "seed")] == types[("job_items", "seed")] == types[("jobs", "base_seed")] == "bigint"
     with _pg(old) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(migrations.head_revision(),)]
         assert conn.execute("SELECT prompt, tags, shared FROM images").fetchall() == [("a lighthouse", "[]", 0)]
