@@ -115,8 +115,8 @@ class Settings:
     # server open files of its choosing).
     local_free_paths: bool = True
     request_timeout: float = Field(300.0, gt=0, allow_inf_nan=False, description="seconds, more than 0")
-    # The longest a provider's Retry-After holds every request to it in this process; a longer ask
-    # fails only the request that got it (with the server's figure).
+    # The longest a provider's Retry-After is honoured: it holds every request to it in this process
+    # that long at most; a longer ask is read as this long (and fails only the request that got it).
     rate_limit_max_hold: float = Field(3600.0, gt=0, allow_inf_nan=False, description="seconds, more than 0")
     # a batch runner whose heartbeat is older than this is presumed dead
     job_stale_seconds: float = Field(15.0, gt=0, allow_inf_nan=False, description="seconds, more than 0")
@@ -132,9 +132,10 @@ class Settings:
                                           "studio.toml), e.g. openai=8,replicate=2")
     # --- Scale-out back ends (issue 13). Unset: the embedded default (SQLite in home, files in home,
     # threads in the process). Each is a URL so one variable moves one part to a shared engine.
-    # SQLAlchemy URL of the database: sqlite:///path or postgresql://user:pass@host/db (unset: home/index.db)
-    database_url: str | None = Field(None, description="a database URL such as postgresql://user@host/db "
-                                                       "(unset: SQLite in the data directory)")
+    # SQLAlchemy URL of the database: sqlite:///path or postgresql://user:pass@host/db (unset:
+    # home/index.sqlite3). It may hold a password: left out of the settings' repr (studio.db shows it masked).
+    database_url: str | None = Field(None, repr=False, description="a database URL such as postgresql://user@host/db "
+                                                                   "(unset: SQLite in the data directory)")
     # Where images and thumbnails live: s3://bucket/prefix (endpoint, region, credentials from the usual
     # AWS_* variables), or unset for files under home.
     storage_url: str | None = Field(None, description="s3://bucket/prefix (unset: files in the data directory)")

@@ -135,9 +135,12 @@ def test_workers_claiming_at_once_get_every_item_exactly_once(index):
 # -- the URL and its password ----------------------------------------------------------------------
 
 
-def test_a_database_password_is_never_shown(pg_server, caplog):
+def test_a_database_password_is_never_shown(pg_server, caplog, studio_home):
+    from studio.config import Settings
+
     secret = "s3cr3t-pa55word"
     url = pg_server.url("nowhere").replace("studio@", f"studio:{secret}@")
+    assert secret not in repr(Settings.load(studio_home, database_url=url))
     with pytest.raises(Exception) as failed:  # no such database: the server refuses the connection
         Database(url)
     assert secret not in str(failed.value) and secret not in repr(failed.value)

@@ -261,7 +261,8 @@ class DatabaseJobStore(JobStore):
                 conn.execute(sql("UPDATE jobs SET webhook_delivered = webhook_delivered + 1 WHERE id = :id"),
                              {"id": job_id})
             else:
-                conn.execute(sql("UPDATE jobs SET webhook_error = :error WHERE id = :id"), {"error": error, "id": job_id})
+                conn.execute(sql("UPDATE jobs SET webhook_error = :error WHERE id = :id"),
+                             {"error": error, "id": job_id})
 
     # -- items ------------------------------------------------------------------------------
 

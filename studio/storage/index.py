@@ -405,8 +405,8 @@ class HistoryIndex:
         """Drop a reservation. ``untracked_only``: only one made without a record of its process and
         request (older code); a tracked one is left for ``Storage.book_interrupted``."""
         with self.db.write() as conn:
-            conn.execute(sql("DELETE FROM reservations WHERE id = :id" + (" AND request IS NULL" if untracked_only else "")),
-                         {"id": reservation_id})
+            only = " AND request IS NULL" if untracked_only else ""
+            conn.execute(sql("DELETE FROM reservations WHERE id = :id" + only), {"id": reservation_id})
 
     def finish_generation(self, reservation_id: str | None, records: list[ImageRecord],
                           generation: dict[str, Any]) -> None:
