@@ -135,8 +135,16 @@ class JobManager:
         self.webhooks = webhooks or WebhookDispatcher(lambda: studio.settings.secret("STUDIO_WEBHOOK_SECRET"))
         if self.webhooks.on_result is None:
             self.webhooks.on_result = self._webhook_result
-        self.runner = runner or ThreadRunner(studio, self.store, on_event=self._on_event)
+        self.runner = runner or self._default_runner()
         self._lock = threading.Lock()
+
+    def _default_runner(self) -> Runner:
+        """Celery workers when the studio has a broker (``STUDIO_BROKER_URL``), else threads here."""
+        if self.studio.settings.broker_url:
+            from studio.jobs.celery_runner import CeleryRunner  # Celery and Redis load only when used
+
+            return CeleryRunner(self.studio, self.store, on_event=self._on_event)
+        return ThreadRunner(self.studio, self.store, on_event=self._on_event)
 
     # -- before running -----------------------------------------------------------------------
 
@@ -336,7 +344,8 @@ class JobManager:
                 raise NotConfigured(f"job {job.id} {NEEDS_KEY_NOTE}", provider=job.provider, needs_key=True)
             self._refuse_if_held_elsewhere(job)
             self.runner.take(job.id)  # atomic: whoever took it since we read it keeps it
-            reconcile(self.studio, self.store, job)
+            # (scenes a live Celery worker still runs are its own, not interrupted)
+            reconcile(self.studio, self.store, job, live=self.runner.live_requests(job.id))
             self.runner.start(job.id)
         return self.get(job.id, user)
 

@@ -16,8 +16,9 @@ An item in flight when its process died is found by the request id its attempt p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterable
 
-from studio.jobs.model import ACTIVE, ItemStatus, Job
+from studio.jobs.model import ACTIVE, ItemStatus, Job, JobItem
 from studio.jobs.store import JobStore
 
 RECOVERED_NOTE = "recovered after an interruption: its images were saved before the process stopped"
@@ -31,10 +32,22 @@ class RecoveryReport:
     adopted: list[str] = field(default_factory=list)  # image ids the storage re-indexed
 
 
-def reconcile(studio, store: JobStore, job: Job, *, rerun: bool = True) -> RecoveryReport:
-    """Settle the job's active items; call only when no live runner holds the job."""
+def reconcile(studio, store: JobStore, job: Job, *, rerun: bool = True,
+              live: Iterable[str] = ()) -> RecoveryReport:
+    """Settle the job's active items; call only when no live runner holds the job, or name in
+    ``live`` the request ids still running somewhere (a Celery worker's, ``Runner.live_requests``):
+    those are left to their workers."""
+    skip = set(live)
+    return settle_items(studio, store, job, [item for item in store.items(job.id, ACTIVE)
+                                             if item.request_id not in skip], rerun=rerun)
+
+
+def settle_items(studio, store: JobStore, job: Job, interrupted: list[JobItem], *,
+                 rerun: bool = True) -> RecoveryReport:
+    """Settle ``interrupted``: active items of ``job`` whose attempt's process is known to be gone
+    (steps 1-3 above). Each change names the item's request id, so an item that moved on meanwhile
+    (another process settled it first) is left as it is and not reported."""
     report = RecoveryReport()
-    interrupted = store.items(job.id, ACTIVE)  # active items always carry their attempt's request id
     if not interrupted:
         return report
     report.adopted = studio.storage.recover_interrupted()
@@ -44,12 +57,12 @@ def reconcile(studio, store: JobStore, job: Job, *, rerun: bool = True) -> Recov
         # recover_interrupted; only a hold made by older code, which says nothing of it, is dropped.
         studio.storage.index.release(item.request_id, untracked_only=True)
         if records:
-            store.complete_item(job.id, item.index, item.request_id, [r.id for r in records],
-                                sum(r.cost for r in records), [RECOVERED_NOTE])
-            report.completed.append(item.index)
+            if store.complete_item(job.id, item.index, item.request_id, [r.id for r in records],
+                                   sum(r.cost for r in records), [RECOVERED_NOTE]):
+                report.completed.append(item.index)
         elif rerun:
-            store.requeue_item(job.id, item.index, item.request_id, "interrupted; running it again")
-            report.requeued.append(item.index)
+            if store.requeue_item(job.id, item.index, item.request_id, "interrupted; running it again"):
+                report.requeued.append(item.index)
         else:
             store.fail_item(job.id, item.index, item.request_id, ItemStatus.CANCELLED, "cancelled", CANCELLED_NOTE)
     return report

@@ -110,6 +110,11 @@ class Runner(ABC):
     def shutdown(self, wait: float = 0.0) -> None:
         """Stop every job without changing its status, so that a later ``resume`` continues it."""
 
+    def live_requests(self, job_id: str) -> set[str]:
+        """Request ids of the job's items in flight on a live worker elsewhere, which a resume must
+        leave alone (the Celery runner's); a runner whose items all run in this process: none."""
+        return set()
+
 
 # -- one item ----------------------------------------------------------------------------------
 
@@ -189,7 +194,32 @@ def execute_item(studio, store: JobStore, job: Job, item: JobItem, cancel: threa
 # -- the provider gate -------------------------------------------------------------------------
 
 
-class ProviderGate:
+class Gate(ABC):
+    """Who may send a request to one provider now. ``ProviderGate`` below holds its state in this
+    process (the thread runner); ``studio.jobs.redis_gate.RedisGate`` holds it in Redis, shared by
+    every Celery worker. A slot taken with ``acquire`` is given back with ``release`` by the same
+    thread; ``rate_limited`` and ``succeeded`` report how a request went."""
+
+    @abstractmethod
+    def acquire(self, stop: threading.Event) -> bool:
+        """Block until a slot is free and no backoff holds the provider; False if ``stop`` is set first."""
+
+    @abstractmethod
+    def release(self) -> None: ...
+
+    @abstractmethod
+    def rate_limited(self, retry_after: float | None) -> None:
+        """A request got a 429: hold every request to the provider ``retry_after`` seconds (or an
+        exponential delay without one) and lower the limit."""
+
+    @abstractmethod
+    def succeeded(self) -> None: ...
+
+    def refresh(self) -> None:
+        """Keep this thread's slot while its request runs (a shared gate's slots expire; see RedisGate)."""
+
+
+class ProviderGate(Gate):
     """At most ``limit`` requests at once to one provider, and a shared backoff after a rate limit:
     the limit halves (down to one), every worker waits ``retry_after`` (or an exponential delay),
     and the limit grows back by one after each run of successes. A wait is at most ``max_hold``

@@ -1,0 +1,91 @@
+"""The Celery app: batch scenes and single generations on worker processes (issue 13).
+
+Start workers with the same settings as the web servers (``STUDIO_HOME`` or ``STUDIO_DATABASE_URL``
+and ``STUDIO_STORAGE_URL``, the providers' keys, and ``STUDIO_BROKER_URL=redis://host:6379/0``)::
+
+    celery -A studio.worker worker -Q cloud,local     # any machine: cloud scenes and local ones
+    celery -A studio.worker worker -Q cloud           # a machine without a GPU: cloud scenes only
+    celery -A studio.worker worker -Q local -c 1      # a GPU box: the local model, one at a time
+    celery -A studio.worker flower                    # Flower, Celery's monitor: http://localhost:5555
+
+Scenes of the ``local`` provider go to queue ``local``, all others to ``cloud``
+(``studio.jobs.celery_runner.queue_for``). How a scene runs, and why a worker killed mid-scene
+loses nothing and pays nothing twice: ``studio/jobs/celery_runner.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+from celery.signals import worker_process_init, worker_ready
+
+from studio.config import Settings
+from studio.jobs.celery_runner import GENERATE_TASK, SCENE_TASK, make_app
+
+app = make_app(Settings.load())
+
+_studio = None
+_studio_lock = threading.Lock()
+
+
+def worker_studio():
+    """This worker process's ``Studio`` (made on first use, after any fork), shared by its threads."""
+    global _studio
+    with _studio_lock:
+        if _studio is None:
+            from studio.service import Studio
+
+            _studio = Studio()
+        return _studio
+
+
+@worker_process_init.connect
+def _fresh_studio_in_child(**_):
+    """A prefork child: never use a Studio (database connections) inherited from its parent."""
+    global _studio
+    with _studio_lock:
+        _studio = None
+    worker_studio()
+
+
+@worker_ready.connect
+def _warm_up(**_):
+    """Open the studio before the first task (it also settles what a killed worker left half-written)."""
+    worker_studio()
+
+
+def _runner():
+    from studio.jobs.manager import get_manager
+
+    return get_manager(worker_studio()).runner  # a CeleryRunner: the studio has a broker URL
+
+
+@app.task(name=SCENE_TASK, bind=True)
+def run_scene(self, job_id: str, holder: str) -> str:
+    """Run the next pending scene of ``job_id`` if it is still RUNNING and held by ``holder``."""
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    return _runner().run_scene(job_id, holder, task_id=self.request.id, redelivered=redelivered)
+
+
+@app.task(name=GENERATE_TASK, bind=True)
+def generate(self, request: dict, request_id: str) -> dict:
+    """One single generation (``celery_runner.generate_on_worker``): the request's fields as JSON,
+    and its request id. Returns ``{"image_ids": [...], "cost": USD, "warnings": [...],
+    "cached": bool, "recovered": bool}``. Delivered again after its worker was lost, a request
+    whose images were saved returns them without running again (``recovered``)."""
+    from studio.types import GenerationRequest
+
+    studio = worker_studio()
+    if self.request.delivery_info and self.request.delivery_info.get("redelivered"):
+        studio.storage.recover_interrupted()
+        saved = studio.storage.index.images_for_request(request_id)
+        if saved:
+            return {"image_ids": [r.id for r in saved], "cost": sum(r.cost for r in saved), "warnings": [],
+                    "cached": False, "recovered": True}
+        request_id = f"{request_id}.r"  # its first attempt is booked under its own id: this one is new
+    known = {f.name for f in dataclasses.fields(GenerationRequest)}
+    result = studio.generate(GenerationRequest(**{k: v for k, v in request.items() if k in known}),
+                             request_id=request_id)
+    return {"image_ids": [r.id for r in result.images], "cost": result.cost, "warnings": list(result.warnings),
+            "cached": result.cached, "recovered": False}
