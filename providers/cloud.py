@@ -21,7 +21,7 @@ from typing import Any, Callable, Hashable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 from providers.base import Provider
-from providers.retry import DEFAULT_POLICY, RetryAfterWindow, RetryPolicy, call_with_retry
+from providers.retry import DEFAULT_POLICY, RetryAfterWindow, RetryPolicy, call_with_retry, parse_retry_after
 from studio.errors import Cancelled, NotConfigured, ProviderFailure, ProviderTimeout, StudioError, UnusableResult
 from studio.types import RunContext
 
@@ -49,6 +49,11 @@ class CloudProvider(Provider):
         # A Retry-After from this API holds every call to it in this process until it passes (at
         # most the operator's cap: one absurd header must not shut the provider until a restart).
         self.retry_window = RetryAfterWindow(self.name, max_hold=settings.rate_limit_max_hold)
+
+    def retry_after(self, headers: Mapping[str, str] | None) -> float | None:
+        """Seconds a rate-limited answer's ``headers`` ask to wait (``parse_retry_after``: Retry-After
+        as seconds or an HTTP date), at most the operator's hold cap; None when they give no usable wait."""
+        return parse_retry_after(headers, cap=self.retry_window.max_hold)
 
     def require_key(self) -> str:
         """The API key, or a ``NotConfigured`` error that says where to put one."""

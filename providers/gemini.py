@@ -200,7 +200,7 @@ class GeminiProvider(CloudProvider):
                 return QuotaExhausted(f"the Gemini quota is used up; check the plan and billing of the key's "
                                       f"project: {message}", provider=self.name)
             return RateLimited(f"Gemini is rate limiting requests: {message}", provider=self.name,
-                               retry_after=_retry_delay(details, error))
+                               retry_after=_retry_delay(details, error, cap=self.retry_window.max_hold))
         if code == 404 or status == "NOT_FOUND":
             return InvalidRequest(f"Gemini has no such model: {message}", provider=self.name)
         if status == "FAILED_PRECONDITION":
@@ -270,15 +270,16 @@ def _quota_exhausted(details: list[dict[str, Any]], message: str) -> bool:
     return "depleted" in text or "prepayment" in text
 
 
-def _retry_delay(details: list[dict[str, Any]], error) -> float | None:
-    """Seconds from the error's RetryInfo ``retryDelay`` ("37s", "1.5s"), else its Retry-After header."""
+def _retry_delay(details: list[dict[str, Any]], error, *, cap: float) -> float | None:
+    """Seconds from the error's RetryInfo ``retryDelay`` ("37s", "1.5s"), else its Retry-After header;
+    at most ``cap`` seconds."""
     for detail in details:
         if detail.get("@type", "").endswith("google.rpc.RetryInfo") and detail.get("retryDelay"):
-            seconds = parse_retry_after({"retry-after": str(detail["retryDelay"]).rstrip("s")})
+            seconds = parse_retry_after({"retry-after": str(detail["retryDelay"]).rstrip("s")}, cap=cap)
             if seconds is not None:
                 return seconds
             break
-    return parse_retry_after(getattr(error.response, "headers", None))
+    return parse_retry_after(getattr(error.response, "headers", None), cap=cap)
 
 
 def _is_image(part) -> bool:

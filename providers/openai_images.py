@@ -18,7 +18,6 @@ from PIL import Image, ImageOps
 
 from providers.cloud import CloudProvider, Deadline, billed_cost, call_within, keep_partial
 from providers.common import scrub
-from providers.retry import parse_retry_after
 from studio.catalog import ModelInfo, check_not_retired
 from studio.errors import (ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure, ProviderTimeout,
                            QuotaExhausted, RateLimited, StudioError, UnusableResult)
@@ -193,7 +192,7 @@ class OpenAIProvider(CloudProvider):
                                   "platform.openai.com", provider=self.name)
         if status == 429:
             return RateLimited(f"OpenAI rate limit reached: {detail}", provider=self.name,
-                               retry_after=parse_retry_after(error.response.headers))
+                               retry_after=self.retry_after(error.response.headers))
         if status >= 500 or status in (408, 409):
             return ProviderFailure(f"OpenAI server error {status}: {detail}", provider=self.name, retryable=True)
         if status == 404:

@@ -21,7 +21,7 @@ from typing import Any, Callable, TypeVar
 
 from providers.cloud import CloudProvider, Deadline, policy_within
 from providers.common import nearest_aspect_ratio, scrub
-from providers.retry import call_with_retry, parse_retry_after
+from providers.retry import call_with_retry
 from studio.catalog import ModelInfo
 from studio.costs import CANCEL_MARGIN_SECONDS, run_limit
 from studio.errors import (Cancelled, ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure,
@@ -408,7 +408,7 @@ class ReplicateProvider(CloudProvider):
 
     def _remember_retry_after(self, response) -> None:
         if response.status_code == 429:
-            self._last_answer.retry_after = parse_retry_after(response.headers)
+            self._last_answer.retry_after = self.retry_after(response.headers)
 
 
 class _RunClock:

@@ -18,7 +18,6 @@ from typing import Any
 
 from providers.cloud import CloudProvider, Deadline, billed_cost, call_within, keep_partial
 from providers.common import nearest_aspect_ratio, scrub
-from providers.retry import parse_retry_after
 from studio.errors import (ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure, ProviderTimeout,
                            QuotaExhausted, RateLimited, StudioError, UnusableResult)
 from studio.imaging import flatten, png_bytes
@@ -206,7 +205,7 @@ class StabilityProvider(CloudProvider):
                                   provider=self.name)
         if status == 429:
             return RateLimited(f"Stability AI rate limit reached: {detail}", provider=self.name,
-                               retry_after=parse_retry_after(response.headers))
+                               retry_after=self.retry_after(response.headers))
         if status >= 500:
             return ProviderFailure(f"Stability AI server error {status}: {detail}", provider=self.name,
                                    retryable=True)

@@ -127,3 +127,42 @@ def test_a_webhook_receivers_retry_after_is_read_by_the_same_parser(monkeypatch,
     assert dispatcher._attempt(delivery, b"{}") is None  # to be retried
     assert waited <= delivery.due - 1000.0 <= waited + 1.0
     dispatcher.close()
+
+
+# -- every cloud provider reads its 429's wait with the same parser, capped by the operator's setting ------
+
+def answer_429(name: str, fake, seconds: str) -> None:
+    """Make the fake answer the next request with a 429 asking for ``seconds``, in its API's own shape."""
+    from tests.fakes.gemini_fake import rate_limited
+    from tests.fakes.replicate_fake import problem
+
+    if name in ("openai", "stability"):
+        fake.rate_limit(retry_after=seconds)
+    elif name == "replicate":
+        fake.queue_error("create", problem(429, "Too Many Requests", "Request was throttled.",
+                                           {"retry-after": seconds}))
+    else:
+        fake.queue_error(rate_limited(retry_delay=f"{seconds}s"))
+
+
+@pytest.mark.parametrize("name", ["openai", "stability", "replicate", "gemini"])
+@pytest.mark.parametrize("asked, told", [("5000", 5000), ("2300278807", 7200)])
+def test_a_providers_wait_is_capped_by_the_setting_not_a_constant(cloud_fake, cloud_provider, monkeypatch, name,
+                                                                   asked, told):
+    from providers.gemini import GeminiProvider
+    from providers.openai_images import OpenAIProvider
+    from providers.replicate_models import ReplicateProvider
+    from providers.stability import StabilityProvider
+    from studio.types import RunContext
+    from tests.fakes.prepared import prepared
+
+    classes = {"openai": OpenAIProvider, "stability": StabilityProvider, "replicate": ReplicateProvider,
+               "gemini": GeminiProvider}
+    monkeypatch.setenv("STUDIO_RATE_LIMIT_MAX_HOLD", "7200")  # above the 3600 s default
+    fake = cloud_fake(name)
+    provider = cloud_provider(classes[name])
+    answer_429(name, fake, asked)
+    with pytest.raises(RateLimited) as caught:
+        provider.generate(prepared(provider.model(None)), RunContext(timeout=10))
+    assert caught.value.retry_after == told
+    assert f"rate limited, retry after {told} s" in str(caught.value)
