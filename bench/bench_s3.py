@@ -28,7 +28,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from PIL import Image  # noqa: E402
 
 from bench.bench_save import photo_like  # noqa: E402
 from studio.imaging import thumbnail_bytes  # noqa: E402

@@ -185,8 +185,7 @@ class S3FileStore:
         if source is None:
             raise FileNotFoundError(f"no stored object {src}")
         self._call("copy", dst, self.client.copy_object, Bucket=self.location.bucket, Key=self._object(dst),
-                   CopySource={"Bucket": self.location.bucket, "Key": self._object(src)},
-                   ChecksumAlgorithm="SHA256")
+                   CopySource={"Bucket": self.location.bucket, "Key": self._object(src)})
         copied = self._head(dst, checksums=True)
         problem = _copy_mismatch(source, copied)
         if problem:
