@@ -156,6 +156,13 @@ class Database:
             return ""
         return (" FOR SHARE" if share else " FOR UPDATE") + (" SKIP LOCKED" if skip_locked else "")
 
+    @property
+    def like_any_case(self) -> str:
+        """The operator of a ``LIKE`` that ignores case: SQLite's own ``LIKE`` (it ignores ASCII case),
+        PostgreSQL's ``ILIKE`` (its ``LIKE`` does not ignore case; ``ILIKE`` ignores it for every
+        letter, and a trigram index can serve it)."""
+        return "ILIKE" if self.dialect == "postgresql" else "LIKE"
+
     def close(self) -> None:
         """Close every pooled connection (connections still borrowed close when returned)."""
         self.engine.dispose()

@@ -77,6 +77,12 @@ def test_search_ignores_ascii_case_on_both_engines(index):
     # LIKE's wildcards in the text are literal characters.
     assert [r.prompt for r in index.query(HistoryQuery(owner="alice", text="0% OFF_")).items] == ["50% off_sale"]
     assert index.query(HistoryQuery(owner="alice", text="%")).total == 1
+    if index.db.dialect == "postgresql":  # pg_trgm is installed with the test server: the search is indexed
+        from sqlalchemy import text
+
+        with index.read() as conn:
+            names = set(conn.execute(text("SELECT indexname FROM pg_indexes WHERE tablename = 'images'")).scalars())
+        assert {"idx_images_prompt_trgm", "idx_images_user_prompt_trgm"} <= names
 
 
 def test_costs_times_and_32_bit_seeds_come_back_exactly(index):

@@ -226,11 +226,11 @@ class HistoryIndex:
             where.append("(owner = :owner OR shared = 1)" if q.include_shared else "owner = :owner")
             args["owner"] = q.owner
         if q.text:
-            # lower() on both sides: SQLite's LIKE ignores ASCII case, PostgreSQL's does not.
             args["pattern"] = f"%{_escape_like(q.text.strip())}%"
             args["text"] = q.text.strip()
-            where.append("(lower(prompt) LIKE lower(:pattern) ESCAPE '\\' "
-                         "OR lower(user_prompt) LIKE lower(:pattern) ESCAPE '\\' OR id = :text)")
+            like = self.db.like_any_case
+            where.append(f"(prompt {like} :pattern ESCAPE '\\' OR user_prompt {like} :pattern ESCAPE '\\' "
+                         f"OR id = :text)")
         for column in ("provider", "model", "category", "mode", "parent_id"):
             value = getattr(q, column)
             if value:

@@ -10,13 +10,22 @@
   after the last row's pair): indexes on ``(owner, created_at DESC, id DESC)`` (replacing
   ``(owner, created_at DESC)``) and ``(created_at DESC, id DESC)`` (every owner, admin tools), and on
   ``images.request_id`` (a request's images; read when a job is recovered).
+* On PostgreSQL with the ``pg_trgm`` extension available (it ships with PostgreSQL's contrib, which
+  Debian's server package and the managed services include, and is a trusted extension, so the
+  database's owner may create it): trigram indexes on ``prompt`` and ``user_prompt``, so a history
+  text search (``ILIKE '%text%'``) reads the index instead of every row. Without it the search
+  still works, by reading every row (the log says so).
 
 Revision ID: 0006
 Revises: 0005
 """
 
+import logging
+
 import sqlalchemy as sa
 from alembic import context, op
+
+log = logging.getLogger("studio.migrations")
 
 revision = "0006"
 down_revision = "0005"
@@ -47,6 +56,36 @@ def upgrade() -> None:
     op.create_index("idx_images_owner_created_id", "images", ["owner", sa.text("created_at DESC"), sa.text("id DESC")])
     op.create_index("idx_images_created_id", "images", [sa.text("created_at DESC"), sa.text("id DESC")])
     op.create_index("idx_images_request", "images", ["request_id"])
+    if context.get_context().dialect.name == "postgresql":
+        _trigram_indexes()
+
+
+def _trigram_indexes() -> None:
+    """GIN trigram indexes for the history's text search, where pg_trgm can be had."""
+    if not context.is_offline_mode() and not _created_pg_trgm():
+        return
+    if context.is_offline_mode():
+        op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    for column in ("prompt", "user_prompt"):
+        op.create_index(f"idx_images_{column}_trgm", "images", [column], postgresql_using="gin",
+                        postgresql_ops={column: "gin_trgm_ops"})
+
+
+def _created_pg_trgm() -> bool:
+    """Create pg_trgm (in a savepoint: a server without it, or a role not allowed to create it,
+    leaves the rest of the upgrade whole); False, with a warning, when it cannot be had."""
+    bind = op.get_bind()
+    if bind.execute(sa.text("SELECT 1 FROM pg_available_extensions WHERE name = 'pg_trgm'")).first() is None:
+        log.warning("PostgreSQL has no pg_trgm extension: the history's text search reads every row")
+        return False
+    try:
+        with bind.begin_nested():
+            bind.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
+    except sa.exc.DBAPIError as exc:
+        log.warning("could not create the pg_trgm extension (%s): the history's text search reads every row",
+                    str(exc.orig).strip().splitlines()[0])
+        return False
+    return True
 
 
 def downgrade() -> None:
