@@ -22,7 +22,9 @@ sqlalchemy is imported when a database is opened, not when this module is.
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -39,6 +41,22 @@ DEFAULT_BUSY_TIMEOUT_MS = 30000
 SQLITE_POOL_SIZE = 16
 POSTGRES_POOL_SIZE = 10
 POSTGRES_MAX_OVERFLOW = 20
+
+
+# Every open Database of this process, so a forked child (a Celery prefork worker, multiprocessing)
+# drops the connections it inherited instead of sharing their sockets and locks with its parent.
+_OPEN: "weakref.WeakSet[Database]" = weakref.WeakSet()
+
+
+def _forget_inherited_connections() -> None:
+    for database in list(_OPEN):
+        # close=False: the parent still uses those connections; the child only lets go of them and
+        # opens its own on first use.
+        database.engine.dispose(close=False)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_inherited_connections)
 
 
 class DatabaseUrlError(StudioError, ValueError):
@@ -97,6 +115,7 @@ class Database:
             self.engine = sa.create_engine(url, pool_size=POSTGRES_POOL_SIZE, max_overflow=POSTGRES_MAX_OVERFLOW,
                                            pool_pre_ping=True)
             migrations.upgrade_engine(self.engine, where=self.display_url)
+        _OPEN.add(self)
 
     @classmethod
     def for_home(cls, home: str | Path, url: str | None = None) -> "Database":

@@ -159,3 +159,31 @@ def test_a_database_password_is_never_shown(pg_server, caplog, studio_home):
         assert secret not in database.display_url and secret not in repr(database)
     finally:
         database.close()
+
+
+def test_a_forked_child_opens_its_own_connections(index):
+    """A child process (a Celery prefork worker) never talks through the connections it inherited."""
+    import os
+
+    from sqlalchemy import text
+
+    probe = "SELECT pg_backend_pid()" if index.db.dialect == "postgresql" else "SELECT 1"
+    with index.read() as conn:  # a pooled connection, left in the pool for the child to inherit
+        parent_conn = conn.connection.driver_connection
+        conn.execute(text(probe))
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report whether it got the parent's connection, then leave at once
+        try:
+            with index.read() as conn:
+                conn.execute(text(probe))
+                os.write(write, b"shared" if conn.connection.driver_connection is parent_conn else b"own")
+        finally:
+            os._exit(0)
+    os.close(write)
+    said = os.read(read, 16)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert said == b"own"
+    with index.read() as conn:  # and the parent's connection still works
+        assert conn.execute(text("SELECT 1")).scalar() == 1
