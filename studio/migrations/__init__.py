@@ -3,17 +3,17 @@
 The revisions in ``versions/`` are the schema, for SQLite and PostgreSQL alike: ``0001`` is the last
 release before migrations (commit 048d061); each later change is one more file. They are applied at
 start (``studio.db.Database`` calls ``ensure_current`` for SQLite, ``upgrade_engine`` for PostgreSQL),
-under a lock, in one transaction, so two processes
-starting at once migrate once and a failed upgrade leaves the previous schema whole. A database
-whose revision this code does not know (a newer studio upgraded it) is refused with ``SchemaTooNew``.
+under a lock, in one transaction, so two processes starting at once migrate once and a failed upgrade
+leaves the previous schema whole. A database whose revision this code does not know (a newer studio
+upgraded it) is refused with ``SchemaTooNew``.
 
 Adding a change: a file ``versions/NNNN_what_it_is.py`` (the next number) with ``revision = "NNNN"``,
 ``down_revision`` the previous number, and ``upgrade()`` written with ``alembic.op`` and SQLAlchemy
 types only (no SQL of one engine). ``tests/test_migrations.py`` checks the chain and upgrades a
 data directory of every earlier schema.
 
-Alembic and SQLAlchemy are imported only when a database is not at the newest revision, so a start
-with nothing to do costs one query.
+Alembic is imported only when a database is not at the newest revision, so a start with nothing to
+do costs one query.
 """
 
 from __future__ import annotations
