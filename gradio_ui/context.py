@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +9,7 @@ import gradio as gr
 
 from gradio_ui.endpoints import Actions, Exporter, StopSwitches
 from gradio_ui.identity import Access, owner_for
+from studio.application.frontends import front_end_setting
 from studio.boards import Boards
 from studio.config import env_int
 from studio.gallery import Gallery
@@ -66,7 +66,7 @@ class AppContext:
     def make_session_state(self) -> None:
         # Kept in the visitor's browser so a reload keeps their anonymous history; see identity.py.
         self.token = gr.BrowserState(None, storage_key="image-studio-visitor",
-                                     secret=os.environ.get("STUDIO_BROWSER_SECRET", "image-studio"))
+                                     secret=front_end_setting("STUDIO_BROWSER_SECRET") or "image-studio")
         self.session = gr.State(Gallery())
         self.boards_changed = gr.State(0)
 
