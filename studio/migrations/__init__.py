@@ -9,8 +9,9 @@ upgraded it) is refused with ``SchemaTooNew``.
 
 Adding a change: a file ``versions/NNNN_what_it_is.py`` (the next number) with ``revision = "NNNN"``,
 ``down_revision`` the previous number, and ``upgrade()`` written with ``alembic.op`` and SQLAlchemy
-types only (no SQL of one engine). ``tests/test_migrations.py`` checks the chain and upgrades a
-data directory of every earlier schema.
+types only (no SQL of one engine; a step only one engine needs, such as 0006's widening of
+PostgreSQL's 4-byte ``real``, is guarded by the dialect's name). ``tests/test_migrations.py`` checks
+the chain and upgrades a data directory of every earlier schema, on SQLite and PostgreSQL.
 
 Alembic is imported only when a database is not at the newest revision, so a start with nothing to
 do costs one query.
