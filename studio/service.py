@@ -414,7 +414,7 @@ class Studio:
     def close(self) -> None:
         for provider in self._providers.values():
             provider.close()
-        self.storage.index.close()
+        self.storage.close()
 
 
 def _looks_like_path(text: str) -> bool:

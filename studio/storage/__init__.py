@@ -96,6 +96,13 @@ class Storage:
         # the next ``repair`` reports them.
         self.interrupted_at_start: list[str] = []
 
+    def close(self) -> None:
+        """Close the index and the file store's connections (S3's pooled HTTP connections)."""
+        self.index.close()
+        close_files = getattr(self.files, "close", None)
+        if close_files is not None:
+            close_files()
+
     # -- keys ---------------------------------------------------------------------------------
 
     @staticmethod

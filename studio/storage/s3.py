@@ -223,6 +223,10 @@ class S3FileStore:
         params = {"Bucket": self.location.bucket, "Key": self._object(key)}
         return self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=int(expires))
 
+    def close(self) -> None:
+        """Close the client's pooled connections (a later call opens new ones)."""
+        self.client.close()
+
     def check(self) -> None:
         """Raise ``StorageError`` unless the bucket exists and can be reached with these credentials."""
         try:
