@@ -232,9 +232,9 @@ def test_history_csv_export_reads_every_page_and_only_what_the_owner_may_see(ech
     import csv
     import io
 
-    from studio.application import core
+    from studio.application import history
 
-    monkeypatch.setattr(core, "_CSV_PAGE", 2)  # several pages from five images
+    monkeypatch.setattr(history, "_CSV_PAGE", 2)  # several pages from five images
     mine = _make(echo_studio, "bob", "a red kite", n=4, tags=["kites"])
     [shared] = _make(echo_studio, "alice", "a shared red kite", tags=["kites"])
     _make(echo_studio, "alice", "alice's private kite", tags=["kites"])

@@ -4,9 +4,9 @@ Streamlit pages, Gradio tabs and endpoints, the CLI and the HTTP API only map th
 arguments to these calls and render what comes back:
 
 * ``Application(studio)`` (``core``): sizes for a model, a request from form values, its estimate and
-  cache key, generate / edit / variations from form values, history ("owner or shared"), the history
-  CSV export, spend by day (``studio.monitoring``'s figures), batch preview / run / watch, batch
-  concurrency bounds and the random base seed.
+  cache key, generate / edit / variations from form values, batch concurrency bounds; with
+  ``history`` (history "owner or shared" with cursors, the history CSV export, spend by day from
+  ``studio.monitoring``) and ``batches`` (batch preview / run / watch, the random base seed).
 * ``forms``: the one coercion of widget, form, JSON and CLI values into request fields.
 * ``messages``: an error's title, message and hint, the same on every front end.
 * ``frontends``: an operator setting's lookup (environment, then Streamlit secrets), the visitor

@@ -14,45 +14,23 @@ and render what comes back; no rule lives in a front end. One instance per ``Stu
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from studio import cache_keys
-from studio.application.forms import BATCH_OPTION_NAMES, OPTION_NAMES, coerce_fields, is_blank, whole_number
-from studio.application.frontends import random_base_seed
+from studio.application.batches import BATCH_WATCH_SECONDS, BatchActions
+from studio.application.forms import OPTION_NAMES, coerce_fields, is_blank, whole_number
+from studio.application.history import CSV_MAX_ROWS, HISTORY_FILTERS, HistoryActions, HistoryPage
 from studio.catalog import ModelInfo
 from studio.controls import Bounds, concurrency_bounds, variation_count_bounds
 from studio.errors import InvalidRequest
 from studio.estimates import CostPreview, cost_preview
-from studio.paging import MAX_PAGE, page_bounds
 from studio.sizes import size_choices
-from studio.storage import HistoryQuery
-from studio.types import GenerationRequest, ImageRecord, Mode, ProgressCallback
+from studio.types import GenerationRequest, Mode, ProgressCallback
 
 if TYPE_CHECKING:
     from studio.service import GenerationResult, Studio
 
-CSV_MAX_ROWS = 50_000  # rows in one history CSV export
-_CSV_PAGE = 1000  # rows read from the index at a time while exporting
-BATCH_WATCH_SECONDS = 0.25  # how often a watched batch's progress is redrawn while it runs
-# History filters a front end may pass (HistoryQuery's fields, less owner and paging).
-HISTORY_FILTERS = ("text", "provider", "model", "tag", "category", "mode", "date_from", "date_to", "parent_id")
-_FOLDED_FILTERS = ("tag", "category")  # stored lower-case: the filter is folded the same way
-
-
-@dataclass
-class HistoryPage:
-    """One page of history: ``items`` newest first, ``total`` matching images, and ``next_cursor``
-    (pass it back as ``cursor`` for the next page; None on the last page)."""
-
-    items: list[ImageRecord]
-    total: int
-    limit: int
-    offset: int
-    next_cursor: str | None
-
-
-class Application:
+class Application(HistoryActions, BatchActions):
     """The studio's actions for front ends, always for an ``owner`` (an owner id from the front end's
     identity rules; never shown to anyone)."""
 
@@ -180,157 +158,6 @@ class Application:
         wants_ratio = any(":" in str(values.get(name) or "") for name in ("size", "ratio"))
         return self.model(None if is_blank(provider) else provider, model, mode=mode, owner=owner) \
             if wants_ratio else None
-
-    # -- history -------------------------------------------------------------------------------
-
-    def history_query(self, owner: str, filters: Mapping[str, Any] | None = None, *, limit: Any = 24,
-                      offset: Any = 0) -> HistoryQuery:
-        """The index query for ``owner``'s history: their images and every shared one
-        (``studio.identity.visible_to``), filtered by ``filters`` (``HISTORY_FILTERS``; blank values
-        ignored, tag and category folded to lower case). Raises InvalidRequest for an unknown filter
-        or a limit outside 1-``MAX_PAGE``."""
-        filters = dict(filters or {})
-        unknown = sorted(set(filters) - set(HISTORY_FILTERS))
-        if unknown:
-            raise InvalidRequest(f"unknown history filter(s) {', '.join(map(repr, unknown))}; "
-                                 f"allowed: {', '.join(HISTORY_FILTERS)}")
-        given = {name: str(value).strip() for name, value in filters.items() if not is_blank(value)}
-        for name in _FOLDED_FILTERS:
-            if name in given:
-                given[name] = given[name].lower()
-        limit, offset = page_bounds(24 if is_blank(limit) else limit, 0 if is_blank(offset) else offset)
-        return HistoryQuery(owner=owner, include_shared=True, limit=limit, offset=offset, **given)
-
-    def history(self, owner: str, filters: Mapping[str, Any] | None = None, *, cursor: str | None = None,
-                limit: Any = 24, offset: Any = 0) -> HistoryPage:
-        """A page of what ``owner`` may see, newest first. ``cursor``: a page's ``next_cursor`` (it
-        wins over ``offset``). Raises InvalidRequest for a bad filter, limit or cursor."""
-        if not is_blank(cursor):
-            offset = _offset_of(cursor)
-        query = self.history_query(owner, filters, limit=limit, offset=offset)
-        page = self.studio.history(query)
-        following = query.offset + len(page.items)
-        return HistoryPage(page.items, page.total, query.limit, query.offset,
-                           str(following) if page.items and following < page.total else None)
-
-    def history_count(self, owner: str, filters: Mapping[str, Any] | None = None) -> int:
-        """How many images ``owner`` may see that match ``filters``."""
-        return self.history(owner, filters, limit=1).total
-
-    def export_history_csv(self, owner: str, filters: Mapping[str, Any] | None = None) -> str:
-        """The metadata of every image ``history`` would list (at most ``CSV_MAX_ROWS``), as CSV text
-        (``studio.exports.records_to_csv``: no owner ids, no server paths)."""
-        from studio.exports import records_to_csv
-
-        records: list[ImageRecord] = []
-        cursor: str | None = None
-        while len(records) < CSV_MAX_ROWS:
-            page = self._history_rows(owner, filters, cursor)
-            records.extend(page.items)
-            cursor = page.next_cursor
-            if cursor is None:
-                break
-        return records_to_csv(records[:CSV_MAX_ROWS])
-
-    def _history_rows(self, owner: str, filters: Mapping[str, Any] | None, cursor: str | None) -> HistoryPage:
-        # Export reads bigger pages than a visitor may ask for (MAX_PAGE): it is the server's own loop.
-        query = self.history_query(owner, filters, limit=MAX_PAGE)
-        query.limit, query.offset = _CSV_PAGE, 0 if cursor is None else _offset_of(cursor)
-        page = self.studio.history(query)
-        following = query.offset + len(page.items)
-        return HistoryPage(page.items, page.total, query.limit, query.offset,
-                           str(following) if page.items and following < page.total else None)
-
-    def spend_by_day(self, owner: str, days: int = 30):
-        """USD spent and requests made per UTC day and provider over the last ``days`` days, from the
-        audit log (``studio.monitoring.spend_by_day``: the figures ``stats`` and the alerts use)."""
-        from studio.monitoring import spend_by_day
-
-        return spend_by_day(self.studio.storage.index, days=whole_number(days, "days"), owner=owner)
-
-    # -- batches -------------------------------------------------------------------------------
-
-    @property
-    def jobs(self):
-        from studio.jobs import get_manager  # the batch core is only loaded when a batch is used
-
-        return get_manager(self.studio)
-
-    def batch_options(self, values: Mapping[str, Any] | None, *, provider: str | None = None) -> dict[str, Any]:
-        """A batch form's values as ``BatchOptions`` fields (``forms.BATCH_OPTION_NAMES``), by the one
-        coercion; a ``"W:H"`` size needs ``provider``'s default (or named) model."""
-        values = dict(values or {})
-        model_id = values.pop("model", None)
-        wants_ratio = any(":" in str(values.get(name) or "") for name in ("size", "ratio"))
-        model = self.model(provider, model_id) if wants_ratio else None
-        fields = coerce_fields(values, allowed=BATCH_OPTION_NAMES, model=model)
-        if not is_blank(model_id):
-            fields["model"] = str(model_id).strip()
-        return fields
-
-    def base_seed(self, provider: str | None) -> int:
-        """A random base seed for a batch on ``provider`` (``frontends.random_base_seed`` in its range)."""
-        return random_base_seed(self.studio.provider(provider or None).seed_space)
-
-    def preview_batch(self, owner: str, script: str | bytes, *, public_webhooks: bool = True, name: str = "",
-                      format: str | None = None, provider: str | None = None, **options: Any):
-        """What a batch would do (``studio.jobs`` preview: scenes, seeds, cost, warnings, errors).
-        ``script`` is text or an upload's bytes, never a path. ``public_webhooks``: only public webhook
-        addresses (a shared server must not probe its own network)."""
-        if isinstance(script, str) and not script.strip():
-            raise InvalidRequest("the script is empty: paste it or upload a file")
-        provider = None if is_blank(provider) else str(provider).strip()
-        fields = self.batch_options(options, provider=provider)
-        return self.jobs.preview(script, user=owner, name=name or "", format=None if is_blank(format) else format,
-                                 provider=provider, webhook_public_only=public_webhooks, **fields)
-
-    def run_batch(self, owner: str, script: str | bytes, **options: Any):
-        """Start a batch (``preview_batch``'s arguments) in the studio's workers; returns the job."""
-        return self.jobs.submit(self.preview_batch(owner, script, **options))
-
-    def watch_batch(self, owner: str, job_id: str, *, progress: Callable[..., Any] | None = None,
-                    timeout: float | None = None, interval: float = BATCH_WATCH_SECONDS) -> Iterator[Any]:
-        """Yield the job each time it changes until it stops (finished, paused, interrupted) or
-        ``timeout`` seconds pass; draws its progress on ``progress(fraction, desc=...)``. Between
-        looks it waits on the job's runner (returning at once when the job ends), at most
-        ``interval`` seconds. NotFound for a job that is not ``owner``'s."""
-        import time
-
-        from studio.jobs import JobStatus
-
-        deadline = None if timeout is None else time.monotonic() + timeout
-        last = None
-        while True:
-            job = self.jobs.get(job_id, owner)
-            state = (job.status, job.progress, tuple(sorted(job.counts.items())))
-            if progress is not None:
-                progress(job.progress / 100, desc=f"{job.done}/{job.total} scene(s) · {job.status.value.lower()}")
-            if state != last:
-                last = state
-                yield job
-            stopped = job.status.finished or job.status is JobStatus.PAUSED or job.interrupted
-            if stopped or (deadline is not None and time.monotonic() > deadline):
-                return
-            self._wait_for_change(job.id, interval)
-
-    def _wait_for_change(self, job_id: str, interval: float) -> None:
-        if self.jobs.runner.running(job_id):
-            self.jobs.runner.wait(job_id, interval)  # wakes as soon as this process's run ends
-        else:  # another process runs it: look again at the next redraw
-            threading.Event().wait(interval)
-
-    def job_records(self, owner: str, job) -> list[ImageRecord]:
-        """The job's images in scene order (only ``owner``'s: a job's images are its owner's)."""
-        ids = [image_id for item in job.items or [] for image_id in item.image_ids]
-        found = {r.id: r for r in self.studio.storage.index.get_many(ids)}
-        return [self.studio.storage.with_path(found[i]) for i in ids if i in found and found[i].owner == owner]
-
-
-def _offset_of(cursor: Any) -> int:
-    try:
-        return whole_number(cursor, "cursor")
-    except InvalidRequest:
-        raise InvalidRequest(f"cursor {str(cursor)[:40]!r} is not one this studio gave out") from None
 
 
 __all__ = ["Application", "BATCH_WATCH_SECONDS", "CSV_MAX_ROWS", "HISTORY_FILTERS", "HistoryPage"]
