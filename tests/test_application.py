@@ -302,6 +302,8 @@ def test_a_ratio_is_sized_for_the_chosen_model(echo_studio, monkeypatch):
                                          "model": "black-forest-labs/flux-1.1-pro", "ratio": "16:9"})
     assert (request.width, request.height) == (1360, 768)
     assert ("16:9 (1360x768)", "1360x768") in app.sizes_for("replicate", "black-forest-labs/flux-1.1-pro")
+    form = {"prompt": PROMPT, "provider": "replicate", "model": "black-forest-labs/flux-1.1-pro", "size": "16:9"}
+    assert app.estimate(form) == app.estimate(request)  # form values or the request they make
 
 
 @pytest.mark.parametrize("error", [ContentBlocked("refused", provider="openai"), RateLimited("later", retry_after=2.5),

@@ -84,10 +84,14 @@ class Application(HistoryActions, BatchActions):
                                  provider=provider, model=model_id, init_image=init_image, mask=mask, user=owner,
                                  **fields)
 
-    def estimate(self, request: GenerationRequest, *, count: int = 1) -> CostPreview:
+    def estimate(self, request: GenerationRequest | Mapping[str, Any], *, owner: str = "local",
+                 count: int = 1) -> CostPreview:
         """What the request is expected to cost, input included, and what today's budget holds and has
         left (``studio.estimates.cost_preview``); ``count`` such requests (scene variations).
-        Raises what validation raises for a request it would refuse."""
+        ``request`` may be form values (``form_request`` builds the request for ``owner``). Raises
+        what validation raises for a request it would refuse."""
+        if not isinstance(request, GenerationRequest):
+            request = self.form_request(owner, request)
         return cost_preview(self.studio, request, count=count)
 
     def cache_key(self, request: GenerationRequest) -> str:
