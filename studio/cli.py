@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_batch_commands(commands)  # batch, jobs, job
     _add_api_commands(commands)  # serve, token
+    from studio.schedule_cli import add_commands as add_schedule_commands
+
+    add_schedule_commands(commands)  # schedule add/list/remove/enable/disable/run-due/run
     return parser
 
 
@@ -254,6 +257,10 @@ def run(args: argparse.Namespace) -> int:
         return run_command(studio, args)
     if command in ("serve", "token"):
         return _run_api_command(studio, args)
+    if command == "schedule":
+        from studio.schedule_cli import run_command as run_schedule_command
+
+        return run_schedule_command(studio, args)
     if command in ("generate", "edit", "variations"):
         from studio.types import GenerationRequest
 

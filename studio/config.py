@@ -142,6 +142,9 @@ class Settings:
     # Celery broker for generations and batch scenes: redis://host:port/db (unset: threads in this process)
     broker_url: str | None = Field(None, description="a broker URL such as redis://localhost:6379/0 "
                                                      "(unset: threads in this process)")
+    # Who fires scheduled batches (studio.scheduler): auto = a thread in the web servers without a
+    # broker, Celery beat with one; thread = a thread in the web servers always; off = not this process.
+    scheduler: str = Field("auto", pattern="^(auto|thread|off)$", description="auto, thread or off")
     # --- The HTTP API (issue 12).
     # Origins a browser page may call the HTTP API from (CORS); empty: none besides the API's own.
     api_cors_origins: Annotated[tuple[str, ...], BeforeValidator(_names)] = Field(
@@ -231,6 +234,7 @@ _SOURCES: dict[str, tuple[str | None, str | None, str]] = {
     "database_url": ("STUDIO_DATABASE_URL", None, "database_url"),
     "storage_url": ("STUDIO_STORAGE_URL", None, "storage_url"),
     "broker_url": ("STUDIO_BROKER_URL", None, "broker_url"),
+    "scheduler": ("STUDIO_SCHEDULER", None, "scheduler"),
     "api_cors_origins": ("STUDIO_API_CORS_ORIGINS", "api", "cors_origins"),
     "api_rate_limit": ("STUDIO_API_RATE_LIMIT", "api", "rate_limit"),
     "api_max_upload_bytes": ("STUDIO_API_MAX_UPLOAD_BYTES", "api", "max_upload_bytes"),
