@@ -30,6 +30,7 @@ from studio.types import GenerationRequest, Mode, ProgressCallback
 if TYPE_CHECKING:
     from studio.service import GenerationResult, Studio
 
+
 class Application(HistoryActions, BatchActions):
     """The studio's actions for front ends, always for an ``owner`` (an owner id from the front end's
     identity rules; never shown to anyone)."""

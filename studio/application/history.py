@@ -101,7 +101,10 @@ class HistoryActions:
         audit log (``studio.monitoring.spend_by_day``: the figures ``stats`` and the alerts use)."""
         from studio.monitoring import spend_by_day
 
-        return spend_by_day(self.studio.storage.index, days=whole_number(days, "days"), owner=owner)
+        days = whole_number(days, "days")
+        if days < 1:
+            raise InvalidRequest(f"days must be 1 or more, not {days}")
+        return spend_by_day(self.studio.storage.index, days=days, owner=owner)
 
 
 def _offset_of(cursor: Any) -> int:
