@@ -50,7 +50,7 @@ def build_history_tab(ctx: AppContext) -> HistoryTab:
         page = gr.State({"ids": [], "offset": 0, "total": 0})
         with gr.Row():
             with gr.Column(scale=3):
-                gallery = gr.Gallery(label="Your images", columns=6, height=560, object_fit="cover",
+                gallery = gr.Gallery(label="Your images and shared ones", columns=6, height=560, object_fit="cover",
                                      allow_preview=False, interactive=False, elem_id="history-gallery")
             with gr.Column(scale=2):
                 details = gr.Image(label="Selected", type="filepath", interactive=False, height=320,
