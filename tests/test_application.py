@@ -338,3 +338,17 @@ def test_the_batch_base_seed_is_drawn_in_the_providers_range(echo_studio):
         random_base_seed(0)
     space = echo_studio.provider("echo").seed_space
     assert 0 <= Application(echo_studio).base_seed("echo") < space
+
+
+def test_streamlit_history_lists_a_shared_image_and_not_a_private_one(app_home):
+    studio = Studio(app_home)
+    try:
+        [shared] = _make(studio, "alice", "a shared kite")
+        studio.update_image(shared.id, "alice", shared=True)
+        _make(studio, "alice", "alice's private kite")
+    finally:
+        studio.close()
+    at = AppTest.from_file(str(ROOT / "pages" / "4_History.py"), default_timeout=30).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(caption.value.startswith("1 image · page 1 of 1") for caption in at.caption), \
+        [caption.value for caption in at.caption]
