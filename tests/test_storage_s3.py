@@ -217,6 +217,7 @@ def test_history_page_shows_thumbnails_from_s3(s3_storage_url, app_home):
     assert not (app_home / "images").exists()
 
 
+@pytest.mark.slow
 def test_gradio_serves_images_from_s3(s3_storage_url, studio_home, tmp_path, monkeypatch):
     from gradio_client import Client
 
