@@ -164,10 +164,12 @@ def main() -> None:
         return
     # Batch jobs that a restart interrupted continue (their finished scenes are not paid twice).
     from studio.jobs import get_manager
+    from studio.scheduler import start_scheduler
 
     resumed = get_manager(studio).recover()
     if resumed:
         print(f"resumed {len(resumed)} interrupted batch job(s): {', '.join(resumed)}")
+    start_scheduler(studio)  # scheduled batches fire here unless Celery beat does (studio/scheduler.py)
     demo = build_app(studio, access=access, limits=limits)
     demo.launch(auth=access.users or None, auth_message="Image Studio: log in to continue.",
                 max_file_size=MAX_UPLOAD, theme=gr.themes.Soft())

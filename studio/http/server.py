@@ -19,6 +19,7 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, gradio: bool = 
     from studio.http import create_app
     from studio.identity import VisitorIds
     from studio.jobs import get_manager
+    from studio.scheduler import start_scheduler
 
     studio = studio or get_studio()
     VisitorIds.for_home(studio.home)  # a bad identity key stops the start, not the first visitor
@@ -27,6 +28,7 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, gradio: bool = 
     resumed = get_manager(studio).recover()
     if resumed:
         print(f"resumed {len(resumed)} interrupted batch job(s): {', '.join(resumed)}")
+    start_scheduler(studio)  # scheduled batches fire here unless Celery beat does (studio/scheduler.py)
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 
