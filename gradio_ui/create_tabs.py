@@ -14,12 +14,11 @@ import gradio as gr
 from PIL import Image
 
 from gradio_ui.context import AppContext
-from gradio_ui.controls import ModelControls, run_mode
+from gradio_ui.controls import ModelControls
 from gradio_ui.endpoints import upload_bytes, visitor_errors
 from gradio_ui.session_gallery import GalleryPanel, with_results
 from studio.application import whole_number
-from studio.catalog import ModelInfo
-from studio.controls import Bounds, variation_count_bounds
+from studio.controls import Bounds
 from studio.errors import InvalidRequest, StudioError
 from studio.masks import mask_from_layers
 from studio.service import GenerationResult
@@ -251,9 +250,9 @@ def build_edit_tab(ctx: AppContext) -> CreateTab:
     return CreateTab(panel, status, source_id, source_note, editor)
 
 
-def variation_count(ctx: AppContext, model: ModelInfo, scene: bool) -> Bounds:
-    """How many variations the tab may ask ``model`` for (scene variations: one per framing)."""
-    return variation_count_bounds(model, len(ctx.studio.styles.scene_variations()) if scene else None)
+def variation_count(ctx: AppContext, provider: str, model_id: str | None, scene: bool) -> Bounds:
+    """How many variations the tab may ask the model for (``Application.variation_count``)."""
+    return ctx.app.variation_count(provider, model_id or None, scene=bool(scene))
 
 
 def variation_count_props(bounds: Bounds) -> dict[str, Any]:
@@ -283,13 +282,9 @@ def build_variations_tab(ctx: AppContext) -> CreateTab:
             with gr.Column(scale=6):
                 panel = GalleryPanel.build(ctx, "variations")
 
-    def chosen_model(provider: str, model_id: str | None) -> ModelInfo:
-        return ctx.studio.provider(provider).model(model_id or None, mode=run_mode("variation"))
-
     def on_count_limits(provider: str, model_id: str | None, scene_chosen: bool):
         try:
-            return gr.update(**variation_count_props(variation_count(ctx, chosen_model(provider, model_id),
-                                                                     bool(scene_chosen))))
+            return gr.update(**variation_count_props(variation_count(ctx, provider, model_id, scene_chosen)))
         except (StudioError, LookupError):  # the model box holds an id being typed: keep the slider
             return gr.update()
 
@@ -299,7 +294,7 @@ def build_variations_tab(ctx: AppContext) -> CreateTab:
     def work(values: dict, owner: str, progress, cancel) -> GenerationResult:
         fields = controls.request_fields(values)
         fields.pop("n", None)  # the count of variations is its own control
-        limits = variation_count(ctx, chosen_model(values[controls.provider], values[controls.model]), values[scene])
+        limits = variation_count(ctx, values[controls.provider], values[controls.model], values[scene])
         # A hidden slider (one value possible) sends that value; any other is checked by the core, not clamped.
         how_many = limits.default if limits.fixed else values[count]
         picked = {}
@@ -321,7 +316,7 @@ def build_variations_tab(ctx: AppContext) -> CreateTab:
             return None
         fields = controls.request_fields(values)
         fields.pop("n", None)
-        limits = variation_count(ctx, chosen_model(values[controls.provider], values[controls.model]), values[scene])
+        limits = variation_count(ctx, values[controls.provider], values[controls.model], values[scene])
         how_many = whole_number(limits.default if limits.fixed else values[count], "variations")
         init = Image.open(io.BytesIO(upload_bytes(values[source], "source image"))) if values[source] else None
         wanted = ctx.app.form_request(owner, {"prompt": text, "n": 1 if values[scene] else how_many, **fields,

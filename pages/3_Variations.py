@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import streamlit as st
 
-from studio.controls import variation_count_bounds
 from studio.errors import InvalidRequest, NotConfigured, StudioError
 from studio.types import Mode
 from ui import tasks
@@ -34,7 +33,7 @@ with right:
     style = style_picker(ctx, "var_style")
     scene = st.checkbox("Vary the framing and light (wide shot, close-up, low angle, golden hour…)",
                         key="var_scene", persist_state=PERSIST)
-    how_many = variation_count_bounds(model, len(ctx.studio.styles.scene_variations()) if scene else None)
+    how_many = ctx.app.variation_count(provider, model.id, scene=scene)
     count = int(bounded_slider("How many", how_many, f"var_n_{scene}_{how_many.max:g}"))
 controls = model_controls(model, "var", mode="variation" if from_image else "text-to-image", size=not from_image,
                           count=False)
