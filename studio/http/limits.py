@@ -63,7 +63,7 @@ class RateLimiter:
                 self._buckets[key] = (left - 1.0, now)
                 return None
             self._buckets[key] = (left, now)
-            return (1.0 - left) / rate
+            return (1.0 - left) * 60.0 / self.per_minute
 
 
 class CallerMiddleware:
@@ -87,7 +87,7 @@ class CallerMiddleware:
                                                         self.state.visitor_policy)
             wait = self.limiter.take(caller.limit_key)
             if wait is not None:
-                seconds = max(1, math.ceil(wait))
+                seconds = max(1, math.ceil(round(wait, 6)))  # 30.000000001 s of float noise is 30, not 31
                 raise ApiError(429, "rate_limited",
                                f"more than {self.limiter.per_minute} requests a minute; try again in {seconds} s",
                                {"Retry-After": str(seconds)})
