@@ -108,13 +108,19 @@ class Database:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.engine = sa.create_engine("sqlite://", creator=self._connect_sqlite, poolclass=sa.pool.QueuePool,
                                            pool_size=SQLITE_POOL_SIZE, max_overflow=-1)
-            # One query when the file is current; Alembic only for a new or older file.
-            with self.engine.connect() as conn:
-                migrations.ensure_current(conn.connection.driver_connection, self.path, self.busy_timeout_ms)
         else:
             self.engine = sa.create_engine(url, pool_size=POSTGRES_POOL_SIZE, max_overflow=POSTGRES_MAX_OVERFLOW,
                                            pool_pre_ping=True)
-            migrations.upgrade_engine(self.engine, where=self.display_url)
+        try:
+            if self.path is not None:
+                # One query when the file is current; Alembic only for a new or older file.
+                with self.engine.connect() as conn:
+                    migrations.ensure_current(conn.connection.driver_connection, self.path, self.busy_timeout_ms)
+            else:
+                migrations.upgrade_engine(self.engine, where=self.display_url)
+        except BaseException:
+            self.engine.dispose()  # a database that cannot be used keeps no connection open
+            raise
         _OPEN.add(self)
 
     @classmethod
