@@ -68,8 +68,7 @@ def with_workers(base: Path, script: str, count: int, latency: float, timeout: f
 
 def with_threads(base: Path, script: str, count: int, latency: float, timeout: float) -> float:
     home = base / "threads"
-    echo_provider.install(home / "catalog")
-    os.environ["ECHO_LATENCY"] = str(latency)
+    echo_provider.install(home / "catalog", latency=latency)  # the fake in this process
     return run_batch(home, script, count, timeout)
 
 

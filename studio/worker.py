@@ -83,7 +83,7 @@ def generate(self, request: dict, request_id: str) -> dict:
         if saved:
             return {"image_ids": [r.id for r in saved], "cost": sum(r.cost for r in saved), "warnings": [],
                     "cached": False, "recovered": True}
-        request_id = f"{request_id}.r"  # its first attempt is booked under its own id: this one is new
+        request_id = f"{request_id[:62]}.r"  # its first attempt is booked under its own id: this one is new
     known = {f.name for f in dataclasses.fields(GenerationRequest)}
     result = studio.generate(GenerationRequest(**{k: v for k, v in request.items() if k in known}),
                              request_id=request_id)

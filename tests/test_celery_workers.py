@@ -120,7 +120,15 @@ def test_a_batch_runs_on_a_worker_process(echo_env, manager, studio_home, broker
         assert job.status is JobStatus.COMPLETED, worker.log()
         assert [len(item.image_ids) for item in job.items] == [1] * 5
         assert job.runner is None  # released: any process may retry or resume it
-        assert sum("studio.run_scene" in line and "succeeded" in line for line in worker.lines) >= 5
+        assert not manager.runner.running(job.id)  # (this process runs no scenes: the worker did)
+        # a single generation on the worker, too: its image is in the shared history
+        from studio.jobs.celery_runner import generate_on_worker
+        from studio.types import GenerationRequest
+
+        [record] = generate_on_worker(manager.studio, GenerationRequest(prompt="one more lighthouse", provider="echo"),
+                                      request_id="single-1", timeout=DEADLINE)
+        assert record.request_id == "single-1" and record.prompt.startswith("one more lighthouse")
+        assert manager.studio.history(limit=10).total == 6
 
 
 def test_cancel_and_pause_reach_the_worker_holding_the_scene(echo_env, manager, studio_home, broker, monkeypatch):
@@ -274,3 +282,19 @@ def test_a_redelivered_scene_whose_worker_died_before_saving_runs_once_more(held
     assert again.status is ItemStatus.COMPLETED and again.attempts == 2
     assert echo_provider.EchoProvider.calls == 1
     assert manager.studio.history(limit=10).total == 1
+
+
+def test_resuming_a_silent_job_leaves_scenes_of_live_workers_alone(held_job, manager):
+    """The job's heartbeat went stale (say its web server restarted), but one of its two scenes in
+    flight still has a live worker's lease: a resume settles only the other one."""
+    runner, store = manager.runner, manager.store
+    live = store.claim(held_job.id, runner.runner_id)
+    dead = store.claim(held_job.id, runner.runner_id)
+    runner.redis.set(LEASE_PREFIX + live.request_id, "elsewhere:1", ex=60)
+    store.heartbeat([held_job.id], runner.runner_id, time.time() - 3600)
+    assert manager.get(held_job.id).interrupted
+    manager.resume(held_job.id)
+    assert store.item(held_job.id, live.index).status is ItemStatus.INITIALIZING  # its worker's
+    assert store.item(held_job.id, live.index).request_id == live.request_id
+    assert store.item(held_job.id, dead.index).status is ItemStatus.PENDING  # runs again
+    assert echo_provider.EchoProvider.calls == 0
