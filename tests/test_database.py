@@ -187,3 +187,15 @@ def test_a_forked_child_opens_its_own_connections(index):
     assert said == b"own"
     with index.read() as conn:  # and the parent's connection still works
         assert conn.execute(text("SELECT 1")).scalar() == 1
+
+
+def test_the_index_follows_the_settings_it_is_given(database_url, studio_home):
+    from studio.config import Settings
+
+    settings = Settings.load(studio_home, database_url=database_url)
+    index = HistoryIndex.for_settings(settings)
+    try:
+        assert index.db.dialect == ("postgresql" if database_url else "sqlite")
+        assert index.path == (None if database_url else studio_home / "index.sqlite3")
+    finally:
+        index.close()

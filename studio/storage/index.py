@@ -120,6 +120,11 @@ class HistoryIndex:
             database_url = Settings.load(home).database_url
         return cls(Database.for_home(home, database_url))
 
+    @classmethod
+    def for_settings(cls, settings: Any) -> "HistoryIndex":
+        """The index ``settings`` (a ``Settings``) ask for: ``database_url``, else SQLite in ``home``."""
+        return cls(Database.for_home(settings.home, settings.database_url))
+
     # -- connections and transactions ---------------------------------------------------------
 
     def read(self):
