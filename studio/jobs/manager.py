@@ -23,7 +23,8 @@ from studio.jobs.runner import REQUEST_FIELDS, Runner, ThreadRunner, build_reque
 from studio.jobs.store import JobStore, SQLiteJobStore, now_iso
 from studio.scripts import Script, parse_script
 from studio.validation import nth_seed
-from studio.webhooks import JOB_SECRET_OPTION, DeliveryResult, WebhookDispatcher, check_url, new_secret
+from studio.webhooks import (JOB_API_OPTION, JOB_SECRET_OPTION, DeliveryResult, WebhookDispatcher, check_url,
+                             new_secret)
 
 # The request fields a batch sets once for every scene (a scene's overrides may change some).
 JOB_REQUEST_FIELDS = tuple(f for f in REQUEST_FIELDS if f != "style")  # the style is a column of its own
@@ -421,6 +422,11 @@ class JobManager:
     def _on_event(self, event: str, job_id: str, item: JobItem | None) -> None:
         job = self.store.get(job_id, items=event != "job.progress")
         if job is None or not job.webhook_url:
+            return
+        if job.options.get(JOB_API_OPTION):  # a job of document 3's API: that document's webhook body
+            from studio.jobapi import notify
+
+            notify(self, job, event, item)
             return
         payload: dict[str, Any] = {
             "job_id": job.id, "status": job.status.value, "progress": round(job.progress, 1), "counts": job.counts,

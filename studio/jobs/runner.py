@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from providers.retry import DEFAULT_MAX_HOLD_SECONDS
-from studio.errors import BudgetExceeded, Busy, Cancelled, RateLimited, StudioError
+from studio.errors import BudgetExceeded, Busy, Cancelled, InvalidRequest, RateLimited, StudioError
 from studio.jobs.model import STAGE_STATUS, ItemStatus, Job, JobItem, JobStatus
 from studio.jobs.store import JobStore, now_iso
 from studio.options import merge_options
-from studio.types import GenerationRequest, ProgressEvent
+from studio.types import GenerationRequest, Mode, ProgressEvent
 from studio.validation import clean_tags
 
 MAX_ATTEMPTS = 3  # tries for an item that failed with a retryable error (timeout, 5xx)
@@ -131,9 +131,15 @@ REQUEST_FIELDS = ("negative_prompt", "width", "height", "n", "steps", "guidance"
                   "compression", "category", "tags", "extra", "style", "postprocess")
 
 
+# A job option of the job API (studio.jobapi): the job's one input image, as the http(s) URL it was
+# given; Studio.prepare fetches it through the outbound guard (studio.netfetch) each time the item runs.
+INPUT_IMAGE_URL_OPTION = "input_image_url"
+
+
 def build_request(job: Job, item: JobItem) -> GenerationRequest:
     """The request for one scene: the job's options, then the scene's own overrides. Only request
-    fields are taken (a job's options also hold settings such as the webhook policy)."""
+    fields are taken (a job's options also hold settings such as the webhook policy); a job with an
+    input image URL (``INPUT_IMAGE_URL_OPTION``) is image-to-image from it."""
     options = {k: v for k, v in job.options.items() if k in REQUEST_FIELDS}
     scene = {k: v for k, v in item.overrides.items() if k in REQUEST_FIELDS}
     if "extra" in scene:  # a scene's provider options add to the job's, option by option
@@ -141,6 +147,13 @@ def build_request(job: Job, item: JobItem) -> GenerationRequest:
     options.update(scene)
     style = options.pop("style", job.style)
     tags = [*clean_tags(options.pop("tags", None)), f"job-{job.id}"]  # a "a, b" string is two tags
+    source = job.options.get(INPUT_IMAGE_URL_OPTION)
+    if source is not None:
+        from studio.netfetch import is_url
+
+        if not is_url(source):  # never a server path: only the job API sets it, always to a URL
+            raise InvalidRequest("a job's input image must be an http(s) URL")
+        options.update(mode=Mode.IMAGE_TO_IMAGE, init_image=source)
     return GenerationRequest(prompt=item.text, provider=job.provider, model=job.model, style=style, seed=item.seed,
                              user=job.owner, tags=tags, **options)
 
