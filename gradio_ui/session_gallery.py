@@ -17,6 +17,7 @@ from gradio_ui.context import AppContext
 from gradio_ui.endpoints import visitor_errors
 from studio.errors import InvalidRequest
 from studio.gallery import Gallery
+from studio.schedules import schedule_of
 from studio.types import ImageRecord
 from studio.usertext import html_literal, markdown_literal
 
@@ -37,7 +38,8 @@ def describe(record: ImageRecord) -> str:
         lines.append(f"Negative: {markdown_literal(record.negative_prompt)}")
     details = [f"seed {record.seed}" if record.seed is not None else "",
                f"style {markdown_literal(record.style)}" if record.style else "", f"${record.cost:.4f}",
-               f"{record.generation_time:.1f} s", f"from {record.parent_id}" if record.parent_id else ""]
+               f"{record.generation_time:.1f} s", f"from {record.parent_id}" if record.parent_id else "",
+               f"schedule {markdown_literal(schedule_of(record.tags))}" if schedule_of(record.tags) else ""]
     lines.append(" · ".join(d for d in details if d))
     return "  \n".join(lines)
 

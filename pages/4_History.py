@@ -18,6 +18,7 @@ import providers as provider_registry
 from studio.errors import StudioError
 from studio.exports import build_zip
 from studio.identity import may_change
+from studio.schedules import schedule_of
 from studio.types import ImageRecord, Mode
 from studio.usertext import markdown_literal
 from ui import tasks
@@ -78,6 +79,8 @@ def details(record: ImageRecord) -> None:
     with facts:
         st.text(record.user_prompt or record.prompt)  # user text: shown as written, never as Markdown
         st.caption(describe(record) + f" · {record.created_at[:19].replace('T', ' ')} UTC")
+        if schedule_of(record.tags):  # made by a scheduled batch (studio/schedules.py)
+            st.caption(f"Made by schedule {markdown_literal(schedule_of(record.tags))}")
         if record.parent_id:
             st.button(f"Parent: {record.parent_id}", key="hist_parent", on_click=select, args=(record.parent_id,))
         shown = record.public_dict()  # never the owner id: a shared image is seen by others

@@ -271,3 +271,48 @@ def test_cli_add_list_run_due_remove(echo_studio, tmp_path):
     assert _cli("schedule", "remove", "weekly-blog")[0] == 0
     code, _, err = _cli("schedule", "remove", "weekly-blog")
     assert code != 0 and err.startswith("error: no schedule named")
+
+
+# -- where the history shows it -----------------------------------------------------------------
+
+
+def _scheduled_image(studio):
+    from studio.types import GenerationRequest
+
+    result = studio.generate(GenerationRequest(prompt="a harbour at dawn", provider="echo",
+                                               tags=["blog", "schedule:daily-blog"]))
+    return result.images[0]
+
+
+def test_gradio_history_details_name_the_schedule(echo_studio):
+    from gradio_ui.session_gallery import describe
+
+    record = _scheduled_image(echo_studio)
+    from tests.helpers import as_read
+
+    assert "schedule daily-blog" in as_read(describe(record))
+    from studio.types import GenerationRequest
+
+    plain = echo_studio.generate(GenerationRequest(prompt="x", provider="echo"))
+    assert "schedule" not in describe(plain.images[0])
+
+
+def test_history_page_details_name_the_schedule(app_home):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from studio.service import Studio
+
+    studio = Studio(app_home)
+    try:
+        record = _scheduled_image(studio)
+    finally:
+        studio.close()
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "pages" / "4_History.py"), default_timeout=30)
+    at.session_state["hist_selected"] = record.id
+    at.run()
+    assert not at.exception
+    from tests.helpers import as_read
+
+    assert any("Made by schedule daily-blog" in as_read(c.value) for c in at.caption)
