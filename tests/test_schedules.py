@@ -316,3 +316,42 @@ def test_history_page_details_name_the_schedule(app_home):
     from tests.helpers import as_read
 
     assert any("Made by schedule daily-blog" in as_read(c.value) for c in at.caption)
+
+
+# -- Celery beat ----------------------------------------------------------------------------------
+
+
+def test_the_beat_task_fires_due_schedules_as_celery_jobs(studio_home, redis_url, monkeypatch):
+    """What beat's tick does on a worker: the same claim, and the job's scenes go to the queue."""
+    import redis
+
+    from studio.jobs import get_manager
+    from studio.jobs.celery_runner import CLOUD_QUEUE
+    from studio.service import Studio
+    from tests.fakes import echo_provider
+
+    echo_provider.install(studio_home / "catalog")
+    monkeypatch.setenv("STUDIO_BROKER_URL", redis_url)
+    import studio.worker as worker  # its app reads the broker URL when first imported
+    from studio.schedule_beat import BEAT_SCHEDULE, BEAT_TASK, run_due_schedules
+
+    monkeypatch.setattr(worker, "_studio", None)  # this test's studio, not one an earlier test made
+    studio = Studio(studio_home)
+    try:
+        Schedules(studio).add("weekly-blog", "0 9 * * 1", ["a lighthouse", "a fox"], options={"provider": "echo"},
+                              now=datetime.now(UTC) - timedelta(days=8))  # a Monday 09:00 has passed since
+    finally:
+        studio.close()
+    assert BEAT_SCHEDULE["studio-schedules"]["task"] == BEAT_TASK and BEAT_TASK in worker.app.tasks
+    try:
+        fired = run_due_schedules.apply().get()
+        assert [(f["name"], f["error"]) for f in fired] == [("weekly-blog", None)]
+        assert run_due_schedules.apply().get() == []  # that due time is spent
+        assert redis.Redis.from_url(redis_url).llen(CLOUD_QUEUE) >= 1  # its scenes wait for a "cloud" worker
+        made = get_manager(worker.worker_studio()).get(fired[0]["job_id"])
+        assert made.total == 2 and "schedule:weekly-blog" in made.options["tags"]
+    finally:
+        if worker._studio is not None:
+            get_manager(worker._studio).close()
+            worker._studio.close()
+        monkeypatch.setattr(worker, "_studio", None)

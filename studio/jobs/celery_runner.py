@@ -110,6 +110,9 @@ def make_app(settings):
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,  # the studio's own logging configuration stays
     )
+    from studio.schedule_beat import BEAT_SCHEDULE  # scheduled batches: beat's tick, a worker's task
+
+    app.conf.update(beat_schedule=BEAT_SCHEDULE, imports=("studio.schedule_beat",))
     return app
 
 
