@@ -130,22 +130,30 @@ class Studio:
         instead of paying for them again. Raises InvalidRequest, ContentBlocked, BudgetExceeded before
         anything is paid; provider errors (any other exception as ProviderFailure) after step 3, each
         recorded in the audit log with what it cost."""
-        run = self._check_inputs(request, request_id, timeout or self.settings.request_timeout)  # 1
-        cached = self._from_cache(run, request)  # 2
+        # 1 check inputs: nothing is reserved or paid for a request refused here
+        run = self._check_inputs(request, request_id, timeout or self.settings.request_timeout)
+        # 2 cache
+        cached = self._from_cache(run, request)
         if cached is not None:
             return cached
-        reservation = budget.reserve(self.storage, run, self.settings.daily_budget)  # 3
+        # 3 reserve budget: the most the request can cost, until its audit row replaces the reservation
+        reservation = budget.reserve(self.storage, run, self.settings.daily_budget)
         ctx = RunContext(progress=_staged(progress), cancel=cancel or threading.Event(), timeout=run.timeout)
         result: ProviderResult | None = None  # what the provider answered, once it has
         try:
-            result = self._run_provider(run, ctx)  # 4
+            # 4 run provider
+            result = self._run_provider(run, ctx)
             ctx.report("saving", 0.0, message="saving images")
-            images = saving.decode_all(run, result)  # 5
+            # 5 decode and post-process
+            images = saving.decode_all(run, result)
+            # 6 encode with metadata: each image's record (booked at the actual cost), file and thumbnail
             cost = budget.booked_cost(run, result)
-            saved = saving.encode_all(run, result, images, cost=cost,  # 6
-                                      seed_space=self.provider(run.prepared.provider).seed_space)
-            saving.write_files(self.storage, run, saved)  # 7
-            records = self._commit(run, [record for record, _data, _thumb in saved], cost)  # 8
+            seed_space = self.provider(run.prepared.provider).seed_space
+            saved = saving.encode_all(run, result, images, cost=cost, seed_space=seed_space)
+            # 7 write files
+            saving.write_files(self.storage, run, saved)
+            # 8 commit rows
+            records = self._commit(run, saved, cost)
         except StudioError as error:
             self._record_failure(run, error, result, reservation)
             raise
@@ -217,9 +225,10 @@ class Studio:
             raise ProviderFailure("the provider returned no images", provider=prepared.provider)
         return result
 
-    def _commit(self, run: RunFacts, records: list[ImageRecord], cost: float) -> list[ImageRecord]:
-        """Step 8: the images' rows and the request's audit row (booked at ``cost`` USD), in place
-        of its budget reservation, in one transaction; returns ``records``."""
+    def _commit(self, run: RunFacts, saved: list[tuple[ImageRecord, bytes, bytes]], cost: float) -> list[ImageRecord]:
+        """Step 8: the saved images' rows and the request's audit row (booked at ``cost`` USD), in
+        place of its budget reservation, in one transaction; returns the images' records."""
+        records = [record for record, _data, _thumb in saved]
         row = generation_row(run, "completed", cost=cost, estimate=run.quote.estimate, duration=run.elapsed())
         row["n"] = len(records)
         self.storage.index.finish_generation(run.request_id, records, row)
