@@ -18,7 +18,7 @@ from __future__ import annotations
 import secrets
 import threading
 
-from providers.retry import DEFAULT_MAX_HOLD_SECONDS
+from providers.retry import DEFAULT_MAX_HOLD_SECONDS, server_wait
 from studio.jobs.runner import DEFAULT_BACKOFF, MAX_BACKOFF, Gate
 
 POLL_SECONDS = 0.05  # how often a waiting worker asks again (a slot may free up at any time)
@@ -141,10 +141,10 @@ class RedisGate(Gate):
         return getattr(self._local, "token", None)
 
     def rate_limited(self, retry_after: float | None) -> None:
-        # NaN and infinity fail this test, as in ProviderGate: they get the exponential delay
-        given = retry_after is not None and 0 <= retry_after < float("inf")
+        # The same rule as ProviderGate: no usable wait (negative, inf, NaN) gets the exponential delay
+        wait = server_wait(retry_after, self.max_hold)
         self._rate_limited(keys=[self.state_key],
-                           args=[retry_after if given else -1, self.max_hold, DEFAULT_BACKOFF, MAX_BACKOFF,
+                           args=[-1 if wait is None else wait, self.max_hold, DEFAULT_BACKOFF, MAX_BACKOFF,
                                  self.max_limit])
 
     def succeeded(self) -> None:

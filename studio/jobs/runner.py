@@ -24,7 +24,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable
 
-from providers.retry import DEFAULT_MAX_HOLD_SECONDS
+from providers.retry import DEFAULT_MAX_HOLD_SECONDS, Backoff, server_wait
 from studio.errors import BudgetExceeded, Busy, Cancelled, InvalidRequest, RateLimited, StudioError
 from studio.jobs.model import STAGE_STATUS, ItemStatus, Job, JobItem, JobStatus
 from studio.jobs.store import JobStore, now_iso
@@ -270,10 +270,9 @@ class ProviderGate(Gate):
         exponential delay capped at ``MAX_BACKOFF``."""
         with self._cond:
             self._penalty += 1
-            if retry_after is not None and 0 <= retry_after < float("inf"):  # NaN fails both
-                delay = min(retry_after, self.max_hold)
-            else:
-                delay = min(MAX_BACKOFF, DEFAULT_BACKOFF * 2 ** (self._penalty - 1))
+            delay = server_wait(retry_after, self.max_hold)  # None: no usable wait (negative, inf, NaN)
+            if delay is None:
+                delay = Backoff(DEFAULT_BACKOFF, MAX_BACKOFF).delay(self._penalty)
             self.backoff_until = max(self.backoff_until, time.monotonic() + delay)
             self.limit = max(1, self.limit // 2)
             self._streak = 0
