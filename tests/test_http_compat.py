@@ -447,15 +447,15 @@ README_SECTION = "### The seed systems' routes (documents 1, 3 and 5)"
 
 
 def readme_blocks(section: str) -> str:
-    """The ``bash`` blocks of one README section (up to the next heading outside a code block), in
-    order, as one script."""
+    """The ``bash`` blocks of one README section and its subsections (up to the next heading of its
+    level or above, outside a code block), in order, as one script."""
     from tests.test_http_server import ROOT
 
     lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
     blocks: list[list[str]] = []
     fence = None
     for line in lines[lines.index(section) + 1:]:
-        if fence is None and line.startswith("#"):
+        if fence is None and line.startswith("#") and len(line) - len(line.lstrip("#")) <= 3:
             break
         if line.startswith("```"):
             fence = line[3:].strip() if fence is None else None
