@@ -19,6 +19,8 @@ import logging
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
 
+from studio.health_backends import extend as extend_for_scale_out
+
 if TYPE_CHECKING:
     from studio.service import Studio
 
@@ -63,6 +65,7 @@ def workers(studio: "Studio") -> dict[str, Any]:
 
 
 CHECKS: dict[str, Probe] = {"database": database, "storage": storage, "broker": broker, "workers": workers}
+extend_for_scale_out(CHECKS)  # PostgreSQL, S3, Redis and Celery workers when set (studio/health_backends.py)
 
 
 def check(studio: "Studio") -> dict[str, dict[str, Any]]:
@@ -78,8 +81,9 @@ def check(studio: "Studio") -> dict[str, dict[str, Any]]:
 
 
 def healthy(report: dict[str, dict[str, Any]]) -> bool:
-    """True unless some part of ``report`` says ``"ok": False``."""
-    return all(part.get("ok") is not False for part in report.values())
+    """True unless some part of ``report`` says ``"ok": False`` (parts marked ``"required": False``,
+    such as Celery workers, are reported but do not count)."""
+    return all(part.get("ok") is not False or part.get("required") is False for part in report.values())
 
 
 __all__ = ["CHECKS", "Probe", "check", "healthy", "database", "storage", "broker", "workers"]
