@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable
 
@@ -41,7 +42,9 @@ class Scheduler:
 
     def __init__(self, studio: "Studio", *, poll: float = POLL_SECONDS,
                  clock: Callable[[], datetime] = utc_now):
-        self.schedules = Schedules(studio)
+        # A weak reference: the thread must not keep alive a studio nothing else uses (a Streamlit
+        # cache cleared, a test's studio); once it is gone the loop ends.
+        self._studio = weakref.ref(studio)
         self.poll = float(poll)
         self.clock = clock
         self.fired: list[Firing] = []
@@ -49,9 +52,19 @@ class Scheduler:
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
 
+    @property
+    def schedules(self) -> Schedules | None:
+        """The studio's schedules, or None once the studio is gone."""
+        studio = self._studio()
+        return Schedules(studio) if studio is not None else None
+
     def tick(self) -> list[Firing]:
         """Fire what is due now (``Schedules.run_due``); returns the firings of this tick."""
-        firings = self.schedules.run_due(self.clock())
+        schedules = self.schedules
+        if schedules is None:
+            self._stop.set()
+            return []
+        firings = schedules.run_due(self.clock())
         with self._changed:
             self.fired.extend(firings)
             self._changed.notify_all()
@@ -59,7 +72,8 @@ class Scheduler:
 
     def delay(self) -> float:
         """Seconds to sleep before the next tick: until the next due time, at most ``poll``."""
-        upcoming = self.schedules.next_due()
+        schedules = self.schedules
+        upcoming = schedules.next_due() if schedules is not None else None
         if upcoming is None:
             return self.poll
         return min(self.poll, max(0.0, (upcoming - self.clock()).total_seconds()))
@@ -70,6 +84,8 @@ class Scheduler:
         while not self._stop.wait(delay):
             try:
                 self.tick()
+                if self._stop.is_set():  # the studio is gone
+                    return
                 delay = self.delay()
             except Exception:  # the database may be back at the next poll: logged, not hidden
                 log.exception("schedules: could not look at the schedules; trying again in %.0f s", self.poll)

@@ -355,3 +355,22 @@ def test_the_beat_task_fires_due_schedules_as_celery_jobs(studio_home, redis_url
             get_manager(worker._studio).close()
             worker._studio.close()
         monkeypatch.setattr(worker, "_studio", None)
+
+
+def test_the_scheduler_thread_ends_with_its_studio(studio_home):
+    """A studio nothing else holds (a cleared Streamlit cache) is not kept alive by its scheduler."""
+    import gc
+
+    from studio.scheduler import Scheduler
+    from studio.service import Studio
+
+    studio = Studio(studio_home)
+    scheduler = Scheduler(studio, poll=3600)
+    assert scheduler.tick() == []
+    studio.close()
+    del studio
+    gc.collect()
+    assert scheduler.schedules is None
+    scheduler.start()
+    scheduler._thread.join(30)
+    assert not scheduler._thread.is_alive()
