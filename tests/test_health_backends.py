@@ -135,3 +135,19 @@ def test_the_embedded_default_answers_as_before(echo_studio):
     assert status == 200
     assert body["backends"]["database"] == {"kind": "sqlite", "ok": True}
     assert body["backends"]["workers"] == {"kind": "threads", "ok": True}
+
+
+def test_a_live_celery_worker_answers_the_health_ping(studio_home, redis_url, monkeypatch):
+    from tests.celery_workers import Worker, worker_env
+
+    monkeypatch.setenv("STUDIO_BROKER_URL", redis_url)
+    studio = _studio(studio_home)
+    try:
+        with Worker(worker_env(studio_home, redis_url), "health") as worker:
+            worker.wait_ready()
+            status, body = _health(studio)
+        workers = body["backends"]["workers"]
+        assert status == 200 and workers["ok"] is True and workers["kind"] == "celery"
+        assert len(workers["workers"]) == 1 and workers["workers"][0].startswith("health@")
+    finally:
+        studio.close()
