@@ -18,7 +18,6 @@ the health check (and the load balancer's request) for a TCP timeout.
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import threading
 import time
@@ -37,7 +36,8 @@ WORKER_PING_SECONDS = 1.0
 
 def redact_url(url: str | None) -> str:
     """``url`` as it may be shown: the password as ``***``, without query or fragment (they may hold
-    credentials too). ``postgresql://studio:pw@db:5432/studio?sslkey=x`` -> ``postgresql://studio:***@db:5432/studio``."""
+    credentials too): ``postgresql://studio:pw@db:5432/studio?sslkey=x`` is shown as
+    ``postgresql://studio:***@db:5432/studio``."""
     if not url:
         return ""
     try:

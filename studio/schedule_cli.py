@@ -67,7 +67,8 @@ def run_command(studio, args: argparse.Namespace) -> int:
         _emit(args, {"removed": gone.name}, lambda: f"removed schedule {gone.name} (its images keep tag {gone.tag})")
     elif action in ("enable", "disable"):
         row = schedules.set_enabled(args.name, action == "enable", args.user).public_dict()
-        _emit(args, row, lambda: f"{row['name']}: {'enabled, next run ' + row['next_run_at'] if row['enabled'] else 'paused'}")
+        state = f"enabled, next run {row['next_run_at']}" if row["enabled"] else "paused"
+        _emit(args, row, lambda: f"{row['name']}: {state}")
     elif action == "run-due":
         return _run_due(studio, schedules, args)
     else:

@@ -268,6 +268,10 @@ def test_cli_add_list_run_due_remove(echo_studio, tmp_path):
     assert [s["name"] for s in json.loads(out)["schedules"]] == ["weekly-blog"]
     code, out, _ = _cli("schedule", "run-due", "--json")  # next Monday 09:00 is not now
     assert code == 0 and json.loads(out) == {"fired": []}
+    code, out, _ = _cli("schedule", "disable", "weekly-blog", "--json")
+    assert code == 0 and json.loads(out)["enabled"] is False
+    code, out, _ = _cli("schedule", "enable", "weekly-blog")
+    assert code == 0 and out.startswith("weekly-blog: enabled, next run ")
     assert _cli("schedule", "remove", "weekly-blog")[0] == 0
     code, _, err = _cli("schedule", "remove", "weekly-blog")
     assert code != 0 and err.startswith("error: no schedule named")
