@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields as dataclass_fields
 from typing import Any
 
 from studio import costs
+from studio.application.frontends import random_base_seed  # the one rule for a batch's random base
 from studio.errors import BudgetExceeded, InvalidRequest, NotConfigured, NotFound, StudioError
 from studio.jobs.export import enriched_script, item_records, job_zip
 from studio.jobs.model import SEED_POLICIES, ItemStatus, Job, JobItem, JobStatus
@@ -165,7 +166,7 @@ class JobManager:
         if opts.concurrency is not None and int(opts.concurrency) < 1:
             raise InvalidRequest("concurrency must be at least 1")
         # Scene seeds wrap in the provider's own range (validation.nth_seed), as a request's images do.
-        base_seed = opts.seed if opts.seed is not None else secrets.randbelow(provider.seed_space)
+        base_seed = opts.seed if opts.seed is not None else random_base_seed(provider.seed_space)
         if not 0 <= int(base_seed) < provider.seed_space:
             raise InvalidRequest(f"seed must be 0-{provider.seed_space - 1} for {provider.name}, not {base_seed}")
         job = Job(id=secrets.token_hex(6), owner=opts.user, status=JobStatus.PENDING, provider=provider.name,
