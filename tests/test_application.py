@@ -2,8 +2,8 @@
 
 The table below gives the same inputs to every front end; each front end has one function that
 returns the request it would run. They must agree on the size, the estimate and the cache key (a
-cached image is then found from any of them). A new front end (the HTTP API) adds one function to
-``FRONT_ENDS``.
+cached image is then found from any of them). Each front end (library, application layer, Gradio's
+endpoint and tab, the Streamlit page, the HTTP API) is one function in ``FRONT_ENDS``.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from streamlit.testing.v1 import AppTest
 
 from studio.application import Application, coerce_fields, error_text, random_base_seed
 from studio.errors import ContentBlocked, InvalidRequest, NotConfigured, RateLimited
+from studio.http import create_app
 from studio.service import GenerationResult, Studio
 from studio.sizes import ratio_size
 from studio.types import GenerationRequest
@@ -127,8 +129,25 @@ def via_streamlit(env, case: Case) -> GenerationRequest:
     return seen[-1]
 
 
+def via_http(env, case: Case) -> GenerationRequest:
+    """The HTTP API (/api/v1) as a script calls it: the size as the client writes it (a ratio as
+    ``aspect_ratio``, pixels as ``size``). The request is what POST /generate runs; the estimate is
+    what POST /estimate answers for the same body, which must be the layer's figure for that request."""
+    model = env.studio.provider(case.provider).model(case.model)
+    body = {"prompt": PROMPT, "provider": case.provider, "model": case.model,
+            ("aspect_ratio" if case.ratio else "size"): case.size, **({"seed": SEED} if model.seed else {})}
+    env.generated.clear()
+    answer = env.http.post("/api/v1/generate", json=body)
+    assert answer.status_code == 200, answer.text
+    [request] = env.generated
+    estimate = env.http.post("/api/v1/estimate", json=body)
+    assert estimate.status_code == 200, estimate.text
+    env.reported_estimates["http"] = estimate.json()["estimate"]
+    return request
+
+
 FRONT_ENDS = {"library": via_library, "application": via_application, "gradio endpoint": via_gradio_endpoint,
-              "gradio tab": via_gradio_tab, "streamlit": via_streamlit}
+              "gradio tab": via_gradio_tab, "streamlit": via_streamlit, "http": via_http}
 
 
 @dataclass
@@ -138,6 +157,8 @@ class FrontEnds:
     demo: object
     generated: list
     monkeypatch: pytest.MonkeyPatch
+    http: object  # a TestClient on studio.http.create_app over the same studio
+    reported_estimates: dict  # front end -> the estimate it showed, where it shows its own figure
 
 
 @pytest.fixture
@@ -156,7 +177,9 @@ def front_ends(app_home, monkeypatch, tmp_path):
 
     demo = gradio_app.build_app(studio, access=Access(single_user=True), export_dir=tmp_path / "exports")
     monkeypatch.setattr(Studio, "generate", recorded)
-    yield FrontEnds(studio, Application(studio), demo, generated, monkeypatch)
+    monkeypatch.setenv("STUDIO_VISITORS", "local")  # the API's callers without a token are the local owner
+    with TestClient(create_app(studio)) as http:
+        yield FrontEnds(studio, Application(studio), demo, generated, monkeypatch, http, {})
     demo.close()
     studio.close()
 
@@ -168,8 +191,9 @@ def test_every_front_end_gives_one_size_estimate_and_cache_key(front_ends, case)
     for name, build in FRONT_ENDS.items():
         request = build(front_ends, case)
         prepared = front_ends.studio.prepare(request)
-        figures[name] = (prepared.request.size, app.estimate(request).estimate, app.cache_key(request),
-                         prepared.warnings)
+        estimate = app.estimate(request).estimate
+        figures[name] = (prepared.request.size, front_ends.reported_estimates.get(name, estimate),
+                         app.cache_key(request), prepared.warnings)
     library = figures["library"]
     assert library[3] == []  # a size the front ends offer is made as it is
     assert {name: figure for name, figure in figures.items() if figure != library} == {}, library
