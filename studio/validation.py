@@ -157,6 +157,16 @@ def _ranged(value: Any, what: str, model_range, generic: tuple[float, float], ki
     return kind(model_range.default)
 
 
+def random_seed(space: int = SEED_SPACE) -> int:
+    """A seed left to chance: uniform in ``0 .. space - 1``, ``space`` being the provider's number of
+    seeds (``Provider.seed_space``). The one rule for every random seed: a single request's here, a
+    batch's base seed through ``studio.application.frontends.random_base_seed``. ValueError unless
+    ``space`` is 1 to ``SEED_SPACE``."""
+    if not 1 <= int(space) <= SEED_SPACE:
+        raise ValueError(f"seed space must be 1-{SEED_SPACE}, not {space}")
+    return secrets.randbelow(int(space))
+
+
 def nth_seed(seed: int, index: int, space: int = SEED_SPACE) -> int:
     """The seed of image ``index`` (0-based) of a request with ``seed``: ``seed + index``, wrapped
     into the provider's range ``0 .. space - 1`` so that every image of a batch can be re-run."""
@@ -251,7 +261,7 @@ def prepare(request: GenerationRequest, provider: str, model: ModelInfo, styles:
             warnings.append(f"{model.id} does not take a seed; results will differ between runs")
             seed = None
     elif model.seed:
-        seed = secrets.randbelow(seed_space)
+        seed = random_seed(seed_space)
 
     quality = None
     if model.qualities:

@@ -364,6 +364,23 @@ def test_the_batch_base_seed_is_drawn_in_the_providers_range(echo_studio):
     assert 0 <= Application(echo_studio).base_seed("echo") < space
 
 
+def test_a_request_left_to_chance_is_seeded_by_the_batch_seeds_rule(echo_studio, monkeypatch):
+    from studio import validation
+
+    asked: list[int] = []
+
+    def last_seed(space: int) -> int:  # the one rule, replaced: who draws a seed without it shows
+        asked.append(space)
+        return space - 1
+
+    monkeypatch.setattr(validation, "random_seed", last_seed)
+    space = echo_studio.provider("echo").seed_space
+    prepared = echo_studio.prepare(GenerationRequest(prompt=PROMPT, provider="echo", width=64, height=64))
+    assert prepared.request.seed == space - 1
+    assert Application(echo_studio).base_seed("echo") == space - 1
+    assert asked == [space, space]
+
+
 def test_streamlit_history_lists_a_shared_image_and_not_a_private_one(app_home):
     studio = Studio(app_home)
     try:

@@ -6,7 +6,8 @@ which visitor policy is in force, and a batch's random base seed.
   environment (a Space's secrets arrive there), so for them it is the environment alone.
 * ``visitor_mode()``: ``studio.identity.visitor_policy`` over that setting: ``"local"`` or
   ``"private"``, with every alias the policy knows (``shared``, ``single``, ``visitors``, ...).
-* ``random_base_seed(space)``: one random seed in ``0 .. space - 1``, ``space`` being the provider's
+* ``random_base_seed(space)``: one random seed in ``0 .. space - 1`` (``studio.validation.random_seed``,
+  which seeds a single request left to chance too), ``space`` being the provider's
   number of seeds (``Provider.seed_space``, at most ``studio.validation.SEED_SPACE`` = 2**32), so
   a batch's scenes (base, base+1, ...) wrap inside the provider's own range.
 """
@@ -14,11 +15,11 @@ which visitor policy is in force, and a batch's random base seed.
 from __future__ import annotations
 
 import os
-import secrets
 from typing import Mapping
 
 from studio.config import _streamlit_secret
 from studio.identity import VISITORS_SETTING, visitor_policy
+from studio import validation
 from studio.validation import SEED_SPACE
 
 
@@ -38,11 +39,10 @@ def visitor_mode(environ: Mapping[str, str] | None = None) -> str:
 
 
 def random_base_seed(space: int = SEED_SPACE) -> int:
-    """A random base seed for a batch (or any request left to chance): uniform in ``0 .. space - 1``.
-    ``space`` is the provider's ``seed_space``; ValueError unless it is 1 to ``SEED_SPACE``."""
-    if not 1 <= int(space) <= SEED_SPACE:
-        raise ValueError(f"seed space must be 1-{SEED_SPACE}, not {space}")
-    return secrets.randbelow(int(space))
+    """A random base seed for a batch: ``studio.validation.random_seed``, the rule a single request
+    left to chance is seeded by (uniform in ``0 .. space - 1``, ``space`` the provider's
+    ``seed_space``). ValueError unless ``space`` is 1 to ``SEED_SPACE``."""
+    return validation.random_seed(space)
 
 
 __all__ = ["front_end_setting", "random_base_seed", "visitor_mode"]
