@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from studio.estimates import budget_today
 from studio.usertext import markdown_literal
 from ui.setup import setup
 from ui.sidebar import gallery_panel
@@ -35,13 +36,12 @@ for status in provider_statuses(ctx).values():
 st.dataframe(rows, hide_index=True, width="stretch")
 
 left, right = st.columns(2)
-spent = ctx.studio.spent_today()
-budget = ctx.studio.settings.daily_budget
-left.metric("Spent today (whole studio)", f"${spent:.2f}",
+today = budget_today(ctx.studio)  # the one rule for what is left (a budget of 0 leaves nothing)
+left.metric("Spent today (whole studio)", f"${today.spent:.2f}",
             help="Costs recorded today (UTC) by every request, across providers.")
-if budget:
-    right.metric("Daily budget left", f"${max(0.0, budget - spent):.2f}", help=f"STUDIO_DAILY_BUDGET = ${budget:.2f}")
-    right.progress(min(1.0, spent / budget) if budget > 0 else 1.0)
+if today.budget is not None:
+    right.metric("Daily budget left", f"${today.left:.2f}", help=f"STUDIO_DAILY_BUDGET = ${today.budget:.2f}")
+    right.progress(today.used)
 else:
     right.metric("Daily budget", "none", help="Set STUDIO_DAILY_BUDGET (USD) to cap spending per day.")
 

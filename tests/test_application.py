@@ -393,3 +393,23 @@ def test_streamlit_history_lists_a_shared_image_and_not_a_private_one(app_home):
     assert not at.exception, [e.value for e in at.exception]
     assert any(caption.value.startswith("1 image · page 1 of 1") for caption in at.caption), \
         [caption.value for caption in at.caption]
+
+
+@pytest.mark.parametrize("budget, spent_images, left", [("0.05", 2, "$0.03"), ("0", 0, "$0.00")])
+def test_home_page_and_sidebar_show_the_budget_left_by_the_one_rule(app_home, monkeypatch, budget, spent_images,
+                                                                     left):
+    from studio.estimates import budget_left
+
+    monkeypatch.setenv("STUDIO_DAILY_BUDGET", budget)
+    studio = Studio(app_home)
+    try:
+        if spent_images:
+            _make(studio, "local", "a kite", n=spent_images)
+        assert f"${budget_left(studio):.2f}" == left
+    finally:
+        studio.close()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert {m.label: m.value for m in at.metric}.get("Daily budget left") == left  # a budget of 0 is a budget
+    [bar] = at.sidebar.get("progress")
+    assert bar.proto.text == f"Spent today: ${0.01 * spent_images:.2f} of ${float(budget):.2f}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from studio.errors import StudioError
+from studio.estimates import budget_today
 from studio.usertext import markdown_literal
 from ui import tasks
 from ui.setup import forget_session_keys, session_keys, set_session_key
@@ -32,13 +33,11 @@ def _who(ctx) -> None:
         st.caption(f"🔒 {markdown_literal(ctx.user_label)}: your history and boards are visible only through this link.")
     else:
         st.caption("Local studio")
-    spent = ctx.studio.spent_today()
-    budget = ctx.studio.settings.daily_budget
-    if budget:
-        st.progress(min(1.0, spent / budget) if budget > 0 else 1.0,
-                    text=f"Spent today: ${spent:.2f} of ${budget:.2f}")
+    today = budget_today(ctx.studio)  # the one rule the Home page and the estimates use too
+    if today.budget is not None:
+        st.progress(today.used, text=f"Spent today: ${today.spent:.2f} of ${today.budget:.2f}")
     else:
-        st.caption(f"Spent today: ${spent:.2f} (no daily budget set)")
+        st.caption(f"Spent today: ${today.spent:.2f} (no daily budget set)")
 
 
 def _providers(ctx) -> None:
