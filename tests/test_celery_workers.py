@@ -164,14 +164,19 @@ def test_cancel_and_pause_reach_the_worker_holding_the_scene(echo_env, manager, 
 
 class SlowImages:
     """Wraps the OpenAI fake: every image request is answered ``delay`` seconds late (the provider's
-    latency), so scenes are in flight long enough to kill a worker holding one."""
+    latency); while ``holding`` is set, image requests wait for ``release`` (so a worker's scene
+    cannot finish between the moment the test sees it in flight and the kill)."""
 
     def __init__(self, fake, delay: float):
         self.fake, self.delay = fake, delay
+        self.holding, self.release = threading.Event(), threading.Event()
 
     def __call__(self, request):
+        image_request = request.method == "POST" and "/images/" in request.path
+        if image_request and self.holding.is_set():
+            self.release.wait(DEADLINE)
         response = self.fake(request)
-        if request.method == "POST" and "/images/" in request.path:
+        if image_request:
             response.delay = self.delay
         return response
 
@@ -182,7 +187,7 @@ def test_forty_scenes_two_workers_one_killed_every_scene_once(database_url, mana
     """Once on SQLite in the data directory, once on PostgreSQL (STUDIO_DATABASE_URL, which the
     workers get too): both workers and this process share the one database."""
     fake = cloud_fake("openai")
-    fake.server.serve(SlowImages(fake, delay=0.3))
+    slow = fake.server.serve(SlowImages(fake, delay=0.3))
     env = worker_env(studio_home, broker)
     client = redis_of(broker)
     with Worker(env, "doomed") as doomed, Worker(env, "survivor") as survivor:
@@ -192,14 +197,18 @@ def test_forty_scenes_two_workers_one_killed_every_scene_once(database_url, mana
         job = manager.submit(script, provider="openai", model="gpt-image-1-mini", quality="low")
         doomed_name = f"{socket.gethostname()}:{doomed.pid}"
 
-        def doomed_in_flight():  # a scene the doomed worker holds, with some already done
-            done = manager.get(job.id, items=False).counts.get("COMPLETED", 0)
-            leases = [key for key in client.scan_iter(LEASE_PREFIX + "*") if client.get(key) == doomed_name.encode()]
-            return done >= 4 and leases
+        wait_for(lambda: manager.get(job.id, items=False).counts.get("COMPLETED", 0) >= 4, "some scenes done")
+        slow.holding.set()  # from now on no scene finishes until the kill
 
-        [lease] = wait_for(doomed_in_flight, "a scene in flight on the doomed worker")
-        killed_request = lease.decode().removeprefix(LEASE_PREFIX)
-        doomed.kill()
+        def doomed_in_flight():  # the scene the doomed worker holds: its lease names the worker
+            return [key for key in client.scan_iter(LEASE_PREFIX + "*") if client.get(key) == doomed_name.encode()]
+
+        try:
+            [lease] = wait_for(doomed_in_flight, "a scene in flight on the doomed worker")
+            killed_request = lease.decode().removeprefix(LEASE_PREFIX)
+            doomed.kill()
+        finally:
+            slow.release.set()
         finished = manager.wait(job.id, timeout=DEADLINE)
         assert finished.status is JobStatus.COMPLETED, survivor.log()
 
