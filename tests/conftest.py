@@ -13,6 +13,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# S3 through moto's server mode: s3_server, s3_storage_url and the parametrised storage_url.
+from tests.s3_server import s3_server, s3_storage_url, storage_url  # noqa: E402,F401
+# PostgreSQL: a throwaway server (pg_server, pg_database) and the parametrised database_url.
+from tests.pg_server import database_url, pg_database, pg_server  # noqa: E402,F401
+# Redis: a throwaway redis-server per test module (redis_server_url) and an emptied one per test (redis_url).
+from tests.redis_server import redis_server_url, redis_url  # noqa: E402,F401
+
 KEY_NAMES = ("OPENAI_API_KEY", "REPLICATE_API_TOKEN", "STABILITY_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY",
              "OPENAI_BASE_URL", "REPLICATE_BASE_URL", "STABILITY_BASE_URL", "GOOGLE_GEMINI_BASE_URL",
              "STUDIO_DAILY_BUDGET", "STUDIO_LOCAL_MODEL", "STUDIO_WEBHOOK_SECRET")
@@ -23,6 +30,9 @@ def isolated_env(tmp_path, monkeypatch):
     """A fresh STUDIO_HOME per test, offline Hugging Face, and no keys from the developer's shell."""
     for name in KEY_NAMES:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("STUDIO_DATABASE_URL", raising=False)  # the embedded database unless a test asks
+    monkeypatch.delenv("STUDIO_BROKER_URL", raising=False)  # threads in the process unless a test asks
+    monkeypatch.delenv("STUDIO_STORAGE_URL", raising=False)  # files in the data directory unless a test asks
     home = tmp_path / "studio-home"
     monkeypatch.setenv("STUDIO_HOME", str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
