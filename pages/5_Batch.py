@@ -21,7 +21,7 @@ from studio.usertext import markdown_literal
 from studio.webhooks import JOB_SECRET_NOTICE, job_secret
 from ui.setup import setup
 from ui.widgets import PERSIST, board_adder, bounded_slider, image_bytes_or_none, model_controls, provider_picker, \
-    show_error, style_picker
+    show_error, show_warning, style_picker
 
 JOB_PARAM = "job"
 JOB_STATE = "batch_job"
@@ -144,7 +144,7 @@ with new_batch:
         for error in preview.errors[:10]:  # errors and warnings quote the script's lines
             st.error(markdown_literal(error))
         for warning in preview.warnings:
-            st.warning(markdown_literal(warning))
+            show_warning(warning)
         if not preview.provider_ready:
             st.warning(f"{preview.job.provider} is not ready: {markdown_literal(preview.provider_reason)}")
         st.dataframe(pd.DataFrame(preview.rows()), hide_index=True, width="stretch",

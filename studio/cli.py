@@ -31,7 +31,8 @@ def add_generation_options(parser: argparse.ArgumentParser, *, images_help: str 
     back with ``generation_options``."""
     parser.add_argument("--provider", "-p", help="provider name (see `providers`)")
     parser.add_argument("--model", "-m", help="model id (default: the provider's default for this kind of work)")
-    parser.add_argument("--size", help="WIDTHxHEIGHT, e.g. 512x512")
+    parser.add_argument("--size", help="WIDTHxHEIGHT, e.g. 512x512, or an aspect ratio W:H (16:9) for a model "
+                                       "that takes ratios: made at the size every front end makes it")
     parser.add_argument("-n", "--n", type=int, default=None, help=images_help)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--steps", type=int)
@@ -200,11 +201,14 @@ def _emit(args: argparse.Namespace, payload: dict[str, Any], text: Callable[[], 
         print(text())
 
 
-def generation_options(args: argparse.Namespace) -> dict[str, Any]:
+def generation_options(args: argparse.Namespace, studio=None, *, mode: str = "text-to-image") -> dict[str, Any]:
     """GenerationRequest fields from ``add_generation_options``' arguments (only ``n`` and the size
     are left out when not given), read by the application layer's one coercion
-    (``studio.application.forms.coerce_fields``) like every front end's. Raises InvalidRequest for a
-    malformed size or --option."""
+    (``studio.application.forms.coerce_fields``) like every front end's. A ``--size W:H`` is the
+    size ``Application.ratio_model`` gives it (``--model``, else the provider's default for
+    ``mode``), as in ``Application.form_request``; that needs ``studio``. Raises InvalidRequest for a
+    malformed size or --option, or a ratio without ``studio`` (the error names the fix)."""
+    from studio.application import Application
     from studio.application.forms import coerce_fields
 
     post = {name: value for name, value in (("upscale", args.upscale), ("sharpen", args.sharpen),
@@ -214,10 +218,15 @@ def generation_options(args: argparse.Namespace) -> dict[str, Any]:
              "tags": args.tag, "n": args.n, "size": args.size,
              "extra": args.option or None,  # text here; the model's schema types it (studio.options)
              "postprocess": post or None}
+    if studio is None and args.size and ":" in args.size:
+        raise InvalidRequest(f"--size {args.size} is an aspect ratio, which this command cannot size: "
+                             "give WIDTHxHEIGHT (e.g. 1024x1024)")
+    model = None if studio is None else Application(studio).ratio_model(
+        args.user, args.provider, args.model, mode, {"size": args.size})
     # Every field a command may read is present, None (or empty) when not given.
     return {"provider": args.provider, "model": args.model, "user": args.user, "seed": None, "steps": None,
             "guidance": None, "negative_prompt": "", "style": None, "output_format": "png", "quality": None,
-            "category": "", "tags": [], **coerce_fields(given)}
+            "category": "", "tags": [], **coerce_fields(given, model=model)}
 
 
 def _progress_printer(args: argparse.Namespace):
@@ -264,7 +273,8 @@ def run(args: argparse.Namespace) -> int:
     if command in ("generate", "edit", "variations"):
         from studio.types import GenerationRequest
 
-        options = generation_options(args)
+        options = generation_options(args, studio, mode={"generate": "text-to-image", "edit": "image-to-image",
+                                                         "variations": "variation"}[command])
         progress = _progress_printer(args)
         if command == "generate":
             result = studio.generate(GenerationRequest(prompt=args.prompt, **options), progress=progress)

@@ -21,6 +21,7 @@ from studio.http import create_app
 from studio.service import GenerationResult, Studio
 from studio.sizes import ratio_size
 from studio.types import GenerationRequest
+from studio.usertext import markdown_literal
 from studio.validation import parse_size
 from ui.widgets import control_key
 
@@ -413,3 +414,76 @@ def test_home_page_and_sidebar_show_the_budget_left_by_the_one_rule(app_home, mo
     assert {m.label: m.value for m in at.metric}.get("Daily budget left") == left  # a budget of 0 is a budget
     [bar] = at.sidebar.get("progress")
     assert bar.proto.text == f"Spent today: ${0.01 * spent_images:.2f} of ${float(budget):.2f}"
+
+
+def test_a_remembered_slider_value_out_of_range_is_moved_and_the_user_told():
+    def page() -> None:
+        from studio.controls import Bounds
+        from ui.widgets import bounded_slider
+
+        bounded_slider("Steps", Bounds(1, 50, 28, 1, integer=True), "gen_steps_x")
+
+    at = AppTest.from_function(page)
+    at.session_state["gen_steps_x"] = 80  # what an earlier model allowed
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.slider(key="gen_steps_x").value == 50
+    assert [w.value for w in at.warning] == [markdown_literal("Steps: 80 is outside 1-50 here; set to 50.")]
+    at.run()  # in range now: nothing more to say
+    assert not at.warning and at.slider(key="gen_steps_x").value == 50
+
+
+# -- the CLI's --size W:H: the size every front end makes for the ratio ----------------------------
+
+
+@pytest.mark.parametrize("provider, model", [("replicate", "black-forest-labs/flux-1.1-pro"),
+                                             ("gemini", None)])  # None: the provider's default model
+def test_the_cli_sizes_a_ratio_as_the_application_layer_does(studio_home, monkeypatch, capsys, provider, model):
+    from studio.cli import main
+
+    for name in KEYS.values():  # nothing is sent: the run is recorded
+        monkeypatch.setenv(name, "test-key-not-used")
+    runs: list[GenerationRequest] = []
+
+    def recorded(self, request, **_ignored):
+        runs.append(request)
+        return GenerationResult([], 0.0, 0.0, False, "recorded", 0.0)
+
+    monkeypatch.setattr(Studio, "generate", recorded)
+    named = ["--model", model] if model else []
+    assert main(["generate", PROMPT, "--provider", provider, *named, "--size", "16:9", "--json"]) == 0, \
+        capsys.readouterr().err
+    studio = Studio(studio_home)
+    try:
+        expected = Application(studio).form_request("local", {"prompt": PROMPT, "provider": provider,
+                                                              "model": model, "size": "16:9"})
+    finally:
+        studio.close()
+    [request] = runs
+    assert (request.model, request.width, request.height) == (model, expected.width, expected.height)
+    assert expected.width and expected.height
+
+
+def test_the_batch_cli_sizes_a_ratio_and_a_command_without_a_studio_names_the_fix(studio_home, monkeypatch,
+                                                                                    capsys, tmp_path):
+    from studio.cli import build_parser, generation_options, main
+    from studio.jobs.manager import JobManager
+
+    monkeypatch.setenv("REPLICATE_API_TOKEN", "test-key-not-used")
+    seen: list[dict] = []
+    real_preview = JobManager.preview
+
+    def watched(self, source, **options):
+        seen.append(options)
+        return real_preview(self, source, **options)
+
+    monkeypatch.setattr(JobManager, "preview", watched)
+    script = tmp_path / "scenes.txt"
+    script.write_text("a quay at dusk\n", encoding="utf-8")
+    assert main(["batch", str(script), "--provider", "replicate", "--model", "black-forest-labs/flux-1.1-pro",
+                 "--size", "16:9", "--dry-run", "--json"]) == 0, capsys.readouterr().err
+    assert (seen[0]["width"], seen[0]["height"]) == (1360, 768)
+
+    args = build_parser().parse_args(["generate", PROMPT, "--size", "16:9"])
+    with pytest.raises(InvalidRequest, match="--size 16:9 is an aspect ratio.*give WIDTHxHEIGHT"):
+        generation_options(args)  # a caller with no studio to find the model in

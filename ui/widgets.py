@@ -54,6 +54,12 @@ def show_error(error: BaseException) -> None:
     st.error(line + (f"\n\n{text.hint}" if text.hint else ""))
 
 
+def show_warning(message: str) -> None:
+    """What was made or set differently from what was asked (a result's warnings, an adjusted
+    control): the one way pages show it. ``message`` is shown literally (it quotes input)."""
+    st.warning(markdown_literal(message))
+
+
 # -- providers and models ------------------------------------------------------------------------
 
 
@@ -206,7 +212,11 @@ def bounded_slider(label: str, bounds: Bounds, key: str, *, help: str | None = N
         return bounds.default
     remembered = st.session_state.get(key)
     if isinstance(remembered, (int, float)) and bounds.clamp(remembered) != remembered:
-        st.session_state[key] = bounds.clamp(remembered)  # a remembered value these bounds no longer allow
+        # A value remembered from earlier that these bounds no longer allow: the slider cannot show it,
+        # so it moves to the nearest allowed value, and the user is told (never a silent change).
+        moved = bounds.clamp(remembered)
+        st.session_state[key] = moved
+        show_warning(f"{label}: {remembered:g} is outside {bounds.min:g}-{bounds.max:g} here; set to {moved:g}.")
     kind = int if bounds.integer else float
     return st.slider(label, kind(bounds.min), kind(bounds.max), kind(bounds.default), step=kind(bounds.step),
                      key=key, persist_state=PERSIST, help=help)
@@ -241,7 +251,7 @@ def show_estimate(ctx, request: GenerationRequest, *, count: int = 1) -> float |
     try:
         preview = cost_preview(ctx.studio, request, count=count)  # input (prompt, images) included
     except StudioError as error:
-        st.warning(markdown_literal(error.message))
+        show_warning(error.message)
         return None
     st.caption(preview.text())  # the same line as Gradio's, from the core
     return preview.estimate
@@ -431,7 +441,7 @@ def show_outcome(ctx, task, key: str, *, columns: int = 3) -> None:
         summary += " · the same request was made before: these are the stored images, nothing was paid"
     st.success(summary)
     for warning in getattr(result, "warnings", []) or []:
-        st.warning(markdown_literal(warning))  # warnings name model ids and options as typed
+        show_warning(warning)  # warnings name model ids and options as typed
     image_grid(ctx, images, key, columns=columns)
 
 

@@ -77,10 +77,8 @@ class Application(HistoryActions, BatchActions):
         model_id = values.pop("model", None)
         provider = None if is_blank(provider) else str(provider).strip()
         model_id = None if is_blank(model_id) else str(model_id).strip()
-        needs_model = any(not is_blank(values.get(name)) and ":" in str(values.get(name))
-                          for name in ("size", "ratio"))
-        model = self.model(provider, model_id, mode=Mode.parse(mode).value, owner=owner) if needs_model else None
-        fields = coerce_fields(values, allowed=OPTION_NAMES, model=model)
+        fields = coerce_fields(values, allowed=OPTION_NAMES,
+                               model=self.ratio_model(owner, provider, model_id, Mode.parse(mode).value, values))
         return GenerationRequest(prompt="" if prompt is None else str(prompt), mode=Mode.parse(mode),
                                  provider=provider, model=model_id, init_image=init_image, mask=mask, user=owner,
                                  **fields)
@@ -130,7 +128,7 @@ class Application(HistoryActions, BatchActions):
         values = dict(values)
         prompt = values.pop("prompt", "")
         provider, model = values.pop("provider", None), values.pop("model", None)
-        fields = coerce_fields(values, allowed=OPTION_NAMES, model=self._model_for_ratio(
+        fields = coerce_fields(values, allowed=OPTION_NAMES, model=self.ratio_model(
             owner, provider, model, "image-to-image", values))
         return self.studio.edit(source, "" if prompt is None else str(prompt), mask=mask,
                                 provider=None if is_blank(provider) else provider,
@@ -152,16 +150,19 @@ class Application(HistoryActions, BatchActions):
         provider, model = values.pop("provider", None), values.pop("model", None)
         count = whole_number(4 if is_blank(n) else n, "n")
         options = {name: value for name, value in (("provider", provider), ("model", model)) if not is_blank(value)}
-        fields = coerce_fields(values, allowed=OPTION_NAMES, model=self._model_for_ratio(
+        fields = coerce_fields(values, allowed=OPTION_NAMES, model=self.ratio_model(
             owner, provider, model, "variation", values))
         return self.studio.variations(source, prompt=None if is_blank(prompt) else str(prompt), n=count,
                                       scene=bool(scene), user=owner, progress=progress, cancel=cancel,
                                       **options, **fields)
 
-    def _model_for_ratio(self, owner: str, provider: Any, model: Any, mode: str,
-                         values: Mapping[str, Any]) -> ModelInfo | None:
-        wants_ratio = any(":" in str(values.get(name) or "") for name in ("size", "ratio"))
-        return self.model(None if is_blank(provider) else provider, model, mode=mode, owner=owner) \
+    def ratio_model(self, owner: str, provider: Any, model: Any, mode: str,
+                    values: Mapping[str, Any]) -> ModelInfo | None:
+        """The model that gives a ``"W:H"`` ``size`` or ``ratio`` among ``values`` its pixels (the
+        named ``model``, else ``provider``'s default for ``mode``); None when neither is a ratio.
+        Every front end (the CLI's --size too) sizes a ratio through this and ``coerce_fields``."""
+        wants_ratio = any(not is_blank(values.get(name)) and ":" in str(values.get(name)) for name in ("size", "ratio"))
+        return self.model(None if is_blank(provider) else str(provider).strip(), model, mode=mode, owner=owner) \
             if wants_ratio else None
 
 

@@ -110,7 +110,7 @@ def _batch(manager, args: argparse.Namespace) -> int:
         if not path.is_file():
             raise missing_file(path, "script")
         source, name = path, path.name
-    options: dict[str, Any] = dict(generation_options(args), seed_policy=args.seed_policy,
+    options: dict[str, Any] = dict(generation_options(args, manager.studio), seed_policy=args.seed_policy,
                                    concurrency=args.concurrency, webhook=args.webhook, name=name,
                                    format=args.script_format)
     preview = manager.preview(source, **options)
