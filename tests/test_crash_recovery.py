@@ -95,8 +95,10 @@ def test_recovery_releases_the_dead_requests_budget_reservation(studio_home):
     index = studio.storage.index
     assert index.reserve("req-dead", "2026-11-21", 0.5, limit=1.0) == (True, 0.0)
     index.add_pending("req-dead", ["images/x/2026/11/21/gone.png"])
+    from sqlalchemy import text  # index.write() is a SQLAlchemy connection: statements are text()
+
     with index.write() as conn:  # as if written by a process that has since died
-        conn.execute("UPDATE pending_writes SET pid = 999999999")
+        conn.execute(text("UPDATE pending_writes SET pid = 999999999"))
     Studio(studio_home)
     assert index.pending() == []
     assert index.reserve("req-next", "2026-11-21", 1.0, limit=1.0)[0]  # the whole budget is free again
