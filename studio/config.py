@@ -142,6 +142,10 @@ class Settings:
     # Celery broker for generations and batch scenes: redis://host:port/db (unset: threads in this process)
     broker_url: str | None = Field(None, description="a broker URL such as redis://localhost:6379/0 "
                                                      "(unset: threads in this process)")
+    # Seconds after which Redis hands a scene task that no worker acknowledged to another worker (its
+    # worker died). Unset: an hour, or twice the request timeout plus ten minutes if that is longer.
+    broker_visibility_timeout: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                                    description="seconds, more than 0 (unset: an hour or more)")
     # Who fires scheduled batches (studio.scheduler): auto = a thread in the web servers without a
     # broker, Celery beat with one; thread = a thread in the web servers always; off = not this process.
     scheduler: str = Field("auto", pattern="^(auto|thread|off)$", description="auto, thread or off")
@@ -234,6 +238,7 @@ _SOURCES: dict[str, tuple[str | None, str | None, str]] = {
     "database_url": ("STUDIO_DATABASE_URL", None, "database_url"),
     "storage_url": ("STUDIO_STORAGE_URL", None, "storage_url"),
     "broker_url": ("STUDIO_BROKER_URL", None, "broker_url"),
+    "broker_visibility_timeout": ("STUDIO_BROKER_VISIBILITY_TIMEOUT", None, "broker_visibility_timeout"),
     "scheduler": ("STUDIO_SCHEDULER", None, "scheduler"),
     "api_cors_origins": ("STUDIO_API_CORS_ORIGINS", "api", "cors_origins"),
     "api_rate_limit": ("STUDIO_API_RATE_LIMIT", "api", "rate_limit"),

@@ -238,6 +238,40 @@ def test_forty_scenes_two_workers_one_killed_every_scene_once(database_url, mana
 # -- a task delivered again ----------------------------------------------------------------------
 
 
+def test_a_killed_workers_task_is_delivered_again_and_its_scene_runs_once(echo_env, manager, studio_home, broker):
+    """Late acknowledgement through the real broker: worker A is killed with a scene in flight; its
+    task was never acknowledged, so Redis hands it to worker B (started once the visibility timeout
+    has passed). Meanwhile the scene was recovered and ran again once; the task delivered again
+    does not run it a second time. (A runs its task on a thread: with early acknowledgement its main
+    thread would acknowledge the task at once, and the test fails; a solo worker defers that ack.)"""
+    client = redis_of(broker)
+    slow = worker_env(studio_home, broker, ECHO_LATENCY="120", STUDIO_BROKER_VISIBILITY_TIMEOUT="1")
+    with Worker(slow, "a", pool="threads") as first:
+        first.wait_ready()
+        job = manager.submit("the only scene", provider="echo")
+        name = f"{socket.gethostname()}:{first.pid}".encode()
+        [lease] = wait_for(lambda: [k for k in client.scan_iter(LEASE_PREFIX + "*") if client.get(k) == name],
+                           "the scene in flight on worker A")
+        request_id = lease.decode().removeprefix(LEASE_PREFIX)
+        [task_key] = [k for k in client.scan_iter(TASK_PREFIX + "*") if client.get(k) == request_id.encode()]
+        task_id = task_key.decode().removeprefix(TASK_PREFIX)
+        first.kill()
+    # the scene is recovered (its lease expired: longer than the visibility timeout) and queued again
+    wait_for(lambda: manager.store.item(job.id, 0).status is ItemStatus.PENDING, "the scene recovered")
+    with Worker(worker_env(studio_home, broker, STUDIO_BROKER_VISIBILITY_TIMEOUT="1"), "b") as second:
+        second.wait_ready()
+        done = manager.wait(job.id, timeout=DEADLINE)
+        assert done.status is JobStatus.COMPLETED, second.log()
+        wait_for(lambda: any(task_id in line and "succeeded" in line for line in second.lines),
+                 "worker B to run worker A's task again")
+    [item] = done.items
+    assert item.attempts == 2 and len(item.image_ids) == 1
+    assert manager.studio.history(limit=10).total == 1
+
+
+# -- a task delivered again ----------------------------------------------------------------------
+
+
 @pytest.fixture
 def held_job(echo_env, manager):
     """A job of three echo scenes, RUNNING and held by the cluster's runner, nothing queued to run it

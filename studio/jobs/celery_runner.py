@@ -105,8 +105,7 @@ def make_app(settings):
         task_default_queue=CLOUD_QUEUE, task_default_exchange=CLOUD_QUEUE, task_default_routing_key=CLOUD_QUEUE,
         task_serializer="json", result_serializer="json", accept_content=["json"],
         result_expires=24 * 3600,
-        broker_transport_options={"visibility_timeout": max(MIN_VISIBILITY_TIMEOUT,
-                                                            int(2 * settings.request_timeout) + 600)},
+        broker_transport_options={"visibility_timeout": visibility_timeout(settings)},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,  # the studio's own logging configuration stays
     )
@@ -114,6 +113,14 @@ def make_app(settings):
 
     app.conf.update(beat_schedule=BEAT_SCHEDULE, imports=("studio.schedule_beat",))
     return app
+
+
+def visibility_timeout(settings) -> float:
+    """Seconds before Redis delivers an unacknowledged task again: ``broker_visibility_timeout``, or
+    by default longer than any scene may take (see ``MIN_VISIBILITY_TIMEOUT``)."""
+    if settings.broker_visibility_timeout:
+        return float(settings.broker_visibility_timeout)
+    return float(max(MIN_VISIBILITY_TIMEOUT, int(2 * settings.request_timeout) + 600))
 
 
 def redis_client(url: str):
