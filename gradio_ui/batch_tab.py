@@ -16,6 +16,7 @@ from gradio_ui.context import AppContext
 from gradio_ui.controls import ModelControls
 from gradio_ui.create_tabs import organise_fields, style_picker
 from gradio_ui.endpoints import upload_bytes, visitor_errors
+from gradio_ui.layout import action_buttons
 from gradio_ui.session_gallery import caption
 from studio.errors import InvalidRequest
 from studio.usertext import markdown_literal
@@ -70,12 +71,8 @@ def build_batch_tab(ctx: AppContext) -> None:
                 with gr.Row():
                     jobs = gr.Dropdown([], label="Your jobs", scale=3)
                     watch = gr.Button("Show", size="sm", scale=1)
-                with gr.Row():
-                    pause = gr.Button("Pause", size="sm")
-                    resume = gr.Button("Resume", size="sm")
-                    cancel = gr.Button("Cancel", variant="stop", size="sm")
-                    retry = gr.Button("Retry failed", size="sm")
-                    zip_button = gr.Button("Download zip", size="sm")
+                pause, resume, cancel, retry, zip_button = action_buttons(
+                    "Pause", "Resume", "Cancel", "Retry failed", "Download zip", stop={"Cancel"})
                 status = gr.Markdown(elem_id="batch-status")
                 gallery = gr.Gallery(label="Images, scene by scene", columns=4, height=420, object_fit="contain",
                                      buttons=["download", "fullscreen"], interactive=False)

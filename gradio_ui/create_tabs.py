@@ -7,8 +7,9 @@ session gallery on the right. Runs report progress on a ``gr.Progress`` bar and 
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import gradio as gr
 from PIL import Image
@@ -142,6 +143,33 @@ def run_buttons(label: str) -> tuple[gr.Button, gr.Button]:
 
 
 @dataclass
+class TabFrame:
+    """What every making tab has around its own inputs: run and stop buttons and a status line under
+    the form, and the session gallery beside it (filled in by ``creating_tab``)."""
+
+    go: gr.Button | None = None
+    stop: gr.Button | None = None
+    status: gr.Markdown | None = None
+    panel: GalleryPanel | None = None
+
+
+@contextmanager
+def creating_tab(ctx: AppContext, title: str, name: str, button: str) -> Iterator[TabFrame]:
+    """A making tab's layout: the ``with`` body builds the form's own inputs in the left column; then
+    come the ``button``/Stop row and the status line (``elem_id`` ``{name}-status``) under them, and
+    the gallery panel on the right. The yielded ``TabFrame`` holds those once the block ends."""
+    frame = TabFrame()
+    with gr.Tab(title, id=name):
+        with gr.Row():
+            with gr.Column(scale=5):
+                yield frame
+                frame.go, frame.stop = run_buttons(button)
+                frame.status = gr.Markdown(elem_id=f"{name}-status")
+            with gr.Column(scale=6):
+                frame.panel = GalleryPanel.build(ctx, name)
+
+
+@dataclass
 class CreateTab:
     panel: GalleryPanel
     status: gr.Markdown
@@ -150,10 +178,11 @@ class CreateTab:
     source_input: Any = None  # the editor or image widget holding the source
 
 
-def wire_run(ctx: AppContext, go: gr.Button, stop: gr.Button, submit: gr.Textbox, inputs: set,
-             status: gr.Markdown, work) -> None:
-    """Run ``work(values, owner, progress, cancel) -> GenerationResult`` from the button (and Enter
-    in the prompt); put the images in the session gallery; let Stop cancel it."""
+def wire_run(ctx: AppContext, frame: TabFrame, submit: gr.Textbox, inputs: set, work) -> None:
+    """Run ``work(values, owner, progress, cancel) -> GenerationResult`` from the frame's button (and
+    Enter in ``submit``, the prompt); put the images in the session gallery and the summary in the
+    frame's status line; let its Stop button cancel it."""
+    go, stop, status = frame.go, frame.stop, frame.status
 
     def run(values: dict, request: gr.Request, profile: gr.OAuthProfile | None, progress=gr.Progress()):
         with visitor_errors():
@@ -174,19 +203,13 @@ def wire_run(ctx: AppContext, go: gr.Button, stop: gr.Button, submit: gr.Textbox
 
 
 def build_generate_tab(ctx: AppContext) -> CreateTab:
-    with gr.Tab("Generate", id="generate"):
-        with gr.Row():
-            with gr.Column(scale=5):
-                prompt = gr.Textbox(label="Prompt", lines=3, placeholder="a lighthouse at dusk, volumetric light")
-                style = style_picker(ctx)
-                controls = ModelControls.build(ctx.studio, "text-to-image")
-                category, tags = organise_fields()
-                finishing = Finishing.build()
-                template_picker(ctx, prompt, style, controls.negative, category)
-                go, stop = run_buttons("Generate")
-                status = gr.Markdown(elem_id="generate-status")
-            with gr.Column(scale=6):
-                panel = GalleryPanel.build(ctx, "generate")
+    with creating_tab(ctx, "Generate", "generate", "Generate") as frame:
+        prompt = gr.Textbox(label="Prompt", lines=3, placeholder="a lighthouse at dusk, volumetric light")
+        style = style_picker(ctx)
+        controls = ModelControls.build(ctx.studio, "text-to-image")
+        category, tags = organise_fields()
+        finishing = Finishing.build()
+        template_picker(ctx, prompt, style, controls.negative, category)
 
     def work(values: dict, owner: str, progress, cancel) -> GenerationResult:
         fields = controls.request_fields(values)
@@ -202,29 +225,22 @@ def build_generate_tab(ctx: AppContext) -> CreateTab:
                                      **controls.request_fields(values), **finishing.fields(values)})
 
     controls.wire_estimate({prompt, style} | finishing.inputs(), estimated, reads={ctx.token})
-    wire_run(ctx, go, stop, prompt, controls.inputs() | finishing.inputs() | {prompt, style, category, tags}, status,
-             work)
-    return CreateTab(panel, status)
+    wire_run(ctx, frame, prompt, controls.inputs() | finishing.inputs() | {prompt, style, category, tags}, work)
+    return CreateTab(frame.panel, frame.status)
 
 
 def build_edit_tab(ctx: AppContext) -> CreateTab:
-    with gr.Tab("Edit", id="edit"):
-        with gr.Row():
-            with gr.Column(scale=5):
-                editor = gr.ImageEditor(
-                    label="Image: paint over what should change (inpainting), or leave it unpainted to redo "
-                          "the whole image", type="pil", sources=["upload", "clipboard"], transforms=(),
-                    layers=False, height=460, brush=gr.Brush(colors=["#ff2bd6"], color_mode="fixed"),
-                    elem_id="edit-editor")
-                source_note = gr.Markdown()
-                source_id = gr.State(None)
-                prompt = gr.Textbox(label="What to make", lines=2, placeholder="a red door")
-                controls = ModelControls.build(ctx.studio, "edit")
-                finishing = Finishing.build()
-                go, stop = run_buttons("Edit")
-                status = gr.Markdown(elem_id="edit-status")
-            with gr.Column(scale=6):
-                panel = GalleryPanel.build(ctx, "edit")
+    with creating_tab(ctx, "Edit", "edit", "Edit") as frame:
+        editor = gr.ImageEditor(
+            label="Image: paint over what should change (inpainting), or leave it unpainted to redo "
+                  "the whole image", type="pil", sources=["upload", "clipboard"], transforms=(),
+            layers=False, height=460, brush=gr.Brush(colors=["#ff2bd6"], color_mode="fixed"),
+            elem_id="edit-editor")
+        source_note = gr.Markdown()
+        source_id = gr.State(None)
+        prompt = gr.Textbox(label="What to make", lines=2, placeholder="a red door")
+        controls = ModelControls.build(ctx.studio, "edit")
+        finishing = Finishing.build()
 
     def work(values: dict, owner: str, progress, cancel) -> GenerationResult:
         value = values[editor] or {}
@@ -246,8 +262,8 @@ def build_edit_tab(ctx: AppContext) -> CreateTab:
                                     init_image=value["background"], mask=mask)
 
     controls.wire_estimate({editor, prompt} | finishing.inputs(), estimated, reads={ctx.token})
-    wire_run(ctx, go, stop, prompt, controls.inputs() | finishing.inputs() | {editor, source_id, prompt}, status, work)
-    return CreateTab(panel, status, source_id, source_note, editor)
+    wire_run(ctx, frame, prompt, controls.inputs() | finishing.inputs() | {editor, source_id, prompt}, work)
+    return CreateTab(frame.panel, frame.status, source_id, source_note, editor)
 
 
 def variation_count(ctx: AppContext, provider: str, model_id: str | None, scene: bool) -> Bounds:
@@ -264,23 +280,17 @@ def variation_count_props(bounds: Bounds) -> dict[str, Any]:
 
 
 def build_variations_tab(ctx: AppContext) -> CreateTab:
-    with gr.Tab("Variations", id="variations"):
+    with creating_tab(ctx, "Variations", "variations", "Make variations") as frame:
+        source = gr.Image(label="Source image (optional: without one, the prompt is varied)",
+                          type="filepath", sources=["upload", "clipboard"], height=320)
+        source_note = gr.Markdown()
+        source_id = gr.State(None)
+        prompt = gr.Textbox(label="Prompt (optional for a stored image: its own prompt is used)", lines=2)
         with gr.Row():
-            with gr.Column(scale=5):
-                source = gr.Image(label="Source image (optional: without one, the prompt is varied)",
-                                  type="filepath", sources=["upload", "clipboard"], height=320)
-                source_note = gr.Markdown()
-                source_id = gr.State(None)
-                prompt = gr.Textbox(label="Prompt (optional for a stored image: its own prompt is used)", lines=2)
-                with gr.Row():
-                    count = gr.Slider(1, 8, value=4, step=1, label="Variations")
-                    scene = gr.Checkbox(label="Scene variations (framing and lighting)", value=False)
-                controls = ModelControls.build(ctx.studio, "variation")
-                finishing = Finishing.build()
-                go, stop = run_buttons("Make variations")
-                status = gr.Markdown(elem_id="variations-status")
-            with gr.Column(scale=6):
-                panel = GalleryPanel.build(ctx, "variations")
+            count = gr.Slider(1, 8, value=4, step=1, label="Variations")
+            scene = gr.Checkbox(label="Scene variations (framing and lighting)", value=False)
+        controls = ModelControls.build(ctx.studio, "variation")
+        finishing = Finishing.build()
 
     def on_count_limits(provider: str, model_id: str | None, scene_chosen: bool):
         try:
@@ -291,12 +301,17 @@ def build_variations_tab(ctx: AppContext) -> CreateTab:
     gr.on([controls.model.change, scene.change], on_count_limits, [controls.provider, controls.model, scene], [count],
           api_visibility="private", queue=False)
 
-    def work(values: dict, owner: str, progress, cancel) -> GenerationResult:
+    def fields_and_count(values: dict) -> tuple[dict[str, Any], Any]:
+        """The controls' request fields without ``n`` (the count of variations is its own control),
+        and that count: a hidden slider (one value possible) sends the only value; any other is
+        checked by the core, not clamped."""
         fields = controls.request_fields(values)
-        fields.pop("n", None)  # the count of variations is its own control
+        fields.pop("n", None)
         limits = variation_count(ctx, values[controls.provider], values[controls.model], values[scene])
-        # A hidden slider (one value possible) sends that value; any other is checked by the core, not clamped.
-        how_many = limits.default if limits.fixed else values[count]
+        return fields, limits.default if limits.fixed else values[count]
+
+    def work(values: dict, owner: str, progress, cancel) -> GenerationResult:
+        fields, how_many = fields_and_count(values)
         picked = {}
         if values[source]:
             with Image.open(io.BytesIO(upload_bytes(values[source], "source image"))) as shown:
@@ -314,16 +329,14 @@ def build_variations_tab(ctx: AppContext) -> CreateTab:
             text = record.user_prompt or record.prompt
         if not text:
             return None
-        fields = controls.request_fields(values)
-        fields.pop("n", None)
-        limits = variation_count(ctx, values[controls.provider], values[controls.model], values[scene])
-        how_many = whole_number(limits.default if limits.fixed else values[count], "variations")
+        fields, chosen = fields_and_count(values)
+        how_many = whole_number(chosen, "variations")
         init = Image.open(io.BytesIO(upload_bytes(values[source], "source image"))) if values[source] else None
         wanted = ctx.app.form_request(owner, {"prompt": text, "n": 1 if values[scene] else how_many, **fields,
                                               **finishing.fields(values)}, mode=Mode.VARIATION, init_image=init)
         return wanted, how_many if values[scene] else 1
 
     controls.wire_estimate({source, prompt, count, scene} | finishing.inputs(), estimated, reads={ctx.token, source_id})
-    wire_run(ctx, go, stop, prompt, controls.inputs() | finishing.inputs() | {source, source_id, prompt, count, scene},
-             status, work)
-    return CreateTab(panel, status, source_id, source_note, source)
+    wire_run(ctx, frame, prompt, controls.inputs() | finishing.inputs() | {source, source_id, prompt, count, scene},
+             work)
+    return CreateTab(frame.panel, frame.status, source_id, source_note, source)

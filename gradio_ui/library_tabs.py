@@ -14,6 +14,7 @@ import gradio as gr
 import providers
 from gradio_ui.context import AppContext
 from gradio_ui.endpoints import visitor_errors
+from gradio_ui.layout import action_buttons
 from gradio_ui.session_gallery import caption, describe
 from studio.errors import InvalidRequest
 from studio.storage import slug
@@ -57,11 +58,8 @@ def build_history_tab(ctx: AppContext) -> HistoryTab:
                                    buttons=["download", "fullscreen"])
                 info = gr.Markdown("Click an image to see its details.")
                 selected = gr.State(None)
-                with gr.Row():
-                    to_session = gr.Button("Add to session gallery", size="sm")
-                    edit_button = gr.Button("Edit", size="sm")
-                    vary_button = gr.Button("Variations", size="sm")
-                    delete = gr.Button("Delete", variant="stop", size="sm")
+                to_session, edit_button, vary_button, delete = action_buttons(
+                    "Add to session gallery", "Edit", "Variations", "Delete", stop={"Delete"})
                 zip_file = gr.File(label="Zip", visible=False, interactive=False)
 
     filters = {search, provider, tag, category, page_size}

@@ -15,6 +15,7 @@ import gradio as gr
 
 from gradio_ui.context import AppContext
 from gradio_ui.endpoints import visitor_errors
+from gradio_ui.layout import action_buttons
 from studio.errors import InvalidRequest
 from studio.gallery import Gallery
 from studio.schedules import schedule_of
@@ -69,11 +70,8 @@ class GalleryPanel:
                              elem_id=f"{name}-gallery")
         info = gr.Markdown("No images yet in this session.")
         selected = gr.State(None)
-        with gr.Row():
-            edit_button = gr.Button("Edit selected", size="sm")
-            vary_button = gr.Button("Variations of selected", size="sm")
-            zip_button = gr.Button("Download all as zip", size="sm")
-            clear_button = gr.Button("Clear gallery", size="sm")
+        edit_button, vary_button, zip_button, clear_button = action_buttons(
+            "Edit selected", "Variations of selected", "Download all as zip", "Clear gallery")
         with gr.Row():
             board = gr.Dropdown([], label="Mood board", allow_custom_value=True, scale=2,
                                 info="Pick a board or type a new name")
