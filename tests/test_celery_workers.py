@@ -22,8 +22,6 @@ from studio.jobs.recovery import RECOVERED_NOTE
 from studio.jobs.runner import ThreadRunner
 from tests.celery_workers import ROOT, Worker, worker_env
 from tests.fakes import echo_provider
-from tests.pg_server import database_url, pg_database, pg_server  # noqa: F401 (fixtures, as in conftest)
-from tests.redis_server import redis_server_url, redis_url  # noqa: F401 (fixtures; conftest has them too)
 
 STALE = "2"  # seconds: a killed worker's scene is recovered this long after its last heartbeat
 DEADLINE = 120.0  # seconds any wait below may take on a loaded 2-core machine before the test fails

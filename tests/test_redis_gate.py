@@ -16,7 +16,6 @@ import pytest
 from studio.jobs.redis_gate import RedisGate
 from tests.celery_workers import ROOT
 from tests.fakes.http import FakeServer, Response
-from tests.redis_server import redis_server_url, redis_url  # noqa: F401 (fixtures; conftest has them too)
 
 DEADLINE = 120.0
 
