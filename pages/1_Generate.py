@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from studio.errors import NotConfigured, StudioError
+from studio.errors import StudioError
 from studio.types import GenerationRequest
 from ui import tasks
 from ui.setup import setup
-from ui.widgets import (PERSIST, apply_prefill, model_controls, provider_picker, provider_statuses, show_error,
+from ui.widgets import (PERSIST, apply_prefill, check_can_run, model_controls, provider_picker, show_error,
                         show_estimate, show_outcome, style_picker)
 
 PAGE = "generate"
@@ -64,11 +64,8 @@ if prompt.strip() and request is not None:
     show_estimate(ctx, request)
 clicked = st.button("Generate", type="primary", disabled=busy or request is None, icon=":material/auto_awesome:")
 if clicked:
-    status = provider_statuses(ctx)[provider]
     try:
-        if not status.ready:
-            raise NotConfigured(status.reason, provider=provider, needs_key=status.state == "missing_key")
-        ctx.studio.prepare(request)  # a bad request is reported now, not from the background
+        check_can_run(ctx, provider, request)
         studio = ctx.studio
         label = f"{model.label or model.id}: {prompt.strip()[:40]}"
         task = tasks.start(ctx, PAGE, label,

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from studio.errors import InvalidRequest, NotConfigured, StudioError
+from studio.errors import InvalidRequest, StudioError
 from studio.types import Mode
 from ui import tasks
 from ui.masks import mask_editor
 from ui.setup import setup
-from ui.widgets import (PERSIST, image_source, model_controls, provider_picker, provider_statuses, show_error,
+from ui.widgets import (PERSIST, check_can_run, image_source, model_controls, provider_picker, show_error,
                         show_estimate, show_outcome, style_picker)
 
 PAGE = "edit"
@@ -46,15 +46,12 @@ busy = task is not None and task.running
 if data is not None and prompt.strip() and (mode is Mode.IMAGE_TO_IMAGE or mask is not None):
     show_estimate(ctx, request)
 if st.button("Apply edit", type="primary", disabled=busy, icon=":material/brush:"):
-    status = provider_statuses(ctx)[provider]
     try:
         if data is None:
             raise InvalidRequest("choose an input image first (gallery, history or upload)")
         if mode is Mode.INPAINT and mask is None:
             raise InvalidRequest("paint the area to change on the image (or upload a mask) first")
-        if not status.ready:
-            raise NotConfigured(status.reason, provider=provider, needs_key=status.state == "missing_key")
-        ctx.studio.prepare(request)
+        check_can_run(ctx, provider, request)
         app = ctx.app
         picked = {"image_id": record.id} if record is not None else {"image": data}  # a stored one becomes the parent
         label = f"{mode.value}: {prompt.strip()[:40]}"

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from studio.errors import InvalidRequest, NotConfigured, StudioError
+from studio.errors import InvalidRequest, StudioError
 from studio.types import Mode
 from ui import tasks
 from ui.setup import setup
-from ui.widgets import (PERSIST, bounded_slider, image_source, model_controls, provider_picker, provider_statuses,
+from ui.widgets import (PERSIST, bounded_slider, check_can_run, image_source, model_controls, provider_picker,
                         show_error, show_estimate, show_outcome, style_picker)
 
 PAGE = "variations"
@@ -50,15 +50,12 @@ if effective_prompt and (data is not None or not from_image):
     show_estimate(ctx, estimate_request, count=count if scene else 1)
 
 if st.button(f"Make {count} variations", type="primary", disabled=busy, icon=":material/casino:"):
-    status = provider_statuses(ctx)[provider]
     try:
         if from_image and source is None:
             raise InvalidRequest("choose a source image first (gallery, history or upload)")
         if not effective_prompt:
             raise InvalidRequest("write a prompt (an uploaded image carries none)")
-        if not status.ready:
-            raise NotConfigured(status.reason, provider=provider, needs_key=status.state == "missing_key")
-        ctx.studio.prepare(estimate_request)
+        check_can_run(ctx, provider, estimate_request)
         app = ctx.app
         picked = ({"image_id": record.id} if record is not None else {"image": data}) if from_image else {}
         label = f"{count} variations: {effective_prompt[:40]}"

@@ -16,7 +16,7 @@ from studio import costs
 from studio.application import ERROR_TITLES, error_text  # noqa: F401  (ERROR_TITLES: one table for every front end)
 from studio.catalog import ModelInfo
 from studio.controls import DEFAULT_SIZE_RANGE, Bounds, default_format, free_size_bounds, setting_bounds
-from studio.errors import StudioError
+from studio.errors import NotConfigured, StudioError
 from studio.estimates import cost_preview
 from studio.identity import may_change
 from studio.imaging import EXTENSIONS, MIME_TYPES, load_image
@@ -108,6 +108,16 @@ def provider_picker(ctx, prefix: str, modes: tuple[str, ...] = ("text-to-image",
     if model.notes:
         st.caption(model.notes)
     return provider, model
+
+
+def check_can_run(ctx, provider: str, request: GenerationRequest) -> None:
+    """Before a page starts work in the background: ``provider`` is set up (NotConfigured naming
+    what is missing otherwise) and ``request`` passes validation, so a bad one is reported now, not
+    from the background. Raises those StudioErrors; nothing is run or paid."""
+    status = provider_statuses(ctx)[provider]
+    if not status.ready:
+        raise NotConfigured(status.reason, provider=provider, needs_key=status.state == "missing_key")
+    ctx.studio.prepare(request)
 
 
 def _default_model_id(ctx, provider: str, modes: tuple[str, ...], listed: list[str]) -> str:
