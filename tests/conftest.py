@@ -88,6 +88,18 @@ def fail_on_background_errors(request, monkeypatch):
         pytest.fail("errors in background threads:\n" + "\n".join(collector.found), pytrace=False)
 
 
+@pytest.fixture(autouse=True)
+def keep_main_module():
+    """Streamlit's script runner (every AppTest) installs the page it runs as ``sys.modules["__main__"]``
+    and never puts the real one back. A later test in the same process that starts a
+    multiprocessing "spawn" child then has the child re-run that page as its main module (an
+    ``AppTest.from_function`` page dies there with NameError '__args'). Put the real one back."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
+
+
 @pytest.fixture
 def studio_home(isolated_env) -> Path:
     return isolated_env
