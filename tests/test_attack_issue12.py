@@ -158,3 +158,34 @@ def test_a_gemini_image_of_another_size_than_asked_says_its_real_size(gemini_cli
     if made != size:
         assert body["warnings"], f"asked {size}, made {made}, no warning"
         assert made in " ".join(body["warnings"]), (made, body["warnings"])
+
+
+# --- nothing from the server's disk in an answer ------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="A12 fault 5: a local model given as a path shows that server path to every "
+                   "caller: providers/local.py:88 (and the 'not a diffusers model folder' reason) put it in the "
+                   "NotConfigured text the routes answer, and /api/v1/providers lists it under 'models'")
+@pytest.mark.parametrize("shape", ["missing file", "folder without a model"])
+def test_a_local_model_path_never_reaches_an_api_answer(studio_home, tmp_path, monkeypatch, shape):
+    """README: no API answer shows a server path; the doc 5 commit: 'model ids shown by name, never
+    a server path'. The operator points STUDIO_LOCAL_MODEL at a file or folder that is not usable."""
+    from studio.service import Studio
+
+    secret = tmp_path / "operator-only" / "weights"
+    target = secret / "mine.safetensors" if shape == "missing file" else secret
+    secret.mkdir(parents=True)
+    monkeypatch.setenv("STUDIO_LOCAL_MODEL", str(target))
+    monkeypatch.setenv("STUDIO_VISITORS", "local")
+    studio = Studio(studio_home)
+    try:
+        client = TestClient(create_app(studio, settings=Settings.load(studio_home, api_rate_limit=0)))
+        answers = [client.get("/api/v1/providers"), client.get("/api/generate/providers"),
+                   client.get("/api/v1/models", params={"provider": "local"}), client.get("/health"),
+                   client.post("/generate", json={"prompt": "a lighthouse"}),
+                   client.post("/api/v1/generate", json={"prompt": "a lighthouse", "provider": "local"})]
+        leaking = [answer.request.url.path for answer in answers if "operator-only" in answer.text]
+        assert leaking == [], leaking
+    finally:
+        get_manager(studio).close()
+        studio.close()
