@@ -3,13 +3,12 @@ what they spent per day. Part of ``studio.application.Application``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from studio.application.forms import is_blank, whole_number
 from studio.errors import InvalidRequest
 from studio.paging import MAX_PAGE, page_bounds
-from studio.storage import HistoryQuery
+from studio.storage import HistoryQuery, Page
 from studio.types import ImageRecord
 
 if TYPE_CHECKING:
@@ -22,16 +21,10 @@ HISTORY_FILTERS = ("text", "provider", "model", "tag", "category", "mode", "date
 _FOLDED_FILTERS = ("tag", "category")  # stored lower-case: the filter is folded the same way
 
 
-@dataclass
-class HistoryPage:
-    """One page of history: ``items`` newest first, ``total`` matching images, and ``next_cursor``
-    (pass it back as ``cursor`` for the next page; None on the last page)."""
-
-    items: list[ImageRecord]
-    total: int
-    limit: int
-    offset: int
-    next_cursor: str | None
+# One page of history: ``items`` newest first, ``total`` matching images, ``next_cursor`` (pass it
+# back as ``cursor`` for the next page; None on the last page). The index's own page and keyset
+# cursor (``studio.paging``): the layer has no paging rule of its own.
+HistoryPage = Page
 
 
 class HistoryActions:
@@ -61,9 +54,9 @@ class HistoryActions:
                 limit: Any = 24, offset: Any = 0) -> HistoryPage:
         """A page of what ``owner`` may see, newest first. ``cursor``: a page's ``next_cursor`` (it
         wins over ``offset``). Raises InvalidRequest for a bad filter, limit or cursor."""
-        if not is_blank(cursor):
-            offset = _offset_of(cursor)
-        return self._page(self.history_query(owner, filters, limit=limit, offset=offset))
+        query = self.history_query(owner, filters, limit=limit, offset=offset)
+        query.after = None if is_blank(cursor) else str(cursor)
+        return self.studio.history(query)
 
     def history_count(self, owner: str, filters: Mapping[str, Any] | None = None) -> int:
         """How many images ``owner`` may see that match ``filters``."""
@@ -87,14 +80,8 @@ class HistoryActions:
     def _history_rows(self, owner: str, filters: Mapping[str, Any] | None, cursor: str | None) -> HistoryPage:
         # Export reads bigger pages than a visitor may ask for (MAX_PAGE): it is the server's own loop.
         query = self.history_query(owner, filters, limit=MAX_PAGE)
-        query.limit, query.offset = _CSV_PAGE, 0 if cursor is None else _offset_of(cursor)
-        return self._page(query)
-
-    def _page(self, query: HistoryQuery) -> HistoryPage:
-        page = self.studio.history(query)
-        following = query.offset + len(page.items)
-        return HistoryPage(page.items, page.total, query.limit, query.offset,
-                           str(following) if page.items and following < page.total else None)
+        query.limit, query.after = _CSV_PAGE, cursor
+        return self.studio.history(query)
 
     def spend_by_day(self, owner: str, days: int = 30):
         """USD spent and requests made per UTC day and provider over the last ``days`` days, from the
@@ -105,13 +92,6 @@ class HistoryActions:
         if days < 1:
             raise InvalidRequest(f"days must be 1 or more, not {days}")
         return spend_by_day(self.studio.storage.index, days=days, owner=owner)
-
-
-def _offset_of(cursor: Any) -> int:
-    try:
-        return whole_number(cursor, "cursor")
-    except InvalidRequest:
-        raise InvalidRequest(f"cursor {str(cursor)[:40]!r} is not one this studio gave out") from None
 
 
 __all__ = ["CSV_MAX_ROWS", "HISTORY_FILTERS", "HistoryActions", "HistoryPage"]
