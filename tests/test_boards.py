@@ -14,9 +14,6 @@ from studio.errors import InvalidRequest, NotFound
 from studio.types import GenerationRequest
 
 # Every test here runs once per database back end (tests/pg_server.py): embedded SQLite, PostgreSQL.
-# (Imported here until tests/conftest.py, which registers them for every module, is committed.)
-from tests.pg_server import database_url, pg_database, pg_server  # noqa: E402,F401
-
 pytestmark = pytest.mark.usefixtures("database_url")
 
 

@@ -25,9 +25,6 @@ from tests.fakes import echo_provider
 from tests.fakes.prepared import prepared
 
 # Every test here runs once per database back end (tests/pg_server.py): embedded SQLite, PostgreSQL.
-# (Imported here until tests/conftest.py, which registers them for every module, is committed.)
-from tests.pg_server import database_url, pg_database, pg_server  # noqa: E402,F401
-
 pytestmark = pytest.mark.usefixtures("database_url")
 
 LONG_PROMPT = ("a lighthouse on a rocky coast at dusk, waves breaking, gulls, warm windows, " * 60)[:4000]

@@ -17,15 +17,12 @@ from studio.jobs.store import DatabaseJobStore
 from studio.storage.index import HistoryIndex, HistoryQuery
 from studio.types import ImageRecord
 
-# Every test here runs once per database back end (tests/pg_server.py): embedded SQLite, PostgreSQL.
-# (Imported here until tests/conftest.py, which registers them for every module, is committed.)
-from tests.pg_server import database_url, pg_database, pg_server  # noqa: E402,F401
-
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 @pytest.fixture
 def index(database_url, studio_home):
+    """The index on the test's back end: each test using it runs on embedded SQLite and on PostgreSQL."""
     index = HistoryIndex.for_home(studio_home)
     assert (index.path is None) == (database_url is not None)  # the back end the test asked for
     yield index

@@ -30,9 +30,6 @@ from tests.fakes.echo_provider import EchoProvider
 from tests.pg_server import query_studio_db
 
 # Every test here runs once per database back end (tests/pg_server.py): embedded SQLite, PostgreSQL.
-# (Imported here until tests/conftest.py, which registers them for every module, is committed.)
-from tests.pg_server import database_url, pg_database, pg_server  # noqa: E402,F401
-
 pytestmark = pytest.mark.usefixtures("database_url")
 
 ROOT = Path(__file__).resolve().parent.parent

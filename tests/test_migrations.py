@@ -22,9 +22,6 @@ from studio.jobs.store import SQLiteJobStore
 from studio.storage.index import HistoryQuery, SQLiteIndex
 from tests.schema_048d061 import INDEX_SCHEMA, JOBS_SCHEMA
 
-# The throwaway PostgreSQL server (imported here until tests/conftest.py, which registers it, is committed).
-from tests.pg_server import pg_server  # noqa: E402,F401
-
 ROOT = Path(__file__).resolve().parent.parent
 NOW = "2026-11-20T10:00:00.000+00:00"
 

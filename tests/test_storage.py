@@ -14,11 +14,9 @@ from studio.storage.files import LocalFileStore
 from studio.types import GenerationRequest
 from tests.pg_server import query_studio_db
 
-# Every test here runs once per database back end (tests/pg_server.py): embedded SQLite, PostgreSQL.
-# (Imported here until tests/conftest.py, which registers them for every module, is committed.)
-from tests.pg_server import database_url, pg_database, pg_server  # noqa: E402,F401
 from tests.s3_server import s3_server, s3_storage_url, storage_url  # noqa: E402,F401
 
+# Every test here runs once per database back end (tests/pg_server.py): embedded SQLite, PostgreSQL.
 pytestmark = pytest.mark.usefixtures("database_url")
 
 
