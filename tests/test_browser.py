@@ -271,7 +271,7 @@ def test_generate_gallery_zip_board_and_inpaint_in_a_real_browser(server, browse
 
 # -- Gradio: switching tabs --------------------------------------------------------------------------
 
-GRADIO_TABS = ["Generate", "Edit", "Variations", "Batch from script", "History", "Mood boards"]
+GRADIO_TABS = ["Generate", "Edit", "Variations", "Batch from script", "History", "Mood boards", "API tokens"]
 
 
 @pytest.fixture
@@ -290,7 +290,7 @@ def gradio_url(studio_home, tmp_path, monkeypatch):
 
 
 def test_gradio_tab_bar_keeps_every_tab_while_switching(gradio_url):
-    """Each tab, in turn and back again: the bar always lists all six once, and the tab clicked is
+    """Each tab, in turn and back again: the bar always lists every tab once, and the tab clicked is
     the one selected (a component between two tabs once made History replace Mood boards)."""
     from playwright.sync_api import sync_playwright
 

@@ -573,7 +573,10 @@ def test_the_ui_generates_inpaints_batches_and_keeps_each_browsers_images_apart(
         # the brush; a stroke before that is taken by the image tool and lost (the edit is then an
         # image-to-image). The switch shows as the Brush button's highlight.
         editor = page.locator("#edit-editor")
-        expect(editor.get_by_role("button", name="Brush", exact=True)).to_have_class(re.compile(r"\bhighlight\b"))
+        # expect() waits 5 s unless told (set_default_timeout is the page's actions only); on a busy machine
+        # the editor takes longer to load the picture.
+        expect(editor.get_by_role("button", name="Brush", exact=True)).to_have_class(re.compile(r"\bhighlight\b"),
+                                                                                       timeout=20_000)
         box = editor.locator("canvas").first.bounding_box()
         x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
         # A stroke that lands changes the editor, which then hands its background, layer and composite to
