@@ -189,3 +189,37 @@ def test_a_local_model_path_never_reaches_an_api_answer(studio_home, tmp_path, m
     finally:
         get_manager(studio).close()
         studio.close()
+
+
+@pytest.mark.xfail(strict=True, reason="A12 fault 6: the operator's STUDIO_JOB_API_WEBHOOK_URL is shown to callers "
+                   "as the document 3 job's webhook_url in GET /api/v1/jobs and /api/v1/jobs/{id}")
+def test_the_operators_job_api_webhook_url_is_not_shown_to_callers(studio_home, cloud_fake, monkeypatch):
+    """Callers cannot name document 3's webhook: it is the operator's receiver, and its URL (hook URLs
+    often carry a secret in their path) is the operator's. A caller's own view of the job, through
+    the studio's job routes, must not show it."""
+    from studio.service import Studio
+    from tests.fakes.http import FakeServer, Response
+
+    cloud_fake("gemini")
+    monkeypatch.setenv("STUDIO_WEBHOOK_SHARED_SECRET", "shared-a12-0123456789abcdef")
+    with FakeServer(lambda request: Response(200, {})) as receiver:
+        settings = Settings.load(studio_home, job_api_webhook_url=f"{receiver.url}/hooks/T0-OPERATOR-SECRET",
+                                 api_rate_limit=0)
+        studio = Studio(settings=settings)
+        try:
+            client = TestClient(create_app(studio, settings=settings))
+            _, token = tokens_for(studio).create("alice", "script")
+            made = client.post("/api/images/generate", json={"prompt": "a fox"}, headers=bearer(token))
+            assert made.status_code == 200, made.text
+            job_id = made.json()["job_id"]
+            get_manager(studio).runner.wait(job_id, 60)
+            views = [client.get(path, headers=bearer(token)) for path in
+                     ("/api/v1/jobs", f"/api/v1/jobs/{job_id}", f"/api/v1/jobs/{job_id}/export?format=json",
+                      f"/api/images/status/{job_id}", f"/api/images/result/{job_id}")]
+            assert all(view.status_code == 200 for view in views), [view.text[:200] for view in views]
+            showing = [view.request.url.path for view in views if "T0-OPERATOR-SECRET" in view.text]
+            assert showing == [], showing
+            assert get_manager(studio).webhooks.flush(10)
+        finally:
+            get_manager(studio).close()
+            studio.close()
