@@ -140,7 +140,7 @@ class Settings:
     # AWS_* variables), or unset for files under home.
     storage_url: str | None = Field(None, description="s3://bucket/prefix (unset: files in the data directory)")
     # Celery broker for generations and batch scenes: redis://host:port/db (unset: threads in this process)
-    broker_url: str | None = Field(None, description="a broker URL such as redis://localhost:6379/0 "
+    broker_url: str | None = Field(None, repr=False, description="a broker URL such as redis://localhost:6379/0 "
                                                      "(unset: threads in this process)")
     # Seconds after which Redis hands a scene task that no worker acknowledged to another worker (its
     # worker died). Unset: an hour, or twice the request timeout plus ten minutes if that is longer.

@@ -36,6 +36,7 @@ from studio.netfetch import fetch_url, is_url
 from studio.records import RunFacts, audit, generation_row, utc_now
 from studio.redaction import mask_secrets
 from studio.storage import HistoryQuery, Page, RepairReport, Storage, file_store_for
+from studio.storage.index import HistoryIndex
 from studio.styles import StyleBook
 from studio.types import (GenerationRequest, ImageInput, ImageRecord, Mode, ProgressCallback, ProgressEvent,
                           ProviderResult, RunContext)
@@ -69,7 +70,8 @@ class Studio:
         self.catalog = Catalog(self.home / "catalog")
         self.styles = StyleBook(self.home)
         self.content_filter = ContentFilter(self.home)
-        self.storage = Storage(self.home, files=file_store_for(self.settings))
+        self.storage = Storage(self.home, files=file_store_for(self.settings),
+                               index=HistoryIndex.for_settings(self.settings))
         self.recovered = self.storage.recover_interrupted()
         self._providers: dict[str, Provider] = {}
         self._providers_lock = threading.Lock()
