@@ -23,7 +23,6 @@ import logging
 import math
 import os
 import re
-import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -39,7 +38,7 @@ from studio.errors import (Cancelled, ContentBlocked, InvalidRequest, NotConfigu
                            StudioError)
 from studio.imaging import flatten, png_bytes
 from studio.types import Mode, PreparedRequest, ProviderImage, ProviderResult, RunContext
-from studio.validation import nth_seed
+from studio.validation import nth_seed, random_seed
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 DTYPES = {"float16": "float16", "fp16": "float16", "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16",
@@ -546,7 +545,7 @@ class LocalProvider(Provider):
         import torch  # after load(): a model that cannot be had is refused without importing torch first
         pipe, arguments, denoising_steps = self._pipeline_and_arguments(loaded, request)
         steps = arguments["num_inference_steps"]
-        seed = request.seed if request.seed is not None else secrets.randbelow(self.seed_space)
+        seed = request.seed if request.seed is not None else random_seed(self.seed_space)
         seeds = [nth_seed(seed, i, self.seed_space) for i in range(request.n)]
         # Generators on the CPU draw the same starting noise whatever the device, so a seed means the
         # same picture on CPU and GPU (up to their arithmetic differences). One generator per image:
