@@ -7,7 +7,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -231,3 +239,65 @@ def test_metadata_is_the_stored_images_even_if_a_file_has_its_name(api, monkeypa
     (tmp_path / images["cat"]).write_bytes(b"not an image of the studio")
     metadata = alice.get(f"/api/v1/images/{images['cat']}/metadata")
     assert metadata.status_code == 200 and metadata.json()["generation"]["prompt"] == "a cat"
+
+
+# -- the README's examples ------------------------------------------------------------------------
+
+README_SECTION = "### /api/v1: history, images, mood boards, tokens"
+
+
+def readme_block(section: str) -> str:
+    """The ``bash`` blocks of one README section (up to the next heading outside a code block)."""
+    lines = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8").splitlines()
+    script, fence = [], None
+    for line in lines[lines.index(section) + 1:]:
+        if fence is None and re.match(r"#{1,3} ", line):
+            break
+        if line.startswith("```"):
+            fence = line[3:].strip() if fence is None else None
+        elif fence == "bash":
+            script.append(line)
+    assert script, f"the README's {section!r} section has no bash examples"
+    return "\n".join(script)
+
+
+@pytest.fixture
+def live_server(echo_studio, monkeypatch):
+    """The API over ``echo_studio`` served by uvicorn on a free port in this process (private
+    visitors: a token is needed); yields its base URL."""
+    import uvicorn
+
+    monkeypatch.setenv("STUDIO_VISITORS", "private")
+    echo_studio.settings.default_provider = "echo"  # the examples name no provider
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(echo_studio), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    ready = threading.Event()  # never set: a timed wait between looks at uvicorn's own flag
+    for _ in range(600):
+        if server.started or not thread.is_alive():
+            break
+        ready.wait(0.05)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_readme_library_examples_run_as_written(live_server, echo_studio, tmp_path):
+    """Every curl example of the section, in order, in one shell; a failing request (4xx/5xx) stops it."""
+    _row, token = tokens_for(echo_studio).create(ALICE, "readme")
+    prelude = (f"set -euo pipefail\ncurl() {{ command curl --silent --show-error --fail-with-body -w '\\n' \"$@\"; }}\n"
+               f"API={live_server}/api/v1\nAUTH='Authorization: Bearer {token}'\n")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(["bash", "-c", prelude + readme_block(README_SECTION)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=240, env=env)
+    assert done.returncode == 0, f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
+    assert (tmp_path / "image.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "board.zip").read_bytes()[:2] == b"PK"
+    assert (tmp_path / "history.csv").read_text().startswith("file,id,")
+    assert [t.name for t in tokens_for(echo_studio).list(ALICE) if t.revoked] == ["ci"]
+    assert ALICE not in done.stdout and token not in done.stdout
