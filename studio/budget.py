@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from studio.errors import BudgetExceeded, StudioError, UnusableResult
 from studio.records import RunFacts, utc_now
-from studio.storage import this_process
 from studio.storage.index import RESERVATION_TTL_SECONDS
 
 if TYPE_CHECKING:
@@ -30,11 +29,11 @@ def reserve(storage: Storage, run: RunFacts, daily_budget: float | None) -> str:
     does not fit in what is left of today's. The record is replaced by the request's audit row when
     it ends. Returns the record's id (the request id)."""
     prepared, quote = run.prepared, run.quote
-    storage.book_interrupted()  # a request another process left in flight counts from now
+    started_by = storage.start_request()  # books what dead processes left in flight; keeps our heartbeat
     accepted, committed = storage.index.reserve(
         run.request_id, utc_now().date().isoformat(), quote.bound, daily_budget if quote.bound > 0 else None,
         hold_seconds=max(RESERVATION_TTL_SECONDS, run.timeout + RESERVATION_SAVE_MARGIN_SECONDS),
-        started_by=this_process(),
+        started_by=started_by,
         request={"owner": prepared.user, "provider": prepared.provider, "model": prepared.model.id,
                  "mode": run.record_mode.value, "prompt": prepared.user_prompt, "n": prepared.n,
                  "estimate": quote.estimate})

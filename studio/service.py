@@ -71,7 +71,8 @@ class Studio:
         self.styles = StyleBook(self.home)
         self.content_filter = ContentFilter(self.home)
         self.storage = Storage(self.home, files=file_store_for(self.settings),
-                               index=HistoryIndex.for_settings(self.settings))
+                               index=HistoryIndex.for_settings(self.settings),
+                               stale_after=self.settings.job_stale_seconds)
         self.recovered = self.storage.recover_interrupted()
         self._providers: dict[str, Provider] = {}
         self._providers_lock = threading.Lock()

@@ -109,9 +109,6 @@ class _KilledBeforeCommit(BaseException):
     Exception, no handler of the studio's runs on its way out."""
 
 
-@pytest.mark.xfail(strict=True, reason="known bug left to studio/storage's owner: Storage.recover_interrupted judges a "
-                   "write intent's writer by its pid alone (pending_writes has no start time; the request's "
-                   "reservation row has one). Remove this marker with the fix.")
 def test_a_dead_writers_intent_is_finished_when_its_pid_now_runs_another_process(echo_studio, studio_home,
                                                                                   monkeypatch):
     """pid_max is 32,768 on many Linux machines: by the next start a killed writer's pid may belong to

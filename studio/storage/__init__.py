@@ -22,6 +22,8 @@ from pathlib import Path
 from studio.imaging import EXTENSIONS, open_checked, thumbnail_bytes
 from studio.storage.files import TMP_MARKER, FileStore, LocalFileStore, StorageError
 from studio.storage.index import HistoryQuery, Page, SQLiteIndex
+from studio.storage.liveness import (DEFAULT_STALE_SECONDS, Liveness, ProcessBeat, process_alive,
+                                     process_started, this_process)
 from studio.types import ImageRecord
 
 log = logging.getLogger(__name__)
@@ -87,17 +89,25 @@ def file_store_for(settings) -> FileStore:
 
 
 class Storage:
-    def __init__(self, home: Path, files: FileStore | None = None, index: SQLiteIndex | None = None):
+    """``stale_after`` (seconds, ``STUDIO_JOB_STALE_SECONDS``): how long a process on another machine
+    that stopped refreshing its heartbeat is still trusted to be running its requests in flight."""
+
+    def __init__(self, home: Path, files: FileStore | None = None, index: SQLiteIndex | None = None, *,
+                 stale_after: float = DEFAULT_STALE_SECONDS):
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
         self.files = files or LocalFileStore(self.home)
         self.index = index or SQLiteIndex.for_home(self.home)
+        self.liveness = Liveness(self.index, stale_after)
+        self.beat = ProcessBeat(self.liveness)
         # Requests booked as interrupted when this process started (``recover_interrupted``), until
         # the next ``repair`` reports them.
         self.interrupted_at_start: list[str] = []
 
     def close(self) -> None:
-        """Close the index and the file store's connections (S3's pooled HTTP connections)."""
+        """Stop this process's heartbeat here; close the index and the file store's connections (S3's
+        pooled HTTP connections)."""
+        self.beat.close()
         self.index.close()
         close_files = getattr(self.files, "close", None)
         if close_files is not None:
@@ -248,24 +258,37 @@ class Storage:
         return report
 
     def interrupted_requests(self) -> list[dict]:
-        """Open reservations (``SQLiteIndex.open_requests``) of requests whose process is gone: on this
-        host, its pid is not running or runs another program (its start time differs); on another
-        host, which cannot be asked, once its hold has passed. A live request is never among them."""
-        import socket
+        """Open reservations (``SQLiteIndex.open_requests``) of requests whose process is gone
+        (``studio.storage.liveness``): on this machine, its pid is not running or runs another
+        program (its start time differs); on another machine, its heartbeat is older than
+        ``stale_after`` (a row with no heartbeat, made by older code: once its hold has passed). A
+        live request is never among them. Cheap when nothing is open: one query of the open rows;
+        this process's own rows are not looked up in ``/proc``, and heartbeats are read only when
+        another machine has rows open."""
         import time
 
-        host, now = socket.gethostname(), time.time()
+        rows = [row for row in self.index.open_requests() if row.get("request") is not None]  # older code's expire
+        if not rows:
+            return []
+        now = time.time()
+        beats = self.liveness.heartbeats() if any(not self.liveness.is_local(r["host"]) for r in rows) else {}
         gone = []
-        for row in self.index.open_requests():
-            if row.get("request") is None:
-                continue  # made by older code: it expires by itself
-            if row["host"] == host:
-                if row["pid"] is not None and process_alive(int(row["pid"]), row["process_started"]):
-                    continue
-            elif (row["expires_at"] or 0.0) >= now:
-                continue
-            gone.append(row)
+        for row in rows:
+            alive = self.liveness.alive(row["host"], row["pid"], row["process_started"], now=now, beats=beats)
+            if alive is None:
+                alive = (row["expires_at"] or 0.0) >= now
+            if not alive:
+                gone.append(row)
         return gone
+
+    def start_request(self) -> dict:
+        """Called as this process is about to record a request in flight: books what dead processes
+        left in flight (``book_interrupted``), keeps this process's heartbeat fresh while it has rows
+        open (so other machines know it lives), and returns who it is (``liveness.this_process``)
+        for ``SQLiteIndex.reserve``'s ``started_by``."""
+        self.book_interrupted()
+        self.beat.touch()
+        return this_process()
 
     def book_interrupted(self) -> list[str]:
         """Book every request whose process died in flight (``interrupted_requests``) in the audit log
@@ -300,18 +323,22 @@ class Storage:
         forgotten. Then every request a dead process had in flight and did not save is booked as
         interrupted (``book_interrupted``). Cheap: only the recorded intents and open reservations
         are looked at, not the whole file store."""
-        import socket
+        import time
 
         from studio.metadata import read_metadata
 
         adopted: list[str] = []
-        host = socket.gethostname()
         done_keys: list[str] = []
         recovered_requests: dict[str, list[ImageRecord]] = {}
         dead_requests: set[str] = set()
-        for intent in self.index.pending():
-            if intent["host"] == host and _process_alive(intent["pid"]):
-                continue  # still being written by a live process
+        intents = self.index.pending()
+        now = time.time()
+        beats = self.liveness.heartbeats() if any(not self.liveness.is_local(i["host"]) for i in intents) else {}
+        # Intents record no start time; their request's reservation does (a pid alone may be reused).
+        started = {row["id"]: row["process_started"] for row in self.index.open_requests()} if intents else {}
+        for intent in intents:
+            if self._writer_alive(intent, started.get(intent["request_id"]), now, beats):
+                continue  # still being written by a live process, here or on another machine
             key = intent["key"]
             done_keys.append(key)
             dead_requests.add(intent["request_id"])
@@ -347,6 +374,18 @@ class Storage:
         self.interrupted_at_start += self.book_interrupted()
         return adopted
 
+    def _writer_alive(self, intent: dict, started: str | None, now: float, beats: dict) -> bool:
+        """Is the process that recorded the write intent ``intent`` still running? On this machine
+        by its pid and ``started`` (its request's reservation's start time; None: unknown, the pid
+        alone); on another by its heartbeat; with no heartbeat (older code) for ``stale_after``
+        seconds after the intent was recorded."""
+        if self.liveness.is_local(intent["host"]):
+            return process_alive(int(intent["pid"]), started)
+        alive = self.liveness.alive(intent["host"], intent["pid"], started, now=now, beats=beats)
+        if alive is None:
+            alive = float(intent["created_at"] or 0.0) >= now - self.liveness.stale_after
+        return alive
+
     def _adopt_orphan(self, key: str, read_metadata, report: RepairReport, owner: str | None = None) -> None:
         """Index a stored file nobody indexed, or move it to the orphans folder. ``owner`` comes from
         the write intent; without one only files written before owners left the metadata are adopted."""
@@ -369,47 +408,6 @@ class Storage:
         self.files.put(record.thumb_path, thumbnail_bytes(image))
         self.index.insert_images([record])
         report.reindexed.append(record.id)
-
-
-def process_started(pid: int) -> str | None:
-    """When process ``pid`` started, as the system tells it (Linux: ``/proc/<pid>/stat``'s starttime,
-    in clock ticks since boot); None where it cannot be read. With the pid it names one process: a
-    pid reused by another program after a crash has another start time."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text.rsplit(")", 1)[-1].split()  # the program's name, in brackets, may hold spaces
-    return fields[19] if len(fields) > 19 else None
-
-
-def this_process() -> dict:
-    """``{"pid", "host", "process_started"}`` of the calling process, as ``SQLiteIndex.reserve`` records."""
-    import os
-    import socket
-
-    return {"pid": os.getpid(), "host": socket.gethostname(), "process_started": process_started(os.getpid())}
-
-
-def process_alive(pid: int, started: str | None) -> bool:
-    """Is the process ``pid`` that started at ``started`` (``process_started``; None: unknown) still
-    running on this host?"""
-    if not _process_alive(pid):
-        return False
-    now = process_started(pid)
-    return started is None or now is None or now == started
-
-
-def _process_alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def record_from_metadata(studio_json: dict, key: str, data: bytes, meta: dict | None,
@@ -440,5 +438,5 @@ def record_from_metadata(studio_json: dict, key: str, data: bytes, meta: dict | 
     return record
 
 
-__all__ = ["Storage", "HistoryQuery", "Page", "RepairReport", "SQLiteIndex", "LocalFileStore", "StorageError",
+__all__ = ["Storage", "process_alive", "process_started", "this_process", "HistoryQuery", "Page", "RepairReport", "SQLiteIndex", "LocalFileStore", "StorageError",
            "file_store_for", "slug"]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import threading
 import time
@@ -434,13 +433,15 @@ class HistoryIndex:
         themselves do not name their owner)."""
         if not keys:
             return
+        from studio.storage.liveness import host_identity  # this machine, as recovery judges it
+
         with self.db.write() as conn:
             conn.execute(
                 sql("INSERT INTO pending_writes (key, request_id, pid, host, created_at, owner) "
                     "VALUES (:key, :request_id, :pid, :host, :created_at, :owner) "
                     "ON CONFLICT (key) DO UPDATE SET request_id = excluded.request_id, pid = excluded.pid, "
                     "host = excluded.host, created_at = excluded.created_at, owner = excluded.owner"),
-                [{"key": key, "request_id": request_id, "pid": os.getpid(), "host": socket.gethostname(),
+                [{"key": key, "request_id": request_id, "pid": os.getpid(), "host": host_identity(),
                   "created_at": time.time(), "owner": owner} for key in keys])
 
     def pending(self) -> list[dict[str, Any]]:
