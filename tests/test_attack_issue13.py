@@ -94,3 +94,84 @@ def test_a_worker_reaching_the_same_redis_by_another_name_settles_the_job(echo_e
         web_jobs.close(wait=0)
         worker_studio.close()
         web.close()
+
+
+# -- S3 -----------------------------------------------------------------------------------------
+
+
+def wait_for(condition, what: str, timeout: float = DEADLINE):
+    """Poll ``condition`` (its state lives in other processes) until it is true."""
+    import threading
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        threading.Event().wait(0.1)
+
+
+@pytest.mark.xfail(strict=True, reason="a worker whose bucket is missing starts anyway (studio/worker.py:52 "
+                                       "_warm_up's StorageError is only logged by Celery's signal dispatch), then "
+                                       "takes each run_scene task, fails it before claiming a scene and the task is "
+                                       "acknowledged: the scenes stay PENDING with no task left in Redis, the job "
+                                       "RUNNING for ever; a good worker started later never sees them")
+def test_a_worker_with_a_missing_bucket_does_not_eat_the_scenes(echo_env, s3_storage_url, studio_home, redis_url,
+                                                                  monkeypatch):
+    from studio.jobs.manager import JobManager
+    from studio.service import Studio
+
+    monkeypatch.setenv("STUDIO_BROKER_URL", redis_url)
+    monkeypatch.setenv("STUDIO_JOB_STALE_SECONDS", "2")
+    studio = Studio(studio_home)
+    jobs = JobManager(studio)
+    # One host's worker has a typo in its bucket name; the web server's settings are right.
+    bad = Worker(worker_env(studio_home, redis_url, STUDIO_STORAGE_URL="s3://no-such-bucket-a13/studio"), "bad")
+    try:
+        job = jobs.submit("a harbour\na lighthouse", provider="echo")
+        # The bad worker either refuses to run (exits) or has handled both tasks one way or another.
+        wait_for(lambda: bad.process.poll() is not None
+                 or sum("studio.run_scene[" in line and ("raised" in line or "succeeded" in line)
+                        for line in bad.lines) >= 2, "the misconfigured worker to exit or handle both tasks")
+        bad.stop()
+        with Worker(worker_env(studio_home, redis_url), "good") as good:
+            good.wait_ready()
+            wait_for(lambda: jobs.get(job.id, items=False).status is not JobStatus.RUNNING,
+                     "the good worker to finish the job", timeout=60.0)
+            done = jobs.get(job.id)
+            assert done.status is JobStatus.COMPLETED, good.log()
+            assert [len(item.image_ids) for item in done.items] == [1, 1]
+    finally:
+        bad.stop()
+        jobs.close(wait=0)
+        studio.close()
+
+
+@pytest.mark.background_errors  # the server logs the unexpected error from its request thread
+@pytest.mark.parametrize("backend", ["embedded", "s3"])
+@pytest.mark.xfail(strict=True, reason="an image whose object (or file) was deleted behind the studio's back: "
+                                       "GET /api/v1/images/{id}/file answers 500 'unexpected server error' "
+                                       "(studio/http/v1_library.py:121 lets Storage.read's FileNotFoundError from "
+                                       "studio/storage/s3.py:258 go up) instead of a 404/410 saying the file is gone")
+def test_an_image_whose_object_is_gone_is_not_a_server_error(backend, request, echo_studio, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from studio.http import create_app
+    from studio.tokens import tokens_for
+    from studio.types import GenerationRequest
+
+    if backend == "s3":
+        request.getfixturevalue("s3_storage_url")
+        from studio.service import Studio
+
+        echo_studio = Studio(echo_studio.home)  # rebuilt on the bucket (the fixture's studio uses files)
+        request.addfinalizer(echo_studio.close)
+    assert (backend == "s3") == (echo_studio.storage.files.local_path("x") is None)
+    monkeypatch.setenv("STUDIO_VISITORS", "private")
+    token = tokens_for(echo_studio).create("user:ann@example.com", "ann")[1]
+    record = echo_studio.generate(GenerationRequest(prompt="a kite", provider="echo",
+                                                    user="user:ann@example.com")).images[0]
+    echo_studio.storage.files.delete(record.path)  # an operator's cleanup, a lifecycle rule
+    client = TestClient(create_app(echo_studio), raise_server_exceptions=False)
+    answer = client.get(f"/api/v1/images/{record.id}/file", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code in (404, 410), (answer.status_code, answer.text)
