@@ -136,13 +136,15 @@ def build_batch_tab(ctx: AppContext) -> None:
     run_button.click(on_run, form, watch_outputs + [jobs], **PRIVATE, concurrency_limit=ctx.limits.light,
                      concurrency_id="batch")
 
+    def watching(owner: str, chosen: str, progress):
+        """The job's summary, images and scenes after each change until it stops."""
+        for job in ctx.actions.watch_batch(owner, chosen, progress=progress):
+            yield show_job(owner, job)
+
     def on_watch(values: dict, request: gr.Request, profile: gr.OAuthProfile | None, progress=gr.Progress()):
         with visitor_errors():
             owner = ctx.owner(values, request, profile)
-            if not values[jobs]:
-                raise InvalidRequest("pick a job first")
-            for job in ctx.actions.watch_batch(owner, values[jobs], progress=progress):
-                yield show_job(owner, job)
+            yield from watching(owner, _picked(values[jobs], "pick a job first"), progress)
 
     watch.click(on_watch, who | {jobs}, watch_outputs, **PRIVATE, concurrency_limit=ctx.limits.light,
                 concurrency_id="batch")
@@ -151,11 +153,8 @@ def build_batch_tab(ctx: AppContext) -> None:
         def handler(values: dict, request: gr.Request, profile: gr.OAuthProfile | None, progress=gr.Progress()):
             with visitor_errors():
                 owner = ctx.owner(values, request, profile)
-                if not values[job_id]:
-                    raise InvalidRequest("run or show a job first")
-                job = action(owner, values[job_id])
-                for job in ctx.actions.watch_batch(owner, job.id, progress=progress):
-                    yield show_job(owner, job)
+                job = action(owner, _picked(values[job_id], _NO_JOB))
+                yield from watching(owner, job.id, progress)
         return handler
 
     def job_method(name: str):
@@ -168,10 +167,9 @@ def build_batch_tab(ctx: AppContext) -> None:
     def on_zip(values: dict, request: gr.Request, profile: gr.OAuthProfile | None):
         with visitor_errors():
             owner = ctx.owner(values, request, profile)
-            if not values[job_id]:
-                raise InvalidRequest("run or show a job first")
-            data = ctx.actions.jobs.export_zip(values[job_id], owner)
-            return gr.update(value=ctx.exporter.bytes_file(data, owner, f"batch-{values[job_id]}.zip"), visible=True)
+            chosen = _picked(values[job_id], _NO_JOB)
+            data = ctx.actions.jobs.export_zip(chosen, owner)
+            return gr.update(value=ctx.exporter.bytes_file(data, owner, f"batch-{chosen}.zip"), visible=True)
 
     zip_button.click(on_zip, who | {job_id}, [zip_file], **PRIVATE, **ctx.limits.reading())
 
@@ -180,6 +178,16 @@ def build_batch_tab(ctx: AppContext) -> None:
             return _job_choices(ctx, ctx.owner(values, request, profile), None)
 
     jobs.focus(on_jobs, who, [jobs], **PRIVATE, queue=False)
+
+
+_NO_JOB = "run or show a job first"
+
+
+def _picked(value: str | None, missing: str) -> str:
+    """The job id a button acts on; InvalidRequest(``missing``) when none is chosen yet."""
+    if not value:
+        raise InvalidRequest(missing)
+    return value
 
 
 def _job_choices(ctx: AppContext, owner: str, selected: str | None):

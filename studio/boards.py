@@ -107,15 +107,18 @@ class BoardStore:
             raise ValueError("duplicate board name") from exc
 
     def list(self, owner: str) -> list[Board]:
+        """``owner``'s boards, most recently changed first (then by name)."""
         rows = self._rows(f"{self._SELECT} WHERE b.owner = :owner ORDER BY b.updated_at DESC, b.name",
                           {"owner": owner})
         return [self._board(row) for row in rows]
 
     def get(self, board_id: str) -> Board | None:
+        """The board with this id, whoever owns it (``Boards`` checks the owner); None when there is none."""
         rows = self._rows(f"{self._SELECT} WHERE b.id = :id", {"id": board_id})
         return self._board(rows[0]) if rows else None
 
     def find(self, owner: str, name: str) -> Board | None:
+        """``owner``'s board named exactly ``name``; None when there is none."""
         rows = self._rows(f"{self._SELECT} WHERE b.owner = :owner AND b.name = :name", {"owner": owner, "name": name})
         return self._board(rows[0]) if rows else None
 
@@ -134,10 +137,12 @@ class BoardStore:
             raise ValueError("duplicate board name") from exc
 
     def delete(self, board_id: str) -> None:
+        """Delete the board and its items (the images stay); nothing happens for an unknown id."""
         with self.index.write() as conn:
             conn.execute(sql("DELETE FROM boards WHERE id = :id"), {"id": board_id})
 
     def items(self, board_id: str) -> list[BoardItem]:
+        """The board's items in board order (position, then when added); empty for an unknown id."""
         rows = self._rows("SELECT image_id, position, note, added_at FROM board_items WHERE board_id = :board_id "
                           "ORDER BY position, added_at", {"board_id": board_id})
         return [BoardItem(**dict(row)) for row in rows]
@@ -165,6 +170,7 @@ class BoardStore:
         return added
 
     def remove_item(self, board_id: str, image_id: str) -> None:
+        """Take the image off the board (the others close up); nothing happens when it is not on it."""
         with self.index.write() as conn:
             self._lock_board(conn, board_id)
             conn.execute(sql("DELETE FROM board_items WHERE board_id = :board_id AND image_id = :image_id"),
@@ -182,6 +188,7 @@ class BoardStore:
             self._touch(conn, board_id, _now())
 
     def set_item_note(self, board_id: str, image_id: str, note: str) -> None:
+        """Set the note of the image on the board; nothing happens when it is not on it."""
         with self.index.write() as conn:
             conn.execute(sql("UPDATE board_items SET note = :note WHERE board_id = :board_id AND image_id = :image_id"),
                          {"note": note, "board_id": board_id, "image_id": image_id})

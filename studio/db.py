@@ -27,7 +27,7 @@ import sqlite3
 import weakref
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from studio.errors import StudioError
 

@@ -86,6 +86,9 @@ def _timed(kind: str, detail: str, action: Callable[[], Any]) -> dict[str, Any]:
 
 
 def database(studio: "Studio") -> dict[str, Any]:
+    """Probe the index's database with ``SELECT 1``: ``{kind, ok, detail, ms}`` (kind: the URL's scheme,
+    e.g. "postgresql"; detail: the URL with its password masked; ms: milliseconds). A failure raises
+    the driver's error, for the caller (``bounded``, the health check) to report."""
     from studio.storage.index import sql
 
     def ask() -> None:
@@ -97,6 +100,8 @@ def database(studio: "Studio") -> dict[str, Any]:
 
 
 def storage(studio: "Studio") -> dict[str, Any]:
+    """Probe the file store by asking whether a key exists: ``{kind, ok, detail, ms}`` as ``database``
+    (detail names the S3 endpoint when one is set)."""
     url = studio.settings.storage_url
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     detail = redact_url(url) + (f" at {redact_url(endpoint)}" if endpoint else "")
@@ -105,6 +110,8 @@ def storage(studio: "Studio") -> dict[str, Any]:
 
 
 def broker(studio: "Studio") -> dict[str, Any]:
+    """PING the Celery broker (Redis), ``REDIS_SOCKET_SECONDS`` at most: ``{kind, ok, detail, ms}`` as
+    ``database``."""
     import redis
 
     url = studio.settings.broker_url
@@ -137,6 +144,9 @@ def _celery_app(studio: "Studio"):
 
 
 def workers(studio: "Studio") -> dict[str, Any]:
+    """Ping the Celery workers (``WORKER_PING_SECONDS`` at most): ``{kind, ok, required, detail, workers,
+    ms}``; ok False (not required: jobs wait) when none answers; ``workers``: their names. Errors
+    reaching the broker are raised, as ``database``'s."""
     started = time.perf_counter()
     replies = _celery_app(studio).control.inspect(timeout=WORKER_PING_SECONDS).ping() or {}
     names = sorted(replies)

@@ -113,6 +113,7 @@ class DaySpend:
     mean_seconds: float | None
 
     def to_dict(self) -> dict[str, Any]:
+        """``{day, provider, cost, requests, failed, mean_seconds}`` (cost in USD, mean in seconds)."""
         return asdict(self)
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from studio.model_names import shown_model
 from studio.options import recordable
 from studio.types import ImageRecord, Mode, PreparedRequest
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 
 def utc_now() -> datetime:
+    """Now, as an aware UTC datetime (the one clock records, budgets and schedules read)."""
     return datetime.now(timezone.utc)
 
 
@@ -72,12 +74,14 @@ def record_params(prepared: PreparedRequest, info: dict[str, Any], usage: dict[s
 def new_record(run: RunFacts, size: tuple[int, int], seed: int | None, params: dict[str, Any], *,
                cost: float, elapsed: float, created: datetime, cache_key: str | None) -> ImageRecord:
     """The record of one image about to be saved (``size`` in pixels, ``cost`` in USD, ``elapsed`` s);
-    a fresh id, no file facts yet (``Storage.write_image_files`` fills them in)."""
+    a fresh id, no file facts yet (``Storage.write_image_files`` fills them in). Its ``model`` is the
+    name the model is shown by (``studio.model_names``), never a server path: the record goes into
+    history, API answers and the file's own metadata."""
     prepared = run.prepared
     return ImageRecord(
         id=secrets.token_hex(8), owner=prepared.user, path="", sha256="", width=size[0],
         height=size[1], format=prepared.output_format, size_bytes=0, provider=prepared.provider,
-        model=prepared.model.id, mode=run.record_mode.value, prompt=prepared.prompt,
+        model=shown_model(prepared.model.id), mode=run.record_mode.value, prompt=prepared.prompt,
         negative_prompt=prepared.negative_prompt, style=prepared.style, params=params, seed=seed,
         category=run.category, tags=run.tags, cost=round(cost, 6), generation_time=round(elapsed, 3),
         created_at=created.isoformat(timespec="microseconds"), status="completed",
@@ -93,7 +97,7 @@ def generation_row(run: RunFacts, status: str, *, cost: float = 0.0, estimate: f
     prepared = run.prepared
     now = utc_now()
     return {"id": run.request_id, "owner": prepared.user, "created_at": now.isoformat(timespec="microseconds"),
-            "day": now.date().isoformat(), "provider": prepared.provider, "model": prepared.model.id,
+            "day": now.date().isoformat(), "provider": prepared.provider, "model": shown_model(prepared.model.id),
             "mode": run.record_mode.value, "prompt": prepared.user_prompt, "n": prepared.n, "status": status,
             "error_kind": error.kind if error else None, "error": error.message if error else None,
             "cost": cost, "estimated_cost": estimate, "duration": duration, "cached": cached}

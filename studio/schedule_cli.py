@@ -21,6 +21,7 @@ from studio.errors import InvalidRequest
 
 
 def add_commands(commands) -> None:
+    """Add ``schedule add|list|remove|enable|disable|run-due|run`` to the CLI's subparsers ``commands``."""
     from studio.cli import _Parser, add_generation_options
 
     schedule = commands.add_parser("schedule", help="scheduled batches: add, list, remove, run-due, run")
@@ -52,6 +53,9 @@ def add_commands(commands) -> None:
 
 
 def run_command(studio, args: argparse.Namespace) -> int:
+    """Run the parsed ``schedule`` command on ``studio``; returns the exit status (0 done; 1 when a due
+    schedule could not submit its job). Raises InvalidRequest / NotFound for bad input or an unknown
+    name (``studio.cli`` prints them and exits non-zero)."""
     from studio.cli import _emit
     from studio.schedules import Schedules
 

@@ -24,7 +24,8 @@ import weakref
 from datetime import datetime
 from typing import TYPE_CHECKING, Callable
 
-from studio.schedules import Firing, Schedules, utc_now
+from studio.records import utc_now
+from studio.schedules import Firing, Schedules
 
 if TYPE_CHECKING:
     from studio.service import Studio
@@ -92,12 +93,15 @@ class Scheduler:
                 delay = self.poll
 
     def start(self) -> "Scheduler":
+        """Start the polling thread (daemon) unless it runs already; returns self."""
         if self._thread is None:
             self._thread = threading.Thread(target=self.run, name="studio-scheduler", daemon=True)
             self._thread.start()
         return self
 
     def stop(self, timeout: float | None = 5.0) -> None:
+        """Ask the thread to stop and wait up to ``timeout`` seconds (None: until it ends); a firing
+        in progress finishes first."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)

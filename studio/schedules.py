@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from studio.errors import InvalidRequest, NotFound, StudioError, missing_file
+from studio.records import utc_now
 from studio.scripts import _decode as decode_script  # a script's bytes as the batch reads them
 from studio.storage.index import sql
 
@@ -74,11 +75,8 @@ def stamp(moment: datetime) -> str:
 
 
 def parse_stamp(text: str) -> datetime:
+    """A stored time (``stamp``'s text) as an aware UTC datetime; ValueError for other text."""
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def check_cron(expression: Any) -> str:
@@ -145,6 +143,7 @@ class Schedule:
 
     @property
     def tag(self) -> str:
+        """The tag its firings' images carry: ``schedule:NAME``."""
         return schedule_tag(self.name)
 
     def public_dict(self) -> dict[str, Any]:
@@ -172,9 +171,11 @@ class Firing:
 
     @property
     def ok(self) -> bool:
+        """True when the due time submitted a job (no ``error``)."""
         return self.error is None
 
     def to_dict(self) -> dict[str, Any]:
+        """``{name, due, job_id, error, warnings}`` (due: a ``stamp``), for JSON output."""
         return {"name": self.name, "due": self.due, "job_id": self.job_id, "error": self.error,
                 "warnings": self.warnings}
 
@@ -191,6 +192,7 @@ def _from_row(row) -> Schedule:
 
 
 def check_name(name: Any) -> str:
+    """``name`` stripped, if it is a usable schedule name (``NAME_RULE``); InvalidRequest otherwise."""
     text = str(name or "").strip()
     if not NAME_PATTERN.match(text):
         raise InvalidRequest(f"schedule name {text[:70]!r} is not usable: {NAME_RULE}")

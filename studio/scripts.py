@@ -40,7 +40,7 @@ from typing import Any, Iterable
 
 from studio.errors import InvalidRequest, missing_file
 from studio.options import parse_option_pairs
-from studio.validation import MAX_PROMPT_CHARS, parse_size
+from studio.validation import MAX_PROMPT_CHARS, parse_json, parse_size
 
 MAX_SCENES = 2000
 MAX_SCRIPT_BYTES = 5 * 1024 * 1024
@@ -460,12 +460,7 @@ def _looks_like_json(text: str) -> bool:
 
 
 def _parse_json(text: str) -> list[Scene]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidRequest(f"line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg})") from None
-    except RecursionError:  # json recurses once per level: a hostile file nests past Python's limit
-        raise InvalidRequest("line 1: the JSON is nested too deeply to be a script") from None
+    data = parse_json(text)
     array_start = 0
     if isinstance(data, dict):
         key = next((k for k in ("segments", "scenes", "script") if isinstance(data.get(k), list)), None)

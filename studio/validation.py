@@ -8,6 +8,7 @@ script written for one provider still runs on another.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import unicodedata
@@ -155,6 +156,21 @@ def _ranged(value: Any, what: str, model_range, generic: tuple[float, float], ki
     if model_range is None:
         return None
     return kind(model_range.default)
+
+
+def parse_json(text: str, what: str = "") -> Any:
+    """``text`` decoded as JSON (any value: object, list, text, number...). The one rule for JSON a
+    user typed or uploaded: InvalidRequest "<what>: line L, column C: not valid JSON (reason)", or
+    "...: the JSON is nested too deeply" for nesting past Python's recursion limit (the decoder recurses
+    once a level, so a hostile text would otherwise raise RecursionError). ``what`` names the field;
+    empty: the message starts at the line."""
+    where = f"{what}: " if what else ""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"{where}line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise InvalidRequest(f"{where}line 1: the JSON is nested too deeply") from None
 
 
 def random_seed(space: int = SEED_SPACE) -> int:

@@ -24,6 +24,7 @@ class BatchActions:
 
     @property
     def jobs(self):
+        """The studio's ``JobManager`` (``studio.jobs.get_manager``: one per studio)."""
         from studio.jobs import get_manager  # the batch core is only loaded when a batch is used
 
         return get_manager(self.studio)

@@ -23,7 +23,6 @@ it made instead).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from typing import Any, Mapping
@@ -32,7 +31,7 @@ from studio.catalog import ModelInfo
 from studio.errors import InvalidRequest
 from studio.options import parse_option_pairs
 from studio.sizes import ratio_size
-from studio.validation import parse_size
+from studio.validation import parse_json, parse_size
 
 # Optional request fields a caller may give beside prompt, provider and model (Gradio's and the HTTP
 # API's ``options`` object, a form's fields). ``ratio`` is "W:H" for a model that takes aspect ratios.
@@ -94,13 +93,11 @@ def real_number(value: Any, what: str) -> float:
 
 
 def _json_object(value: Any, what: str, example: str) -> dict[str, Any]:
+    """A mapping, or JSON object text, as a dict; InvalidRequest naming ``what`` otherwise."""
     if isinstance(value, Mapping):
         return dict(value)
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise InvalidRequest(f"{what} are not valid JSON: {exc.msg}") from None
+        value = parse_json(value, what)
         if isinstance(value, dict):
             return value
     raise InvalidRequest(f"{what} must be a JSON object, e.g. {example}")

@@ -32,6 +32,7 @@ OPEN_PREFIXES = ("/ui/",)
 
 
 def is_open(path: str) -> bool:
+    """True for a request path that answers without a caller (``OPEN_PATHS``, the Gradio UI)."""
     return path in OPEN_PATHS or path == "/ui" or path.startswith(OPEN_PREFIXES)
 
 

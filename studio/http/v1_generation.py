@@ -174,27 +174,28 @@ def _edit(studio, app, caller: Caller, *, inpaint: bool, prompt: str, image: Upl
 _SETTINGS_PART = Form(None, description='the other settings as JSON text, e.g. {"provider": "openai", "n": 2}')
 _IMAGE_PART = File(None, description="the input image (PNG, JPEG or WEBP); or give image_id")
 _IMAGE_ID_PART = Form(None, description="a stored image (yours or shared) instead of an uploaded one")
+_STRENGTH_PART = Form(None, description="0.05-1: how far from the input")
 
 
-@router.post("/edit", summary="Image-to-image from an uploaded or stored image (with a mask: inpaint)")
-def edit(prompt: str = Form(...), image: UploadFile | None = _IMAGE_PART, image_id: str | None = _IMAGE_ID_PART,
-         mask: UploadFile | None = File(None, description="optional: white = repaint (then it inpaints)"),
-         strength: str | None = Form(None, description="0.05-1: how far from the input"),
-         settings: str | None = _SETTINGS_PART, response: str | None = _RESPONSE, studio=Depends(get_studio),
-         caller: Caller = Depends(get_caller), app=Depends(get_application)):
-    """Answers as ``/generate``; the images are the input's size (an edit keeps its input's size)."""
-    return _edit(studio, app, caller, inpaint=False, prompt=prompt, image=image, image_id=image_id, mask=mask,
-                 strength=strength, settings=settings, response=response)
+def _edit_route(*, inpaint: bool, mask_help: str):
+    """The ``/edit`` and ``/inpaint`` endpoint: the same multipart parts, the mask optional for an
+    edit (with one it inpaints) and required for an inpaint."""
+    def route(prompt: str = Form(...), image: UploadFile | None = _IMAGE_PART, image_id: str | None = _IMAGE_ID_PART,
+              mask: UploadFile | None = File(None, description=mask_help), strength: str | None = _STRENGTH_PART,
+              settings: str | None = _SETTINGS_PART, response: str | None = _RESPONSE, studio=Depends(get_studio),
+              caller: Caller = Depends(get_caller), app=Depends(get_application)):
+        return _edit(studio, app, caller, inpaint=inpaint, prompt=prompt, image=image, image_id=image_id, mask=mask,
+                     strength=strength, settings=settings, response=response)
+    return route
 
 
-@router.post("/inpaint", summary="Repaint the masked part (white = repaint) of an uploaded or stored image")
-def inpaint(prompt: str = Form(...), image: UploadFile | None = _IMAGE_PART, image_id: str | None = _IMAGE_ID_PART,
-            mask: UploadFile | None = File(None, description="required: white = repaint"),
-            strength: str | None = Form(None, description="0.05-1: how far from the input"),
-            settings: str | None = _SETTINGS_PART, response: str | None = _RESPONSE, studio=Depends(get_studio),
-            caller: Caller = Depends(get_caller), app=Depends(get_application)):
-    return _edit(studio, app, caller, inpaint=True, prompt=prompt, image=image, image_id=image_id, mask=mask,
-                 strength=strength, settings=settings, response=response)
+_EDIT_ANSWER = "Answers as ``/generate``; the images are the input's size (an edit keeps its input's size)."
+edit = router.post("/edit", name="edit", description=_EDIT_ANSWER,
+                   summary="Image-to-image from an uploaded or stored image (with a mask: inpaint)")(
+    _edit_route(inpaint=False, mask_help="optional: white = repaint (then it inpaints)"))
+inpaint = router.post("/inpaint", name="inpaint", description=_EDIT_ANSWER,
+                      summary="Repaint the masked part (white = repaint) of an uploaded or stored image")(
+    _edit_route(inpaint=True, mask_help="required: white = repaint"))
 
 
 @router.post("/variations", summary="Variations of a stored image or of a prompt")

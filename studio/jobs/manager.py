@@ -17,6 +17,7 @@ from typing import Any
 from studio import costs
 from studio.application.frontends import random_base_seed  # the one rule for a batch's random base
 from studio.errors import BudgetExceeded, InvalidRequest, NotConfigured, NotFound, StudioError
+from studio.estimates import BudgetToday
 from studio.jobs.export import enriched_script, item_records, job_zip
 from studio.jobs.model import SEED_POLICIES, ItemStatus, Job, JobItem, JobStatus
 from studio.jobs.recovery import reconcile
@@ -96,7 +97,10 @@ class BatchPreview:
 
     @property
     def budget_remaining(self) -> float | None:
-        return None if self.daily_budget is None else round(self.daily_budget - self.spent_today, 6)
+        """USD left of today's budget, never below 0 (``BudgetToday.left``, the rule every front end
+        shows); None without a budget."""
+        left = BudgetToday(self.spent_today, self.daily_budget).left
+        return None if left is None else round(left, 6)
 
     @property
     def within_budget(self) -> bool:

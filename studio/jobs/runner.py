@@ -218,7 +218,8 @@ class Gate(ABC):
         """Block until a slot is free and no backoff holds the provider; False if ``stop`` is set first."""
 
     @abstractmethod
-    def release(self) -> None: ...
+    def release(self) -> None:
+        """Give back the calling thread's slot; nothing happens when it holds none."""
 
     @abstractmethod
     def rate_limited(self, retry_after: float | None) -> None:
@@ -226,7 +227,9 @@ class Gate(ABC):
         exponential delay without one) and lower the limit."""
 
     @abstractmethod
-    def succeeded(self) -> None: ...
+    def succeeded(self) -> None:
+        """A request went through: the next backoff starts short again, and after as many successes in
+        a row as the limit the limit grows by one, up to the provider's own."""
 
     def refresh(self) -> None:
         """Keep this thread's slot while its request runs (a shared gate's slots expire; see RedisGate)."""

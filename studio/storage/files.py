@@ -33,7 +33,9 @@ class FileStore(Protocol):
     ``put`` returns only once the bytes are durably stored and whole; ``get`` and ``move`` raise
     FileNotFoundError for a missing key; ``delete`` of a missing key does nothing. ``local_path``
     is None where objects have no path on this machine (callers then read bytes); ``url`` is a
-    short-lived link a browser may fetch the object from, or None where the server must stream it."""
+    link a browser may fetch the object from for ``expires`` seconds, or None where the server must
+    stream it; ``location_of`` names where a key's object is, for messages and the CLI (a file path,
+    ``s3://bucket/key``)."""
 
     def put(self, key: str, data: bytes) -> None: ...
     def get(self, key: str) -> bytes: ...
