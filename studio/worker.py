@@ -1,5 +1,9 @@
 """The Celery app: batch scenes and single generations on worker processes (issue 13).
 
+Tasks: ``studio.run_scene`` (a batch scene), ``studio.action`` (a front end's generate, edit or
+variations, ``studio.jobs.remote_actions``) and ``studio.generate`` (one ``GenerationRequest``,
+``celery_runner.generate_on_worker``).
+
 Start workers with the same settings as the web servers (``STUDIO_HOME`` or ``STUDIO_DATABASE_URL``
 and ``STUDIO_STORAGE_URL``, the providers' keys, and ``STUDIO_BROKER_URL=redis://host:6379/0``)::
 
@@ -22,6 +26,7 @@ from celery.signals import worker_process_init, worker_ready
 
 from studio.config import Settings
 from studio.jobs.celery_runner import GENERATE_TASK, SCENE_TASK, make_app
+from studio.jobs.remote_actions import ACTION_TASK
 
 app = make_app(Settings.load())
 
@@ -89,3 +94,15 @@ def generate(self, request: dict, request_id: str) -> dict:
                              request_id=request_id)
     return {"image_ids": [r.id for r in result.images], "cost": result.cost, "warnings": list(result.warnings),
             "cached": result.cached, "recovered": False}
+
+
+@app.task(name=ACTION_TASK, bind=True)
+def action(self, body: dict) -> dict:
+    """A front end's generate, edit or variations (``remote_actions.run_on_worker``): ``body`` is
+    ``{"action", "owner", "arguments"}``; returns ``{"result": {...}}`` or ``{"error": {...}}``
+    (``remote_actions.run_here``). Progress is published as the task's ``PROGRESS`` state."""
+    from studio.jobs.remote_actions import run_here
+
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    return run_here(worker_studio(), body, task_id=self.request.id, redelivered=redelivered,
+                    report=lambda fields: self.update_state(state="PROGRESS", meta=fields))

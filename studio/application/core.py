@@ -35,8 +35,11 @@ class Application(HistoryActions, BatchActions):
     """The studio's actions for front ends, always for an ``owner`` (an owner id from the front end's
     identity rules; never shown to anyone)."""
 
-    def __init__(self, studio: "Studio"):
+    def __init__(self, studio: "Studio", *, on_workers: bool | None = None):
+        """``on_workers``: run generate, edit and variations on Celery workers (``STUDIO_BROKER_URL``);
+        default: when the studio has a broker URL. A worker's own Application runs them in process."""
         self.studio = studio
+        self.on_workers = bool(studio.settings.broker_url) if on_workers is None else on_workers
 
     # -- models and sizes ---------------------------------------------------------------------
 
@@ -102,8 +105,11 @@ class Application(HistoryActions, BatchActions):
     def generate_from_form(self, owner: str, values: Mapping[str, Any], *, progress: ProgressCallback | None = None,
                            cancel: threading.Event | None = None) -> "GenerationResult":
         """Run the request ``form_request`` builds from ``values``; the result's warnings say what was
-        made differently from what was asked."""
-        request = self.form_request(owner, values)
+        made differently from what was asked. With a broker it runs on a worker (``_on_worker``)."""
+        request = self.form_request(owner, values)  # bad input is refused here, before the trip
+        if self.on_workers:
+            return self._on_worker("generate", owner, {"values": dict(values)}, provider=request.provider,
+                                   progress=progress, cancel=cancel)
         return self.studio.generate(request, progress=progress, cancel=cancel)
 
     def source_image(self, owner: str, image: Any = None, image_id: str | None = None, *, required: bool) -> Any:
@@ -123,7 +129,12 @@ class Application(HistoryActions, BatchActions):
     def edit_from_form(self, owner: str, values: Mapping[str, Any], *, image: Any = None,
                        image_id: str | None = None, mask: Any = None, progress: ProgressCallback | None = None,
                        cancel: threading.Event | None = None) -> "GenerationResult":
-        """Image-to-image (inpainting with ``mask``) of an uploaded image or a visible stored one."""
+        """Image-to-image (inpainting with ``mask``) of an uploaded image or a visible stored one. With a
+        broker it runs on a worker (``_on_worker``)."""
+        if self.on_workers:
+            return self._on_worker("edit", owner, {"values": dict(values), "image": image, "image_id": image_id,
+                                                   "mask": mask}, provider=values.get("provider"),
+                                   progress=progress, cancel=cancel)
         source = self.source_image(owner, image, image_id, required=True)
         values = dict(values)
         prompt = values.pop("prompt", "")
@@ -140,7 +151,14 @@ class Application(HistoryActions, BatchActions):
                              progress: ProgressCallback | None = None,
                              cancel: threading.Event | None = None) -> "GenerationResult":
         """``n`` variations of an uploaded image, a visible stored one, or the prompt alone; with
-        ``scene``, one per framing. ``n`` outside what the model allows is refused, not clamped."""
+        ``scene``, one per framing. ``n`` outside what the model allows is refused, not clamped. With a
+        broker it runs on a worker (``_on_worker``; a scene's framings one after another there)."""
+        if self.on_workers:
+            count = whole_number(4 if is_blank(n) else n, "n")
+            return self._on_worker("variations", owner, {"values": dict(values), "image": image, "image_id": image_id,
+                                                         "n": n, "scene": bool(scene)},
+                                   provider=values.get("provider"), source_id=image_id,
+                                   requests=count if scene else 1, progress=progress, cancel=cancel)
         source = self.source_image(owner, image, image_id, required=False)
         values = dict(values)
         if not is_blank(values.get("n")):
@@ -155,6 +173,22 @@ class Application(HistoryActions, BatchActions):
         return self.studio.variations(source, prompt=None if is_blank(prompt) else str(prompt), n=count,
                                       scene=bool(scene), user=owner, progress=progress, cancel=cancel,
                                       **options, **fields)
+
+    def _on_worker(self, action: str, owner: str, arguments: dict[str, Any], *, provider: Any,
+                   source_id: Any = None, requests: int = 1, progress: ProgressCallback | None = None,
+                   cancel: threading.Event | None = None) -> "GenerationResult":
+        """Run ``<action>_from_form`` on a Celery worker and wait (``studio.jobs.remote_actions``), on
+        the queue of ``provider`` (blank: a variation's ``source_id`` image's provider, else the
+        default): ``local`` for the local model, ``cloud`` for the rest (``queue_for``)."""
+        from studio.jobs.celery_runner import queue_for
+        from studio.jobs.remote_actions import run_on_worker
+
+        provider = None if is_blank(provider) else str(provider).strip()
+        if provider is None and not is_blank(source_id):
+            provider = self.studio.get_image(str(source_id).strip(), owner).provider  # NotFound if not visible
+        queue = queue_for(self.studio.provider(provider))
+        return run_on_worker(self.studio, action, owner, arguments, queue=queue, requests=requests,
+                             progress=progress, cancel=cancel)
 
     def ratio_model(self, owner: str, provider: Any, model: Any, mode: str,
                     values: Mapping[str, Any]) -> ModelInfo | None:
