@@ -256,3 +256,39 @@ def test_a_database_error_at_commit_shows_no_owner_or_sql_to_the_caller(pg_datab
             assert "ann@example.com" not in text and "[SQL:" not in text, text[:400]
     finally:
         studio.close()
+
+
+# -- Redis loses its queue mid-batch ------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="scenes whose tasks Redis lost (a crash of a Redis without an append-only "
+                                       "file, or a failover to an empty replica) stay PENDING for ever: the web "
+                                       "server's watch (studio/jobs/celery_runner.py:276 _watch -> sweep) re-sends "
+                                       "tasks only for scenes a dead worker had claimed, never for pending scenes "
+                                       "with no task, and it keeps the job's heartbeat fresh so nobody else resumes it")
+def test_scenes_whose_tasks_redis_lost_still_run(echo_env, studio_home, redis_url, monkeypatch):
+    import redis
+
+    from studio.jobs.manager import JobManager
+    from studio.service import Studio
+
+    monkeypatch.setenv("STUDIO_BROKER_URL", redis_url)
+    monkeypatch.setenv("STUDIO_JOB_STALE_SECONDS", "2")
+    studio = Studio(studio_home)
+    jobs = JobManager(studio)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        job = jobs.submit("a harbour\na lighthouse\na storm", provider="echo")  # no worker is up yet
+        wait_for(lambda: client.llen("cloud") == 3, "the three scene tasks to wait in Redis")
+        client.flushall()  # Redis comes back empty
+        with Worker(worker_env(studio_home, redis_url), "after") as worker:
+            worker.wait_ready()
+            wait_for(lambda: jobs.get(job.id, items=False).status is not JobStatus.RUNNING,
+                     "the worker to finish the job", timeout=60.0)
+            done = jobs.get(job.id)
+            assert done.status is JobStatus.COMPLETED, worker.log()
+            assert [len(item.image_ids) for item in done.items] == [1, 1, 1]
+    finally:
+        client.close()
+        jobs.close(wait=0)
+        studio.close()
