@@ -162,14 +162,9 @@ def main() -> None:
         print(f"error: {exc}", file=sys.stderr)
         settings_error_app(exc).launch()
         return
-    # Batch jobs that a restart interrupted continue (their finished scenes are not paid twice).
-    from studio.jobs import get_manager
-    from studio.scheduler import start_scheduler
+    from studio.background import start_background_work
 
-    resumed = get_manager(studio).recover()
-    if resumed:
-        print(f"resumed {len(resumed)} interrupted batch job(s): {', '.join(resumed)}")
-    start_scheduler(studio)  # scheduled batches fire here unless Celery beat does (studio/scheduler.py)
+    start_background_work(studio, announce=True)  # interrupted batch jobs continue; schedules fire
     demo = build_app(studio, access=access, limits=limits)
     demo.launch(auth=access.users or None, auth_message="Image Studio: log in to continue.",
                 max_file_size=MAX_UPLOAD, theme=gr.themes.Soft())

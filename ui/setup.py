@@ -80,15 +80,13 @@ class PageContext:
 def _shared_studio(home: str) -> Studio:
     """Once per server process: the studio, and the batch jobs a previous process left running
     resumed (interrupted single writes are finished by ``Studio`` itself)."""
-    from studio.jobs import get_manager
-    from studio.scheduler import start_scheduler
+    from studio.background import start_background_work
 
     studio = Studio(home)
     # Private visitors choose local models only from the catalog and the operator's allowlist; free
     # model paths (any file on this server) only when every visitor is the machine's own user.
     studio.settings.local_free_paths = visitor_mode() == "local"
-    get_manager(studio).recover()
-    start_scheduler(studio)  # scheduled batches fire here unless Celery beat does (studio/scheduler.py)
+    start_background_work(studio)  # interrupted batch jobs continue; schedules fire
     return studio
 
 

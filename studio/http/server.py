@@ -16,19 +16,14 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, gradio: bool = 
     import uvicorn
 
     from studio import get_studio
+    from studio.background import start_background_work
     from studio.http import create_app
     from studio.identity import VisitorIds
-    from studio.jobs import get_manager
-    from studio.scheduler import start_scheduler
 
     studio = studio or get_studio()
     VisitorIds.for_home(studio.home)  # a bad identity key stops the start, not the first visitor
     app = create_app(studio, gradio=gradio)
-    # Batch jobs a restart interrupted continue (their finished scenes are not paid twice).
-    resumed = get_manager(studio).recover()
-    if resumed:
-        print(f"resumed {len(resumed)} interrupted batch job(s): {', '.join(resumed)}")
-    start_scheduler(studio)  # scheduled batches fire here unless Celery beat does (studio/scheduler.py)
+    start_background_work(studio, announce=True)  # interrupted batch jobs continue; schedules fire
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 
