@@ -115,3 +115,23 @@ class Rebinding:
         monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
         monkeypatch.setattr(socket, "create_connection", create_connection)
 
+
+
+def readme_bash(section: str) -> str:
+    """The ``bash`` code blocks of one README section, its subsections included, in order, as one
+    script. ``section`` is the heading line as written (``### ...``); the section ends at the next
+    heading of its level or above outside a code block (``#`` lines in a block are comments)."""
+    lines = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8").splitlines()
+    level = len(section) - len(section.lstrip("#"))
+    script: list[str] = []
+    fence = None  # the language of the code block we are in, if any
+    for line in lines[lines.index(section) + 1:]:
+        heading = re.match(r"(#{1,6}) ", line)
+        if fence is None and heading and len(heading.group(1)) <= level:
+            break
+        if line.startswith("```"):
+            fence = line[3:].strip() if fence is None else None
+        elif fence == "bash":
+            script.append(line)
+    assert script, f"the README's section {section!r} has no bash examples"
+    return "\n".join(script)

@@ -24,6 +24,7 @@ from studio.tokens import tokens_for  # noqa: E402
 from studio.webhooks import SHARED_SECRET_HEADER, verify_signature  # noqa: E402
 from tests.fakes import echo_provider  # noqa: E402
 from tests.fakes.http import FakeServer, Response, image_bytes  # noqa: E402
+from tests.helpers import readme_bash  # noqa: E402
 
 HMAC_SECRET = "whsec-compat-0123456789abcdef"
 SHARED_SECRET = "shared-compat-9876543210fedcba"
@@ -446,27 +447,6 @@ def test_providers_list_each_with_its_status_and_no_server_path(studio_home, loc
 README_SECTION = "### The seed systems' routes (documents 1, 3 and 5)"
 
 
-def readme_blocks(section: str) -> str:
-    """The ``bash`` blocks of one README section and its subsections (up to the next heading of its
-    level or above, outside a code block), in order, as one script."""
-    from tests.test_http_server import ROOT
-
-    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
-    blocks: list[list[str]] = []
-    fence = None
-    for line in lines[lines.index(section) + 1:]:
-        if fence is None and line.startswith("#") and len(line) - len(line.lstrip("#")) <= 3:
-            break
-        if line.startswith("```"):
-            fence = line[3:].strip() if fence is None else None
-            if fence == "bash":
-                blocks.append([])
-        elif fence == "bash":
-            blocks[-1].append(line)
-    assert blocks, f"the README's section {section!r} has no bash examples"
-    return "\n".join("\n".join(block) for block in blocks)
-
-
 @pytest.fixture(scope="module")
 def seed_server(tmp_path_factory, tiny_model_dir):
     """``python -m studio serve --no-ui`` on a free port (tests/test_http_server.py's Server), its
@@ -521,7 +501,7 @@ def test_readme_curl_examples_run_as_written(seed_server, tmp_path, tiny_model_d
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
     script = ("set -euo pipefail\ncurl() { command curl --silent --show-error --fail-with-body -w '\\n' \"$@\"; }\n"
-              + readme_blocks(README_SECTION).replace(README_BASE, seed_server.url))
+              + readme_bash(README_SECTION).replace(README_BASE, seed_server.url))
     env = {**os.environ, "STUDIO_HOME": str(seed_server.home), "PYTHONPATH": str(ROOT),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     done = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)

@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -27,6 +26,7 @@ from PIL import Image  # noqa: E402
 from studio.http import create_app  # noqa: E402
 from studio.tokens import tokens_for  # noqa: E402
 from studio.types import GenerationRequest  # noqa: E402
+from tests.helpers import readme_bash  # noqa: E402
 
 ALICE = "user:alice@example.com"  # signed-in owners are e-mail addresses: they must never show
 BOB = "user:bob@example.org"
@@ -246,21 +246,6 @@ def test_metadata_is_the_stored_images_even_if_a_file_has_its_name(api, monkeypa
 README_SECTION = "### /api/v1: history, images, mood boards, tokens"
 
 
-def readme_block(section: str) -> str:
-    """The ``bash`` blocks of one README section (up to the next heading outside a code block)."""
-    lines = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8").splitlines()
-    script, fence = [], None
-    for line in lines[lines.index(section) + 1:]:
-        if fence is None and re.match(r"#{1,3} ", line):
-            break
-        if line.startswith("```"):
-            fence = line[3:].strip() if fence is None else None
-        elif fence == "bash":
-            script.append(line)
-    assert script, f"the README's {section!r} section has no bash examples"
-    return "\n".join(script)
-
-
 @pytest.fixture
 def live_server(echo_studio, monkeypatch):
     """The API over ``echo_studio`` served by uvicorn on a free port in this process (private
@@ -293,7 +278,7 @@ def test_readme_library_examples_run_as_written(live_server, echo_studio, tmp_pa
     prelude = (f"set -euo pipefail\ncurl() {{ command curl --silent --show-error --fail-with-body -w '\\n' \"$@\"; }}\n"
                f"API={live_server}/api/v1\nAUTH='Authorization: Bearer {token}'\n")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    done = subprocess.run(["bash", "-c", prelude + readme_block(README_SECTION)], cwd=tmp_path, capture_output=True,
+    done = subprocess.run(["bash", "-c", prelude + readme_bash(README_SECTION)], cwd=tmp_path, capture_output=True,
                           text=True, timeout=240, env=env)
     assert done.returncode == 0, f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
     assert (tmp_path / "image.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

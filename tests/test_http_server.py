@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -23,7 +22,7 @@ import httpx
 import pytest
 
 from tests.fakes import echo_provider
-from tests.helpers import png
+from tests.helpers import png, readme_bash
 
 ROOT = Path(__file__).resolve().parent.parent
 README_SECTION = "### /api/v1: generation and batch jobs"
@@ -194,26 +193,6 @@ def test_events_stream_over_the_network_ends_with_the_job(server, api):
     assert api.get(f"/api/v1/jobs/{job_id}").json()["status"] == "COMPLETED"
 
 
-def readme_examples() -> str:
-    """The ``bash`` blocks of the README's /api/v1 section (up to the next heading outside a code
-    block), in order, as one script."""
-    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
-    start = lines.index(README_SECTION)
-    blocks: list[list[str]] = []
-    fence = None  # the language of the code block we are in, if any
-    for line in lines[start + 1:]:
-        if fence is None and re.match(r"#{1,3} ", line):
-            break
-        if line.startswith("```"):
-            fence = line[3:].strip() if fence is None else None
-            if fence == "bash":
-                blocks.append([])
-        elif fence == "bash":
-            blocks[-1].append(line)
-    assert blocks, "the README's /api/v1 section has no bash examples"
-    return "\n".join("\n".join(block) for block in blocks)
-
-
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_readme_curl_examples_run_as_written(server, tmp_path):
     """Every curl example of the section, in order, in one shell; any failing request (HTTP 4xx/5xx)
@@ -225,7 +204,7 @@ def test_readme_curl_examples_run_as_written(server, tmp_path):
                                          "3\n00:00:07,000 --> 00:00:09,000\nGulls over the harbour\n")
     # Each answer ends its line (-w), so the output reads as one answer per line.
     script = ("set -euo pipefail\ncurl() { command curl --silent --show-error --fail-with-body -w '\\n' \"$@\"; }\n"
-              + readme_examples().replace(README_BASE, server.url))
+              + readme_bash(README_SECTION).replace(README_BASE, server.url))
     # "python -m studio token create" in the examples makes a real token in the server's data folder.
     env = {**os.environ, "STUDIO_HOME": str(server.home), "PYTHONPATH": str(ROOT),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
