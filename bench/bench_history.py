@@ -167,31 +167,28 @@ def bench_zip(studio: Studio, records: list[ImageRecord]) -> None:
 def run_on(backend: str, args) -> None:
     """Run the figures with the studio's database on ``backend`` ("sqlite" or "postgresql")."""
     with tempfile.TemporaryDirectory() as home:
-        if backend == "sqlite":
-            os.environ.pop("STUDIO_DATABASE_URL", None)
+        def measure(label: str) -> None:  # on the database STUDIO_DATABASE_URL names now
             studio = Studio(home)
             try:
-                bench_history(studio, args, "SQLite (embedded)")
+                bench_history(studio, args, label)
             finally:
                 studio.close()
+
+        if backend == "sqlite":
+            os.environ.pop("STUDIO_DATABASE_URL", None)
+            measure("SQLite (embedded)")
             return
         if args.postgres_url:
             os.environ["STUDIO_DATABASE_URL"] = args.postgres_url
-            studio = Studio(home)
-            try:
-                bench_history(studio, args, "PostgreSQL")
-            finally:
-                studio.close()
+            measure("PostgreSQL")
             return
         from tests.pg_server import start_server
 
         for server in start_server():
             os.environ["STUDIO_DATABASE_URL"] = server.create("bench")
-            studio = Studio(home)
             try:
-                bench_history(studio, args, "PostgreSQL (throwaway server, fsync off)")
+                measure("PostgreSQL (throwaway server, fsync off)")
             finally:
-                studio.close()
                 os.environ.pop("STUDIO_DATABASE_URL", None)
 
 
