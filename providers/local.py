@@ -37,10 +37,12 @@ from studio.catalog import ModelInfo
 from studio.errors import (Cancelled, ContentBlocked, InvalidRequest, NotConfigured, ProviderFailure, ProviderTimeout,
                            StudioError)
 from studio.imaging import flatten, png_bytes
+from studio.model_names import (MODEL_FILE_SUFFIXES, last_part, looks_like_path, named_entries, shown_model,
+                                 without_location)
 from studio.types import Mode, PreparedRequest, ProviderImage, ProviderResult, RunContext
 from studio.validation import nth_seed, random_seed
 
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+SINGLE_FILE_SUFFIXES = MODEL_FILE_SUFFIXES
 DTYPES = {"float16": "float16", "fp16": "float16", "half": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16",
           "float32": "float32", "fp32": "float32", "float": "float32"}
 LOW_MEMORY_GPU_BYTES = 8 * 1024**3  # below this, slice attention to lower the peak
@@ -60,31 +62,42 @@ class ModelSource:
     kind: str  # hub | folder | single_file
     location: str  # the repo id, or the absolute path
 
-    @staticmethod
-    def looks_like_path(model_id: str) -> bool:
-        """Whether ``model_id`` is written as a path (judged from the text alone, no disk access)."""
-        text = model_id.strip()
-        return text.startswith(("/", ".", "~")) or text.lower().endswith(SINGLE_FILE_SUFFIXES) or "\\" in text
+    looks_like_path = staticmethod(looks_like_path)  # the one rule, studio.model_names
 
     @classmethod
-    def parse(cls, model_id: str) -> "ModelSource":
+    def parse(cls, model_id: str, shown: str | None = None) -> "ModelSource":
+        """Where ``model_id`` (a Hub id or a path) is. Raises ``NotConfigured`` for a path that is no
+        model; its message names the model by ``shown`` (default: its file or folder name), as it may
+        reach a remote visitor, and the full path goes to the server's log."""
         text = model_id.strip()
         path = Path(text).expanduser()
         if not (cls.looks_like_path(text) or path.exists()):
             return cls("hub", text)
+        name = shown or last_part(text)
         if path.is_dir():
             if not (path / "model_index.json").is_file():
-                raise NotConfigured(
-                    f"{path} is not a diffusers model folder (it has no model_index.json); point "
-                    "STUDIO_LOCAL_MODEL at a folder saved with save_pretrained, or at a .safetensors/.ckpt file",
-                    provider="local")
+                raise _path_problem(text, f"the local model {name!r} is not a diffusers model folder (it has no "
+                                          "model_index.json); point its setting at a folder saved with "
+                                          "save_pretrained, or at a .safetensors/.ckpt file")
             return cls("folder", str(path.resolve()))
         if path.is_file():
             if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
-                raise NotConfigured(f"{path} is not a model: use a diffusers folder or a .safetensors/.ckpt file",
-                                    provider="local")
+                raise _path_problem(text, f"the local model {name!r} is not a model: use a diffusers folder or a "
+                                          ".safetensors/.ckpt file")
             return cls("single_file", str(path.resolve()))
-        raise NotConfigured(f"local model {text!r} not found: no such file or folder", provider="local")
+        raise _path_problem(text, f"local model {name!r} not found: no such file or folder")
+
+
+_LOGGED_PROBLEMS: set[tuple[str, str]] = set()
+
+
+def _path_problem(path: str, message: str) -> NotConfigured:
+    """The error for a configured model path that is not usable: ``message`` names the model by its
+    shown name; the operator finds the full path in the server log."""
+    if (path, message) not in _LOGGED_PROBLEMS:  # status is asked often: once per problem is enough
+        _LOGGED_PROBLEMS.add((path, message))
+        LOG.warning("%s (configured as %s)", message, path)
+    return NotConfigured(f"{message} (the server log names the path)", provider="local")
 
 
 # A Hugging Face model id as the Hub writes one: owner/name, letters, digits, '-', '_' and '.'.
@@ -414,18 +427,16 @@ class LocalProvider(Provider):
         set_log_home(settings.home)
 
     def models(self) -> list[ModelInfo]:
-        """The catalog's local models, the operator's allowlist (``local_models``) and the default model."""
+        """The catalog's local models, the operator's allowlist (``local_models``) and the default model,
+        each under the name it is shown by (``studio.model_names``: never a server path)."""
         catalog_models = self.catalog.models(self.name)
-        default_id = self.settings.local_model
+        default_id = self.shown(self.settings.local_model)
         models = [dataclasses.replace(m, default=(m.id == default_id)) for m in catalog_models]
         listed = {m.id for m in models}
-        extra = [model_id for model_id in (default_id, *self.offered_models()) if model_id not in listed]
-        for model_id in dict.fromkeys(extra):
-            entry = self.catalog.model(self.name, model_id)
-            if not entry.known and ModelSource.looks_like_path(model_id):
-                entry = dataclasses.replace(entry, label=Path(model_id).name)  # a file name, not a server path
+        extra = [self.shown(model_id) for model_id in (self.settings.local_model, *self.offered_models())]
+        for model_id in dict.fromkeys(shown for shown in extra if shown not in listed):
             models.insert(0 if model_id == default_id else len(models),
-                          dataclasses.replace(entry, default=(model_id == default_id)))
+                          dataclasses.replace(self._described(model_id), default=(model_id == default_id)))
         return models
 
     def offered_models(self) -> dict[str, str]:
@@ -433,24 +444,47 @@ class LocalProvider(Provider):
 
         An entry ``name=/models/style.safetensors`` is offered as ``name``, so the server path never
         leaves the server; an entry without a name (a Hub id, or a path) is its own id."""
-        offered = {}
-        for entry in self.settings.local_models:
-            name, named, location = entry.partition("=")
-            if named and name.strip() and location.strip():
-                offered[name.strip()] = location.strip()
-            else:
-                offered[entry] = entry
-        return offered
+        return named_entries(self.settings.local_models)
+
+    def shown(self, model_id: str) -> str:
+        """The name ``model_id`` (an id, a name or a configured path) is shown by: ``studio.model_names``'
+        rule over this server's allowlist."""
+        return shown_model(model_id, self.offered_models())
+
+    def _configured(self) -> dict[str, str]:
+        """{shown name: where it is} for every model the operator configured: the allowlist, the
+        default and the per-user models. The first configured wins a name two paths share."""
+        configured: dict[str, str] = {}
+        for location in (*self.offered_models().values(), self.settings.local_model,
+                         *self.settings.user_models.values()):
+            configured.setdefault(self.shown(location), location)
+        return configured
+
+    def location(self, model_id: str) -> str:
+        """Where ``model_id`` is loaded from: an allowlist name's or a shown name's configured location,
+        else ``model_id`` itself (a Hub id, or a path the operator gives)."""
+        return self.offered_models().get(model_id) or self._configured().get(model_id) or model_id
+
+    def _described(self, model_id: str) -> ModelInfo:
+        """The catalog's entry for ``model_id`` under its shown name, with ``location`` set when that
+        differs from where the model is (a path): what ``model`` and ``models`` hand out."""
+        location, shown = self.location(model_id), self.shown(model_id)
+        entry = self.catalog.model(self.name, shown if shown == location else location)
+        if shown == entry.id:
+            return entry
+        label = shown if not entry.known or entry.label in ("", entry.id) else entry.label
+        return dataclasses.replace(entry, id=shown, label=label, location=location)
 
     def allowed_model_ids(self) -> set[str]:
-        """Every model a visitor may choose when free model paths are off: catalog, allowlist, defaults."""
-        return ({m.id for m in self.catalog.models(self.name)} | set(self.offered_models())
+        """Every model a visitor may choose when free model paths are off: catalog, allowlist, defaults
+        (by their configured ids and by the names they are shown by)."""
+        return ({m.id for m in self.catalog.models(self.name)} | set(self.offered_models()) | set(self._configured())
                 | {self.settings.local_model} | set(self.settings.user_models.values()))
 
     def default_model(self, user: str = "local", mode: str = "text-to-image") -> ModelInfo:
         # The operator's (or user's) chosen model leads; the catalog's default for ``mode`` only
         # when the chosen one cannot do it.
-        chosen = self.catalog.model(self.name, self.settings.model_for_user(user))
+        chosen = self._described(self.settings.model_for_user(user))
         if chosen.supports(mode):
             return chosen
         return super().default_model(user, mode)
@@ -474,7 +508,7 @@ class LocalProvider(Provider):
             raise InvalidRequest(f"unknown local model {model_id[:100]!r}: choose one of {offered}, a Hugging "
                                  "Face model id (owner/name) or a path to a diffusers folder or .safetensors file "
                                  "(see `python -m studio providers`)", provider=self.name)
-        return self.catalog.model(self.name, model_id)
+        return self._described(model_id)
 
     def status(self) -> ProviderStatus:
         models = [m.to_dict() for m in self.models()]
@@ -492,7 +526,7 @@ class LocalProvider(Provider):
         and the answer is remembered for minutes (``local_models.check_downloadable``)."""
         try:
             default = self.settings.local_model
-            source = ModelSource.parse(self.offered_models().get(default, default))
+            source = ModelSource.parse(self.location(default), self.shown(default))
         except NotConfigured as exc:
             return UNAVAILABLE, exc.message
         if source.kind != "hub":
@@ -511,7 +545,8 @@ class LocalProvider(Provider):
              ) -> tuple[LoadedModel, bool]:
         """The loaded model for ``model_id`` (an id, a path, or a name from the allowlist) on this
         machine, and whether it came from the cache."""
-        source = ModelSource.parse(self.offered_models().get(model_id, model_id))
+        location, shown = self.location(model_id), self.shown(model_id)
+        source = ModelSource.parse(location, shown)
         if source.kind == "hub" and not is_downloaded(source.location):
             # Not on this machine: find out whether it can be downloaded (one Hub request, seconds)
             # before importing torch and diffusers, which alone takes many seconds.
@@ -524,8 +559,15 @@ class LocalProvider(Provider):
                 ctx.check_cancelled()  # a download can take minutes: Cancel stops it between chunks
 
         def load() -> LoadedModel:
-            report("initializing", 0.0, f"loading {model_id} on {device} ({dtype})")
-            return load_model(source, device, dtype, config=config, report=report)
+            report("initializing", 0.0, f"loading {shown} on {device} ({dtype})")
+            try:
+                return load_model(source, device, dtype, config=config, report=report)
+            except NotConfigured as exc:  # the libraries' texts name the files: shown by the model's name
+                message = without_location(without_location(exc.message, source.location, shown), location, shown)
+                if message == exc.message:
+                    raise
+                LOG.warning("%s", exc.message)  # the full path, for the operator
+                raise NotConfigured(message, provider=self.name) from exc
 
         return CACHE.get((source.location, device, dtype), load, self.settings.local_cache_size)
 
@@ -541,7 +583,8 @@ class LocalProvider(Provider):
 
     def generate(self, request: PreparedRequest, ctx: RunContext) -> ProviderResult:
         ctx.check_cancelled()
-        loaded, from_cache = self.load(request.model.id, ctx, config=request.extra.get("config"))
+        loaded, from_cache = self.load(request.model.location or request.model.id, ctx,
+                                       config=request.extra.get("config"))
         import torch  # after load(): a model that cannot be had is refused without importing torch first
         pipe, arguments, denoising_steps = self._pipeline_and_arguments(loaded, request)
         steps = arguments["num_inference_steps"]

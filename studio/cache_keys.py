@@ -42,7 +42,9 @@ def cache_key(prepared: "PreparedRequest", sources: Sources) -> str:
         return hashlib.sha256(sources[name][1]).hexdigest() if name in sources else None
 
     material = {
-        "provider": prepared.provider, "model": prepared.model.id, "mode": prepared.mode.value,
+        # A local model given as a path is keyed by the path: two folders shown by one name differ.
+        "provider": prepared.provider, "model": prepared.model.location or prepared.model.id,
+        "mode": prepared.mode.value,
         "prompt": prepared.prompt, "negative": prepared.negative_prompt, "size": prepared.size,
         "n": prepared.n, "seed": prepared.seed, "steps": prepared.steps, "guidance": prepared.guidance,
         "strength": prepared.strength, "quality": prepared.quality, "format": prepared.output_format,

@@ -70,6 +70,9 @@ class ModelInfo:
     replacement: str | None = None  # the model id to use instead once it is retired
     known: bool = True  # False for an id that is not in the catalog
     notes: str = ""
+    # Where a local model given as a path is loaded from; ``id`` is then its shown name
+    # (studio.model_names). Empty: the id itself. Never in ``to_dict``: it stays on the server.
+    location: str = ""
 
     @property
     def default_width(self) -> int:

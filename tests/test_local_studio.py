@@ -45,7 +45,7 @@ def test_generate_records_seeds_sampler_and_zero_cost(studio, tiny_model_dir):
     assert [r.seed for r in result.images] == [11, 12]
     assert result.cost == 0.0 and all(r.cost == 0.0 for r in result.images)
     record = result.images[0]
-    assert record.provider == "local" and record.model == str(tiny_model_dir)
+    assert record.provider == "local" and record.model == tiny_model_dir.name  # its name, never the path
     assert (record.width, record.height) == (256, 256)
     assert record.params["sampler"] == "EulerDiscreteScheduler" and record.params["steps"] == 2
     assert record.params["usage"]["device"] in ("cpu", "cuda")

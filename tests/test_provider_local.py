@@ -155,13 +155,16 @@ def test_per_user_model_mapping_and_catalog_template(provider, tiny_model_dir):
     provider.settings.user_models = {"alice": str(tiny_model_dir)}
     assert provider.default_model("bob").id == "stabilityai/sd-turbo"
     alice = provider.default_model("alice")
-    assert alice.id == str(tiny_model_dir) and provider.model(None, "alice").id == str(tiny_model_dir)
+    # Shown by its folder's name (studio.model_names), loaded from its path; the name picks it again.
+    assert alice.id == tiny_model_dir.name and alice.location == str(tiny_model_dir)
+    assert provider.model(None, "alice").location == str(tiny_model_dir)
+    assert provider.model(tiny_model_dir.name, "bob").location == str(tiny_model_dir)
     # A path is not in the catalog: it gets the local "*" template (30 steps, guidance 7.5, all modes).
     assert not alice.known and alice.steps.default == 30 and alice.supports("inpaint")
     assert provider.model("stabilityai/sd-turbo", "alice").steps.default == 2  # an explicit id still wins
     provider.settings.local_model = str(tiny_model_dir)
     defaults = [m.id for m in provider.models() if m.default]
-    assert defaults == [str(tiny_model_dir)]
+    assert defaults == [tiny_model_dir.name]
 
 
 # -- generation on the tiny model -----------------------------------------------------------
@@ -460,12 +463,13 @@ def test_without_free_paths_only_offered_models_are_accepted_and_paths_are_not_p
 
     # The catalog, the operator's default, per-user models and the allowlist stay available.
     assert provider.model("stabilityai/sdxl-turbo").id == "stabilityai/sdxl-turbo"
-    assert provider.model(str(tiny_model_dir)).id == str(tiny_model_dir)  # the configured default
+    assert provider.model(str(tiny_model_dir)).location == str(tiny_model_dir)  # the configured default
     provider.settings.local_models = (str(tiny_model_dir / SINGLE_FILE_NAME),)
     allowed = provider.model(str(tiny_model_dir / SINGLE_FILE_NAME))
-    assert allowed.id == str(tiny_model_dir / SINGLE_FILE_NAME)
+    assert (allowed.id, allowed.location) == (SINGLE_FILE_NAME, str(tiny_model_dir / SINGLE_FILE_NAME))
     listed = {m.id: m.label for m in provider.models()}
     assert listed[allowed.id] == SINGLE_FILE_NAME  # the picker shows a file name, not the server path
+    assert provider.model(SINGLE_FILE_NAME).location == allowed.location  # and that name picks it
 
 
 def test_an_allowlisted_file_can_be_offered_under_a_name_that_hides_its_path(provider, tiny_model_dir):
@@ -489,7 +493,7 @@ def test_an_allowlisted_file_can_be_offered_under_a_name_that_hides_its_path(pro
 
 def test_free_paths_stay_open_for_the_cli_and_library(provider, tiny_model_dir):
     assert provider.settings.local_free_paths  # the default: the person at the machine names any path
-    assert provider.model(str(tiny_model_dir / SINGLE_FILE_NAME)).id == str(tiny_model_dir / SINGLE_FILE_NAME)
+    assert provider.model(str(tiny_model_dir / SINGLE_FILE_NAME)).location == str(tiny_model_dir / SINGLE_FILE_NAME)
 
 
 def test_allowlist_setting_from_environment_and_file(studio_home, monkeypatch):

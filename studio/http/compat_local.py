@@ -20,7 +20,6 @@ image's key in the studio's file store, never a server directory.
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -64,14 +63,9 @@ def _generate(app: "Application", caller: Caller, body: LocalGeneration) -> "Gen
 
 
 def shown_model(studio: "Studio", model_id: str) -> str:
-    """A local model's id as it may leave the server: the operator's name for it, a Hub id as it is,
-    and for a file or folder only its name (``/models/style.safetensors`` -> ``style.safetensors``)."""
-    from providers.local import ModelSource
-
-    for name, location in studio.provider(PROVIDER).offered_models().items():
-        if model_id in (name, location):
-            return name if not ModelSource.looks_like_path(name) else Path(name).name
-    return Path(model_id).name if ModelSource.looks_like_path(model_id) else model_id
+    """A local model's id as it may leave the server (``studio.model_names``: the operator's name for
+    it, a Hub id as it is, a file or folder by its name alone)."""
+    return studio.provider(PROVIDER).shown(model_id)
 
 
 @router.post("/generate", summary="Generate one image with a local model (base64 answer)")
