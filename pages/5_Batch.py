@@ -216,7 +216,7 @@ def job_view(job_id: str, watching: bool) -> None:
     if shown_secret and shown_secret[0] == job.id:
         st.info(JOB_SECRET_NOTICE, icon=":material/key:")
         st.code(shown_secret[1], language=None)
-    if job.webhook_url and job.webhook_error:
+    if job.callers_webhook and job.webhook_error:
         st.caption(f"Webhook: {markdown_literal(job.webhook_error)}")
     buttons = st.columns(5)
     if running:

@@ -163,9 +163,6 @@ def test_a_gemini_image_of_another_size_than_asked_says_its_real_size(gemini_cli
 # --- nothing from the server's disk in an answer ------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="A12 fault 5: a local model given as a path shows that server path to every "
-                   "caller: providers/local.py:88 (and the 'not a diffusers model folder' reason) put it in the "
-                   "NotConfigured text the routes answer, and /api/v1/providers lists it under 'models'")
 @pytest.mark.parametrize("shape", ["missing file", "folder without a model"])
 def test_a_local_model_path_never_reaches_an_api_answer(studio_home, tmp_path, monkeypatch, shape):
     """README: no API answer shows a server path; the doc 5 commit: 'model ids shown by name, never
@@ -191,8 +188,6 @@ def test_a_local_model_path_never_reaches_an_api_answer(studio_home, tmp_path, m
         studio.close()
 
 
-@pytest.mark.xfail(strict=True, reason="A12 fault 6: the operator's STUDIO_JOB_API_WEBHOOK_URL is shown to callers "
-                   "as the document 3 job's webhook_url in GET /api/v1/jobs and /api/v1/jobs/{id}")
 def test_the_operators_job_api_webhook_url_is_not_shown_to_callers(studio_home, cloud_fake, monkeypatch):
     """Callers cannot name document 3's webhook: it is the operator's receiver, and its URL (hook URLs
     often carry a secret in their path) is the operator's. A caller's own view of the job, through
@@ -302,10 +297,6 @@ def test_a_killed_job_api_job_does_not_pay_again_for_an_image_already_answered(t
     assert len(calls) <= 4, f"{len(calls)} Gemini calls for 3 images with one lost in flight"
 
 
-@pytest.mark.xfail(strict=True, reason="A12 fault 8: an image made by a local model given as a folder path records "
-                   "that server path as its model: /api/v1/generate's images[].model, /api/v1/history, the metadata "
-                   "route, the image file's embedded metadata and /api/v1/providers' model list all show it (only "
-                   "document 5's model_id and X-Model-Id show the name)")
 def test_an_image_of_a_local_model_folder_names_the_model_not_the_server_path(studio_home, tiny_model_dir,
                                                                                monkeypatch, one_torch_thread):
     from studio.service import Studio

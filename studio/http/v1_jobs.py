@@ -40,8 +40,9 @@ EVENTS_POLL_SECONDS = 0.25
 # A comment line sent when nothing changed for this long, so proxies keep an idle stream open.
 EVENTS_KEEPALIVE_SECONDS = 15.0
 _JOB_FIELDS = ("provider", "model", "style", "seed_policy", "base_seed", "concurrency", "total", "error",
-               "warnings", "interrupted", "created_at", "updated_at", "started_at", "finished_at",
-               "webhook_url", "webhook_delivered", "webhook_error")
+               "warnings", "interrupted", "created_at", "updated_at", "started_at", "finished_at")
+# Shown only for a hook the caller gave (Job.callers_webhook); an operator's hook is not the caller's.
+_WEBHOOK_FIELDS = ("webhook_url", "webhook_delivered", "webhook_error")
 _ITEM_FIELDS = ("index", "timestamp", "start", "end", "text", "prompt", "seed", "status", "progress", "attempts",
                 "error", "error_kind", "warnings", "cost", "estimated_cost", "image_ids", "started_at",
                 "finished_at")
@@ -100,12 +101,14 @@ def job_links(job_id: str) -> dict[str, str]:
 def job_status(job, *, items: bool = True) -> dict[str, Any]:
     """A job as it may leave the server: ``{job_id, status, progress (0-100), counts, done, cost,
     estimated_cost (USD), provider, model, ..., links, items: [{index, timestamp, text, status,
-    progress, error, image_ids, ...}]}``. No owner id, no runner, no job secret."""
+    progress, error, image_ids, ...}]}``. No owner id, no runner, no job secret, and the webhook
+    fields only for a webhook the caller gave (the operator's document 3 hook shows as none)."""
     answer: dict[str, Any] = {"job_id": job.id, "status": job.status.value, "progress": round(job.progress, 1),
                               "counts": dict(job.counts), "done": job.done, "cost": round(job.cost, 6),
                               "estimated_cost": round(job.estimated_cost, 6), "name": job.script_name,
                               "script_format": job.script_format}
     answer.update({name: getattr(job, name) for name in _JOB_FIELDS})
+    answer.update({name: getattr(job, name) if job.callers_webhook else None for name in _WEBHOOK_FIELDS})
     answer["links"] = job_links(job.id)
     if items and job.items is not None:
         answer["items"] = [{name: value for name, value in item.to_dict().items() if name in _ITEM_FIELDS}

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-from studio.webhooks import JOB_SECRET_OPTION
+from studio.webhooks import JOB_API_OPTION, JOB_SECRET_OPTION
 
 
 class ItemStatus(str, Enum):
@@ -123,6 +123,13 @@ class Job:
     @property
     def done(self) -> int:
         return sum(self.counts.get(s.value, 0) for s in TERMINAL)
+
+    @property
+    def callers_webhook(self) -> bool:
+        """Whether the job's webhook is one its caller gave (and may see again), not the operator's:
+        a document 3 job's hook is ``STUDIO_JOB_API_WEBHOOK_URL``, whose URL (often carrying a secret in
+        its path) and delivery errors (which name its host) are the operator's alone."""
+        return bool(self.webhook_url) and not self.options.get(JOB_API_OPTION)
 
     def to_dict(self, items: bool = True) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "items"}
