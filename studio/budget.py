@@ -29,15 +29,22 @@ def reserve(storage: Storage, run: RunFacts, daily_budget: float | None) -> str:
     does not fit in what is left of today's. The record is replaced by the request's audit row when
     it ends. Returns the record's id (the request id)."""
     prepared, quote = run.prepared, run.quote
-    started_by = storage.start_request()  # books what dead processes left in flight; keeps our heartbeat
-    accepted, committed = storage.index.reserve(
-        run.request_id, utc_now().date().isoformat(), quote.bound, daily_budget if quote.bound > 0 else None,
-        hold_seconds=max(RESERVATION_TTL_SECONDS, run.timeout + RESERVATION_SAVE_MARGIN_SECONDS),
-        started_by=started_by,
-        request={"owner": prepared.user, "provider": prepared.provider, "model": prepared.model.id,
-                 "mode": run.record_mode.value, "prompt": prepared.user_prompt, "n": prepared.n,
-                 "estimate": quote.estimate})
+    # Books what dead processes left in flight, and keeps this process's heartbeat until the caller's
+    # storage.end_request (here when nothing is recorded).
+    started_by = storage.start_request(run.request_id)
+    try:
+        accepted, committed = storage.index.reserve(
+            run.request_id, utc_now().date().isoformat(), quote.bound, daily_budget if quote.bound > 0 else None,
+            hold_seconds=max(RESERVATION_TTL_SECONDS, run.timeout + RESERVATION_SAVE_MARGIN_SECONDS),
+            started_by=started_by,
+            request={"owner": prepared.user, "provider": prepared.provider, "model": prepared.model.id,
+                     "mode": run.record_mode.value, "prompt": prepared.user_prompt, "n": prepared.n,
+                     "estimate": quote.estimate})
+    except BaseException:
+        storage.end_request(run.request_id)
+        raise
     if not accepted:
+        storage.end_request(run.request_id)
         raise BudgetExceeded(
             f"today's budget of ${daily_budget:.2f} would be exceeded: ${committed:.4f} is spent or running "
             f"and this request may cost up to ${quote.bound:.4f} (estimated at ${quote.estimate:.4f})")

@@ -165,6 +165,8 @@ class Studio:
                                     provider=run.prepared.provider)
             self._record_failure(run, error, result, reservation)
             raise error from exc
+        finally:
+            self.storage.end_request(reservation)  # this process's heartbeat may stop (storage.liveness)
         ctx.report("done", 1.0, message=f"{len(records)} image(s) saved")
         return GenerationResult(records, sum(r.cost for r in records), run.quote.estimate, False, run.request_id,
                                 run.elapsed(), run.warnings)

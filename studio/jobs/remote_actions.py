@@ -39,6 +39,21 @@ _ERROR_FIELDS = ("retry_after", "cost", "needs_key", "retryable")
 
 # -- the caller's side ------------------------------------------------------------------------------
 
+_apps: dict[str, Any] = {}
+_apps_lock = threading.Lock()
+
+
+def _app_for(settings):
+    """One Celery app per broker URL in this process: each holds pooled broker and result
+    connections, which a new app per request would open again (and leave open) every time."""
+    from studio.jobs.celery_runner import make_app
+
+    with _apps_lock:
+        app = _apps.get(settings.broker_url)
+        if app is None:
+            app = _apps[settings.broker_url] = make_app(settings)
+        return app
+
 
 def encode_image(value: Any, name: str) -> Any:
     """An image argument as JSON: None and text (an image id) as they are, bytes as
@@ -107,7 +122,7 @@ def run_on_worker(studio, action: str, owner: str, arguments: dict[str, Any], *,
     then cancelled, so a worker that takes it later does not run it); InvalidRequest for arguments
     that cannot travel as JSON."""
     from studio.errors import InvalidRequest, ProviderFailure, ProviderTimeout
-    from studio.jobs.celery_runner import make_app, redis_client
+    from studio.jobs.celery_runner import redis_client
     from studio.service import GenerationResult
     from studio.types import ProgressEvent
 
@@ -120,7 +135,7 @@ def run_on_worker(studio, action: str, owner: str, arguments: dict[str, Any], *,
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(f"a request run on a worker must be JSON: {exc}") from None
     settings = studio.settings
-    app = make_app(settings)
+    app = _app_for(settings)
     redis = redis_client(settings.broker_url)
     timeout = max(1, requests) * settings.request_timeout + QUEUE_MARGIN_SECONDS
     result = app.send_task(ACTION_TASK, args=[body], queue=queue)

@@ -281,14 +281,19 @@ class Storage:
                 gone.append(row)
         return gone
 
-    def start_request(self) -> dict:
-        """Called as this process is about to record a request in flight: books what dead processes
-        left in flight (``book_interrupted``), keeps this process's heartbeat fresh while it has rows
-        open (so other machines know it lives), and returns who it is (``liveness.this_process``)
-        for ``SQLiteIndex.reserve``'s ``started_by``."""
+    def start_request(self, request_id: str) -> dict:
+        """Called as this process is about to record request ``request_id`` in flight: books what
+        dead processes left in flight (``book_interrupted``), keeps this process's heartbeat fresh
+        until ``end_request`` (so other machines know it runs), and returns who it is
+        (``liveness.this_process``) for ``SQLiteIndex.reserve``'s ``started_by``."""
         self.book_interrupted()
-        self.beat.touch()
+        self.beat.begin(request_id)
         return this_process()
+
+    def end_request(self, request_id: str) -> None:
+        """The request ``start_request`` began has ended (finished, failed, or refused before it was
+        recorded): with none left in flight, the heartbeat stops."""
+        self.beat.end(request_id)
 
     def book_interrupted(self) -> list[str]:
         """Book every request whose process died in flight (``interrupted_requests``) in the audit log

@@ -25,6 +25,7 @@ import os
 import socket
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -152,37 +153,51 @@ class Liveness:
 
 
 class ProcessBeat:
-    """Keeps this process's heartbeat row in one database fresh while the process has rows open
-    there. ``touch()`` before opening a row: it writes the heartbeat at once (so the row is never
-    seen without one) and starts a thread that refreshes it every third of ``stale_after``; the
-    thread deletes the heartbeat and ends once the process has no open rows left in that database.
-    A refresh that fails is logged and tried again next time (the row goes stale meanwhile)."""
+    """Keeps this process's heartbeat row in one database fresh while requests of this process are
+    in flight there (``begin``/``end``, by request id). The first ``begin`` writes the heartbeat at
+    once (so its rows are never seen without one) and starts a thread that refreshes it every third
+    of ``stale_after``; when the last request ends the thread deletes the heartbeat (unless rows of
+    this process are still open there) and stops. A refresh that fails is logged and tried again
+    next time (the heartbeat goes stale meanwhile)."""
 
     def __init__(self, liveness: Liveness):
         self.liveness = liveness
         self.interval = max(0.05, liveness.stale_after / 3)
         self._lock = threading.Lock()
+        self._open: Counter[str] = Counter()  # request id -> requests in flight under it (one, unless misused)
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._touched = False
-        self._closed = threading.Event()
+        self._closed = False
 
-    def touch(self) -> None:
+    def begin(self, request_id: str) -> None:
         with self._lock:
-            self._touched = True
-            if self._closed.is_set():
-                return
+            if self._closed:
+                raise RuntimeError("this storage is closed")
+            self._open[request_id] += 1
+            # (A thread inherited through fork is not alive in the child: it gets its own.)
             if self._thread is None or not self._thread.is_alive():
                 me = this_process()
                 self._write(me)
+                self._wake.clear()
                 self._thread = threading.Thread(target=self._run, args=(me,), name="studio-process-heartbeat",
                                                 daemon=True)
                 self._thread.start()
 
+    def end(self, request_id: str) -> None:
+        with self._lock:
+            self._open[request_id] -= 1
+            if self._open[request_id] <= 0:
+                del self._open[request_id]
+            if not self._open:
+                self._wake.set()
+
     def close(self) -> None:
         """Stop refreshing (the heartbeat then goes stale: this process's rows, if any, count as dead
-        after ``stale_after`` on other machines, as a crash would)."""
-        self._closed.set()
-        thread = self._thread
+        after ``stale_after`` on other machines, as after a crash)."""
+        with self._lock:
+            self._closed = True
+            self._wake.set()
+            thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
@@ -193,23 +208,30 @@ class ProcessBeat:
                              "SET process_started = excluded.process_started, beat_at = excluded.beat_at"),
                          {**me, "now": time.time()})
 
-    def _has_open_rows(self, me: dict) -> bool:
+    def _forget(self, me: dict) -> None:
+        """Delete the heartbeat unless rows of this process are open in the database (a request of
+        another ``Storage`` of this process, or one left behind by an error): those keep it, stale."""
         args = {"host": me["host"], "pid": me["pid"]}
-        return bool(self.liveness.index._scalar(sql(
-            "SELECT EXISTS (SELECT 1 FROM reservations WHERE host = :host AND pid = :pid) "
-            "OR EXISTS (SELECT 1 FROM pending_writes WHERE host = :host AND pid = :pid)"), args))
+        with self.liveness.index.write() as conn:
+            conn.execute(sql(
+                "DELETE FROM process_heartbeats WHERE host = :host AND pid = :pid "
+                "AND NOT EXISTS (SELECT 1 FROM reservations WHERE host = :host AND pid = :pid) "
+                "AND NOT EXISTS (SELECT 1 FROM pending_writes WHERE host = :host AND pid = :pid)"), args)
 
     def _run(self, me: dict) -> None:
-        while not self._closed.wait(self.interval):
+        while True:
+            self._wake.wait(self.interval)
+            with self._lock:
+                self._wake.clear()
+                if self._closed or not self._open:
+                    self._thread = None
+                    if not self._closed:
+                        try:
+                            self._forget(me)
+                        except Exception:
+                            log.exception("process heartbeat: deleting it failed (it goes stale instead)")
+                    return
             try:
-                with self._lock:
-                    touched, self._touched = self._touched, False
-                    if not touched and not self._has_open_rows(me):
-                        with self.liveness.index.write() as conn:
-                            conn.execute(sql("DELETE FROM process_heartbeats WHERE host = :host AND pid = :pid"),
-                                         {"host": me["host"], "pid": me["pid"]})
-                        self._thread = None
-                        return
-                    self._write(me)
+                self._write(me)
             except Exception:
                 log.exception("process heartbeat: the refresh failed this time")
