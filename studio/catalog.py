@@ -49,6 +49,9 @@ class ModelInfo:
     sizes: tuple[str, ...] = ()  # a fixed list of "WxH", or empty
     size_range: dict[str, int] | None = None  # {"min", "max", "multiple"} for free sizes
     aspect_ratios: tuple[str, ...] = ()  # the provider takes a ratio, not pixels
+    # ratio -> "WxH": the pixels the provider makes for it at ``default_size``'s tier, where it publishes
+    # them (Gemini's image generation guide); without it the studio works a size out (studio.sizes).
+    ratio_sizes: dict[str, str] = field(default_factory=dict)
     default_size: str = "1024x1024"
     max_images: int = 1
     negative_prompt: bool = False

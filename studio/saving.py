@@ -45,13 +45,16 @@ def decode_all(run: RunFacts, result: ProviderResult) -> list[tuple[Image.Image,
     to ``run.keep_size`` with its unmasked pixels the input's own) and post-processed, each with
     whether it is still the provider's own picture (then its bytes can be kept as they are). All
     are decoded before any is written, so one broken answer writes nothing (UnusableResult). A note
-    about a provider that answered in another shape is added to ``run.warnings``."""
+    about a provider that answered at another size than asked (or, for an edit, in another shape)
+    is added to ``run.warnings``."""
     prepared = run.prepared
     images = []
     for provided in result.images:
         decoded = decode_result(provided.data, prepared.provider)
         image = decoded
-        if prepared.init_image is not None:
+        if prepared.init_image is None:
+            _note_other_size(run, decoded.size)
+        else:
             image = fit_to_input(decoded, prepared.init_image, prepared.mask, run.keep_size)
             if run.keep_size is not None and _other_shape(decoded.size, run.keep_size):
                 width, height = run.keep_size
@@ -62,6 +65,17 @@ def decode_all(run: RunFacts, result: ProviderResult) -> list[tuple[Image.Image,
         image = postprocess.apply(image, prepared.postprocess)
         images.append((image, image is decoded))
     return images
+
+
+def _note_other_size(run: RunFacts, made: tuple[int, int]) -> None:
+    """Add a warning when the provider made another size than was asked, naming the size made (a
+    ratio's published size, a size tier the provider picked): no silent corrections. A warning that
+    already names that size (validation's "made as 16:9 (1376x768)") is enough."""
+    prepared = run.prepared
+    asked, made_text = (prepared.width, prepared.height), f"{made[0]}x{made[1]}"
+    if made == asked or any(made_text in warning for warning in run.warnings):
+        return
+    run.warnings.append(f"{prepared.provider} made the image at {made_text}, not the {asked[0]}x{asked[1]} asked")
 
 
 def encode_all(run: RunFacts, result: ProviderResult, images: list[tuple[Image.Image, bool]], *,

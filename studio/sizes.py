@@ -6,7 +6,7 @@ pixel count in that ratio. The provider sends the ratio nearest that size
 (``nearest_aspect_ratio``), and the size goes into the record and the cache key,
 so every front end must compute the same one or a cached image misses in the other app:
 
-    ratio_size(model, "16:9")   # (1360, 768) for a 1024x1024-default model
+    ratio_size(model, "16:9")   # (1360, 768) for a 1024x1024-default model; Gemini's table: (1376, 768)
     size_choices(model)         # [("16:9 (1360x768)", "1360x768"), ...] for a size picker
     ratio_for_size(model, 1344, 768)  # "16:9": the ratio that size is made as (None if it is one)
 
@@ -44,11 +44,16 @@ def _ratio_parts(ratio: str) -> tuple[float, float]:
 
 def ratio_size(model: ModelInfo, ratio: str) -> tuple[int, int]:
     """(width, height) in pixels that ``model`` is asked for when the user picks ``ratio`` ("W:H"):
-    about the model's default pixel count, sides multiples of ``RATIO_MULTIPLE`` (or of the model's
-    own size multiple when larger). Raises InvalidRequest for a ratio the model does not offer."""
+    the size the provider makes for it where the catalog has its published table
+    (``ModelInfo.ratio_sizes``: Gemini's 16:9 is 1376x768), else about the model's default pixel
+    count, sides multiples of ``RATIO_MULTIPLE`` (or of the model's own size multiple when larger).
+    Raises InvalidRequest for a ratio the model does not offer."""
     if ratio not in model.aspect_ratios:
         offered = ", ".join(model.aspect_ratios) or "none (it takes pixel sizes)"
         raise InvalidRequest(f"{model.id} does not offer aspect ratio {ratio}; it offers {offered}")
+    if ratio in model.ratio_sizes:
+        width, height = (int(side) for side in model.ratio_sizes[ratio].split("x"))
+        return width, height
     share_w, share_h = _ratio_parts(ratio)
     area = model.default_width * model.default_height
     multiple = max(RATIO_MULTIPLE, int((model.size_range or {}).get("multiple", 1)))

@@ -143,9 +143,6 @@ def gemini_client(studio_home, cloud_fake, monkeypatch):
     studio.close()
 
 
-@pytest.mark.xfail(strict=True, reason="A12 fault 4: studio.sizes.ratio_size gives Gemini 16:9 as 1360x768; Gemini "
-                   "makes 1376x768. A request for 1360x768 (the size the studio itself names for 16:9) comes back "
-                   "1376x768 with no warning, and 1792x1024's warning says 'made as 16:9 (1360x768)'")
 @pytest.mark.parametrize("size", ["1360x768", "1792x1024"])
 def test_a_gemini_image_of_another_size_than_asked_says_its_real_size(gemini_client, size):
     """Issue 12: 'every adjustment goes through the result's warnings'. When the image made is not

@@ -28,3 +28,55 @@ def test_a_callers_own_webhook_is_shown_to_it_and_the_operators_is_not():
                                  options={JOB_API_OPTION: {"size": "1024x1024"}}))
     assert operators["webhook_url"] is None and operators["webhook_error"] is None
     assert "ops.example.com" not in repr(operators)
+
+
+# --- faults 1 and 2: a local model path is shown by its name -------------------------------------
+
+
+@pytest.mark.parametrize("model_id, named, shown", [
+    ("/srv/models/style", {}, "style"), ("/srv/models/style/", {}, "style"), ("~/m/x.safetensors", {}, "x.safetensors"),
+    ("C:\\models\\x.ckpt", {}, "x.ckpt"), ("stabilityai/sd-turbo", {}, "stabilityai/sd-turbo"),
+    ("/srv/models/x.safetensors", {"pretty": "/srv/models/x.safetensors"}, "pretty"),
+    ("pretty", {"pretty": "/srv/models/x.safetensors"}, "pretty")])
+def test_the_one_rule_for_a_models_shown_name(model_id, named, shown):
+    from studio.model_names import shown_model
+
+    assert shown_model(model_id, named) == shown
+
+
+@pytest.mark.parametrize("shape", ["missing", "folder without model_index.json", "not a model file"])
+def test_an_unusable_model_path_is_named_by_its_name_and_logged_in_full(tmp_path, caplog, shape):
+    from providers.local import ModelSource
+    from studio.errors import NotConfigured
+
+    secret = tmp_path / "operator-only"
+    secret.mkdir()
+    target = {"missing": secret / "gone.safetensors", "folder without model_index.json": secret,
+              "not a model file": secret / "notes.txt"}[shape]
+    if shape == "not a model file":
+        target.write_text("hello")
+    with caplog.at_level("WARNING", logger="image_studio.local"), pytest.raises(NotConfigured) as caught:
+        ModelSource.parse(str(target))
+    assert str(tmp_path) not in caught.value.message and target.name in caught.value.message
+    assert str(target) in caplog.text  # the operator finds the path in the server log
+
+
+# --- fault 6: the size made, when it is not the size asked ---------------------------------------
+
+
+def test_a_size_table_gives_what_gemini_makes_and_another_size_made_is_a_warning_naming_it():
+    from types import SimpleNamespace
+
+    from studio.catalog import load_catalog
+    from studio.saving import _note_other_size
+    from studio.sizes import ratio_size, size_choices
+
+    gemini = load_catalog().model("gemini", "gemini-3.1-flash-image")
+    assert ratio_size(gemini, "16:9") == (1376, 768) and ratio_size(gemini, "3:4") == (896, 1200)
+    assert ("16:9 (1376x768)", "1376x768") in size_choices(gemini)
+    run = SimpleNamespace(prepared=SimpleNamespace(provider="stability", width=1360, height=768), warnings=[])
+    _note_other_size(run, (1360, 768))
+    assert run.warnings == []
+    _note_other_size(run, (1344, 768))
+    _note_other_size(run, (1344, 768))  # the second image of the same answer: said once
+    assert run.warnings == ["stability made the image at 1344x768, not the 1360x768 asked"]
