@@ -1,9 +1,13 @@
 """Document 3's job API over the studio's jobs: one generation you start, then poll.
 
-A job of this API is a studio batch job of one scene (``studio.jobs``): it runs in the studio's
-workers, is kept in the job store, survives a restart and shows in the studio's job lists like any
-batch. Its status is its one scene's: PENDING -> INITIALIZING -> GENERATING -> SAVING -> COMPLETED
-or FAILED, with progress 0-100.
+A job of this API is a studio batch job of one scene per image asked (``studio.jobs``): it runs in
+the studio's workers, is kept in the job store, survives a restart and shows in the studio's job
+lists like any batch. Gemini answers one image per call, and a scene's images are saved when the
+scene ends: one scene per image means each image is saved (file, then row) as it is answered, so a
+restart after a crash redoes only the image in flight (they are made one at a time), never one
+already paid for. Its status is
+that of its scenes together: PENDING -> INITIALIZING -> GENERATING -> SAVING -> COMPLETED or FAILED,
+with progress 0-100.
 
 What serves it: Gemini's image models, as the document says (``PROVIDER``; the catalog's default
 Gemini model for the mode). Without a Gemini key the job is refused when it is created
@@ -121,14 +125,17 @@ def create(studio: "Studio", owner: str, request: JobRequest, *, provider: str =
     model = handler.model(None, owner, mode.value)
     extra = {"image_size": QUALITY_TIERS[request.quality]} if "image_size" in model.options else {}
     webhook_url = _webhook_url(studio)
+    # One scene of one image per image asked: each is saved as it arrives (see the module's notes).
     fields = dict(provider=provider, model=model.id, style=request.style, width=width, height=height,
-                  n=request.num_images, output_format=request.format.lower(), extra=extra)
+                  n=1, output_format=request.format.lower(), extra=extra)
     if request.input_image_url:
         # Fetched now, through the guard, so a refused address or a file that is no image is a 400 before
         # anything is stored; the job fetches it again when it runs (it keeps the URL, not the bytes).
         studio.prepare(GenerationRequest(prompt=request.prompt, mode=mode, init_image=request.input_image_url,
                                          user=owner, **fields))
-    preview = manager.preview(parse_script([request.prompt], name=SCRIPT_NAME), user=owner, **fields)
+    # The images are made one after another, as one request's are: a kill then loses one call at most.
+    preview = manager.preview(parse_script([request.prompt] * request.num_images, name=SCRIPT_NAME), user=owner,
+                              concurrency=1, **fields)
     if not preview.errors and preview.items:
         # A job of this API speaks document 3 in its status, result and webhooks.
         preview.job.options[JOB_API_OPTION] = {"size": request.size, "format": request.format,
@@ -176,21 +183,37 @@ def get(studio: "Studio", owner: str, job_id: str) -> "Job":
 
 def status(job: "Job") -> dict[str, Any]:
     """``{job_id, status, message, progress (0-100), created_at, updated_at}`` (ISO 8601, UTC) and,
-    when validation adjusted the request, ``warnings``."""
-    item = job.items[0]
+    when validation adjusted the request, ``warnings``. The job's scenes (one per image; a job made
+    before that has one scene of every image) speak as one: see ``_lead``."""
+    from studio.jobs import ItemStatus
+
+    item = _lead(job)
     state = _state(job, item)
-    progress = 100.0 if state == COMPLETED else round(item.progress, 1)
+    done = [100.0 if scene.status is ItemStatus.COMPLETED else scene.progress for scene in job.items]
+    progress = 100.0 if state == COMPLETED else round(sum(done) / len(done), 1)
     answer: dict[str, Any] = {"job_id": job.id, "status": state, "message": _message(job, item, state),
                               "progress": progress, "created_at": job.created_at,
-                              "updated_at": max(filter(None, (job.updated_at, item.updated_at)))}
-    if item.warnings or job.warnings:
-        answer["warnings"] = list(dict.fromkeys([*item.warnings, *job.warnings]))
+                              "updated_at": max(filter(None, (job.updated_at, *(i.updated_at for i in job.items))))}
+    warnings = [warning for scene in job.items for warning in scene.warnings]
+    if warnings or job.warnings:
+        answer["warnings"] = list(dict.fromkeys([*warnings, *job.warnings]))
     return answer
 
 
+def _lead(job: "Job") -> "JobItem":
+    """The scene whose status is the job's: the first that failed or was cancelled, else the first
+    not completed yet, else (all completed) the last."""
+    from studio.jobs import ItemStatus
+
+    ended_badly = (ItemStatus.FAILED, ItemStatus.CANCELLED)
+    return next((item for item in job.items if item.status in ended_badly),
+                next((item for item in job.items if item.status is not ItemStatus.COMPLETED), job.items[-1]))
+
+
 def _state(job: "Job", item: "JobItem") -> str:
-    """The document's status: the scene's, with a cancelled job or scene as FAILED (the document has
-    no other end)."""
+    """The document's status: the lead scene's (``_lead``), with a cancelled job or scene as FAILED
+    (the document has no other end). The stages only move forward, as one request's would: once an
+    image is done, the next scene's start is still GENERATING, and SAVING waits for the last scene."""
     from studio.jobs import ItemStatus, JobStatus
 
     if item.status is ItemStatus.COMPLETED:
@@ -198,14 +221,20 @@ def _state(job: "Job", item: "JobItem") -> str:
     if item.status in (ItemStatus.FAILED, ItemStatus.CANCELLED) or job.status in (JobStatus.FAILED,
                                                                                    JobStatus.CANCELLED):
         return FAILED
-    return item.status.value
+    state = item.status.value
+    remaining = sum(scene.status is not ItemStatus.COMPLETED for scene in job.items)
+    if state == "SAVING" and remaining > 1:
+        return "GENERATING"
+    if state in ("PENDING", "INITIALIZING") and remaining < len(job.items):
+        return "GENERATING"
+    return state
 
 
 def _message(job: "Job", item: "JobItem", state: str) -> str:
     from studio.jobs import ItemStatus, JobStatus
 
     if state == COMPLETED:
-        count = len(item.image_ids)
+        count = sum(len(scene.image_ids) for scene in job.items)
         return f"{count} image{'s' if count != 1 else ''} generated"
     if state == FAILED:
         if item.status is ItemStatus.CANCELLED or job.status is JobStatus.CANCELLED:
@@ -233,12 +262,15 @@ def result(studio: "Studio", job: "Job") -> dict[str, Any]:
     if "warnings" in answer:
         base["warnings"] = answer["warnings"]
     if state == FAILED:
-        item = job.items[0]
-        return {**base, "errors": [item.error or job.error or "the job failed"]}
+        from studio.jobs import ItemStatus
+
+        errors = [item.error for item in job.items if item.status in (ItemStatus.FAILED, ItemStatus.CANCELLED)
+                  and item.error]
+        return {**base, "errors": list(dict.fromkeys(errors)) or [job.error or "the job failed"]}
     if state != COMPLETED:
         raise NotFinished(job.id, state)
     found = item_records(studio, job.items)
-    records = [found[image_id] for image_id in job.items[0].image_ids if image_id in found]
+    records = [found[image_id] for item in job.items for image_id in item.image_ids if image_id in found]
     return {**base, "images": [image_answer(record) for record in records],
             "metadata": _metadata(job, records)}
 
@@ -277,7 +309,8 @@ def _metadata(job: "Job", records: list["ImageRecord"]) -> dict[str, Any]:
             "generation_time_seconds": round(max((r.generation_time for r in records), default=0.0), 3),
             "input_tokens": usage.get("prompt_tokens"),
             "output_size_bytes": sum(r.size_bytes for r in records),
-            "timestamp": job.items[0].finished_at or job.finished_at or job.updated_at}
+            "timestamp": max(filter(None, (item.finished_at for item in job.items)), default=None)
+            or job.finished_at or job.updated_at}
 
 
 # -- webhooks ------------------------------------------------------------------------------------
@@ -285,19 +318,20 @@ def _metadata(job: "Job", records: list["ImageRecord"]) -> dict[str, Any]:
 
 def notify(manager: "JobManager", job: "Job", event: str, item: "JobItem | None") -> None:
     """Send document 3's webhook for a job event of the studio's runner (``JobManager`` calls this
-    for the jobs of this API). A scene's own end is said by the job's end, which follows at once."""
+    for the jobs of this API). Progress is the whole job's (all its scenes, as the store has them);
+    the job's end is said by its own event, which follows the last scene's at once."""
     from studio.webhooks import SHARED_SECRET_HEADER, job_api_payload
 
     studio = manager.studio
-    if event == "job.progress":
-        if item is None or item.status.terminal:
-            return
-        job.items = [item]
-    elif not job.items:
+    if event == "job.progress" and item is None:
+        return
+    if event == "job.progress" or not job.items:
         job = manager.store.get(job.id)
         if job is None or not job.items:
             return
     shown = status(job)
+    if event == "job.progress" and shown["status"] in (COMPLETED, FAILED):
+        return
     settings = studio.settings
     common = {"environment": settings.environment, "timestamp": shown["updated_at"]}
     if shown["status"] == COMPLETED:

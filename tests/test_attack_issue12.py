@@ -220,9 +220,6 @@ def test_the_operators_job_api_webhook_url_is_not_shown_to_callers(studio_home, 
 # --- kill -9 mid-job ----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="A12 fault 7: a document 3 job of n Gemini images (one provider call each) "
-                   "keeps the answers it got only in memory until the last one: after a kill -9 every call is made "
-                   "again, so an image Gemini already answered (and billed) is paid twice")
 def test_a_killed_job_api_job_does_not_pay_again_for_an_image_already_answered(tmp_path):
     """Brief: kill -9 the server mid-job, then restart: the job resumes and nothing is paid twice.
     A job of 3 images: the first is answered, the second is held in flight, the server is killed;
