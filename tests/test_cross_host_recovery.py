@@ -22,6 +22,7 @@ from tests.fakes import echo_provider
 ROOT = Path(__file__).resolve().parent.parent
 FAR_HOST = "far-host/00000000-0000-0000-0000-000000000001/pid:[1]"
 STALE = 2.0  # STUDIO_JOB_STALE_SECONDS for both processes: the far process beats every 2/3 s
+DEADLINE = 60.0
 
 # The far process: one echo generation, held between writing its files and committing their rows
 # (its pending writes and its reservation are open) until it is killed.
@@ -168,3 +169,23 @@ def test_host_identity_names_boot_and_pid_namespace(monkeypatch):
         assert namespace.startswith("pid:[")
     monkeypatch.setenv(liveness.TEST_HOST_VARIABLE, FAR_HOST)
     assert liveness.host_identity() == FAR_HOST
+
+
+def test_this_process_beats_only_while_its_request_is_in_flight(echo_studio):
+    """The heartbeat row exists while a request runs (other machines read it) and is gone, its
+    thread stopped, once the request has ended: an idle process writes nothing."""
+    from studio.types import GenerationRequest
+
+    storage = echo_studio.storage
+    me = liveness.this_process()
+    seen = []
+
+    def progress(_event):
+        seen.append((me["host"], me["pid"]) in storage.liveness.heartbeats())
+
+    echo_studio.generate(GenerationRequest(prompt="a beating heart", provider="echo"), progress=progress)
+    assert seen and all(seen)
+    thread = storage.beat._thread
+    if thread is not None:
+        thread.join(DEADLINE)
+    assert storage.beat._thread is None and storage.liveness.heartbeats() == {}

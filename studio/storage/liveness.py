@@ -224,12 +224,12 @@ class ProcessBeat:
             with self._lock:
                 self._wake.clear()
                 if self._closed or not self._open:
-                    self._thread = None
                     if not self._closed:
                         try:
                             self._forget(me)
                         except Exception:
                             log.exception("process heartbeat: deleting it failed (it goes stale instead)")
+                    self._thread = None  # (after the delete: whoever sees None sees the row gone)
                     return
             try:
                 self._write(me)
