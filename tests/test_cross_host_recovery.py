@@ -61,7 +61,8 @@ def _beat_at(index, host: str) -> float | None:
 
 
 @pytest.fixture
-def far_writer(studio_home, monkeypatch):
+def far_writer(database_url, studio_home, monkeypatch):
+    """(Once per database: SQLite in the data directory, and PostgreSQL, which machines share.)"""
     monkeypatch.setenv("STUDIO_JOB_STALE_SECONDS", str(STALE))
     echo_provider.install(studio_home / "catalog")
     Studio(studio_home).close()  # the index exists before the far process starts
