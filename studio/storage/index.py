@@ -38,6 +38,8 @@ IMAGE_COLUMNS = (
 GENERATION_COLUMNS = ("id", "owner", "created_at", "day", "provider", "model", "mode", "prompt", "n", "status",
                       "error_kind", "error", "cost", "estimated_cost", "duration", "cached")
 RESERVATION_TTL_SECONDS = 3600  # a reservation left by a crashed process stops counting after this
+# The audit status of a request booked by another process as interrupted (studio.storage.INTERRUPTED).
+INTERRUPTED_STATUS = "interrupted"
 BUDGET_LOCK = "budget"  # the named lock (Database.lock) every reservation is made under
 
 
@@ -323,8 +325,16 @@ class HistoryIndex:
         conn.execute(sql(f"INSERT INTO generations ({', '.join(GENERATION_COLUMNS)}) VALUES "
                          f"({', '.join(':' + c for c in GENERATION_COLUMNS)})"), values)
 
+    def _replace_interrupted(self, conn: "sa.Connection", request_id: str) -> None:
+        """Drop the audit row of ``request_id`` if another process booked it as interrupted: that
+        process took this one for dead (a stale heartbeat) while it still ran. The request's own
+        outcome, written next by the caller, replaces that booking (never added to it)."""
+        conn.execute(sql("DELETE FROM generations WHERE id = :id AND status = :interrupted"),
+                     {"id": request_id, "interrupted": INTERRUPTED_STATUS})
+
     def log_generation(self, generation: dict[str, Any]) -> None:
         with self.db.write() as conn:
+            self._replace_interrupted(conn, generation["id"])
             self._insert_generation(conn, generation)
 
     def generations(self, *, day_from: str | None = None, owner: str | None = None,
@@ -417,9 +427,11 @@ class HistoryIndex:
     def finish_generation(self, reservation_id: str | None, records: list[ImageRecord],
                           generation: dict[str, Any]) -> None:
         """Record a finished request: images, audit row, the reservation released and its pending
-        writes cleared, atomically."""
+        writes cleared, atomically. A request another process booked as interrupted meanwhile (it
+        took this one for dead) has that booking replaced by this one."""
         with self.db.write() as conn:
             self._insert_images(conn, records)
+            self._replace_interrupted(conn, generation["id"])
             self._insert_generation(conn, generation)
             if reservation_id:
                 conn.execute(sql("DELETE FROM reservations WHERE id = :id"), {"id": reservation_id})
