@@ -15,6 +15,7 @@ import tomllib
 from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 from pydantic.dataclasses import dataclass
@@ -62,6 +63,53 @@ def _http_url(value: str | None) -> str | None:
     if not re.fullmatch(r"https?://[^/\s?#]+\S*", text, flags=re.IGNORECASE):
         raise ValueError(f"not an http(s) URL: {text[:60]!r}")
     return text
+
+
+REDIS_TLS_CHECKS = ("required", "optional", "none", "cert_required", "cert_optional", "cert_none")
+
+
+def _broker_url(value: str | None) -> str | None:
+    """The Celery broker: ``redis://[user:password@]host[:port][/db]``, or ``rediss://...`` (TLS) with
+    ``?ssl_cert_reqs=required`` (optional or none), as kombu demands. Only Redis: the workers keep
+    their leases, gates and cancels in the broker's Redis. Checked here so a typo is one clear line
+    before any job is made, not Celery's error after."""
+    if value is None:
+        return None
+    text = value.strip()
+    parts = urlsplit(text)
+    if parts.scheme.lower() not in ("redis", "rediss") or not text.lower().startswith(f"{parts.scheme.lower()}://"):
+        raise ValueError("not a redis:// or rediss:// URL")
+    try:
+        port = parts.port  # a port that is no number raises ValueError
+    except ValueError:
+        raise ValueError("the port is not a number from 1 to 65535") from None
+    if not parts.hostname:
+        raise ValueError("no host")
+    if port == 0:
+        raise ValueError("the port is not a number from 1 to 65535")
+    if not re.fullmatch(r"/?|/\d+", parts.path):
+        raise ValueError(f"the database is not a number: {parts.path[:20]!r}")
+    if parts.scheme.lower() == "rediss":
+        checks = [v for k, v in parse_qsl(parts.query) if k == "ssl_cert_reqs"]
+        if not checks or checks[-1].lower() not in REDIS_TLS_CHECKS:
+            raise ValueError("a rediss:// URL needs ?ssl_cert_reqs=required (or optional, none)")
+    return text
+
+
+def masked_url(text: Any) -> str:
+    """A URL setting as it may be shown: any password as ``***`` and no query (it may hold keys)."""
+    value = str(text)
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return "(a value that is not a URL)"
+    if "@" in value and "@" not in parts.netloc:  # mistyped (no '//'): whatever precedes '@' may be a password
+        return "***@" + value.rpartition("@")[2]
+    if parts.password is None and "@" not in parts.netloc:
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    user, _, host = parts.netloc.rpartition("@")
+    name = user.split(":", 1)[0]
+    return urlunsplit((parts.scheme, f"{name}:***@{host}", parts.path, "", ""))
 
 
 def _names(value: Any) -> Any:
@@ -140,8 +188,9 @@ class Settings:
     # AWS_* variables), or unset for files under home.
     storage_url: str | None = Field(None, description="s3://bucket/prefix (unset: files in the data directory)")
     # Celery broker for generations and batch scenes: redis://host:port/db (unset: threads in this process)
-    broker_url: str | None = Field(None, repr=False, description="a broker URL such as redis://localhost:6379/0 "
-                                                     "(unset: threads in this process)")
+    broker_url: Annotated[str | None, AfterValidator(_broker_url)] = Field(
+        None, repr=False, description="a broker URL such as redis://localhost:6379/0 (rediss:// with "
+                                      "?ssl_cert_reqs=required; unset: threads in this process)")
     # Seconds after which Redis hands a scene task that no worker acknowledged to another worker (its
     # worker died). Unset: an hour, or twice the request timeout plus ten minutes if that is longer.
     broker_visibility_timeout: float | None = Field(None, gt=0, allow_inf_nan=False,
@@ -258,7 +307,10 @@ def _explain(error: ValidationError, values: dict[str, Any], sources: dict[str, 
         field_info = Settings.__pydantic_fields__.get(name)
         takes = field_info.description if field_info is not None and field_info.description else "another value"
         why = str(item["msg"]).removeprefix("Value error, ")
-        lines[name] = _refused(sources.get(name, name), values.get(name, item.get("input")), takes, why)
+        value = values.get(name, item.get("input"))
+        if field_info is not None and not field_info.repr and value is not None:
+            value = masked_url(value)  # a URL that may hold a password (the broker's, the database's)
+        lines[name] = _refused(sources.get(name, name), value, takes, why)
     return "; ".join(lines.values())
 
 

@@ -79,10 +79,6 @@ def test_a_mistyped_database_url_is_one_clear_line_and_exit_2(url, studio_home, 
     "redis://localhost:6379/zz",  # a typo in the database number: 'unexpected ValueError: invalid literal'
     "rediss://localhost:6379/0",  # TLS without ssl_cert_reqs: 'unexpected ValueError: A rediss:// URL must ...'
 ])
-@pytest.mark.xfail(strict=True, reason="STUDIO_BROKER_URL is not checked with the other settings (studio/config.py "
-                                       "takes any text): `studio batch` with a mistyped broker URL creates the job, "
-                                       "then fails on Celery/kombu's error as 'error: unexpected ...' (exit 1), and "
-                                       "leaves the job RUNNING (interrupted) in `studio jobs`")
 def test_a_mistyped_broker_url_is_refused_before_a_job_is_made(url, echo_env, studio_home, tmp_path):
     from tests.pg_server import query_studio_db
 
@@ -92,7 +88,9 @@ def test_a_mistyped_broker_url_is_refused_before_a_job_is_made(url, echo_env, st
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2, (done.returncode, done.stderr)
     assert len(lines) == 1 and lines[0].startswith("error: ") and "unexpected" not in lines[0], done.stderr
-    assert query_studio_db(studio_home, "SELECT COUNT(*) FROM jobs") == [(0,)]
+    # Refused with the settings: before the studio opens its database, so no job (nor database) is made.
+    if (studio_home / "index.sqlite3").exists():
+        assert query_studio_db(studio_home, "SELECT COUNT(*) FROM jobs") == [(0,)]
 
 
 # -- Celery: one cluster, several spellings of the broker's address ----------------------------
@@ -225,13 +223,6 @@ def test_an_image_whose_object_is_gone_is_not_a_server_error(backend, request, e
 # -- a database outage longer than the heartbeat's trust ----------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="a request in flight whose process heartbeat went stale (PostgreSQL down "
-                                       "longer than STUDIO_JOB_STALE_SECONDS, or a worker host's clock behind) is "
-                                       "booked as interrupted by another machine (by design); but when it then "
-                                       "finishes, HistoryIndex.finish_generation (studio/storage/index.py:423) "
-                                       "INSERTs its audit row again: IntegrityError on generations' primary key "
-                                       "reaches the caller raw (as 'echo failed: IntegrityError', a provider failure), the paid image gets no row (an orphan object, its "
-                                       "pending write left) and repair is not clean")
 def test_a_request_taken_for_dead_while_it_ran_keeps_its_image(database_url, echo_studio, studio_home, monkeypatch):
     import time
 
