@@ -185,3 +185,36 @@ def test_gradio_generate_and_variations_run_on_the_worker(studio, cluster, tmp_p
             client.predict("fail:rate fox", "wire", "", {}, api_name="/generate")
     finally:
         demo.close()
+
+
+def test_the_task_message_carries_no_owner_or_prompt(studio, cluster):
+    """Flower and Celery's logs show a task's arguments: the action's owner, prompt and images wait
+    in Redis under the task's id instead (removed when the worker takes them)."""
+    from celery.signals import before_task_publish
+
+    from studio.application import Application
+    from studio.jobs.remote_actions import BODY_PREFIX
+
+    published = []
+
+    def capture(sender=None, body=None, headers=None, **_):
+        if sender == "studio.action":
+            published.append((headers["id"], repr(body), repr(headers)))
+
+    before_task_publish.connect(capture)
+    try:
+        result = Application(studio).generate_from_form("owner-7f3a", {"prompt": "a secret lighthouse",
+                                                                       "provider": "wire"})
+    finally:
+        before_task_publish.disconnect(capture)
+    assert len(result.images) == 1 and result.images[0].owner == "owner-7f3a"
+    [(task_id, body, headers)] = published
+    for private in ("owner-7f3a", "secret lighthouse"):
+        assert private not in body and private not in headers
+    import redis
+
+    client = redis.Redis.from_url(cluster[1])
+    try:
+        assert client.get(BODY_PREFIX + task_id) is None  # taken by the worker
+    finally:
+        client.close()

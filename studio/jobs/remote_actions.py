@@ -6,7 +6,8 @@ with the action's name and its arguments; the ``studio.action`` task (``studio/w
 ``run_here`` on the worker, which runs the same action of an ``Application`` that stays in that
 process. Both ends share the database and the storage, so only ids travel back.
 
-On the wire (JSON): the arguments, with images (bytes, Pillow images, arrays) as base64 PNG/bytes;
+On the wire (JSON, in the Redis key ``studio:action-body:<task id>``, not in the task's arguments,
+which Flower shows): the owner and the arguments, with images (bytes, Pillow images, arrays) as base64;
 progress as the task's ``PROGRESS`` state (``ProgressEvent``'s fields); a cancel as the Redis key
 ``studio:action-cancel:<task id>`` that the worker watches. The answer is
 ``{"result": {image_ids, cost, estimated_cost, cached, request_id, duration, warnings}}`` or
@@ -23,6 +24,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from typing import Any
 
 log = logging.getLogger("studio.jobs")
@@ -30,6 +32,9 @@ log = logging.getLogger("studio.jobs")
 ACTION_TASK = "studio.action"
 ACTIONS = ("generate", "edit", "variations")
 CANCEL_PREFIX = "studio:action-cancel:"
+# The action itself (owner, prompt, images) waits in Redis under this key, not in the task's
+# arguments, which Flower and Celery's logs show: an owner id never leaves the servers that way.
+BODY_PREFIX = "studio:action-body:"
 CANCEL_MEMORY_SECONDS = 24 * 3600
 POLL_SECONDS = 0.2  # how often the caller reads the task's progress, and the worker its cancel key
 QUEUE_MARGIN_SECONDS = 60.0  # waiting for a free worker, on top of the requests' own timeouts
@@ -131,14 +136,16 @@ def run_on_worker(studio, action: str, owner: str, arguments: dict[str, Any], *,
     payload = {name: encode_image(value, name) if name in _IMAGE_ARGUMENTS else value
                for name, value in arguments.items()}
     try:
-        body = json.loads(json.dumps({"action": action, "owner": owner, "arguments": payload}, allow_nan=False))
+        body = json.dumps({"action": action, "owner": owner, "arguments": payload}, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(f"a request run on a worker must be JSON: {exc}") from None
     settings = studio.settings
     app = _app_for(settings)
     redis = redis_client(settings.broker_url)
     timeout = max(1, requests) * settings.request_timeout + QUEUE_MARGIN_SECONDS
-    result = app.send_task(ACTION_TASK, args=[body], queue=queue)
+    task_id = uuid.uuid4().hex
+    redis.set(BODY_PREFIX + task_id, body, ex=round(timeout) + 1)  # gone once nobody waits for it
+    result = app.send_task(ACTION_TASK, args=[{"in_redis": True}], task_id=task_id, queue=queue)
     deadline = time.monotonic() + timeout
     cancelled = False
     seen = None
@@ -177,28 +184,40 @@ def run_on_worker(studio, action: str, owner: str, arguments: dict[str, Any], *,
 # -- the worker's side ------------------------------------------------------------------------------
 
 
-def run_here(studio, body: dict[str, Any], *, task_id: str, redelivered: bool, report) -> dict[str, Any]:
-    """The body of the ``studio.action`` task: run the action in this process (an ``Application``
-    that never sends it on) while a thread turns the caller's cancel key into the run's cancel.
+def run_here(studio, envelope: dict[str, Any], *, task_id: str, redelivered: bool, report) -> dict[str, Any]:
+    """The body of the ``studio.action`` task ``task_id``, whose argument ``envelope`` is
+    ``{"in_redis": true}``: read the action from Redis (``BODY_PREFIX``) and run it in
+    this process (an ``Application`` that never sends it on) while a thread turns the caller's
+    cancel key into the run's cancel. An action whose caller gave up (its key expired) is not run.
     ``report(dict)`` publishes a ``ProgressEvent``'s fields. A task delivered again (its worker was
     lost) is not run again: its caller may have given up, and the lost run may have been billed
     (crash recovery books it); it answers a ``ProviderFailure`` saying so."""
     import dataclasses
 
     from studio.application import Application
-    from studio.errors import ProviderFailure, StudioError
+    from studio.errors import ProviderFailure, ProviderTimeout, StudioError
     from studio.jobs.celery_runner import redis_client
 
     if redelivered:
         error = ProviderFailure("the worker running this request stopped before it finished; it was not run again "
                                 "(it may have been billed: see the audit log)")
         return {"error": error_to_wire(error)}
+    if envelope != {"in_redis": True}:
+        raise ValueError("a studio.action task carries {'in_redis': true}; its action waits in Redis")
+    redis = redis_client(studio.settings.broker_url)
+    stored = redis.get(BODY_PREFIX + task_id)
+    if stored is None:
+        redis.close()
+        error = ProviderTimeout("the request waited too long for a worker: its caller gave up, so it was not run")
+        return {"error": error_to_wire(error)}
+    redis.delete(BODY_PREFIX + task_id)
+    body = json.loads(stored)
     action, owner = body["action"], body["owner"]
     if action not in ACTIONS:
+        redis.close()
         raise ValueError(f"unknown action {action!r}")
     arguments = {name: decode_image(value) if name in _IMAGE_ARGUMENTS else value
                  for name, value in body["arguments"].items()}
-    redis = redis_client(studio.settings.broker_url)
     cancel, done = threading.Event(), threading.Event()
 
     def watch() -> None:
