@@ -80,3 +80,61 @@ def test_a_size_table_gives_what_gemini_makes_and_another_size_made_is_a_warning
     _note_other_size(run, (1344, 768))
     _note_other_size(run, (1344, 768))  # the second image of the same answer: said once
     assert run.warnings == ["stability made the image at 1344x768, not the 1360x768 asked"]
+
+
+# --- small: CORS refusals, the model cache, /health's probes --------------------------------------
+
+
+@pytest.fixture
+def f12_studio(echo_studio):
+    from studio.jobs import get_manager
+
+    yield echo_studio
+    get_manager(echo_studio).close()
+
+
+def test_a_refused_cors_preflight_is_the_apis_json_error(f12_studio):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from studio.config import Settings
+    from studio.http import create_app
+
+    settings = Settings.load(f12_studio.home, api_cors_origins="https://app.example.com", api_rate_limit=0)
+    client = TestClient(create_app(f12_studio, settings=settings))
+    refused = client.options("/api/v1/boards", headers={"Origin": "https://evil.example",
+                                                        "Access-Control-Request-Method": "POST"})
+    assert refused.status_code == 400 and refused.headers["content-type"] == "application/json"
+    assert refused.json() == {"error": "cors_refused", "detail": "Disallowed CORS origin"}
+    allowed = client.options("/api/v1/boards", headers={"Origin": "https://app.example.com",
+                                                        "Access-Control-Request-Method": "POST"})
+    assert allowed.status_code == 200
+
+
+def test_only_the_local_operator_clears_the_model_cache_and_health_reuses_its_probes(f12_studio, monkeypatch):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    import studio.health
+    from studio.config import Settings
+    from studio.http import create_app
+    from studio.tokens import tokens_for
+
+    monkeypatch.setenv("STUDIO_VISITORS", "local")
+    client = TestClient(create_app(f12_studio, settings=Settings.load(f12_studio.home, api_rate_limit=0)))
+    _, token = tokens_for(f12_studio).create("alice", "script")
+    refused = client.delete("/cache", headers={"Authorization": f"Bearer {token}"})
+    assert refused.status_code == 403 and set(refused.json()) == {"error", "detail"}
+    assert client.delete("/cache").status_code == 200  # the operator, without a token
+
+    from studio.http import compat_local
+
+    probes = []
+    real = studio.health.check
+    monkeypatch.setattr(studio.health, "check", lambda s: probes.append(1) or real(s))
+    monkeypatch.setattr(compat_local, "HEALTH_PROBE_SECONDS", 3600.0)  # no clock in the count
+    assert all(client.get("/health").status_code == 200 for _ in range(5))
+    assert len(probes) == 1  # five calls within HEALTH_PROBE_SECONDS: one probe of the back ends
+    monkeypatch.setattr(compat_local, "HEALTH_PROBE_SECONDS", 0.0)
+    client.get("/health")
+    assert len(probes) == 2  # once the report is older than that, the next call probes again

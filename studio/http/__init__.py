@@ -40,10 +40,9 @@ def create_app(studio: "Studio | None" = None, *, settings: "Settings | None" = 
 
     Raises ``studio.config.SettingsError`` for a visitor policy ($STUDIO_VISITORS) it does not know."""
     from fastapi import FastAPI
-    from fastapi.middleware.cors import CORSMiddleware
 
     from studio.application import Application
-    from studio.http.errors import CatchAllMiddleware, install_handlers
+    from studio.http.errors import CatchAllMiddleware, install_handlers, json_cors_middleware
     from studio.http.limits import CallerMiddleware, RateLimiter, UploadLimitMiddleware
     from studio.identity import LOCAL, visitor_policy
     from studio.tokens import tokens_for
@@ -76,7 +75,7 @@ def create_app(studio: "Studio | None" = None, *, settings: "Settings | None" = 
     app.add_middleware(CallerMiddleware, state=app.state, limiter=app.state.rate_limiter)
     app.add_middleware(CatchAllMiddleware, redact=studio.redact)
     if settings.api_cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.api_cors_origins), allow_credentials=False,
+        app.add_middleware(json_cors_middleware(), allow_origins=list(settings.api_cors_origins), allow_credentials=False,
                            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
                            allow_headers=["Authorization", "Content-Type"], expose_headers=["Retry-After"],
                            max_age=600)

@@ -9,7 +9,12 @@
   end (``studio.health.check``); 503 when a back end is down;
 * ``GET /``: name, version and links; a browser (``Accept: text/html``) goes to the UI at ``/ui/``
   when it is mounted;
-* ``DELETE /cache``: unloads every cached local model.
+* ``DELETE /cache``: unloads every cached local model; only the operator (the tokenless local user of
+  ``STUDIO_VISITORS=local``) may: the cache serves every caller, and reloading costs them all. A
+  token's holder gets 403.
+
+``GET /health`` answers without a token (a load balancer asks it): its back-end probes (database,
+file store, broker) are reused for ``HEALTH_PROBE_SECONDS``, so a flood of calls probes them once.
 
 ``user_id`` picks the local model by the operator's mapping (``Settings.user_models``; else
 ``Settings.local_model``); it never says who is calling: the images belong to the caller
@@ -20,6 +25,8 @@ image's key in the studio's file store, never a server directory.
 from __future__ import annotations
 
 import base64
+import threading
+import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -27,6 +34,7 @@ from pydantic import BaseModel, Field, Strict
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from studio.http.deps import Caller, get_application, get_caller, get_studio
+from studio.http.errors import ApiError
 
 if TYPE_CHECKING:
     from studio.application import Application
@@ -34,6 +42,8 @@ if TYPE_CHECKING:
 
 router = APIRouter(tags=["local model API (document 5)"])
 PROVIDER = "local"
+HEALTH_PROBE_SECONDS = 3.0  # how long GET /health reuses its back-end probes (per app)
+_probe_lock = threading.Lock()  # one probe at a time; callers waiting on it reuse its report
 UI_PATH = "/ui"
 # What GET /health lists as features: document 5's and document 3's, as this studio serves them.
 FEATURES = ("text-to-image", "image-to-image", "inpainting", "local diffusers models (DreamBooth fine-tunes too)",
@@ -122,15 +132,28 @@ def _device(studio: "Studio", loaded: list[dict[str, str]]) -> str:
 
 @router.get("/health", summary="Status, device, loaded models, features and back ends")
 def health(request: Request, studio=Depends(get_studio)) -> JSONResponse:
-    from studio.health import check, healthy
+    from studio.health import healthy
 
-    backends = check(studio)
+    backends = _recent_probes(request, studio)
     ok = healthy(backends)
     loaded = _loaded_models(studio)
     body = {"status": "healthy" if ok else "degraded", "version": request.app.version,
             "device": _device(studio, loaded), "loaded_models": [m["model_id"] for m in loaded],
             "models": loaded, "features": list(FEATURES), "backends": backends}
     return JSONResponse(body, status_code=200 if ok else 503)
+
+
+def _recent_probes(request: Request, studio: "Studio") -> dict[str, Any]:
+    """``studio.health.check``'s report, probed at most once per ``HEALTH_PROBE_SECONDS`` for this app
+    (kept in ``app.state``: a new app, as after a restart, probes afresh)."""
+    from studio.health import check
+
+    with _probe_lock:
+        probed = getattr(request.app.state, "health_probes", None)
+        if probed is None or time.monotonic() - probed[0] >= HEALTH_PROBE_SECONDS:
+            probed = (time.monotonic(), check(studio))
+            request.app.state.health_probes = probed
+    return probed[1]
 
 
 def _ui_mounted(request: Request) -> bool:
@@ -152,6 +175,9 @@ def landing(request: Request) -> Any:
 
 @router.delete("/cache", summary="Unload every cached local model")
 def clear_cache(caller: Caller = Depends(get_caller), studio=Depends(get_studio)) -> dict[str, Any]:
+    if not caller.local:
+        raise ApiError(403, "forbidden", "only the server's operator (the local user, without a token) may clear "
+                                         "the model cache: it serves every caller")
     unloaded = [m["model_id"] for m in _loaded_models(studio)]
     studio.provider(PROVIDER)  # the cache is the process's: clear it even if this studio never used it
     studio.clear_model_cache()

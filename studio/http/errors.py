@@ -22,8 +22,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from studio.errors import (BudgetExceeded, Busy, Cancelled, ContentBlocked, InvalidRequest, NotConfigured, NotFound,
-                           ProviderFailure, ProviderTimeout, QuotaExhausted, RateLimited, StudioError)
+from studio.errors import (BudgetExceeded, Busy, Cancelled, ContentBlocked, FileGone, InvalidRequest, NotConfigured,
+                           NotFound, ProviderFailure, ProviderTimeout, QuotaExhausted, RateLimited, StorageError,
+                           StudioError)
 
 log = logging.getLogger("studio.http")
 
@@ -41,8 +42,12 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
+# What a client is told of any StorageError (the image store or the database failed).
+STORAGE_UNAVAILABLE_DETAIL = "the studio's storage is unavailable right now; try again later"
+
 # Most specific first: the first class an error is an instance of decides its status.
 _STATUS_BY_CLASS: tuple[tuple[type[StudioError], int], ...] = (
+    (FileGone, 410),  # the image's record is there, its file or object was deleted
     (NotFound, 404),
     (InvalidRequest, 400),  # SettingsError too: a request named a value the settings refuse
     (ContentBlocked, 400),  # the prompt or image was refused: the caller must change it
@@ -52,6 +57,7 @@ _STATUS_BY_CLASS: tuple[tuple[type[StudioError], int], ...] = (
     (QuotaExhausted, 502),  # the provider account (the operator's), not the caller's budget
     (ProviderFailure, 502),
     (NotConfigured, 503),  # the server lacks a key, SDK or model: nothing the caller can fix
+    (StorageError, 503),  # the studio's image store or database is unavailable: try again later
     (Busy, 409),
     (Cancelled, 409),
 )
@@ -90,6 +96,10 @@ def studio_error_response(request: Request, exc: StudioError) -> JSONResponse:
         if value:
             headers["Retry-After"] = value
     detail = _redactor(request)(exc.message)
+    if isinstance(exc, StorageError):
+        # A store's or database's text names buckets, keys and hosts: for the server's log only.
+        log.error("%s %s: storage unavailable: %s", request.method, request.url.path, detail)
+        detail = STORAGE_UNAVAILABLE_DETAIL
     return JSONResponse(error_body(exc.kind, detail), status_code=status_for(exc), headers=headers)
 
 
@@ -137,6 +147,26 @@ def install_handlers(app: Any) -> None:
     app.add_exception_handler(StudioError, _studio_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+
+
+def json_cors_middleware() -> type:
+    """Starlette's ``CORSMiddleware`` with a refused preflight (an origin, method or header not
+    allowed) answered in the API's one error shape, ``{"error": "cors_refused", "detail": ...}``,
+    instead of Starlette's plain text; its headers (Vary, allowed methods...) are kept. Built on
+    call so that importing this module does not import the middleware."""
+    from starlette.middleware.cors import CORSMiddleware
+
+    class JsonCorsMiddleware(CORSMiddleware):
+        def preflight_response(self, request_headers):
+            answer = super().preflight_response(request_headers)
+            if answer.status_code != 400:
+                return answer
+            kept = {name: value for name, value in answer.headers.items()
+                    if name.lower() not in ("content-length", "content-type")}
+            return JSONResponse(error_body("cors_refused", answer.body.decode("utf-8", "replace")),
+                                status_code=400, headers=kept)
+
+    return JsonCorsMiddleware
 
 
 class CatchAllMiddleware:
