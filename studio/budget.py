@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from studio.errors import BudgetExceeded, StudioError, UnusableResult
+from studio.errors import BudgetExceeded, StorageError, StudioError, UnusableResult
 from studio.records import RunFacts, utc_now
 from studio.storage.index import RESERVATION_TTL_SECONDS
 
@@ -73,8 +73,17 @@ def billed_on_failure(run: RunFacts, error: StudioError, result: ProviderResult 
     found the answer unusable (``error.cost``) or the studio did on decoding it (``result.cost``);
     only without any reported usage at the reserved bound (the most it can have cost), so unusable
     answers still count against the budget. Any other failure is booked at the cost the provider
-    attached to it (``error.cost``: a run that was billed before it was stopped), else nothing."""
+    attached to it (``error.cost``: a run that was billed before it was stopped), else nothing. A
+    ``StorageError`` after the provider answered (the images could not be kept) is booked as the
+    answer would have been (``booked_cost``)."""
     prepared = run.prepared
+    if isinstance(error, StorageError) and result is not None:
+        # The provider answered (and billed) but the studio could not keep the images: booked as the
+        # success would have been (booked_cost: the reported cost, else the reserved bound).
+        billed = booked_cost(run, result)
+        log.warning("%s/%s request %s was billed but its images could not be saved; booking $%.6f",
+                    prepared.provider, prepared.model.id, run.request_id, billed)
+        return float(billed)
     if not isinstance(error, UnusableResult):
         if error.cost:
             log.warning("%s/%s request %s failed after it was billed; booking $%.6f",

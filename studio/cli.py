@@ -410,5 +410,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILURE
     except Exception as exc:  # the promise is: never a traceback
-        print(f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        from studio.db import connection_failure
+
+        # The database went away mid-command: one line naming it (SQLAlchemy's own text spans lines
+        # and quotes SQL), not an "unexpected" error.
+        failure = connection_failure(exc)
+        print(f"error: {failure}" if failure else f"error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILURE

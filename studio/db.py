@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sqlite3
 import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from studio.errors import StudioError
+from studio.config import SettingsError
+from studio.errors import StorageError
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -59,36 +61,99 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_inherited_connections)
 
 
-class DatabaseUrlError(StudioError, ValueError):
-    """STUDIO_DATABASE_URL names an engine the studio does not support (the message masks any password)."""
+class DatabaseUrlError(SettingsError):
+    """STUDIO_DATABASE_URL is not a URL the studio can use (the message masks any password). A bad
+    setting: the CLI exits 2, the HTTP API answers 400."""
 
-    kind = "bad_setting"
+
+class DatabaseUnavailable(StorageError):
+    """The database cannot be reached or used right now (refused, down, a broken connection). The
+    message names the database with its password masked and the driver's first line; no SQL."""
+
+
+# The URL schemes STUDIO_DATABASE_URL may use: PostgreSQL through psycopg (3), the driver the studio
+# installs, or a SQLite file.
+_POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "postgres+psycopg")
+_TAKES = "postgresql://user:password@host[:port]/database or sqlite:///path"
+# Text that begins like a URL ("word:"); a Windows drive letter ("C:") is a path, not a scheme.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:")
+
+
+def masked_url(text: str) -> str:
+    """``text`` (a database URL, well formed or not) with the password between the user name and
+    the last '@' replaced by ``***``: safe to show even when the URL does not parse."""
+    userinfo, at, host = text.rpartition("@")
+    if not at:
+        return text
+    if "://" in userinfo:
+        scheme, colon, rest = userinfo.partition("://")
+    elif userinfo.count(":") >= 2:  # "scheme:user:password", a slash or two short
+        scheme, colon, rest = userinfo.partition(":")
+    else:  # "user:password" or "scheme:user": masking too much beats showing a password
+        scheme, colon, rest = "", "", userinfo
+    user, sep, _password = rest.partition(":")
+    return f"{scheme}{colon}{user}{sep}{'***' if sep else ''}@{host}"
+
+
+def _refused(url: str, why: str) -> DatabaseUrlError:
+    return DatabaseUrlError(f"STUDIO_DATABASE_URL={masked_url(url)!r} is not valid: it takes {_TAKES} ({why})")
 
 
 def engine_url(url: str) -> "sa.URL":
-    """The SQLAlchemy URL for a setting: ``postgresql://`` and ``postgres://`` use psycopg (3),
-    the driver the studio installs; ``sqlite:///path`` is a SQLite file. Raises ``DatabaseUrlError``."""
+    """The SQLAlchemy URL for a setting: ``postgresql://`` and ``postgres://`` (optionally
+    ``+psycopg``) use psycopg (3); ``sqlite:///path`` is a SQLite file. Anything else, a malformed
+    URL or a port that is not a number raises ``DatabaseUrlError`` (a ``SettingsError``)."""
     import sqlalchemy as sa
 
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep:
+        # e.g. "postgresql:/u:pw@host/db": SQLAlchemy would read it as a SQLite file named after it.
+        raise _refused(url, "no '://' after the scheme")
+    if scheme not in (*_POSTGRES_SCHEMES, "sqlite"):
+        raise _refused(url, f"{scheme!r} is not PostgreSQL or SQLite")
+    if scheme == "sqlite" and not rest.startswith("/"):
+        raise _refused(url, "a SQLite URL is sqlite:/// followed by the file's path")
     try:
         parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError:
+        parsed.port  # noqa: B018 - parsed on reading: a port that is not a number fails here, not at connect
+    except (sa.exc.ArgumentError, ValueError):
         # The text itself may hold a password: say only what is wrong with it.
-        raise DatabaseUrlError("the database URL is not a URL such as postgresql://user@host/db") from None
-    backend = parsed.get_backend_name()
-    if backend in ("postgresql", "postgres"):
-        return parsed.set(drivername="postgresql+psycopg")
-    if backend == "sqlite" and parsed.database:
+        raise _refused(url, "not a URL, or its port is not a number") from None
+    if scheme == "sqlite":
+        if not parsed.database:
+            raise _refused(url, "no file path after sqlite:///")
         return parsed.set(drivername="sqlite")
-    raise DatabaseUrlError(f"the database URL {parsed.render_as_string(hide_password=True)!r} is not "
-                           f"postgresql://… or sqlite:///path: the studio supports PostgreSQL and SQLite")
+    return parsed.set(drivername="postgresql+psycopg")
+
+
+def unavailable(exc: BaseException, display_url: str) -> DatabaseUnavailable:
+    """The error to raise for SQLAlchemy's ``exc`` (a connection that failed or broke): one line,
+    ``cannot reach the database at <display_url>: <the driver's first line>``, no SQL, no parameters."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    reason = lines[0] if lines else type(cause).__name__
+    return DatabaseUnavailable(f"cannot reach the database at {display_url}: {reason}")
+
+
+def connection_failure(exc: BaseException) -> DatabaseUnavailable | None:
+    """For a front end's last resort: ``exc`` as ``DatabaseUnavailable`` when it is SQLAlchemy's
+    error for a connection that failed or broke (naming this process's database when it has one
+    open), else None."""
+    import sys
+
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is None or not isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+        return None
+    shown = {database.display_url for database in list(_OPEN)}
+    return unavailable(exc, shown.pop() if len(shown) == 1 else "the studio's database")
 
 
 class Database:
     """An open database. ``target``: a SQLite file path, or a URL (``postgresql://…``,
     ``sqlite:///path``). Safe to share between threads; each ``read``/``write`` borrows a pooled
     connection. Raises ``DatabaseUrlError`` for an unsupported URL, ``SchemaTooNew`` for a
-    database a newer studio upgraded, and SQLAlchemy's ``OperationalError`` when it cannot connect."""
+    database a newer studio upgraded, and ``DatabaseUnavailable`` (a ``StorageError``) when it cannot connect."""
 
     def __init__(self, target: str | Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS):
         import sqlalchemy as sa
@@ -96,7 +161,7 @@ class Database:
         from studio import migrations
 
         self.busy_timeout_ms = int(busy_timeout_ms)
-        if isinstance(target, Path) or "://" not in str(target):
+        if isinstance(target, Path) or not _SCHEME.match(str(target)):
             url = sa.engine.URL.create("sqlite", database=str(target))
         else:
             url = engine_url(str(target))
@@ -118,8 +183,11 @@ class Database:
                     migrations.ensure_current(conn.connection.driver_connection, self.path, self.busy_timeout_ms)
             else:
                 migrations.upgrade_engine(self.engine, where=self.display_url)
-        except BaseException:
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
             self.engine.dispose()  # a database that cannot be used keeps no connection open
+            raise unavailable(exc, self.display_url) from exc
+        except BaseException:
+            self.engine.dispose()
             raise
         _OPEN.add(self)
 
@@ -193,4 +261,5 @@ class Database:
         self.engine.dispose()
 
 
-__all__ = ["Database", "DatabaseUrlError", "SQLITE_FILE_NAME", "engine_url"]
+__all__ = ["Database", "DatabaseUnavailable", "DatabaseUrlError", "SQLITE_FILE_NAME", "connection_failure", "engine_url",
+           "masked_url", "unavailable"]

@@ -43,6 +43,14 @@ class NotFound(InvalidRequest):
     kind = "not_found"
 
 
+class FileGone(NotFound, FileNotFoundError):
+    """A stored image's record is there but its file or object is not (deleted outside the studio:
+    an operator's cleanup, a bucket's lifecycle rule). Still a FileNotFoundError for callers that
+    treat a vanished file as such; the HTTP API answers 410. ``studio repair`` reports it."""
+
+    kind = "file_gone"
+
+
 class Busy(StudioError):
     """What was asked is being done elsewhere right now (a batch job that another live process
     runs): not bad input, and nothing changed here; it can be asked again once that stops."""
@@ -146,6 +154,16 @@ class UnusableResult(ProviderFailure):
     def __init__(self, message: str, *, provider: str | None = None, cost: float | None = None):
         super().__init__(message, provider=provider, retryable=False)
         self.cost = cost
+
+
+class StorageError(StudioError):
+    """The studio's own storage (the image store or the database) cannot be used right now:
+    unreachable, refusing, or an object that did not arrive intact. Not the provider's fault and not
+    the caller's: nothing was saved by the call that raised it, and it may be tried again. Its message
+    is safe to show (no SQL, row values or credentials); the full cause goes to the server log."""
+
+    kind = "storage_unavailable"
+    retryable = True
 
 
 class Cancelled(StudioError):

@@ -29,7 +29,8 @@ from studio.catalog import Catalog
 from studio.contentfilter import ContentFilter
 from studio.copies import note_deleted
 from studio.config import SECRET_NAMES, Settings
-from studio.errors import ContentBlocked, InvalidRequest, NotFound, ProviderFailure, StudioError, missing_file
+from studio.errors import (ContentBlocked, InvalidRequest, NotFound, ProviderFailure, StorageError,
+                           StudioError, missing_file)
 from studio.identity import may_change, visible_to, without_embedded_owner
 from studio.masks import kept_size
 from studio.netfetch import fetch_url, is_url
@@ -143,6 +144,7 @@ class Studio:
         reservation = budget.reserve(self.storage, run, self.settings.daily_budget)
         ctx = RunContext(progress=_staged(progress), cancel=cancel or threading.Event(), timeout=run.timeout)
         result: ProviderResult | None = None  # what the provider answered, once it has
+        storing = False  # steps 7-8: a failure there is the studio's storage, not the provider
         try:
             # 4 run provider
             result = self._run_provider(run, ctx)
@@ -154,15 +156,23 @@ class Studio:
             seed_space = self.provider(run.prepared.provider).seed_space
             saved = saving.encode_all(run, result, images, cost=cost, seed_space=seed_space)
             # 7 write files
+            storing = True
             saving.write_files(self.storage, run, saved)
             # 8 commit rows
             records = self._commit(run, saved, cost)
         except StudioError as error:
+            if isinstance(error, StorageError):
+                error = self._storage_failure(run, error)
+                self._record_failure(run, error, result, reservation)
+                raise error from error.__cause__
             self._record_failure(run, error, result, reservation)
             raise
         except Exception as exc:
-            error = ProviderFailure(f"{run.prepared.provider} failed: {type(exc).__name__}: {exc}",
-                                    provider=run.prepared.provider)
+            if storing or _is_database_error(exc):
+                error = self._storage_failure(run, exc)
+            else:
+                error = ProviderFailure(f"{run.prepared.provider} failed: {type(exc).__name__}: {exc}",
+                                        provider=run.prepared.provider)
             self._record_failure(run, error, result, reservation)
             raise error from exc
         finally:
@@ -238,6 +248,18 @@ class Studio:
         row["n"] = len(records)
         self.storage.index.finish_generation(run.request_id, records, row)
         return records
+
+    def _storage_failure(self, run: RunFacts, exc: BaseException) -> StorageError:
+        """The error a caller sees when the image store or the database failed while a request's
+        images were saved: generic (a database's text quotes SQL and row values such as the owner's
+        id; a store's names buckets and keys), the full text only in the server log, redacted."""
+        log.error("request %s: saving its images failed: %s", run.request_id,
+                  self.redact(f"{type(exc).__name__}: {exc}"))
+        error = StorageError("the images could not be saved: the studio's storage is unavailable right now "
+                             "(the provider may have billed the request); try again later",
+                             provider=run.prepared.provider)
+        error.__cause__ = exc
+        return error
 
     def _record_failure(self, run: RunFacts, error: StudioError, result: ProviderResult | None,
                         reservation: str) -> None:
@@ -460,3 +482,12 @@ def _sub_progress(progress: ProgressCallback | None, index: int, count: int) -> 
         progress(event)
 
     return report
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is one of SQLAlchemy's (a database failure, whatever step it came from).
+    SQLAlchemy is only looked at if something already imported it: no database, no such error."""
+    import sys
+
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    return sa_exc is not None and isinstance(exc, sa_exc.SQLAlchemyError)

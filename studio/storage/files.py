@@ -14,17 +14,10 @@ import secrets
 from pathlib import Path
 from typing import Iterator, Protocol
 
-from studio.errors import StudioError
+# The image store's errors are the studio's storage errors (studio.errors, shared with the database).
+from studio.errors import StorageError
 
 TMP_MARKER = ".tmp-"
-
-
-class StorageError(StudioError):
-    """The image store cannot be used right now: unreachable, refusing, or an object that did not
-    arrive intact. Nothing was saved by the call that raised it; it may be tried again."""
-
-    kind = "storage_error"
-    retryable = True
 
 
 class FileStore(Protocol):
