@@ -138,7 +138,10 @@ class Tokens:
     def create(self, owner: str, name: str) -> tuple[ApiToken, str]:
         """A new token for ``owner`` named ``name`` (1-80 characters): ``(row, token)``. The token text
         is returned here only; it cannot be shown again. Raises ``InvalidRequest`` for an empty or long
-        name, or when ``owner`` already has ``MAX_ACTIVE_TOKENS`` usable tokens."""
+        name, for a blank ``owner`` (a token must act for someone), or when ``owner`` already has
+        ``MAX_ACTIVE_TOKENS`` usable tokens."""
+        if not isinstance(owner, str) or not owner.strip():
+            raise InvalidRequest("a token needs an owner: name the user it acts for (e.g. --user local)")
         if not isinstance(name, str) or not name.strip():
             raise InvalidRequest("a token needs a name (what it is for, e.g. 'laptop script')")
         name = clean_text(name, "token name", required=True, max_chars=MAX_NAME_CHARS)

@@ -218,18 +218,16 @@ def test_mood_board_flow(api):
     assert alice.get("/api/v1/boards").json() == {"boards": []}
 
 
-def test_token_routes_for_the_caller_only(api):
+def test_token_routes_for_the_caller_only(api, echo_studio):
     alice, bob, _images = api
-    made = alice.post("/api/v1/tokens", json={"name": "ci"})
-    assert made.status_code == 201 and made.json()["token"].startswith("ist_")
-    secret = made.json()["token"]
-    alice.answers.remove(made.text)  # the one answer that carries a token, on purpose
+    assert alice.post("/api/v1/tokens", json={"name": "ci"}).status_code == 403  # tokens make no tokens
+    made, secret = tokens_for(echo_studio).create(ALICE, "ci")  # the CLI's and the UIs' way
     listed = alice.get("/api/v1/tokens").json()["tokens"]
     assert sorted(t["name"] for t in listed) == ["alice", "ci"]
     assert secret not in json.dumps(listed)
     assert [t["name"] for t in bob.get("/api/v1/tokens").json()["tokens"]] == ["bob"]
-    assert bob.delete(f"/api/v1/tokens/{made.json()['id']}").status_code == 404
-    assert alice.post("/api/v1/tokens", json={"name": ""}).status_code == 400
+    assert bob.delete(f"/api/v1/tokens/{made.id}").status_code == 404  # another owner's: as if none
+    assert alice.delete(f"/api/v1/tokens/{made.id}").status_code == 403  # not the token alice is using
 
 
 def test_metadata_is_the_stored_images_even_if_a_file_has_its_name(api, monkeypatch, tmp_path):
@@ -284,5 +282,5 @@ def test_readme_library_examples_run_as_written(live_server, echo_studio, tmp_pa
     assert (tmp_path / "image.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "board.zip").read_bytes()[:2] == b"PK"
     assert (tmp_path / "history.csv").read_text().startswith("file,id,")
-    assert [t.name for t in tokens_for(echo_studio).list(ALICE) if t.revoked] == ["ci"]
+    assert [t.name for t in tokens_for(echo_studio).list(ALICE) if t.revoked] == ["readme"]  # it revoked itself
     assert ALICE not in done.stdout and token not in done.stdout

@@ -9,7 +9,8 @@ and the caller's API tokens.
 - ``GET|POST /boards``, ``GET|PATCH|DELETE /boards/{id}``, ``POST /boards/{id}/images`` (add),
   ``DELETE /boards/{id}/images/{image_id}``, ``PUT /boards/{id}/order``, ``GET /boards/{id}/collage``
   (PNG or JPEG), ``GET /boards/{id}/export.zip``;
-- ``GET|POST /tokens``, ``DELETE /tokens/{id}`` (revoke).
+- ``GET|POST /tokens``, ``DELETE /tokens/{id}`` (revoke). Tokens are made from the CLI and the UIs: a
+  token caller may list its owner's tokens and revoke the one it uses, and gets 403 for the rest.
 
 Visibility is the UIs' (studio.identity): a caller sees their images and shared ones, and changes
 only their own; anything else is 404, exactly as if it did not exist. Answers leave out owner ids,
@@ -28,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from studio.errors import InvalidRequest, NotFound
 from studio.http.deps import Caller, get_application, get_caller, get_studio, get_tokens
+from studio.http.errors import ApiError
 from studio.identity import may_change
 from studio.imaging import MIME_TYPES, sniff_format
 from studio.types import ImageRecord
@@ -298,13 +300,26 @@ class NewToken(_Body):
 
 @router.get("/tokens")
 def tokens(caller: CallerDep, tokens=Depends(get_tokens)) -> dict[str, Any]:
-    """The caller's API tokens (never the tokens themselves), newest first."""
-    return {"tokens": [token.public_dict() for token in tokens.list(caller.owner)]}
+    """The caller's API tokens (never the tokens themselves), newest first; ``current`` marks the
+    one the caller sent (the one a token caller may revoke)."""
+    return {"tokens": [{**token.public_dict(), "current": token.id == caller.token_id}
+                       for token in tokens.list(caller.owner)]}
+
+
+def _not_with_a_token(caller: Caller, what: str) -> None:
+    """403 for a caller that came with a token: tokens are made and managed from the CLI and the UIs
+    (a signed-in visitor), never by a token. A token minting tokens would multiply its rate limit,
+    and a stolen one could mint a token that outlives its revocation."""
+    if not caller.local:
+        raise ApiError(403, "forbidden", f"an API token cannot {what}: use the studio's UI (API tokens) or "
+                                         "`python -m studio token` on the server")
 
 
 @router.post("/tokens", status_code=201)
 def create_token(body: NewToken, caller: CallerDep, tokens=Depends(get_tokens)) -> JSONResponse:
-    """A new token for the caller: ``token`` is in this answer only; it cannot be shown again."""
+    """A new token for the caller: ``token`` is in this answer only; it cannot be shown again. Only
+    the tokenless local user (``STUDIO_VISITORS=local``) may: a token caller gets 403."""
+    _not_with_a_token(caller, "make tokens")
     row, secret = tokens.create(caller.owner, body.name)
     return JSONResponse({**row.public_dict(), "token": secret}, status_code=201,
                         headers={"Cache-Control": "no-store"})
@@ -312,8 +327,14 @@ def create_token(body: NewToken, caller: CallerDep, tokens=Depends(get_tokens)) 
 
 @router.delete("/tokens/{token_id}")
 def revoke_token(token_id: str, caller: CallerDep, tokens=Depends(get_tokens)) -> dict[str, Any]:
-    """Revoke one of the caller's tokens (the one in use too: its next request is 401)."""
-    return tokens.revoke(caller.owner, token_id).public_dict()
+    """Revoke one of the caller's tokens. A token caller may revoke only the token it is using (its
+    next request is 401); another token is 403. The tokenless local user may revoke any of its own."""
+    wanted = str(token_id).strip()
+    if not caller.local and caller.token_id != wanted:
+        if all(token.id != wanted for token in tokens.list(caller.owner)):
+            return tokens.revoke(caller.owner, wanted).public_dict()  # not the caller's: 404, as for any id
+        _not_with_a_token(caller, "revoke another token")
+    return tokens.revoke(caller.owner, wanted).public_dict()
 
 
 __all__ = ["board_info", "image_info", "router"]
