@@ -138,3 +138,21 @@ def test_only_the_local_operator_clears_the_model_cache_and_health_reuses_its_pr
     monkeypatch.setattr(compat_local, "HEALTH_PROBE_SECONDS", 0.0)
     client.get("/health")
     assert len(probes) == 2  # once the report is older than that, the next call probes again
+
+
+def test_a_batch_on_a_local_model_path_nobody_configured_runs_from_that_path(studio_home, tiny_model_dir):
+    """The CLI's operator may name any model path (local_free_paths); the job shows its name, and its
+    scenes still find the model (the name alone would not: it is configured nowhere)."""
+    from studio.jobs import get_manager
+    from studio.jobs.runner import build_request
+    from studio.service import Studio
+
+    studio = Studio(studio_home)
+    try:
+        preview = get_manager(studio).preview(["a lighthouse"], provider="local", model=str(tiny_model_dir))
+        assert not preview.errors, preview.errors
+        assert preview.job.model == tiny_model_dir.name
+        assert build_request(preview.job, preview.items[0]).model == str(tiny_model_dir)
+    finally:
+        get_manager(studio).close()
+        studio.close()

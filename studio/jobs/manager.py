@@ -21,7 +21,8 @@ from studio.estimates import BudgetToday
 from studio.jobs.export import enriched_script, item_records, job_zip
 from studio.jobs.model import SEED_POLICIES, ItemStatus, Job, JobItem, JobStatus
 from studio.jobs.recovery import reconcile
-from studio.jobs.runner import REQUEST_FIELDS, Runner, ThreadRunner, build_request, held_elsewhere, runner_alive
+from studio.jobs.runner import (MODEL_LOCATION_OPTION, REQUEST_FIELDS, Runner, ThreadRunner, build_request,
+                                held_elsewhere, runner_alive)
 from studio.jobs.store import JobStore, SQLiteJobStore, now_iso
 from studio.scripts import Script, parse_script
 from studio.validation import nth_seed
@@ -179,6 +180,8 @@ class JobManager:
                   options={name: getattr(opts, name) for name in JOB_REQUEST_FIELDS},
                   webhook_url=opts.webhook or None, script_name=parsed.name or opts.name,
                   script_format=parsed.format, total=len(parsed.scenes))
+        if model.location:  # a local model given as a path: the job shows its name, runs from the path
+            job.options[MODEL_LOCATION_OPTION] = model.location
         if opts.webhook_public_only:
             job.options["webhook_public_only"] = True
         if self._has_session_key(provider):

@@ -134,6 +134,9 @@ REQUEST_FIELDS = ("negative_prompt", "width", "height", "n", "steps", "guidance"
 # A job option of the job API (studio.jobapi): the job's one input image, as the http(s) URL it was
 # given; Studio.prepare fetches it through the outbound guard (studio.netfetch) each time the item runs.
 INPUT_IMAGE_URL_OPTION = "input_image_url"
+# A job option: where the job's local model is, when it was given as a path (ModelInfo.location); the
+# job's ``model`` is its shown name (studio.model_names), which alone may not find a path given freely.
+MODEL_LOCATION_OPTION = "model_location"
 
 
 def build_request(job: Job, item: JobItem) -> GenerationRequest:
@@ -154,7 +157,8 @@ def build_request(job: Job, item: JobItem) -> GenerationRequest:
         if not is_url(source):  # never a server path: only the job API sets it, always to a URL
             raise InvalidRequest("a job's input image must be an http(s) URL")
         options.update(mode=Mode.IMAGE_TO_IMAGE, init_image=source)
-    return GenerationRequest(prompt=item.text, provider=job.provider, model=job.model, style=style, seed=item.seed,
+    model = job.options.get(MODEL_LOCATION_OPTION) or job.model
+    return GenerationRequest(prompt=item.text, provider=job.provider, model=model, style=style, seed=item.seed,
                              user=job.owner, tags=tags, **options)
 
 
