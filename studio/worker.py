@@ -20,15 +20,27 @@ loses nothing and pays nothing twice: ``studio/jobs/celery_runner.py``.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import random
+import sys
 import threading
+from urllib.parse import urlsplit
 
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_init, worker_process_init
 
 from studio.config import Settings
-from studio.jobs.celery_runner import GENERATE_TASK, SCENE_TASK, make_app
+from studio.jobs.celery_runner import GENERATE_TASK, SCENE_TASK, make_app, unreachable
 from studio.jobs.remote_actions import ACTION_TASK
+from studio.redaction import mask_secrets
 
 app = make_app(Settings.load())
+log = logging.getLogger("studio.worker")
+
+# A scene task that cannot reach the database or the image store is tried again after this many
+# seconds (doubling from the first, at most the last, with some jitter so a restarted database
+# is not met by every task at once) for as long as RETRY_LIMIT tries: well over an hour.
+RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 1.0, 60.0
+RETRY_LIMIT = 100
 
 _studio = None
 _studio_lock = threading.Lock()
@@ -54,10 +66,38 @@ def _fresh_studio_in_child(**_):
     worker_studio()
 
 
-@worker_ready.connect
-def _warm_up(**_):
-    """Open the studio before the first task (it also settles what a killed worker left half-written)."""
-    worker_studio()
+@worker_init.connect
+def _check_before_taking_tasks(**_):
+    """Open the studio before the worker connects to the broker (it also settles what a killed worker
+    left half-written). A worker whose database or image store cannot be used must not take tasks it
+    cannot run: it exits with status 1 and one line saying why (the process supervisor shows it)."""
+    try:
+        worker_studio()
+    except Exception as exc:  # any reason it cannot open is fatal here; shown, then the worker exits
+        log.debug("the worker's studio did not open", exc_info=True)
+        sys.stderr.write(f"error: this worker cannot start: {_one_line(exc)}\n")
+        sys.stderr.flush()
+        raise SystemExit(1) from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s text (SQLAlchemy adds SQL and links after it), with the passwords
+    of the database and broker URLs masked."""
+    settings = Settings.load()
+    passwords = []
+    for url in (settings.database_url, settings.broker_url):
+        try:
+            passwords.append(urlsplit(url or "").password)
+        except ValueError:  # a database URL F13b's checks refuse earlier; nothing to mask from it
+            pass
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return mask_secrets(f"{type(exc).__name__}: {first}" if first else type(exc).__name__, passwords)
+
+
+def retry_delay(tries: int) -> float:
+    """Seconds before try ``tries + 1`` of a task that could not reach the database or storage."""
+    delay = min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2 ** min(tries, 16))
+    return delay * random.uniform(0.75, 1.0)
 
 
 def _runner():
@@ -66,11 +106,22 @@ def _runner():
     return get_manager(worker_studio()).runner  # a CeleryRunner: the studio has a broker URL
 
 
-@app.task(name=SCENE_TASK, bind=True)
+@app.task(name=SCENE_TASK, bind=True, max_retries=RETRY_LIMIT)
 def run_scene(self, job_id: str, holder: str) -> str:
-    """Run the next pending scene of ``job_id`` if it is still RUNNING and held by ``holder``."""
+    """Run the next pending scene of ``job_id`` if it is still RUNNING and held by ``holder``. When
+    the database or the image store is out of reach the task is sent again with a backoff
+    (``retry_delay``), not spent: its scene stays pending, or, claimed, is recovered by the next try's
+    sweep."""
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-    return _runner().run_scene(job_id, holder, task_id=self.request.id, redelivered=redelivered)
+    try:
+        return _runner().run_scene(job_id, holder, task_id=self.request.id, redelivered=redelivered)
+    except Exception as exc:
+        if not unreachable(exc):
+            raise
+        delay = retry_delay(self.request.retries)
+        log.warning("batch job %s: the database or image store is out of reach (%s); this scene task is "
+                    "tried again in %.0f s", job_id, _one_line(exc), delay)
+        raise self.retry(exc=exc, countdown=delay)
 
 
 @app.task(name=GENERATE_TASK, bind=True)

@@ -84,7 +84,7 @@ def test_the_manager_runs_on_celery_only_with_a_broker(studio_home, monkeypatch,
         with_broker = Studio(studio_home)
         runner = JobManager(with_broker).runner
         assert isinstance(runner, CeleryRunner)
-        assert runner.runner_id == cluster_runner_id(redis_url)  # the same for every process of the cluster
+        assert runner.runner_id == cluster_runner_id(runner.redis)  # the same for every process of the cluster
         with_broker.close()
     finally:
         studio.close()

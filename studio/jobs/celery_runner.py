@@ -9,9 +9,10 @@ travels through the broker: the job, its items, progress, pause and cancel live 
 Queues: a scene of the local model goes to queue ``local`` (GPU boxes: ``-Q local``), any other to
 ``cloud`` (``-Q cloud`` or ``-Q cloud,local``) — ``queue_for``.
 
-Who holds a job: every process using the same broker is one logical runner, ``celery:<digest of the
-broker URL>`` (``cluster_runner_id``), so any web server may pause, resume or cancel a job another
-one started. Its heartbeat is refreshed by each worker while it runs a scene of the job, and by the
+Who holds a job: every process using the same broker is one logical runner, ``celery:<cluster id>``
+(``cluster_runner_id``: a random id kept in the broker's Redis, so every spelling of its address is
+the same cluster, and nothing of the URL or its password is in it), so any web server may pause,
+resume or cancel a job another one started. Its heartbeat is refreshed by each worker while it runs a scene of the job, and by the
 process that started it while that process lives; a job nobody refreshes for ``stale_after``
 seconds is interrupted, and ``JobManager.recover``/``resume`` settle it as usual.
 
@@ -36,13 +37,20 @@ it is left to that worker (no-op); otherwise the item is settled by the studio's
 flight is booked as interrupted, and the item completes with its saved images or runs once more).
 Every task also sweeps its job for such orphans (active, with no lease), so a killed worker's
 scene is recovered by the others within ``stale_after`` seconds, not only when its task returns.
+
+Lost tasks: a task that cannot reach the database or the image store is retried later (the worker
+task's backoff, ``studio/worker.py``), never spent. Tasks the broker itself lost (a Redis restarted
+without its data, a failover to an empty replica) are sent again by the starting process's watch
+(``resend_lost``): a RUNNING job with pending scenes, none in flight, nothing claimed or sent for
+``stall_seconds`` (a key in Redis, gone with the lost data) and an empty queue gets one task per
+pending scene again. A surplus task finds nothing to claim (claims are atomic) and ends.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
@@ -51,8 +59,8 @@ from typing import Any
 
 from studio.jobs.model import ACTIVE, ItemStatus, Job, JobItem, JobStatus
 from studio.jobs.recovery import RecoveryReport, settle_items
-from studio.jobs.runner import (HEARTBEAT_STALE_SECONDS, EventCallback, Runner, execute_item, held_elsewhere,
-                                runner_alive)
+from studio.jobs.runner import (HEARTBEAT_STALE_SECONDS, EventCallback, Outcome, Runner, execute_item,
+                                held_elsewhere, runner_alive)
 from studio.jobs.store import JobStore, now_iso
 
 SCENE_TASK = "studio.run_scene"
@@ -61,6 +69,9 @@ LOCAL_QUEUE, CLOUD_QUEUE = "local", "cloud"
 LEASE_PREFIX = "studio:lease:"
 TASK_PREFIX = "studio:task:"
 SWEEP_PREFIX = "studio:sweep:"
+DISPATCH_PREFIX = "studio:dispatched:"  # a job whose scenes were sent, claimed or run lately (expires)
+CLUSTER_ID_KEY = "studio:cluster-id"  # the cluster's runner id: created once, shared by every process
+MIN_STALL_SECONDS = 30.0  # about a retried task's longest backoff (studio/worker.py): few needless resends
 TASK_MEMORY_SECONDS = 7 * 24 * 3600  # how long a task's claimed request id is remembered
 # The broker redelivers a task not acknowledged within this many seconds (Redis transport): longer
 # than any scene may run (a request's timeout and its saving), or a slow scene's task would be
@@ -70,10 +81,33 @@ MIN_VISIBILITY_TIMEOUT = 3600
 log = logging.getLogger("studio.jobs")
 
 
-def cluster_runner_id(broker_url: str) -> str:
-    """The runner id of every process using ``broker_url``: ``celery:<12 hex digits>``. Its host part
-    is no host name, so ``runner_alive`` judges it by its heartbeat alone (no pid to check)."""
-    return "celery:" + hashlib.sha256(broker_url.encode()).hexdigest()[:12]
+def cluster_runner_id(client, proposed: str | None = None) -> str:
+    """The runner id of every process using the Redis behind ``client``: ``celery:<12 hex digits>``,
+    a random id created once in Redis (``SET NX``; ``proposed``, an id without its ``celery:``
+    prefix, when given, e.g. the one a process already holds jobs under) and read back by everyone,
+    so it does not depend on how a process spells the broker's address. Its host part is no host
+    name, so ``runner_alive`` judges it by its heartbeat alone (no pid to check). Raises Redis's
+    errors when it cannot be reached."""
+    for _ in range(3):  # a Redis emptied between the two calls: create it again
+        client.set(CLUSTER_ID_KEY, proposed or secrets.token_hex(6), nx=True)
+        value = client.get(CLUSTER_ID_KEY)
+        if value is not None:
+            return "celery:" + value.decode()
+    raise RuntimeError("the broker's Redis keeps losing the cluster id (is it being emptied?)")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Is ``exc`` the database or the image store being out of reach (down, restarting, refusing),
+    rather than a fault of the task itself? Such a task is worth trying again later."""
+    import sqlalchemy.exc
+
+    from studio.storage import StorageError
+
+    if isinstance(exc, StorageError):
+        return True
+    if isinstance(exc, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
+        return True
+    return isinstance(exc, sqlalchemy.exc.DBAPIError) and bool(exc.connection_invalidated)
 
 
 def queue_for(provider) -> str:
@@ -151,7 +185,7 @@ class CeleryRunner(Runner):
         settings = studio.settings
         if not settings.broker_url:
             raise ValueError("the Celery runner needs settings.broker_url (STUDIO_BROKER_URL)")
-        self.runner_id = cluster_runner_id(settings.broker_url)
+        self._runner_id: str | None = None  # read from Redis on first use (cluster_runner_id)
         self.stale_after = float(stale_after if stale_after is not None else
                                  getattr(settings, "job_stale_seconds", HEARTBEAT_STALE_SECONDS))
         if self.stale_after <= 0:
@@ -161,6 +195,8 @@ class CeleryRunner(Runner):
             raise ValueError(f"poll_interval must be between 0 and stale_after ({self.stale_after} s)")
         # A scene claimed this recently may not have its lease yet (it is set right after the claim).
         self.claim_grace = min(2.0, self.stale_after / 2)
+        # A running job with pending scenes and no sign of its tasks this long had them lost.
+        self.stall_seconds = max(MIN_STALL_SECONDS, 4 * self.stale_after)
         self.worker_name = f"{socket.gethostname()}:{os.getpid()}"
         self._app = app
         self._redis = redis
@@ -185,6 +221,19 @@ class CeleryRunner(Runner):
             if self._redis is None:
                 self._redis = redis_client(self.studio.settings.broker_url)
             return self._redis
+
+    @property
+    def runner_id(self) -> str:
+        """``celery:<cluster id>`` (``cluster_runner_id``), the same in every process of the cluster."""
+        with self._lock:
+            if self._runner_id is None:
+                self._runner_id = cluster_runner_id(self.redis)
+            return self._runner_id
+
+    def _keep_cluster_id(self) -> None:
+        """Put this process's cluster id back in a Redis that lost it, so processes started since
+        join the jobs' holder instead of making up another id."""
+        cluster_runner_id(self.redis, self.runner_id.removeprefix("celery:"))
 
     def gate(self, name: str, limit: int):
         """The shared ``RedisGate`` called ``name`` (a provider, or ``job:<id>``)."""
@@ -231,15 +280,40 @@ class CeleryRunner(Runner):
         if not pending:
             self.settle(job_id)
 
-    def enqueue(self, job: Job, count: int) -> None:
-        """Send ``count`` scene tasks of ``job`` to its provider's queue. Each runs the next pending
-        scene, so any task may run any scene; a surplus task finds nothing and ends."""
+    def enqueue(self, job: Job, count: int, holder: str | None = None) -> None:
+        """Send ``count`` scene tasks of ``job`` to its provider's queue, for the runner ``holder``
+        (default this cluster's). Each runs the next pending scene, so any task may run any scene; a
+        surplus task finds nothing and ends."""
         if count <= 0:
             return
         queue = queue_for(self.studio.provider(job.provider))
+        holder = holder or self.runner_id
         with self.app.producer_or_acquire() as producer:
             for _ in range(count):
-                self.app.send_task(SCENE_TASK, args=[job.id, self.runner_id], queue=queue, producer=producer)
+                self.app.send_task(SCENE_TASK, args=[job.id, holder], queue=queue, producer=producer)
+        self._mark_dispatched(job.id)
+
+    def _mark_dispatched(self, job_id: str) -> None:
+        """Note that the job's scenes were sent, claimed or are running (see ``resend_lost``)."""
+        self.redis.set(DISPATCH_PREFIX + job_id, self.worker_name, ex=max(1, round(self.stall_seconds)))
+
+    def resend_lost(self, job: Job) -> int:
+        """Send the tasks of a RUNNING job again when the broker lost them: pending scenes, none in
+        flight, nothing sent, claimed or run for ``stall_seconds`` (the key is gone, as after a
+        Redis restarted empty) and no task waiting in the job's queue. Returns the tasks sent."""
+        if job.status is not JobStatus.RUNNING or self.redis.exists(DISPATCH_PREFIX + job.id):
+            return 0
+        now = time.time()
+        if any(self._live(item, now) for item in self.store.items(job.id, ACTIVE)):
+            return 0  # a scene is running: its heartbeat marks the job as dispatched again
+        if self.redis.llen(queue_for(self.studio.provider(job.provider))):
+            return 0  # tasks are waiting (this job's or others'): the queue is not lost
+        pending = len(self.store.items(job.id, [ItemStatus.PENDING]))
+        if pending:
+            log.warning("batch job %s: %d pending scenes had no task left in the broker (Redis lost its "
+                        "queue?): sent again", job.id, pending)
+            self.enqueue(job, pending)
+        return pending
 
     def stop(self, job_id: str, *, cancel: bool = False, index: int | None = None) -> None:
         # The pause or cancel is already in the store (JobManager wrote it): workers stop claiming
@@ -287,7 +361,9 @@ class CeleryRunner(Runner):
                             self._watched.discard(job_id)
                         continue
                     self.store.heartbeat([job_id], self.runner_id, time.time())
+                    self._keep_cluster_id()
                     self.sweep(job)
+                    self.resend_lost(job)
                     self.settle(job_id)
                 except Exception:
                     log.exception("batch job %s: the Celery runner's watch failed this time", job_id)
@@ -298,14 +374,16 @@ class CeleryRunner(Runner):
         """Run the job's next pending scene (the body of the ``studio.run_scene`` task). Returns what
         happened: an ``Outcome`` status, or ``gone``, ``not running``, ``nothing to do``,
         ``done already``, ``in flight elsewhere``. Raises only when the store or Redis fails (the
-        task then fails; its scene, if claimed, is recovered as a dead worker's)."""
+        worker's task then tries again later, see ``unreachable``; its scene, if claimed, is
+        recovered as a dead worker's)."""
         job = self.store.get(job_id, items=False)
         if job is None:
             return "gone"
+        cluster_runner_id(self.redis, holder.removeprefix("celery:"))  # a Redis that lost the id: the holder's
         if redelivered and task_id:
             earlier = self._earlier_attempt(job, task_id)
             if earlier is not None:
-                self.settle(job_id)
+                self.settle(job_id, holder)
                 return earlier
         self.sweep(job)
         gates = [self.gate(f"job:{job.id}", job.concurrency),
@@ -314,13 +392,14 @@ class CeleryRunner(Runner):
         try:
             for gate in gates:
                 if not self._acquire(gate, job_id, holder):
-                    self.settle(job_id)
+                    self.settle(job_id, holder)
                     return "not running"
                 taken.append(gate)
             item = self.store.claim(job_id, holder)
             if item is None:
-                self.settle(job_id)
+                self.settle(job_id, holder)
                 return "nothing to do"
+            self._mark_dispatched(job_id)
             self.redis.set(LEASE_PREFIX + item.request_id, self.worker_name, ex=max(1, round(self.stale_after)))
             if task_id:
                 self.redis.set(TASK_PREFIX + task_id, item.request_id, ex=TASK_MEMORY_SECONDS)
@@ -328,20 +407,25 @@ class CeleryRunner(Runner):
         finally:
             for gate in taken:
                 gate.release()
+        if outcome.status in ("retry", "failed"):
+            # A scene that failed while saving (the database away a moment: a StorageError) may have
+            # left files this process wrote: they are indexed and booked now (its request is no longer
+            # in flight here), not left as orphans until this worker restarts.
+            self.studio.storage.recover_interrupted()
         provider_gate = gates[1]
         if outcome.status == "rate_limited":
             provider_gate.rate_limited(outcome.retry_after)
         elif outcome.status == "completed":
             provider_gate.succeeded()
         if outcome.status in ("rate_limited", "retry"):
-            self.enqueue(job, 1)  # the scene is pending again: one more task will run it
+            self.enqueue(job, 1, holder)  # the scene is pending again: one more task will run it
         elif outcome.status == "budget":
             # Spending more today is not allowed: pause instead of failing every remaining scene.
             self.store.update_job(job_id, status=JobStatus.PAUSED, error=outcome.message)
         if outcome.status in ("completed", "failed", "cancelled"):
             self._emit("job.progress", job_id, self.store.item(job_id, item.index) or item)
         self.sweep(job)
-        self.settle(job_id)
+        self.settle(job_id, holder)
         return outcome.status
 
     def _acquire(self, gate, job_id: str, holder: str) -> bool:
@@ -366,11 +450,43 @@ class CeleryRunner(Runner):
                                 name=f"scene-{job.id}-{item.index}-heartbeat", daemon=True)
         beat.start()
         try:
-            return execute_item(self.studio, self.store, job, item, cancel)
+            try:
+                return execute_item(self.studio, self.store, job, item, cancel)
+            finally:
+                done.set()
+                beat.join()
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            return self._outlast_outage(job, item, exc)
         finally:
-            done.set()
-            beat.join()
             self.redis.delete(LEASE_PREFIX + item.request_id)
+
+    def _outlast_outage(self, job: Job, item: JobItem, error: Exception) -> Any:
+        """The database or image store went away while ``item`` ran here: keep its lease (nobody else
+        re-runs it meanwhile) until the database answers again, then settle it as recovery does:
+        files this process wrote for it are indexed and booked (its request is no longer in flight
+        here, so ``Storage.recover_interrupted`` finishes them) and the item completes with them, or
+        is pending again with a task sent for it. Raises ``error`` when the database is not back
+        within the request timeout (the task is then retried; the item is recovered by a sweep)."""
+        log.warning("batch job %s: scene %d lost the database or image store mid-run (%s); it is settled once "
+                    "the database answers", job.id, item.index, type(error).__name__)
+        deadline = time.monotonic() + max(self.stale_after, self.studio.settings.request_timeout)
+        delay = self.poll_interval
+        while True:
+            try:
+                self.redis.set(LEASE_PREFIX + item.request_id, self.worker_name, ex=max(1, round(self.stale_after)))
+                report = self._recover(job, [item])
+                current = self.store.item(job.id, item.index)
+                if current is None or current.request_id != item.request_id or not current.status.active:
+                    return Outcome("completed" if item.index in report.completed else "recovered")
+            except Exception as exc:
+                if not unreachable(exc):
+                    raise
+            if time.monotonic() >= deadline:
+                raise error
+            self._closed.wait(delay)  # the database (or the sweep lock) is not free yet: ask again later
+            delay = min(2 * delay, 5.0)
 
     def _beat(self, job_id: str, holder: str, item: JobItem, tokens: list, cancel: threading.Event,
               done: threading.Event) -> None:
@@ -380,6 +496,7 @@ class CeleryRunner(Runner):
         while not done.wait(self.poll_interval):
             try:
                 self.redis.set(LEASE_PREFIX + item.request_id, self.worker_name, ex=max(1, round(self.stale_after)))
+                self._mark_dispatched(job_id)
                 for gate, token in tokens:
                     if token is not None:
                         gate.refresh_token(token)
@@ -440,7 +557,7 @@ class CeleryRunner(Runner):
                             "images, %s to run again)", job.id, sorted(report.completed + report.requeued),
                             len(report.completed), len(report.requeued))
             if report.requeued and current.status is JobStatus.RUNNING:
-                self.enqueue(current, len(report.requeued))
+                self.enqueue(current, len(report.requeued), current.runner)
             for index in report.completed:
                 self._emit("job.progress", job.id, self.store.item(job.id, index))
             return report
@@ -449,12 +566,14 @@ class CeleryRunner(Runner):
 
     # -- settling -------------------------------------------------------------------------------
 
-    def settle(self, job_id: str) -> None:
+    def settle(self, job_id: str, holder: str | None = None) -> None:
         """Let go of the job when no scene of it is left to run here: RUNNING with nothing pending or
         in flight becomes COMPLETED (or FAILED); PAUSED or CANCELLED with nothing in flight is
-        released. Only the process whose release succeeds sends the event, so it is sent once."""
+        released. Only the process whose release succeeds sends the event, so it is sent once.
+        ``holder``: the runner id the job's tasks name (default this cluster's)."""
+        holder = holder or self.runner_id
         job = self.store.get(job_id, items=False)
-        if job is None or job.runner != self.runner_id:
+        if job is None or job.runner != holder:
             return
         active = sum(job.counts.get(s.value, 0) for s in ACTIVE)
         pending = job.counts.get(ItemStatus.PENDING.value, 0)
@@ -470,7 +589,7 @@ class CeleryRunner(Runner):
             if active:
                 return
             event = {JobStatus.PAUSED: "job.paused", JobStatus.CANCELLED: "job.cancelled"}.get(job.status)
-        if self.store.release(job_id, self.runner_id, **fields) and event:
+        if self.store.release(job_id, holder, **fields) and event:
             self._emit(event, job_id, None)
 
     def _emit(self, event: str, job_id: str, item: JobItem | None) -> None:
