@@ -205,6 +205,7 @@ class CeleryRunner(Runner):
         self._watched: set[str] = set()
         self._monitor: threading.Thread | None = None
         self._closed = threading.Event()
+        self._unfinished_writes = False  # a scene here failed mid-save and its files are not indexed yet
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -380,6 +381,8 @@ class CeleryRunner(Runner):
         if job is None:
             return "gone"
         cluster_runner_id(self.redis, holder.removeprefix("celery:"))  # a Redis that lost the id: the holder's
+        if self._unfinished_writes:
+            self._finish_own_writes()  # an earlier scene here failed mid-save while the database was away
         if redelivered and task_id:
             earlier = self._earlier_attempt(job, task_id)
             if earlier is not None:
@@ -411,7 +414,7 @@ class CeleryRunner(Runner):
             # A scene that failed while saving (the database away a moment: a StorageError) may have
             # left files this process wrote: they are indexed and booked now (its request is no longer
             # in flight here), not left as orphans until this worker restarts.
-            self.studio.storage.recover_interrupted()
+            self._finish_own_writes()
         provider_gate = gates[1]
         if outcome.status == "rate_limited":
             provider_gate.rate_limited(outcome.retry_after)
@@ -461,6 +464,14 @@ class CeleryRunner(Runner):
             return self._outlast_outage(job, item, exc)
         finally:
             self.redis.delete(LEASE_PREFIX + item.request_id)
+
+    def _finish_own_writes(self) -> None:
+        """Index and book files this process wrote for requests that ended without their rows
+        (``Storage.recover_interrupted``). When the database is still away, the next scene task
+        run here tries again (and raises the database's error now: the task is retried)."""
+        self._unfinished_writes = True
+        self.studio.storage.recover_interrupted()
+        self._unfinished_writes = False
 
     def _outlast_outage(self, job: Job, item: JobItem, error: Exception) -> Any:
         """The database or image store went away while ``item`` ran here: keep its lease (nobody else
