@@ -170,10 +170,6 @@ def test_a_worker_with_a_missing_bucket_does_not_eat_the_scenes(echo_env, s3_sto
 
 @pytest.mark.background_errors  # the server logs the unexpected error from its request thread
 @pytest.mark.parametrize("backend", ["embedded", "s3"])
-@pytest.mark.xfail(strict=True, reason="an image whose object (or file) was deleted behind the studio's back: "
-                                       "GET /api/v1/images/{id}/file answers 500 'unexpected server error' "
-                                       "(studio/http/v1_library.py:121 lets Storage.read's FileNotFoundError from "
-                                       "studio/storage/s3.py:258 go up) instead of a 404/410 saying the file is gone")
 def test_an_image_whose_object_is_gone_is_not_a_server_error(backend, request, echo_studio, monkeypatch):
     from fastapi.testclient import TestClient
 

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from studio.errors import FileGone
 from studio.imaging import EXTENSIONS, open_checked, thumbnail_bytes
 from studio.storage.files import TMP_MARKER, FileStore, LocalFileStore, StorageError
 from studio.storage.index import HistoryQuery, Page, SQLiteIndex
@@ -157,7 +158,13 @@ class Storage:
         self.with_path(record)
 
     def read(self, record: ImageRecord) -> bytes:
-        return self.files.get(record.path)
+        """The image file's bytes. Raises ``FileGone`` (a FileNotFoundError) when its file or object
+        was deleted behind the studio's back, ``StorageError`` when the store cannot be reached."""
+        try:
+            return self.files.get(record.path)
+        except FileNotFoundError:
+            raise FileGone(f"the file of image {record.id} is gone from the image store (deleted outside the "
+                           f"studio); `studio repair` lists such images") from None
 
     def read_thumbnail(self, record: ImageRecord) -> bytes:
         # One read, not a check and a read: on S3 each is a request.
