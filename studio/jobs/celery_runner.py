@@ -412,8 +412,7 @@ class CeleryRunner(Runner):
                 gate.release()
         if outcome.status in ("retry", "failed"):
             # A scene that failed while saving (the database away a moment: a StorageError) may have
-            # left files this process wrote: they are indexed and booked now (its request is no longer
-            # in flight here), not left as orphans until this worker restarts.
+            # left files: what recovery can settle now (writes of processes gone) is settled now.
             self._finish_own_writes()
         provider_gate = gates[1]
         if outcome.status == "rate_limited":
@@ -466,19 +465,21 @@ class CeleryRunner(Runner):
             self.redis.delete(LEASE_PREFIX + item.request_id)
 
     def _finish_own_writes(self) -> None:
-        """Index and book files this process wrote for requests that ended without their rows
-        (``Storage.recover_interrupted``). When the database is still away, the next scene task
-        run here tries again (and raises the database's error now: the task is retried)."""
+        """Settle unfinished writes after a scene failed mid-save (``Storage.recover_interrupted``:
+        those of processes that are gone; this live process's own are finished when it starts
+        again). When the database is still away, the next scene task run here tries again (and the
+        database's error is raised now: the task is retried)."""
         self._unfinished_writes = True
         self.studio.storage.recover_interrupted()
         self._unfinished_writes = False
 
     def _outlast_outage(self, job: Job, item: JobItem, error: Exception) -> Any:
         """The database or image store went away while ``item`` ran here: keep its lease (nobody else
-        re-runs it meanwhile) until the database answers again, then settle it as recovery does:
-        files this process wrote for it are indexed and booked (its request is no longer in flight
-        here, so ``Storage.recover_interrupted`` finishes them) and the item completes with them, or
-        is pending again with a task sent for it. Raises ``error`` when the database is not back
+        re-runs it meanwhile) until the database answers again, then settle it as recovery does
+        (``recovery.settle_items``): the item completes with images saved under its request, or is
+        pending again with a task sent for it. (Files this live process wrote but did not index are
+        judged in flight by ``Storage.recover_interrupted`` and finished only when the worker starts
+        again: still open, see tests/test_attack_issue13.py's PostgreSQL restart.) Raises ``error`` when the database is not back
         within the request timeout (the task is then retried; the item is recovered by a sweep)."""
         log.warning("batch job %s: scene %d lost the database or image store mid-run (%s); it is settled once "
                     "the database answers", job.id, item.index, type(error).__name__)

@@ -183,11 +183,6 @@ class ProcessBeat:
                                                 daemon=True)
                 self._thread.start()
 
-    def in_flight(self, request_id: str) -> bool:
-        """Is request ``request_id`` between ``begin`` and ``end`` in this process?"""
-        with self._lock:
-            return request_id in self._open
-
     def end(self, request_id: str) -> None:
         with self._lock:
             self._open[request_id] -= 1
