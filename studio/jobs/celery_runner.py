@@ -60,7 +60,7 @@ from typing import Any
 from studio.jobs.model import ACTIVE, ItemStatus, Job, JobItem, JobStatus
 from studio.jobs.recovery import RecoveryReport, settle_items
 from studio.jobs.runner import (HEARTBEAT_STALE_SECONDS, EventCallback, Outcome, Runner, execute_item,
-                                held_elsewhere, runner_alive)
+                                runner_alive)
 from studio.jobs.store import JobStore, now_iso
 
 SCENE_TASK = "studio.run_scene"
@@ -249,21 +249,6 @@ class CeleryRunner(Runner):
             return gate
 
     # -- the interface, in the process that starts jobs -----------------------------------------
-
-    def take(self, job_id: str) -> None:
-        self._take(job_id)
-
-    def _take(self, job_id: str) -> Job:
-        job = self.store.get(job_id, items=False)
-        if job is None:
-            raise LookupError(job_id)
-        now = time.time()
-        dead = job.runner if job.runner and not runner_alive(job.runner, job.heartbeat_at, now,
-                                                              stale_after=self.stale_after) else None
-        if not self.store.take(job_id, self.runner_id, now=now, stale_after=self.stale_after, dead=dead):
-            holder = self.store.get(job_id, items=False)
-            raise held_elsewhere(job_id, holder.runner if holder else job.runner)
-        return job
 
     def start(self, job_id: str) -> None:
         if self._closed.is_set():

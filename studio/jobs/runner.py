@@ -84,11 +84,28 @@ class Runner(ABC):
     runner_id: str
     stale_after: float = HEARTBEAT_STALE_SECONDS  # seconds without a heartbeat before a holder is presumed dead
 
-    @abstractmethod
+    store: JobStore
+
     def take(self, job_id: str) -> None:
         """Become the job's holder, atomically in the store (``JobStore.take``): raises
         ``Busy`` (``held_elsewhere``) while a live runner elsewhere holds it, and
         ``LookupError`` when there is no such job."""
+        self._take(job_id)
+
+    def _take(self, job_id: str) -> Job:
+        """``take``, returning the job as read before taking it."""
+        job = self.store.get(job_id, items=False)
+        if job is None:
+            raise LookupError(job_id)
+        now = time.time()
+        # A holder found dead here is named, so the store lets it go only if it is still that one:
+        # whoever took the job since (after we read it) keeps it while its heartbeat is fresh.
+        dead = job.runner if job.runner and not runner_alive(job.runner, job.heartbeat_at, now,
+                                                              stale_after=self.stale_after) else None
+        if not self.store.take(job_id, self.runner_id, now=now, stale_after=self.stale_after, dead=dead):
+            holder = self.store.get(job_id, items=False)
+            raise held_elsewhere(job_id, holder.runner if holder else job.runner)
+        return job
 
     @abstractmethod
     def start(self, job_id: str) -> None:
@@ -338,24 +355,6 @@ class ThreadRunner(Runner):
         self._closed = threading.Event()
 
     # -- the interface ----------------------------------------------------------------------
-
-    def take(self, job_id: str) -> None:
-        self._take(job_id)
-
-    def _take(self, job_id: str) -> Job:
-        """``take``, returning the job as read before taking it."""
-        job = self.store.get(job_id, items=False)
-        if job is None:
-            raise LookupError(job_id)
-        now = time.time()
-        # A holder found dead here is named, so the store lets it go only if it is still that one:
-        # whoever took the job since (after we read it) keeps it while its heartbeat is fresh.
-        dead = job.runner if job.runner and not runner_alive(job.runner, job.heartbeat_at, now,
-                                                              stale_after=self.stale_after) else None
-        if not self.store.take(job_id, self.runner_id, now=now, stale_after=self.stale_after, dead=dead):
-            holder = self.store.get(job_id, items=False)
-            raise held_elsewhere(job_id, holder.runner if holder else job.runner)
-        return job
 
     def start(self, job_id: str) -> None:
         with self._lock:

@@ -22,7 +22,7 @@ from pathlib import Path
 from studio.errors import FileGone
 from studio.imaging import EXTENSIONS, open_checked, thumbnail_bytes
 from studio.storage.files import TMP_MARKER, FileStore, LocalFileStore, StorageError
-from studio.storage.index import HistoryQuery, Page, SQLiteIndex
+from studio.storage.index import INTERRUPTED_STATUS, HistoryQuery, Page, SQLiteIndex
 from studio.storage.liveness import (DEFAULT_STALE_SECONDS, Liveness, ProcessBeat, process_alive,
                                      process_started, this_process)
 from studio.types import ImageRecord
@@ -33,7 +33,7 @@ IMAGES_PREFIX = "images"
 THUMBS_PREFIX = "thumbs"
 TRASH_PREFIX = "trash"
 ORPHANS_PREFIX = "orphans"
-INTERRUPTED = "interrupted"  # audit-log status (and error kind) of a request whose process died in flight
+INTERRUPTED = INTERRUPTED_STATUS  # audit-log status (and error kind) of a request whose process died in flight
 INTERRUPTED_NOTE = ("interrupted, possibly billed: its process stopped while the provider had the request; "
                     "booked at the most it can have cost")
 

@@ -38,7 +38,7 @@ IMAGE_COLUMNS = (
 GENERATION_COLUMNS = ("id", "owner", "created_at", "day", "provider", "model", "mode", "prompt", "n", "status",
                       "error_kind", "error", "cost", "estimated_cost", "duration", "cached")
 RESERVATION_TTL_SECONDS = 3600  # a reservation left by a crashed process stops counting after this
-# The audit status of a request booked by another process as interrupted (studio.storage.INTERRUPTED).
+# The audit status of a request booked by another process as interrupted.
 INTERRUPTED_STATUS = "interrupted"
 BUDGET_LOCK = "budget"  # the named lock (Database.lock) every reservation is made under
 
