@@ -149,9 +149,11 @@ def generate(self, request: dict, request_id: str) -> dict:
 
 @app.task(name=ACTION_TASK, bind=True)
 def action(self, body: dict) -> dict:
-    """A front end's generate, edit or variations (``remote_actions.run_on_worker``): ``body`` is
-    ``{"action", "owner", "arguments"}``; returns ``{"result": {...}}`` or ``{"error": {...}}``
-    (``remote_actions.run_here``). Progress is published as the task's ``PROGRESS`` state."""
+    """A front end's generate, edit or variations (``remote_actions.run_on_worker``): ``body`` is only
+    ``{"in_redis": true}``; the action itself (what to run, for whom, its uploads) waits in Redis under
+    this task's id, so owner ids never appear in task arguments (Flower, Celery's logs). Returns
+    ``{"result": {...}}`` or ``{"error": {...}}`` (``remote_actions.run_here``). Progress is published
+    as the task's ``PROGRESS`` state."""
     from studio.jobs.remote_actions import run_here
 
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
