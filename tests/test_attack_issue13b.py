@@ -1,0 +1,93 @@
+"""A13b: attacks on issue 13's scheduled generation. Each real fault found is one strict xfail
+test here (a fix flips it); see the report for repro and cause."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from studio.errors import InvalidRequest
+from studio.schedules import Schedules, next_run, schedule_of, stamp
+
+UTC = timezone.utc
+T0 = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
+MONDAY_9 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+@pytest.mark.xfail(strict=True, reason="A13b fault 1: a cron that never matches ('0 9 31 2 *') passes "
+                   "check_cron, then croniter's CroniterBadDateError escapes next_run (studio/schedules.py:141); "
+                   "CLI 'schedule add' says 'error: unexpected CroniterBadDateError', exit 1, not exit 2")
+@pytest.mark.parametrize("cron", ["0 9 31 2 *", "0 0 30 2 *"])
+def test_a_cron_that_never_matches_is_a_clear_refusal(cron):
+    with pytest.raises(InvalidRequest):
+        next_run(cron, T0)
+
+
+@pytest.mark.xfail(strict=True, reason="A13b fault 2: on the autumn DST change a daily schedule in a DST "
+                   "zone fires twice (02:30 happens twice in Paris on 25 Oct 2026): next_run "
+                   "(studio/schedules.py:140-141) hands croniter an aware time and takes the repeated wall "
+                   "time as a new run, so the batch is paid twice that day")
+def test_a_daily_schedule_fires_once_on_the_day_clocks_go_back():
+    first = next_run("30 2 * * *", at("2026-10-24T12:00:00"), "Europe/Paris")
+    assert first == at("2026-10-25T00:30:00")  # 02:30 CEST
+    following = next_run("30 2 * * *", first, "Europe/Paris")
+    assert following.date() != first.date() and following == at("2026-10-26T01:30:00")  # 02:30 CET next day
+
+
+def test_the_spring_gap_still_fires_that_day():
+    # 02:30 does not exist in Paris on 29 March 2026: the run happens once that day (not skipped twice).
+    first = next_run("30 2 * * *", at("2026-03-28T12:00:00"), "Europe/Paris")
+    assert first.date() == at("2026-03-29T00:00:00").date()
+    assert next_run("30 2 * * *", first, "Europe/Paris") == at("2026-03-30T00:30:00")
+
+
+@pytest.mark.xfail(strict=True, reason="A13b fault 3: any user can forge which schedule made an image: "
+                   "a hand-given tag 'schedule:NAME' (CLI --tag, HTTP tags) is accepted by generate, and "
+                   "schedule_of (studio/schedules.py:64) reads provenance from that tag alone, so History "
+                   "(pages/4_History.py:82) and Gradio say 'Made by schedule NAME' for an image no schedule made")
+def test_a_hand_made_image_cannot_claim_a_schedule(echo_studio):
+    from studio.types import GenerationRequest
+
+    try:
+        result = echo_studio.generate(GenerationRequest(prompt="a cat", provider="echo", tags=["schedule:weekly"],
+                                                        user="bob"))
+    except InvalidRequest:
+        return  # refusing the reserved tag is a fix too
+    record = result.images[0] if hasattr(result, "images") else result
+    tags = getattr(record, "tags", None) or echo_studio.history(user="bob").items[0].tags
+    assert schedule_of(tags) is None
+
+
+@pytest.mark.xfail(strict=True, reason="A13b fault 4: a process that dies between claim() and fire()'s "
+                   "submit (kill -9 during a firing) loses that due time without a trace: claim "
+                   "(studio/schedules.py:312-322) commits next_run_at, last_run_at=due and runs+1 before the job "
+                   "exists; afterwards no process fires it again and the schedule shows no error and no job")
+def test_a_firing_cut_short_is_fired_again_or_reported(echo_studio, monkeypatch):
+    from studio.jobs import get_manager
+
+    schedules = Schedules(echo_studio)
+    schedules.add("weekly", "0 9 * * 1", ["a lighthouse"], now=T0, options={"provider": "echo"})
+
+    def die(*_args, **_kwargs):  # the process ends here, like kill -9: nothing after it runs
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Schedules, "_submit", die)
+    with pytest.raises(KeyboardInterrupt):
+        schedules.run_due(MONDAY_9 + timedelta(seconds=5))
+    monkeypatch.undo()
+    # A fresh process (the scheduler restarted) looks again a little later.
+    fired = Schedules(echo_studio).run_due(MONDAY_9 + timedelta(minutes=1))
+    after = schedules.get("weekly")
+    try:
+        refired = [f for f in fired if f.due == stamp(MONDAY_9) and f.ok]
+        assert refired or after.last_error, (fired, after)
+    finally:
+        for firing in fired:
+            if firing.job_id:
+                get_manager(echo_studio).wait(firing.job_id, "local", timeout=30)
+        get_manager(echo_studio).close()
