@@ -91,3 +91,25 @@ def test_a_firing_cut_short_is_fired_again_or_reported(echo_studio, monkeypatch)
             if firing.job_id:
                 get_manager(echo_studio).wait(firing.job_id, "local", timeout=30)
         get_manager(echo_studio).close()
+
+
+@pytest.mark.xfail(strict=True, reason="A13b fault 5: /health says local storage ok while every save fails: "
+                   "the probe (studio/health.py:46-49) only calls files.exists('health-check'), which answers "
+                   "False without touching whether the images folder can be written; a generate then is billed "
+                   "and fails 'images could not be saved' while a load balancer keeps sending traffic")
+def test_health_reports_a_local_store_that_cannot_be_written(echo_studio):
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from studio.http import create_app
+    from studio.types import GenerationRequest
+
+    images = echo_studio.storage.files.root / "images"
+    shutil.rmtree(images, ignore_errors=True)
+    images.write_text("not a folder")  # a lost mount point, a misconfigured volume: nothing can be saved
+    with pytest.raises(Exception):  # the store really is broken: a save fails
+        echo_studio.generate(GenerationRequest(prompt="a dog", provider="echo"))
+    answer = TestClient(create_app(echo_studio)).get("/health")
+    assert answer.json()["backends"]["storage"]["ok"] is False
+    assert answer.status_code == 503
