@@ -94,7 +94,20 @@ def check_cron(expression: Any) -> str:
     if not croniter.is_valid(text):
         raise InvalidRequest(f"cron expression {text[:80]!r} is not valid: fields are minute (0-59), hour (0-23), "
                              "day of month (1-31), month (1-12), day of week (0-6, Sunday 0), e.g. '0 9 * * 1'")
+    _first_match(text)  # a valid expression may still name no real day ("0 9 31 2 *": 31 February)
     return text
+
+
+def _first_match(text: str) -> None:
+    """InvalidRequest when cron ``text`` names no time at all: croniter searches some years ahead
+    and then gives up with CroniterBadDateError (a ValueError), which would otherwise escape later."""
+    from croniter import CroniterBadDateError, croniter
+
+    try:
+        croniter(text, datetime(2000, 1, 1)).get_next(datetime)  # 2000: leap year, so 29 February is found
+    except CroniterBadDateError:
+        raise InvalidRequest(f"cron expression {text[:80]!r} never runs: no date matches its day and month "
+                             "(e.g. 31 February); pick a day that exists") from None
 
 
 def check_timezone(name: Any) -> str:
@@ -117,8 +130,18 @@ def next_run(cron: str, after: datetime, tz: str = "UTC") -> datetime:
     from croniter import croniter
 
     cron, zone = check_cron(cron), ZoneInfo(check_timezone(tz))
-    found = croniter(cron, after.astimezone(zone)).get_next(datetime)
-    return found.astimezone(timezone.utc)
+    # croniter walks naive wall-clock time: given an aware time it would take 02:30 of the autumn
+    # change twice (once per offset). Each wall time found is placed with fold=0 (its first
+    # occurrence; a time in the spring gap lands just after it), and one at or before ``after`` (the
+    # repeated hour, seen from its second pass) is skipped, so a wall-clock time fires once.
+    after_utc = after.astimezone(timezone.utc)
+    walker = croniter(cron, after.astimezone(zone).replace(tzinfo=None))
+    for _ in range(10_000):  # bound: the repeated hour holds at most 60 minute-steps to skip
+        wall = walker.get_next(datetime)
+        found = wall.replace(tzinfo=zone, fold=0).astimezone(timezone.utc)
+        if found > after_utc:
+            return found
+    raise InvalidRequest(f"cron expression {cron[:80]!r} found no time after {stamp(after)} in {tz}")
 
 
 @dataclass

@@ -19,19 +19,12 @@ def at(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
-@pytest.mark.xfail(strict=True, reason="A13b fault 1: a cron that never matches ('0 9 31 2 *') passes "
-                   "check_cron, then croniter's CroniterBadDateError escapes next_run (studio/schedules.py:141); "
-                   "CLI 'schedule add' says 'error: unexpected CroniterBadDateError', exit 1, not exit 2")
 @pytest.mark.parametrize("cron", ["0 9 31 2 *", "0 0 30 2 *"])
 def test_a_cron_that_never_matches_is_a_clear_refusal(cron):
     with pytest.raises(InvalidRequest):
         next_run(cron, T0)
 
 
-@pytest.mark.xfail(strict=True, reason="A13b fault 2: on the autumn DST change a daily schedule in a DST "
-                   "zone fires twice (02:30 happens twice in Paris on 25 Oct 2026): next_run "
-                   "(studio/schedules.py:140-141) hands croniter an aware time and takes the repeated wall "
-                   "time as a new run, so the batch is paid twice that day")
 def test_a_daily_schedule_fires_once_on_the_day_clocks_go_back():
     first = next_run("30 2 * * *", at("2026-10-24T12:00:00"), "Europe/Paris")
     assert first == at("2026-10-25T00:30:00")  # 02:30 CEST
