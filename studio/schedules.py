@@ -40,6 +40,7 @@ from studio.errors import InvalidRequest, NotFound, StudioError, missing_file
 from studio.records import utc_now
 from studio.scripts import _decode as decode_script  # a script's bytes as the batch reads them
 from studio.storage.index import sql
+from studio.validation import server_tags
 
 if TYPE_CHECKING:
     from studio.service import Studio
@@ -380,15 +381,19 @@ class Schedules:
 
     def _preview(self, template: dict[str, Any], owner: str, name: str):
         from studio.jobs import get_manager
+        from studio.jobs.runner import SERVER_TAGS_OPTION
         from studio.scripts import parse_script
 
         options = dict(template.get("options") or {})
         tags = [*(options.pop("tags", None) or []), schedule_tag(name)]
         script = parse_script(template["script"], name=template.get("script_name") or "",
                               format=template.get("script_format"))
-        return get_manager(self.studio).preview(script, user=owner, tags=tags,
-                                                 name=f"schedule {name}: {template.get('script_name') or 'prompts'}",
-                                                 **options)
+        with server_tags(schedule_tag(name)):  # the one place a schedule: tag is given, not typed
+            preview = get_manager(self.studio).preview(
+                script, user=owner, tags=tags, name=f"schedule {name}: {template.get('script_name') or 'prompts'}",
+                **options)
+        preview.job.options[SERVER_TAGS_OPTION] = [schedule_tag(name)]  # its scenes keep the tag when they run
+        return preview
 
     def _submit(self, schedule: Schedule):
         from studio.jobs import get_manager

@@ -377,7 +377,7 @@ class Studio:
         if not may_change(record, user):
             raise NotFound(f"no image with id {image_id!r}")
         if "tags" in fields:
-            fields["tags"] = clean_tags(fields["tags"])
+            fields["tags"] = clean_tags(fields["tags"], keep=record.tags)  # a schedule's tag may stay
         if "category" in fields:
             fields["category"] = clean_category(fields["category"])
         self.storage.index.update_image(image_id, **fields)

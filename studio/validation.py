@@ -12,8 +12,10 @@ import json
 import re
 import secrets
 import unicodedata
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from studio import postprocess
 from studio.catalog import ModelInfo, check_not_retired
@@ -310,14 +312,38 @@ def prepare(request: GenerationRequest, provider: str, model: ModelInfo, styles:
     return Prepared(prepared, mode, warnings)
 
 
-def clean_tags(tags: Any) -> list[str]:
+# Tags with this prefix say which schedule made an image (studio.schedules.schedule_tag); only the
+# scheduler's own firing may add one (``server_tags``), so no hand-given tag can claim a schedule.
+RESERVED_TAG_PREFIX = "schedule:"
+_SERVER_TAGS: ContextVar[frozenset[str]] = ContextVar("studio_server_tags", default=frozenset())
+
+
+@contextmanager
+def server_tags(*tags: str) -> Iterator[None]:
+    """While inside, ``clean_tags`` accepts these reserved tags (the server adds them, not a user):
+    the scheduler around its batch preview, the job runner around a scheduled job's scenes."""
+    token = _SERVER_TAGS.set(_SERVER_TAGS.get() | {str(tag).lower() for tag in tags})
+    try:
+        yield
+    finally:
+        _SERVER_TAGS.reset(token)
+
+
+def clean_tags(tags: Any, keep: Any = ()) -> list[str]:
+    """Tags (a list, or one "a, b" string) tidied: stripped, lower case, no duplicates, at most
+    ``MAX_TAGS``. A tag starting ``schedule:`` is refused (InvalidRequest) unless the server adds it
+    (``server_tags``) or it is in ``keep`` (the tags an image already has, when its tags are edited)."""
     if tags is None:
         return []
     if isinstance(tags, str):
         tags = [t for t in tags.split(",")]
+    allowed = _SERVER_TAGS.get() | {str(tag).lower() for tag in keep or ()}
     cleaned = []
     for tag in tags:
         text = clean_text(tag, "tag", required=False, max_chars=MAX_TAG_CHARS).lower()
+        if text.startswith(RESERVED_TAG_PREFIX) and text not in allowed:
+            raise InvalidRequest(f"tags starting {RESERVED_TAG_PREFIX!r} are reserved: only a schedule's own runs "
+                                 f"add them (tag {text[:70]!r})")
         if text and text not in cleaned:
             cleaned.append(text)
     if len(cleaned) > MAX_TAGS:

@@ -39,10 +39,6 @@ def test_the_spring_gap_still_fires_that_day():
     assert next_run("30 2 * * *", first, "Europe/Paris") == at("2026-03-30T00:30:00")
 
 
-@pytest.mark.xfail(strict=True, reason="A13b fault 3: any user can forge which schedule made an image: "
-                   "a hand-given tag 'schedule:NAME' (CLI --tag, HTTP tags) is accepted by generate, and "
-                   "schedule_of (studio/schedules.py:64) reads provenance from that tag alone, so History "
-                   "(pages/4_History.py:82) and Gradio say 'Made by schedule NAME' for an image no schedule made")
 def test_a_hand_made_image_cannot_claim_a_schedule(echo_studio):
     from studio.types import GenerationRequest
 

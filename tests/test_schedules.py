@@ -282,10 +282,24 @@ def test_cli_add_list_run_due_remove(echo_studio, tmp_path):
 
 def _scheduled_image(studio):
     from studio.types import GenerationRequest
+    from studio.validation import server_tags
 
-    result = studio.generate(GenerationRequest(prompt="a harbour at dawn", provider="echo",
-                                               tags=["blog", "schedule:daily-blog"]))
+    with server_tags("schedule:daily-blog"):  # as the job runner does for a scheduled job's scenes
+        result = studio.generate(GenerationRequest(prompt="a harbour at dawn", provider="echo",
+                                                   tags=["blog", "schedule:daily-blog"]))
     return result.images[0]
+
+
+def test_the_schedule_tag_is_reserved_but_kept_on_edits(echo_studio):
+    from studio.types import GenerationRequest
+
+    with pytest.raises(InvalidRequest, match="reserved"):
+        echo_studio.generate(GenerationRequest(prompt="x", provider="echo", tags=["Schedule:daily-blog"]))
+    record = _scheduled_image(echo_studio)
+    kept = echo_studio.update_image(record.id, tags=["schedule:daily-blog", "harbour"])
+    assert "schedule:daily-blog" in kept.tags  # an edit that keeps the image's own tag is fine
+    with pytest.raises(InvalidRequest, match="reserved"):
+        echo_studio.update_image(record.id, tags=["schedule:other"])
 
 
 def test_gradio_history_details_name_the_schedule(echo_studio):

@@ -30,7 +30,7 @@ from studio.jobs.model import STAGE_STATUS, ItemStatus, Job, JobItem, JobStatus
 from studio.jobs.store import JobStore, now_iso
 from studio.options import merge_options
 from studio.types import GenerationRequest, Mode, ProgressEvent
-from studio.validation import clean_tags
+from studio.validation import clean_tags, server_tags
 
 MAX_ATTEMPTS = 3  # tries for an item that failed with a retryable error (timeout, 5xx)
 MAX_RATE_LIMITED_ATTEMPTS = 10  # a rate limit is not the item's fault: it may come back more often
@@ -154,6 +154,14 @@ INPUT_IMAGE_URL_OPTION = "input_image_url"
 # A job option: where the job's local model is, when it was given as a path (ModelInfo.location); the
 # job's ``model`` is its shown name (studio.model_names), which alone may not find a path given freely.
 MODEL_LOCATION_OPTION = "model_location"
+# A job option only the scheduler sets (never a BatchOptions field): the reserved tags its scenes
+# may carry, e.g. ["schedule:daily-blog"] (studio.validation.server_tags).
+SERVER_TAGS_OPTION = "server_tags"
+
+
+def job_server_tags(job: Job) -> list[str]:
+    """The reserved tags the server gave ``job`` (``SERVER_TAGS_OPTION``), or []."""
+    return [str(tag) for tag in job.options.get(SERVER_TAGS_OPTION) or []]
 
 
 def build_request(job: Job, item: JobItem) -> GenerationRequest:
@@ -194,7 +202,8 @@ def execute_item(studio, store: JobStore, job: Job, item: JobItem, cancel: threa
             store.set_stage(job.id, item.index, rid, status, pct)
 
     try:
-        result = studio.generate(build_request(job, item), progress=progress, cancel=cancel, request_id=rid)
+        with server_tags(*job_server_tags(job)):  # a scheduled job's scenes carry its schedule: tag
+            result = studio.generate(build_request(job, item), progress=progress, cancel=cancel, request_id=rid)
     except Cancelled as error:
         store.fail_item(job.id, item.index, rid, ItemStatus.CANCELLED, error.kind, error.message)
         return Outcome("cancelled")
