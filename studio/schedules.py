@@ -17,7 +17,8 @@ schedule run-due``, the Celery beat task) reads the due rows and fires one only 
 processes racing for a due time, the second UPDATE matches no row (SQLite: writers are serialised;
 PostgreSQL: the second waits for the first's row lock, then sees the new value), so it skips it.
 A claim is taken before the job is made: a process that dies between the two loses that one run
-(at most once, never twice); the schedule's ``last_error`` says when a job could not be made.
+(at most once, never twice), and the claim's own ``last_error`` ("... no job was recorded") stays on
+the schedule to say so; ``fire`` replaces it with the outcome (a job id, or why none was made).
 
 Missed times (nothing was running at 09:00) fire once when the schedule is next looked at, not once
 per missed time; ``next_run_at`` then moves to the first time after now.
@@ -338,11 +339,17 @@ class Schedules:
         first time after ``now``, only if it still holds the value read. Returns the new next run,
         or None when another process took it first (or the schedule was paused or removed)."""
         upcoming = stamp(next_run(schedule.cron, now, schedule.timezone))
+        # The claim says, until ``fire`` replaces it with the outcome, that no job is known yet: a
+        # process killed in between leaves this on the schedule (``schedule list``) instead of nothing.
+        pending = (f"claimed its run due {schedule.next_run_at} at {stamp(now)} but no job was recorded: the "
+                   "process stopped before the job was made (or before noting it)")
         with self.index.write() as conn:
             changed = conn.execute(
                 sql("UPDATE schedules SET next_run_at = :next, last_run_at = :due, runs = runs + 1, "
+                    "last_job_id = NULL, last_error = :pending, "
                     "updated_at = :now WHERE id = :id AND enabled = 1 AND next_run_at = :due"),
-                {"next": upcoming, "due": schedule.next_run_at, "now": stamp(now), "id": schedule.id}).rowcount
+                {"next": upcoming, "due": schedule.next_run_at, "now": stamp(now), "id": schedule.id,
+                 "pending": pending}).rowcount
         return upcoming if changed == 1 else None
 
     def run_due(self, now: datetime | None = None) -> list[Firing]:

@@ -52,10 +52,6 @@ def test_a_hand_made_image_cannot_claim_a_schedule(echo_studio):
     assert schedule_of(tags) is None
 
 
-@pytest.mark.xfail(strict=True, reason="A13b fault 4: a process that dies between claim() and fire()'s "
-                   "submit (kill -9 during a firing) loses that due time without a trace: claim "
-                   "(studio/schedules.py:312-322) commits next_run_at, last_run_at=due and runs+1 before the job "
-                   "exists; afterwards no process fires it again and the schedule shows no error and no job")
 def test_a_firing_cut_short_is_fired_again_or_reported(echo_studio, monkeypatch):
     from studio.jobs import get_manager
 
