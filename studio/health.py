@@ -16,10 +16,14 @@ ends (PostgreSQL, S3, Celery on Redis) replace or extend a probe by name.
 from __future__ import annotations
 
 import logging
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
 
 from studio.health_backends import extend as extend_for_scale_out
+from studio.storage import IMAGES_PREFIX
+from studio.storage.files import TMP_MARKER
 
 if TYPE_CHECKING:
     from studio.service import Studio
@@ -44,9 +48,29 @@ def database(studio: "Studio") -> dict[str, Any]:
 
 
 def storage(studio: "Studio") -> dict[str, Any]:
-    """One look-up in the file store (a key no file has): proves the folder or bucket answers."""
-    studio.storage.files.exists("health-check")
-    return {"kind": _engine(studio.settings.storage_url, "local"), "ok": True}
+    """The local images folder can be written (a small file made and removed in it), or, for another
+    file store, one look-up in it (a key no file has) proves it answers."""
+    kind = _engine(studio.settings.storage_url, "local")
+    root = getattr(studio.storage.files, "root", None)
+    if root is None:
+        studio.storage.files.exists("health-check")
+        return {"kind": kind, "ok": True}
+    return {"kind": kind, **_writable(Path(root) / IMAGES_PREFIX)}
+
+
+def _writable(folder: Path) -> dict[str, Any]:
+    """``{"ok": True}`` when a file can be made in ``folder`` (made if missing, as a save would);
+    otherwise ``{"ok": False, "detail"}`` without the path. The probe file is created with a name no
+    other file has (O_EXCL) and the store's partial-file marker, so a leftover is swept as a partial."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f"health{TMP_MARKER}") as probe:
+            probe.write(b"ok")
+            probe.flush()
+    except OSError as exc:  # a file where the folder should be, a read-only or full volume
+        log.warning("health check storage: the images folder cannot be written: %s: %s", type(exc).__name__, exc)
+        return {"ok": False, "error": type(exc).__name__, "detail": "the images folder cannot be written"}
+    return {"ok": True}
 
 
 def broker(studio: "Studio") -> dict[str, Any]:

@@ -78,10 +78,6 @@ def test_a_firing_cut_short_is_fired_again_or_reported(echo_studio, monkeypatch)
         get_manager(echo_studio).close()
 
 
-@pytest.mark.xfail(strict=True, reason="A13b fault 5: /health says local storage ok while every save fails: "
-                   "the probe (studio/health.py:46-49) only calls files.exists('health-check'), which answers "
-                   "False without touching whether the images folder can be written; a generate then is billed "
-                   "and fails 'images could not be saved' while a load balancer keeps sending traffic")
 def test_health_reports_a_local_store_that_cannot_be_written(echo_studio):
     import shutil
 
