@@ -280,6 +280,16 @@ def test_cli_add_list_run_due_remove(echo_studio, tmp_path):
 # -- where the history shows it -----------------------------------------------------------------
 
 
+def test_a_cron_naming_no_real_day_is_refused_and_nothing_is_stored(echo_studio):
+    schedules = Schedules(echo_studio)
+    with pytest.raises(InvalidRequest, match="never runs"):
+        schedules.add("feb-31", "0 9 31 2 *", ["a lighthouse"], options={"provider": "echo"})
+    assert schedules.list() == []
+    leap, _ = schedules.add("leap-day", "0 0 29 2 *", ["a lighthouse"], options={"provider": "echo"},
+                            now=datetime(2026, 11, 29, tzinfo=UTC))
+    assert leap.next_run_at == "2028-02-29T00:00:00Z"  # rare but real: accepted
+
+
 def _scheduled_image(studio):
     from studio.types import GenerationRequest
     from studio.validation import server_tags
@@ -368,6 +378,8 @@ def test_the_beat_task_fires_due_schedules_as_celery_jobs(studio_home, redis_url
         assert redis.Redis.from_url(redis_url).llen(CLOUD_QUEUE) >= 1  # its scenes wait for a "cloud" worker
         made = get_manager(worker.worker_studio()).get(fired[0]["job_id"])
         assert made.total == 2 and "schedule:weekly-blog" in made.options["tags"]
+        # The stored job says the tag is the server's, so a worker's scenes may keep it (validation.server_tags).
+        assert made.options["server_tags"] == ["schedule:weekly-blog"]
     finally:
         if worker._studio is not None:
             get_manager(worker._studio).close()
