@@ -7,6 +7,7 @@ import io
 import re
 import socket
 import threading
+import time
 from pathlib import Path
 
 from PIL import Image
@@ -138,3 +139,17 @@ def readme_bash(section: str) -> str:
             script.append(line)
     assert script, f"the README's section {section!r} has no bash examples"
     return "\n".join(script)
+
+
+def wait_for(condition, what: str, timeout: float = 120.0, interval: float = 0.05):
+    """Poll ``condition`` (its state lives in another thread or process: Redis, the database, a
+    worker) until it returns something true, and return that; AssertionError naming ``what`` after
+    ``timeout`` seconds (generous: a loaded 2-core machine). A wait on real state, never a sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        threading.Event().wait(interval)

@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from studio.jobs.model import JobStatus
+from tests.helpers import wait_for
 from tests.celery_workers import ROOT, Worker, worker_env
 from tests.fakes import echo_provider
 
@@ -124,17 +125,6 @@ def test_a_worker_reaching_the_same_redis_by_another_name_settles_the_job(echo_e
 
 # -- S3 -----------------------------------------------------------------------------------------
 
-
-def wait_for(condition, what: str, timeout: float = DEADLINE):
-    """Poll ``condition`` (its state lives in other processes) until it is true."""
-    import threading
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        threading.Event().wait(0.1)
 
 
 def test_a_worker_with_a_missing_bucket_does_not_eat_the_scenes(echo_env, s3_storage_url, studio_home, redis_url,

@@ -20,23 +20,13 @@ from studio.jobs.manager import JobManager
 from studio.jobs.model import ItemStatus, JobStatus
 from studio.jobs.recovery import RECOVERED_NOTE
 from studio.jobs.runner import ThreadRunner
+from tests.helpers import wait_for
 from tests.celery_workers import ROOT, Worker, worker_env
 from tests.fakes import echo_provider
 
 STALE = "2"  # seconds: a killed worker's scene is recovered this long after its last heartbeat
 DEADLINE = 120.0  # seconds any wait below may take on a loaded 2-core machine before the test fails
 
-
-def wait_for(condition, what: str, timeout: float = DEADLINE, interval: float = 0.05):
-    """Poll ``condition`` (the state lives in other processes: Redis, the database) until it is true."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        threading.Event().wait(interval)
 
 
 @pytest.fixture

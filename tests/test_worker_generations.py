@@ -13,12 +13,12 @@ from __future__ import annotations
 import io
 import json
 import threading
-import time
 
 import pytest
 from PIL import Image
 
 from studio.errors import Cancelled
+from tests.helpers import wait_for
 from tests.celery_workers import Worker, worker_env
 from tests.fakes import wire_provider
 from tests.fakes.echo_provider import EchoProvider
@@ -26,17 +26,6 @@ from tests.fakes.echo_provider import EchoProvider
 BUDGET = "5"  # USD a day: the pricey model's $10 image does not fit
 DEADLINE = 120.0
 
-
-def wait_for(condition, what: str, timeout: float = DEADLINE):
-    """Poll ``condition`` (it reads what another thread or process changes) until it is true."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        threading.Event().wait(0.05)
 
 
 @pytest.fixture(scope="module")
