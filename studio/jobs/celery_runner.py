@@ -59,8 +59,8 @@ from typing import Any
 
 from studio.jobs.model import ACTIVE, ItemStatus, Job, JobItem, JobStatus
 from studio.jobs.recovery import RecoveryReport, settle_items
-from studio.jobs.runner import (HEARTBEAT_STALE_SECONDS, EventCallback, Outcome, Runner, execute_item,
-                                runner_alive)
+from studio.jobs.runner import (EventCallback, Outcome, Runner, execute_item,
+                                heartbeat_timings, runner_alive)
 from studio.jobs.store import JobStore, now_iso
 
 SCENE_TASK = "studio.run_scene"
@@ -186,13 +186,7 @@ class CeleryRunner(Runner):
         if not settings.broker_url:
             raise ValueError("the Celery runner needs settings.broker_url (STUDIO_BROKER_URL)")
         self._runner_id: str | None = None  # read from Redis on first use (cluster_runner_id)
-        self.stale_after = float(stale_after if stale_after is not None else
-                                 getattr(settings, "job_stale_seconds", HEARTBEAT_STALE_SECONDS))
-        if self.stale_after <= 0:
-            raise ValueError(f"stale_after must be positive, not {self.stale_after}")
-        self.poll_interval = poll_interval if poll_interval is not None else min(0.5, self.stale_after / 5)
-        if not 0 < self.poll_interval < self.stale_after:
-            raise ValueError(f"poll_interval must be between 0 and stale_after ({self.stale_after} s)")
+        self.stale_after, self.poll_interval = heartbeat_timings(studio, stale_after, poll_interval)
         # A scene claimed this recently may not have its lease yet (it is set right after the claim).
         self.claim_grace = min(2.0, self.stale_after / 2)
         # A running job with pending scenes and no sign of its tasks this long had them lost.

@@ -78,6 +78,21 @@ def held_elsewhere(job_id: str, holder: str | None) -> Busy:
                           "pause or cancel it there, or wait for it")
 
 
+def heartbeat_timings(studio, stale_after: float | None, poll_interval: float | None) -> tuple[float, float]:
+    """A runner's ``(stale_after, poll_interval)`` in seconds: ``stale_after`` (default: the studio's
+    ``job_stale_seconds`` setting) must be positive, ``poll_interval`` (default: a fifth of it, at
+    most 0.5 s) between 0 and ``stale_after``; ValueError otherwise."""
+    settings = getattr(studio, "settings", None)
+    stale = float(stale_after if stale_after is not None else
+                  getattr(settings, "job_stale_seconds", HEARTBEAT_STALE_SECONDS))
+    if stale <= 0:
+        raise ValueError(f"stale_after must be positive, not {stale}")
+    poll = poll_interval if poll_interval is not None else min(0.5, stale / 5)
+    if not 0 < poll < stale:
+        raise ValueError(f"poll_interval must be between 0 and stale_after ({stale} s)")
+    return stale, poll
+
+
 class Runner(ABC):
     """Runs the pending items of jobs kept in a ``JobStore``."""
 
@@ -348,14 +363,7 @@ class ThreadRunner(Runner):
         self.studio = studio
         self.store = store
         self.on_event = on_event
-        settings = getattr(studio, "settings", None)
-        self.stale_after = float(stale_after if stale_after is not None else
-                                 getattr(settings, "job_stale_seconds", HEARTBEAT_STALE_SECONDS))
-        if self.stale_after <= 0:
-            raise ValueError(f"stale_after must be positive, not {self.stale_after}")
-        self.poll_interval = poll_interval if poll_interval is not None else min(0.5, self.stale_after / 5)
-        if not 0 < self.poll_interval < self.stale_after:
-            raise ValueError(f"poll_interval must be between 0 and stale_after ({self.stale_after} s)")
+        self.stale_after, self.poll_interval = heartbeat_timings(studio, stale_after, poll_interval)
         self.runner_id = runner_id or new_runner_id()
         self._lock = threading.RLock()
         self._runs: dict[str, _Run] = {}
